@@ -1,0 +1,44 @@
+# The verbs a person types. Each sets up what it needs on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NODE_STAMP := tests/node/node_modules/.installed
+
+.PHONY: install run test lint proto bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+## run: start the broker on 127.0.0.1:50051 with its data in ./data
+run: install
+	$(BIN)/tidelog serve
+
+## test: the whole suite (unit and integration, grpcurl and a Node.js client included)
+test: install $(NODE_STAMP)
+	$(PY) -m pytest
+
+## lint: ruff and mypy
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## proto: regenerate tidelog.v1 stubs from protos/tidelog/v1/*.proto
+proto: install
+	PATH=$(BIN):$$PATH $(PY) scripts/gen_protos.py
+
+## bench: produce and consume throughput, end-to-end latency
+bench: install
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache

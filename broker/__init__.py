@@ -1,0 +1,1 @@
+"""Tidelog broker: a Kafka-style log on LMDB behind a grpc.aio server."""

@@ -1,0 +1,122 @@
+"""The Admin service: topic create, delete, list, describe, alter."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import empty_pb2
+
+from broker import topic_config
+from broker.config import Settings
+from broker.errors import BrokerError
+from broker.names import check_topic_name
+from broker.ops import AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp, PurgeTopicOp
+from broker.rpc import unary
+from broker.store import TopicRecord
+from broker.topics import TopicRegistry, TopicState
+from broker.writer import Writer
+from tidelog.v1 import admin_pb2
+
+log = structlog.get_logger("tidelog.admin")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def topic_message(name: str, partitions: int, overrides: dict[str, str]) -> admin_pb2.Topic:
+    return admin_pb2.Topic(name=name, partitions=partitions, configs=topic_config.effective(overrides))
+
+
+def state_message(topic: TopicState) -> admin_pb2.Topic:
+    return topic_message(topic.name, len(topic.partitions), topic.overrides)
+
+
+class TopicPurger:
+    """Deletes a deleted topic's records in the background, in small writer ops."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, topic_id: int) -> None:
+        task = asyncio.create_task(self._purge(topic_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _purge(self, topic_id: int) -> None:
+        try:
+            while not await self._writer.submit(PurgeTopicOp(topic_id)):
+                pass
+            log.info("topic_purged", topic_id=topic_id)
+        except BrokerError as err:
+            log.warning("topic_purge_paused", topic_id=topic_id, reason=err.reason)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class AdminService:
+    def __init__(self, settings: Settings, registry: TopicRegistry, writer: Writer, purger: TopicPurger) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._writer = writer
+        self._purger = purger
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "CreateTopic": unary("CreateTopic", admin_pb2.CreateTopicRequest, self.create_topic),
+            "DeleteTopic": unary("DeleteTopic", admin_pb2.DeleteTopicRequest, self.delete_topic),
+            "ListTopics": unary("ListTopics", empty_pb2.Empty, self.list_topics),
+            "DescribeTopic": unary("DescribeTopic", admin_pb2.DescribeTopicRequest, self.describe_topic),
+            "AlterTopicConfigs": unary("AlterTopicConfigs", admin_pb2.AlterTopicConfigsRequest, self.alter_configs),
+        }
+
+    async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
+        check_topic_name(request.name)
+        partitions = request.partitions if request.HasField("partitions") else 1
+        limit = self._settings.max_partitions
+        if not 1 <= partitions <= limit:
+            raise BrokerError(
+                "INVALID_PARTITIONS", f"partitions must be between 1 and {limit}, got {partitions}", topic=request.name
+            )
+        configs = topic_config.validate(request.configs)
+        record: TopicRecord = await self._writer.submit(CreateTopicOp(request.name, partitions, configs))
+        log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
+        return topic_message(record.name, record.partitions, record.configs)
+
+    async def delete_topic(self, request: admin_pb2.DeleteTopicRequest, context: Context) -> empty_pb2.Empty:
+        self._registry.get(request.name)
+        record: TopicRecord = await self._writer.submit(DeleteTopicOp(request.name))
+        log.info("topic_deleted", topic=record.name, topic_id=record.id)
+        self._purger.start(record.id)
+        return empty_pb2.Empty()
+
+    async def list_topics(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListTopicsResponse:
+        return admin_pb2.ListTopicsResponse(topics=[state_message(t) for t in self._registry.sorted()])
+
+    async def describe_topic(
+        self, request: admin_pb2.DescribeTopicRequest, context: Context
+    ) -> admin_pb2.DescribeTopicResponse:
+        topic = self._registry.get(request.name)
+        return admin_pb2.DescribeTopicResponse(
+            topic=state_message(topic),
+            partitions=[
+                admin_pb2.PartitionInfo(
+                    partition=p.partition,
+                    log_start_offset=p.log_start_offset,
+                    high_watermark=p.high_watermark,
+                    size_bytes=p.size_bytes,
+                )
+                for p in topic.partitions
+            ],
+        )
+
+    async def alter_configs(self, request: admin_pb2.AlterTopicConfigsRequest, context: Context) -> admin_pb2.Topic:
+        self._registry.get(request.name)
+        configs = topic_config.validate(request.configs)
+        record: TopicRecord = await self._writer.submit(AlterTopicConfigsOp(request.name, configs))
+        log.info("topic_configs_altered", topic=record.name, configs=configs)
+        return topic_message(record.name, record.partitions, record.configs)

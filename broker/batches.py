@@ -1,0 +1,66 @@
+"""Stored batches and their wire form.
+
+A stored value is a fixed header the broker reads without parsing protobuf,
+followed by the batch exactly as it goes on the wire (an encoded RecordBatch):
+
+    | record_count u32 | max_timestamp_ms i64 | append_time_ms i64 | RecordBatch bytes |
+
+Protobuf fields may come in any order and messages concatenate, so the
+RecordBatch bytes are the broker's small header fields followed by the
+records' encoding taken straight from the producer's request.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import crc32c
+
+from tidelog.v1.records_pb2 import RecordBatch
+
+VALUE_HEADER = struct.Struct(">Iqq")
+HEADER_SIZE = VALUE_HEADER.size
+
+
+def varint(value: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative int."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def frame_batches(wire_batches: list[bytes]) -> bytes:
+    """The encoding of `repeated RecordBatch batches = 1` holding these batches."""
+    return b"".join(b"\x0a" + varint(len(b)) + b for b in wire_batches)
+
+
+def build_stored(
+    records_bytes: bytes, count: int, base_offset: int, append_time_ms: int, max_timestamp_ms: int, crc: int
+) -> bytes:
+    head = RecordBatch(
+        base_offset=base_offset,
+        append_time_ms=append_time_ms,
+        max_timestamp_ms=max_timestamp_ms,
+        crc32c=crc,
+    ).SerializeToString()
+    return VALUE_HEADER.pack(count, max_timestamp_ms, append_time_ms) + head + records_bytes
+
+
+def records_crc(records_bytes: bytes) -> int:
+    return int(crc32c.crc32c(records_bytes))
+
+
+def slice_wire(wire: bytes, base_offset: int, skip: int, keep: int) -> bytes:
+    """A batch's records [skip, skip+keep) as a batch of their own (offsets unchanged)."""
+    batch = RecordBatch.FromString(wire)
+    part = RecordBatch()
+    part.records.extend(batch.records[skip : skip + keep])
+    records_bytes = part.SerializeToString()
+    part.base_offset = base_offset + skip
+    part.append_time_ms = batch.append_time_ms
+    part.max_timestamp_ms = batch.max_timestamp_ms
+    part.crc32c = records_crc(records_bytes)
+    return part.SerializeToString()

@@ -1,0 +1,222 @@
+"""The Broker service: the data plane (produce, fetch, subscribe, offsets, metadata)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+
+from broker import config
+from broker.batches import frame_batches
+from broker.config import Settings
+from broker.errors import BrokerError, invalid_request, topic_not_found
+from broker.names import check_limit
+from broker.ops import InitProducerOp, ProduceOp
+from broker.produce import check_partition, prepare_produce
+from broker.rpc import as_broker_error, bidi_stream, parse, server_stream, unary
+from broker.store import Store
+from broker.topics import PartitionState, TopicRegistry, TopicState
+from broker.writer import Writer
+from tidelog.v1 import broker_pb2, records_pb2
+
+Context = grpc.aio.ServicerContext[Any, Any]
+# Requests of one ProduceStream accepted ahead of their answers.
+PRODUCE_STREAM_PIPELINE = 64
+
+
+def fetch_response(batches: list[bytes], partition: PartitionState, next_offset: int) -> bytes:
+    trailer = broker_pb2.FetchResponse(
+        high_watermark=partition.high_watermark,
+        log_start_offset=partition.log_start_offset,
+        next_offset=next_offset,
+    ).SerializeToString()
+    return frame_batches(batches) + trailer
+
+
+def produce_response(op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]], request_id: int) -> broker_pb2.ProduceResponse:
+    return broker_pb2.ProduceResponse(
+        topic=op.topic.name, results=[r for r, _, _ in results], request_id=request_id
+    )
+
+
+def offset_out_of_range(topic: TopicState, partition: PartitionState, offset: int) -> BrokerError:
+    return BrokerError(
+        "OFFSET_OUT_OF_RANGE",
+        f"offset {offset} is outside {topic.name}/{partition.partition}: valid offsets are "
+        f"{partition.log_start_offset} (log start) to {partition.high_watermark} (high watermark)",
+        log_start_offset=partition.log_start_offset,
+        high_watermark=partition.high_watermark,
+    )
+
+
+class BrokerService:
+    def __init__(self, settings: Settings, registry: TopicRegistry, store: Store, writer: Writer, advertised: str) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._store = store
+        self._writer = writer
+        self._advertised = advertised
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "Produce": unary("Produce", broker_pb2.ProduceRequest, self.produce),
+            "InitProducer": unary("InitProducer", empty_pb2.Empty, self.init_producer),
+            "ProduceStream": bidi_stream("ProduceStream", self.produce_stream),
+            "Fetch": unary("Fetch", broker_pb2.FetchRequest, self.fetch),
+            "Subscribe": server_stream("Subscribe", broker_pb2.SubscribeRequest, self.subscribe),
+            "ListOffsets": unary("ListOffsets", broker_pb2.ListOffsetsRequest, self.list_offsets),
+            "GetMetadata": unary("GetMetadata", broker_pb2.GetMetadataRequest, self.get_metadata),
+        }
+
+    def _partition(self, topic_name: str, partition: int) -> tuple[TopicState, PartitionState]:
+        topic = self._registry.get(topic_name)
+        check_partition(topic, partition)
+        return topic, topic.partitions[partition]
+
+    # -- produce -------------------------------------------------------------------
+
+    async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
+        op = prepare_produce(request, self._registry, request.ByteSize())
+        return produce_response(op, await self._writer.submit(op), 0)
+
+    async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
+        return broker_pb2.InitProducerResponse(producer_id=await self._writer.submit(InitProducerOp()))
+
+    async def produce_stream(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[broker_pb2.ProduceResponse]:
+        """Accept requests ahead of their answers (bounded), answer strictly in order."""
+        pipeline: asyncio.Queue[Any] = asyncio.Queue(PRODUCE_STREAM_PIPELINE)
+        end = object()
+
+        async def accept() -> None:
+            try:
+                async for raw in requests:
+                    request = parse(broker_pb2.ProduceRequest, raw)
+                    request_id, topic = request.request_id, request.topic
+                    try:
+                        op = prepare_produce(request, self._registry, len(raw))
+                        await pipeline.put((request_id, op, self._writer.submit(op)))
+                    except Exception as exc:
+                        await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream")))
+                await pipeline.put(end)
+            except BrokerError as err:  # undecodable bytes: a protocol violation ends the stream
+                await pipeline.put(err)
+
+        acceptor = asyncio.create_task(accept())
+        try:
+            while (item := await pipeline.get()) is not end:
+                if isinstance(item, BrokerError):
+                    raise item
+                request_id, subject, outcome = item
+                if isinstance(outcome, BrokerError):
+                    yield _produce_error(request_id, subject, outcome)
+                    continue
+                try:
+                    yield produce_response(subject, await outcome, request_id)
+                except BrokerError as err:
+                    yield _produce_error(request_id, subject.topic.name, err)
+        finally:
+            acceptor.cancel()
+
+    # -- read ----------------------------------------------------------------------
+
+    async def fetch(self, request: broker_pb2.FetchRequest, context: Context) -> bytes:
+        topic, partition = self._partition(request.topic, request.partition)
+        max_records = check_limit("max_records", request.max_records, config.DEFAULT_FETCH_MAX_RECORDS, config.MAX_FETCH_MAX_RECORDS)
+        max_bytes = check_limit("max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES)
+        max_wait_ms = check_limit("max_wait_ms", request.max_wait_ms, 0, config.MAX_FETCH_WAIT_MS)
+        offset = request.offset
+        if not partition.log_start_offset <= offset <= partition.high_watermark:
+            raise offset_out_of_range(topic, partition, offset)
+        if offset == partition.high_watermark and max_wait_ms:
+            deadline = time.monotonic() + max_wait_ms / 1000
+            while partition.high_watermark == offset and not topic.deleted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await partition.wait_for_change(remaining)
+            if topic.deleted:
+                raise topic_not_found(topic.name)
+        result = self._store.read(topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes)
+        return fetch_response(result.batches, partition, result.next_offset)
+
+    async def subscribe(self, request: broker_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
+        topic, partition = self._partition(request.topic, request.partition)
+        max_bytes = check_limit("max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES)
+        next_offset = self._resolve_start(topic, partition, request)
+        yield fetch_response([], partition, next_offset)
+        heartbeat_s = self._settings.subscribe_heartbeat_ms / 1000
+        while True:
+            if topic.deleted:
+                raise topic_not_found(topic.name)
+            if next_offset < partition.log_start_offset:
+                raise offset_out_of_range(topic, partition, next_offset)
+            if next_offset < partition.high_watermark:
+                result = self._store.read(
+                    topic.id, partition.partition, next_offset, partition.high_watermark,
+                    config.MAX_FETCH_MAX_RECORDS, max_bytes,
+                )
+                # No batch below the high watermark from here means nothing is left to skip to.
+                next_offset = result.next_offset if result.batches else partition.high_watermark
+                yield fetch_response(result.batches, partition, next_offset)
+                continue
+            if not await partition.wait_for_change(heartbeat_s) and next_offset >= partition.high_watermark:
+                yield fetch_response([], partition, next_offset)
+
+    def _resolve_start(self, topic: TopicState, partition: PartitionState, request: broker_pb2.SubscribeRequest) -> int:
+        start = request.WhichOneof("start")
+        if start == "offset":
+            if not partition.log_start_offset <= request.offset <= partition.high_watermark:
+                raise offset_out_of_range(topic, partition, request.offset)
+            return request.offset
+        if start == "position":
+            return self._position_offset(partition, request.position)
+        if start == "timestamp_ms":
+            return self._offset_for_time(topic, partition, request.timestamp_ms)[0]
+        return partition.high_watermark
+
+    @staticmethod
+    def _position_offset(partition: PartitionState, position: int) -> int:
+        if position == records_pb2.POSITION_EARLIEST:
+            return partition.log_start_offset
+        if position in (records_pb2.POSITION_LATEST, records_pb2.POSITION_UNSPECIFIED):
+            return partition.high_watermark
+        raise invalid_request(f"unknown position {position}: use POSITION_EARLIEST or POSITION_LATEST")
+
+    def _offset_for_time(self, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
+        found = self._store.offset_for_timestamp(
+            topic.id, partition.partition, partition.log_start_offset, partition.high_watermark,
+            timestamp_ms, topic.log_append_time,
+        )
+        return found if found is not None else (partition.high_watermark, -1)
+
+    async def list_offsets(self, request: broker_pb2.ListOffsetsRequest, context: Context) -> broker_pb2.ListOffsetsResponse:
+        topic, partition = self._partition(request.topic, request.partition)
+        if request.WhichOneof("target") == "timestamp_ms":
+            offset, timestamp_ms = self._offset_for_time(topic, partition, request.timestamp_ms)
+            return broker_pb2.ListOffsetsResponse(offset=offset, timestamp_ms=timestamp_ms)
+        return broker_pb2.ListOffsetsResponse(offset=self._position_offset(partition, request.position))
+
+    async def get_metadata(self, request: broker_pb2.GetMetadataRequest, context: Context) -> broker_pb2.GetMetadataResponse:
+        topics = [self._registry.get(name) for name in request.topics] if request.topics else self._registry.sorted()
+        return broker_pb2.GetMetadataResponse(
+            brokers=[broker_pb2.BrokerInfo(id=0, address=self._advertised)],
+            topics=[
+                broker_pb2.TopicMetadata(
+                    name=t.name,
+                    partitions=[broker_pb2.PartitionMetadata(partition=p.partition, leader=0) for p in t.partitions],
+                )
+                for t in topics
+            ],
+        )
+
+
+def _produce_error(request_id: int, topic: str, err: BrokerError) -> broker_pb2.ProduceResponse:
+    return broker_pb2.ProduceResponse(
+        topic=topic,
+        request_id=request_id,
+        error=broker_pb2.ProduceError(code=err.code.value[0], message=err.message, reason=err.reason),
+    )

@@ -1,0 +1,75 @@
+"""`tidelog`: run the broker (`tidelog serve`) and talk to it (topics, produce, consume)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from broker import logs
+from broker.config import Settings, env_default
+from client import cli as client_cli
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the broker")
+    serve.add_argument("--data-dir", type=Path, default=Path(env_default("TIDELOG_DATA_DIR", "./data")),
+                       help="LMDB data directory (env TIDELOG_DATA_DIR; default ./data)")
+    serve.add_argument("--listen", default=env_default("TIDELOG_LISTEN", "127.0.0.1:50051"),
+                       help="HOST:PORT to listen on (env TIDELOG_LISTEN; default %(default)s)")
+    serve.add_argument("--advertise", default=env_default("TIDELOG_ADVERTISE", ""),
+                       help="address clients are told to use (GetMetadata); default: the listen address")
+    serve.add_argument("--fsync", choices=("always", "interval"), default=env_default("TIDELOG_FSYNC", "always"),
+                       help="always: acknowledge after fsync (default); interval: fsync every --fsync-interval-ms")
+    serve.add_argument("--fsync-interval-ms", type=int, default=int(env_default("TIDELOG_FSYNC_INTERVAL_MS", "1000")))
+    serve.add_argument("--map-size-gb", type=float, default=float(env_default("TIDELOG_MAP_SIZE_GB", "64")),
+                       help="LMDB map size (address space, not disk; default %(default)s)")
+    serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
+    serve.add_argument("--heartbeat-ms", type=int, default=5000, help="Subscribe heartbeat during silence")
+    serve.add_argument("--ready-file", type=Path, help="write the bound HOST:PORT here once serving")
+    serve.add_argument("--log-format", choices=("auto", "json", "console"), default=env_default("TIDELOG_LOG_FORMAT", "auto"))
+    serve.add_argument("--log-level", default=env_default("TIDELOG_LOG_LEVEL", "info"))
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from broker.server import serve
+    from broker.store import FormatMismatch
+
+    if args.fsync_interval_ms < 1:
+        raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
+    settings = Settings(
+        data_dir=args.data_dir,
+        listen=args.listen,
+        advertise=args.advertise,
+        fsync=args.fsync,
+        fsync_interval_ms=args.fsync_interval_ms,
+        map_size_bytes=int(args.map_size_gb * (1 << 30)),
+        max_partitions=args.max_partitions,
+        subscribe_heartbeat_ms=args.heartbeat_ms,
+        ready_file=args.ready_file,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except FormatMismatch as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidelog", description="Tidelog: a Kafka-style log broker over gRPC.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve(commands)
+    client_cli.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        sys.exit(_serve(args))
+    sys.exit(client_cli.run(args))

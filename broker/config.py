@@ -1,0 +1,42 @@
+"""Broker settings: flags, with environment variables as their defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+FsyncMode = Literal["always", "interval"]
+
+# Upper bounds of the limits a request may ask for (0 = the default).
+DEFAULT_FETCH_MAX_BYTES = 1 << 20
+MAX_FETCH_MAX_BYTES = 64 << 20
+DEFAULT_FETCH_MAX_RECORDS = 100_000
+MAX_FETCH_MAX_RECORDS = 1_000_000
+MAX_FETCH_WAIT_MS = 60_000
+# gRPC receive limit: well above the largest max.message.bytes a topic may set.
+MAX_RECEIVE_BYTES = 128 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    listen: str = "127.0.0.1:50051"
+    advertise: str = ""
+    fsync: FsyncMode = "always"
+    fsync_interval_ms: int = 1000
+    map_size_bytes: int = 64 << 30
+    max_partitions: int = 10_000
+    subscribe_heartbeat_ms: int = 5000
+    ready_file: Path | None = None
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+
+    @property
+    def advertised_address(self) -> str:
+        return self.advertise or self.listen
+
+
+def env_default(name: str, default: str) -> str:
+    return os.environ.get(name, default)

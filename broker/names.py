@@ -1,0 +1,27 @@
+"""Validation of names and numbers that arrive in requests."""
+
+from __future__ import annotations
+
+import re
+
+from broker.errors import BrokerError
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def check_topic_name(name: str) -> None:
+    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
+        raise BrokerError(
+            "INVALID_NAME",
+            f"invalid topic name {name!r}: use 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..')",
+            topic=name,
+        )
+
+
+def check_limit(field: str, value: int, default: int, maximum: int) -> int:
+    """0 means the default; negatives are refused; values above the bound are clamped to it."""
+    if value < 0:
+        raise BrokerError("INVALID_REQUEST", f"{field} must be >= 0 (0 = default {default}), got {value}")
+    if value == 0:
+        return default
+    return min(value, maximum)

@@ -1,0 +1,112 @@
+"""Method handlers that take raw request bytes and may answer raw bytes.
+
+Requests are parsed here, not by grpcio, so an undecodable request is an
+INVALID_ARGUMENT with a message rather than grpcio's bare INTERNAL; responses may
+be pre-encoded bytes (stored batches framed with no parse). Every BrokerError
+becomes a status with a google.rpc.ErrorInfo; anything unexpected is logged and
+answered INTERNAL without leaking a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
+
+from client.errors import ERROR_DOMAIN
+from broker.errors import BrokerError, invalid_request
+
+log = structlog.get_logger("tidelog.rpc")
+
+Req = TypeVar("Req", bound=Message)
+Response = Message | bytes
+
+
+def serialize(response: Response) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def parse(cls: type[Req], raw: bytes) -> Req:
+    try:
+        return cls.FromString(raw)
+    except DecodeError as err:
+        raise invalid_request(f"the request is not a valid {cls.DESCRIPTOR.full_name}: {err}") from None
+
+
+def status_metadata(err: BrokerError) -> tuple[tuple[str, bytes], ...]:
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+def as_broker_error(exc: Exception, method: str) -> BrokerError:
+    if isinstance(exc, BrokerError):
+        return exc
+    log.error("handler_failed", method=method, exc_info=exc)
+    return BrokerError("INTERNAL", f"the broker failed while handling {method}; see its log")
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], err: BrokerError) -> None:
+    await context.abort(err.code, err.message, trailing_metadata=status_metadata(err))
+
+
+UnaryFn = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
+StreamFn = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
+BidiFn = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
+
+
+def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMethodHandler:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Response:
+        try:
+            return await fn(parse(request_cls, raw), context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            err = as_broker_error(exc, method)
+        await abort(context, err)
+        raise AssertionError("unreachable: abort raises")
+
+    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
+
+
+def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Response]:
+        try:
+            async for response in fn(parse(request_cls, raw), context):
+                yield response
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            err = as_broker_error(exc, method)
+        await abort(context, err)
+
+    return grpc.unary_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
+
+
+def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
+    async def handle(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Response]:
+        try:
+            async for response in fn(requests, context):
+                yield response
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            err = as_broker_error(exc, method)
+        await abort(context, err)
+
+    return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
+
+
+def register(server: grpc.aio.Server, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, dict(handlers)),))
+    server.add_registered_method_handlers(service, dict(handlers))

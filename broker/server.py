@@ -1,0 +1,93 @@
+"""Assembles and runs the broker: store, writer, services, health, reflection, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker import config
+from broker.admin_service import AdminService, TopicPurger
+from broker.broker_service import BrokerService
+from broker.config import Settings
+from broker.rpc import register
+from broker.store import Store
+from broker.topics import TopicRegistry, TopicState
+from broker.writer import Writer
+from tidelog.v1 import admin_pb2, broker_pb2
+
+log = structlog.get_logger("tidelog.server")
+
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
+BROKER = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
+SHUTDOWN_GRACE_S = 5.0
+
+
+async def serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    store = Store(settings.data_dir, sync=settings.fsync == "always", map_size=settings.map_size_bytes)
+    registry = TopicRegistry()
+    topics, deleting = store.load()
+    for record, stats in topics:
+        registry.add(TopicState(record, stats))
+
+    interval = settings.fsync_interval_ms / 1000 if settings.fsync == "interval" else None
+    writer = Writer(store, registry, loop, interval)
+    writer.start()
+    purger = TopicPurger(writer)
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", config.MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", config.MAX_RECEIVE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError as err:
+        await writer.stop()
+        store.close()
+        raise SystemExit(f"tidelog: cannot listen on {settings.listen}: {err}") from None
+    host = settings.listen.rsplit(":", 1)[0]
+    bound = f"{host}:{port}"
+    advertised = settings.advertise or bound
+
+    register(server, ADMIN, AdminService(settings, registry, writer, purger).handlers())
+    register(server, BROKER, BrokerService(settings, registry, store, writer, advertised).handlers())
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (ADMIN, BROKER, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    await server.start()
+    for service in ("", ADMIN, BROKER):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    for topic_id in deleting:
+        purger.start(topic_id)
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "serving",
+        listen=bound,
+        data_dir=str(settings.data_dir),
+        fsync=settings.fsync,
+        topics=len(topics),
+    )
+    if settings.ready_file is not None:
+        settings.ready_file.write_text(bound)
+
+    await stop.wait()
+    log.info("stopping", grace_s=SHUTDOWN_GRACE_S)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(SHUTDOWN_GRACE_S)
+    await purger.stop()
+    await writer.stop()
+    store.close()
+    log.info("stopped", commits=writer.commits, ops=writer.ops_committed)

@@ -1,0 +1,238 @@
+"""The LMDB environment: schema, keys, start-up loading and the read path.
+
+Named databases:
+  meta       format version and id counters
+  topics     topic name -> JSON {id, partitions, configs}
+  log        (topic_id u32, partition u32, base_offset u64) -> stored batch (broker.batches)
+  stats      (topic_id, partition) -> (next_offset, log_start_offset, size_bytes), written in
+             the same transaction as the batches, so start-up never scans the log
+  producers  (topic_id, partition, producer_id u64) -> idempotence state (broker.ops)
+  deleting   topic_id -> b"" for deleted topics whose log is still being purged
+
+Keys are fixed-width big-endian so that LMDB's key order is log order.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import structlog
+
+from broker.batches import HEADER_SIZE, VALUE_HEADER, slice_wire
+from tidelog.v1.records_pb2 import RecordBatch
+
+log = structlog.get_logger("tidelog.store")
+
+FORMAT_VERSION = 1
+LOG_KEY = struct.Struct(">IIQ")
+PARTITION_KEY = struct.Struct(">II")
+TOPIC_ID = struct.Struct(">I")
+COUNTER = struct.Struct(">Q")
+STATS = struct.Struct(">QQQ")
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    id: int
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+    def encode(self) -> bytes:
+        return json.dumps({"id": self.id, "partitions": self.partitions, "configs": self.configs}).encode()
+
+    @classmethod
+    def decode(cls, name: bytes, value: bytes) -> TopicRecord:
+        doc = json.loads(value)
+        return cls(doc["id"], name.decode(), doc["partitions"], doc["configs"])
+
+
+@dataclass(frozen=True)
+class PartitionStats:
+    next_offset: int = 0
+    log_start_offset: int = 0
+    size_bytes: int = 0
+
+    def encode(self) -> bytes:
+        return STATS.pack(self.next_offset, self.log_start_offset, self.size_bytes)
+
+    @classmethod
+    def decode(cls, value: bytes | None) -> PartitionStats:
+        return cls(*STATS.unpack(value)) if value else cls()
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    batches: list[bytes]
+    next_offset: int
+
+
+class FormatMismatch(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path, *, sync: bool, map_size: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=8,
+            max_readers=1024,
+            sync=sync,
+            metasync=sync,
+            readahead=False,
+            # We never touch LMDB from forked children; the lock file would be stale anyway.
+            lock=True,
+        )
+        # A kill -9 leaves stale reader slots behind; free them before serving.
+        self.env.reader_check()
+        self.meta = self.env.open_db(b"meta")
+        self.topics = self.env.open_db(b"topics")
+        self.log = self.env.open_db(b"log")
+        self.stats = self.env.open_db(b"stats")
+        self.producers = self.env.open_db(b"producers")
+        self.deleting = self.env.open_db(b"deleting")
+        self._check_format()
+
+    def _check_format(self) -> None:
+        with self.env.begin(write=True, db=self.meta) as txn:
+            found = txn.get(b"format")
+            if found is None:
+                txn.put(b"format", str(FORMAT_VERSION).encode())
+            elif int(found) != FORMAT_VERSION:
+                raise FormatMismatch(
+                    f"data directory {self.path} has Tidelog format {int(found)}, this broker reads "
+                    f"format {FORMAT_VERSION}; use a matching Tidelog release or a fresh --data-dir"
+                )
+
+    def close(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    # -- start-up -------------------------------------------------------------
+
+    def load(self) -> tuple[list[tuple[TopicRecord, list[PartitionStats]]], list[int]]:
+        """Every topic with its partition stats, and topic ids still being purged."""
+        topics: list[tuple[TopicRecord, list[PartitionStats]]] = []
+        with self.env.begin() as txn:
+            for name, value in txn.cursor(db=self.topics):
+                topic = TopicRecord.decode(name, value)
+                stats = [
+                    PartitionStats.decode(txn.get(PARTITION_KEY.pack(topic.id, p), db=self.stats))
+                    for p in range(topic.partitions)
+                ]
+                topics.append((topic, stats))
+            deleting = [TOPIC_ID.unpack(k)[0] for k in txn.cursor(db=self.deleting).iternext(values=False)]
+        return topics, deleting
+
+    # -- read path --------------------------------------------------------------
+
+    def read(
+        self,
+        topic_id: int,
+        partition: int,
+        offset: int,
+        high_watermark: int,
+        max_records: int,
+        max_bytes: int,
+    ) -> ReadResult:
+        """Batches from `offset` (the first re-sliced to start exactly there), below the high watermark.
+
+        The first batch is always returned whole-or-sliced even above max_bytes, so a
+        reader always makes progress; later batches pass through unparsed while they fit.
+        """
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        wire_batches: list[bytes] = []
+        next_offset = offset
+        total_bytes = 0
+        total_records = 0
+        with self.env.begin(db=self.log, buffers=True) as txn:
+            cursor = txn.cursor()
+            if not _seek(cursor, prefix, offset):
+                return ReadResult(wire_batches, next_offset)
+            while True:
+                base = LOG_KEY.unpack(cursor.key())[2]
+                if base >= high_watermark:
+                    break
+                value = cursor.value()
+                count = VALUE_HEADER.unpack_from(value)[0]
+                if not wire_batches:
+                    skip = max(0, offset - base)
+                    keep = min(count - skip, max_records)
+                    wire = bytes(value[HEADER_SIZE:])
+                    if skip or keep < count:
+                        wire = slice_wire(wire, base, skip, keep)
+                    next_offset = base + skip + keep
+                    total_records = keep
+                else:
+                    size = len(value) - HEADER_SIZE
+                    if total_records + count > max_records or total_bytes + size > max_bytes:
+                        break
+                    wire = bytes(value[HEADER_SIZE:])
+                    next_offset = base + count
+                    total_records += count
+                wire_batches.append(wire)
+                total_bytes += len(wire)
+                if total_records >= max_records or total_bytes >= max_bytes:
+                    break
+                if not cursor.next() or cursor.key()[:8] != prefix:
+                    break
+        return ReadResult(wire_batches, next_offset)
+
+    def offset_for_timestamp(
+        self, topic_id: int, partition: int, start: int, high_watermark: int, timestamp_ms: int, append_time: bool
+    ) -> tuple[int, int] | None:
+        """The first (offset, timestamp) whose timestamp is >= timestamp_ms, or None.
+
+        Scans batch headers (max_timestamp_ms needs no parse) and parses only the batch
+        that holds the answer; a time index replaces the scan with a seek.
+        """
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        with self.env.begin(db=self.log, buffers=True) as txn:
+            cursor = txn.cursor()
+            if not _seek(cursor, prefix, start):
+                return None
+            while True:
+                base = LOG_KEY.unpack(cursor.key())[2]
+                if base >= high_watermark:
+                    return None
+                value = cursor.value()
+                _, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
+                if max_ts >= timestamp_ms:
+                    batch = RecordBatch.FromString(bytes(value[HEADER_SIZE:]))
+                    for i, record in enumerate(batch.records):
+                        ts = append_ms if append_time or record.timestamp_ms == 0 else record.timestamp_ms
+                        if ts >= timestamp_ms and base + i >= start:
+                            return base + i, ts
+                if not cursor.next() or cursor.key()[:8] != prefix:
+                    return None
+
+
+def _seek(cursor: Any, prefix: bytes, offset: int) -> bool:
+    """Position the cursor on the batch holding `offset`, or the first batch after it."""
+    target = prefix + COUNTER.pack(offset)
+    if cursor.set_range(target):
+        if cursor.key() == target:
+            return True
+        after = bytes(cursor.key())
+        if cursor.prev() and cursor.key()[:8] == prefix and _covers(cursor, offset):
+            return True
+        cursor.set_range(after)
+        return bool(after[:8] == prefix)
+    return bool(cursor.last() and cursor.key()[:8] == prefix and _covers(cursor, offset))
+
+
+def _covers(cursor: Any, offset: int) -> bool:
+    base = LOG_KEY.unpack(cursor.key())[2]
+    count: int = VALUE_HEADER.unpack_from(cursor.value())[0]
+    return bool(base + count > offset)

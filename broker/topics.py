@@ -1,0 +1,96 @@
+"""The event loop's view of topics: metadata, published offsets, and waiters.
+
+Only the event loop thread touches these objects. The writer publishes a commit
+by scheduling a callback on the loop, so a high watermark here only ever names
+records that are committed (and as durable as --fsync promises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from broker import topic_config
+from broker.errors import topic_not_found
+from broker.store import PartitionStats, TopicRecord
+
+
+class PartitionState:
+    __slots__ = ("_changed", "high_watermark", "log_start_offset", "partition", "size_bytes")
+
+    def __init__(self, partition: int, stats: PartitionStats) -> None:
+        self.partition = partition
+        self.high_watermark = stats.next_offset
+        self.log_start_offset = stats.log_start_offset
+        self.size_bytes = stats.size_bytes
+        self._changed: asyncio.Event | None = None
+
+    def advance(self, high_watermark: int, size_bytes: int) -> None:
+        self.high_watermark = high_watermark
+        self.size_bytes = size_bytes
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake everyone waiting on this partition (an append, or the topic went away)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_for_change(self, timeout_s: float) -> bool:
+        """Wait for the next wake(): True if it came, False if timeout_s passed first."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+class TopicState:
+    def __init__(self, record: TopicRecord, stats: list[PartitionStats]) -> None:
+        self.id = record.id
+        self.name = record.name
+        self.overrides = dict(record.configs)
+        self.partitions = [PartitionState(p, s) for p, s in enumerate(stats)]
+        self.deleted = False
+        self._keyless_cursor = itertools.count()
+        self.set_configs(record.configs)
+
+    def set_configs(self, overrides: dict[str, str]) -> None:
+        self.overrides = dict(overrides)
+        self.configs = topic_config.effective(overrides)
+        self.max_message_bytes = int(self.configs["max.message.bytes"])
+        self.compacted = "compact" in self.configs["cleanup.policy"]
+        self.log_append_time = self.configs["message.timestamp.type"] == "LogAppendTime"
+
+    def next_keyless_partition(self) -> int:
+        """Keyless records of a request go together to the next partition in turn."""
+        return next(self._keyless_cursor) % len(self.partitions)
+
+    def mark_deleted(self) -> None:
+        self.deleted = True
+        for partition in self.partitions:
+            partition.wake()
+
+
+class TopicRegistry:
+    def __init__(self) -> None:
+        self._by_name: dict[str, TopicState] = {}
+
+    def get(self, name: str) -> TopicState:
+        topic = self._by_name.get(name)
+        if topic is None:
+            raise topic_not_found(name)
+        return topic
+
+    def add(self, topic: TopicState) -> None:
+        self._by_name[topic.name] = topic
+
+    def remove(self, name: str) -> None:
+        topic = self._by_name.pop(name, None)
+        if topic is not None:
+            topic.mark_deleted()
+
+    def sorted(self) -> list[TopicState]:
+        return [self._by_name[name] for name in sorted(self._by_name)]

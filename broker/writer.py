@@ -1,0 +1,142 @@
+"""The single writer thread: group-commits every pending write op in one transaction.
+
+LMDB allows one write transaction at a time. Rather than have request handlers
+contend for it, handlers queue ops and await a future; the writer drains the whole
+queue into one transaction and one fsync, then resolves all those futures on the
+event loop. Under load the batches grow on their own, so fsync cost is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from typing import Any
+
+import lmdb
+import structlog
+
+from broker.errors import BrokerError
+from broker.ops import WriteOp
+from broker.store import Store
+from broker.topics import TopicRegistry
+
+log = structlog.get_logger("tidelog.writer")
+
+_STOP = object()
+# Ops per group commit; bounds the time one commit keeps others waiting.
+MAX_OPS_PER_COMMIT = 4096
+
+
+class Writer:
+    def __init__(
+        self, store: Store, registry: TopicRegistry, loop: asyncio.AbstractEventLoop, fsync_interval_s: float | None
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._loop = loop
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tidelog-writer", daemon=True)
+        self._fsync_interval_s = fsync_interval_s
+        self._syncer_stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self._closed = False
+        self.commits = 0
+        self.ops_committed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        if self._fsync_interval_s is not None:
+            self._syncer = threading.Thread(target=self._sync_periodically, name="tidelog-fsync", daemon=True)
+            self._syncer.start()
+
+    def submit(self, op: WriteOp) -> asyncio.Future[Any]:
+        """Queue an op; the future resolves (on the loop) once its group commit is durable."""
+        if self._closed:
+            raise BrokerError("SHUTTING_DOWN", "the broker is shutting down; retry against it once it is back")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((op, future))
+        return future
+
+    async def stop(self) -> None:
+        """Finish every op queued so far, then stop the thread."""
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        if self._syncer is not None:
+            self._syncer_stop.set()
+            await asyncio.to_thread(self._syncer.join)
+
+    def _sync_periodically(self) -> None:
+        assert self._fsync_interval_s is not None
+        while not self._syncer_stop.wait(self._fsync_interval_s):
+            self._store.sync()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+                if len(batch) >= MAX_OPS_PER_COMMIT:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                outcomes = self._commit(batch)
+                try:
+                    self._loop.call_soon_threadsafe(self._publish, batch, outcomes)
+                except RuntimeError:  # the loop is gone: nobody is left to answer
+                    return
+
+    def _commit(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> list[Any]:
+        env = self._store.env
+        now_ms = int(time.time() * 1000)
+        outcomes: list[Any] = []
+        try:
+            with env.begin(write=True) as txn:
+                for op, _ in batch:
+                    child = env.begin(write=True, parent=txn)
+                    try:
+                        outcomes.append(op.apply(self._store, child, now_ms))
+                        child.commit()
+                    except BrokerError as err:
+                        child.abort()
+                        outcomes.append(err)
+                    except lmdb.MapFullError:
+                        child.abort()
+                        raise
+                    except Exception:
+                        child.abort()
+                        log.exception("write_op_failed", op=type(op).__name__)
+                        outcomes.append(BrokerError("INTERNAL", "the broker failed to apply this write; see its log"))
+        except lmdb.MapFullError:
+            log.error("storage_full", map_size=env.info()["map_size"])
+            full = BrokerError(
+                "STORAGE_FULL",
+                "the broker's storage map is full; delete topics or restart the broker with a larger --map-size",
+            )
+            return [full] * len(batch)
+        except lmdb.Error:
+            log.exception("commit_failed", ops=len(batch))
+            return [BrokerError("INTERNAL", "the broker could not commit this write; see its log")] * len(batch)
+        self.commits += 1
+        self.ops_committed += len(batch)
+        return outcomes
+
+    def _publish(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]], outcomes: list[Any]) -> None:
+        for (op, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BrokerError):
+                if not future.done():
+                    future.set_exception(outcome)
+                continue
+            op.publish(self._registry, outcome)
+            if not future.done():
+                future.set_result(outcome)

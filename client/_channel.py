@@ -1,0 +1,32 @@
+"""Channel creation and error translation shared by every client."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import grpc
+
+from client.errors import from_rpc_error
+
+T = TypeVar("T")
+DEFAULT_BOOTSTRAP = "127.0.0.1:50051"
+_MAX_MESSAGE = 128 << 20
+
+
+def open_channel(bootstrap: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        bootstrap,
+        options=[
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ],
+    )
+
+
+async def call(awaitable: Awaitable[T]) -> T:
+    """Await a gRPC call, raising the SDK's exception instead of grpc's."""
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc_error(err) from None

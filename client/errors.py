@@ -1,0 +1,212 @@
+"""Tidelog's errors: one table maps a broker reason to its gRPC code and SDK exception.
+
+Every broker error carries a ``google.rpc.ErrorInfo`` (domain ``tidelog``) whose
+``reason`` is a key of :data:`REASONS`. The SDK turns a failed call into the
+exception class named there, so callers can catch as broadly or narrowly as they
+like::
+
+    try:
+        admin.create_topic("orders", partitions=3)
+    except TopicExistsError:
+        pass
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+
+ERROR_DOMAIN = "tidelog"
+
+
+class TidelogError(Exception):
+    """Base of every error the SDK raises.
+
+    Attributes: ``code`` (the gRPC status code), ``reason`` (the broker's ErrorInfo
+    reason, or ``""``), ``message`` (what went wrong, for a person) and
+    ``metadata`` (ErrorInfo metadata, e.g. ``log_start_offset``).
+    """
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    retriable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "",
+        code: grpc.StatusCode | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        if code is not None:
+            self.code = code
+        self.metadata = dict(metadata or {})
+
+    def __str__(self) -> str:
+        return f"{self.reason or self.code.name}: {self.message}"
+
+
+class NotFoundError(TidelogError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class TopicNotFoundError(NotFoundError):
+    pass
+
+
+class AlreadyExistsError(TidelogError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class TopicExistsError(AlreadyExistsError):
+    pass
+
+
+class InvalidArgumentError(TidelogError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidNameError(InvalidArgumentError):
+    pass
+
+
+class PartitionOutOfRangeError(InvalidArgumentError):
+    pass
+
+
+class RecordTooLargeError(InvalidArgumentError):
+    pass
+
+
+class InvalidConfigError(InvalidArgumentError):
+    pass
+
+
+class OffsetOutOfRangeError(TidelogError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class FailedPreconditionError(TidelogError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class OutOfOrderSequenceError(FailedPreconditionError):
+    pass
+
+
+class ResourceExhaustedError(TidelogError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retriable = True
+
+
+class StorageFullError(ResourceExhaustedError):
+    pass
+
+
+class UnavailableError(TidelogError):
+    code = grpc.StatusCode.UNAVAILABLE
+    retriable = True
+
+
+class DeadlineExceededError(TidelogError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    retriable = True
+
+
+class UnauthenticatedError(TidelogError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(TidelogError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class CancelledError(TidelogError):
+    code = grpc.StatusCode.CANCELLED
+
+
+class InternalError(TidelogError):
+    code = grpc.StatusCode.INTERNAL
+
+
+# reason -> (gRPC code, SDK exception). The broker raises by reason; the SDK maps back.
+REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {
+    "TOPIC_NOT_FOUND": (grpc.StatusCode.NOT_FOUND, TopicNotFoundError),
+    "TOPIC_EXISTS": (grpc.StatusCode.ALREADY_EXISTS, TopicExistsError),
+    "INVALID_NAME": (grpc.StatusCode.INVALID_ARGUMENT, InvalidNameError),
+    "INVALID_PARTITIONS": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
+    "PARTITION_OUT_OF_RANGE": (grpc.StatusCode.INVALID_ARGUMENT, PartitionOutOfRangeError),
+    "RECORD_TOO_LARGE": (grpc.StatusCode.INVALID_ARGUMENT, RecordTooLargeError),
+    "EMPTY_RECORDS": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
+    "KEY_REQUIRED": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
+    "UNKNOWN_CONFIG": (grpc.StatusCode.INVALID_ARGUMENT, InvalidConfigError),
+    "INVALID_CONFIG": (grpc.StatusCode.INVALID_ARGUMENT, InvalidConfigError),
+    "INVALID_REQUEST": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
+    "OFFSET_OUT_OF_RANGE": (grpc.StatusCode.OUT_OF_RANGE, OffsetOutOfRangeError),
+    "OUT_OF_ORDER_SEQUENCE": (grpc.StatusCode.FAILED_PRECONDITION, OutOfOrderSequenceError),
+    "STORAGE_FULL": (grpc.StatusCode.RESOURCE_EXHAUSTED, StorageFullError),
+    "SHUTTING_DOWN": (grpc.StatusCode.UNAVAILABLE, UnavailableError),
+    "INTERNAL": (grpc.StatusCode.INTERNAL, InternalError),
+}
+
+# For errors without a known reason (transport failures, older brokers).
+_BY_CODE: dict[grpc.StatusCode, type[TidelogError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: OffsetOutOfRangeError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.CANCELLED: CancelledError,
+    grpc.StatusCode.INTERNAL: InternalError,
+}
+
+_CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def code_from_int(value: int) -> grpc.StatusCode:
+    return _CODE_BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
+
+
+def make_error(
+    code: grpc.StatusCode, message: str, reason: str = "", metadata: Mapping[str, str] | None = None
+) -> TidelogError:
+    """The SDK exception for a status code and (optional) ErrorInfo reason."""
+    cls = REASONS[reason][1] if reason in REASONS else _BY_CODE.get(code, TidelogError)
+    return cls(message, reason=reason, code=code, metadata=metadata)
+
+
+def from_rpc_error(err: grpc.RpcError) -> TidelogError:
+    """Translate a grpc error (sync or aio) into the SDK's exception, reading ErrorInfo."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+    message: str = err.details() or code.name  # type: ignore[attr-defined]
+    reason = ""
+    metadata: dict[str, str] = {}
+    status = None
+    try:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    except (ValueError, AttributeError, TypeError):
+        trailing = err.trailing_metadata() or ()  # type: ignore[attr-defined]
+        for key, value in trailing:
+            if key == "grpc-status-details-bin":
+                from google.rpc import status_pb2
+
+                status = status_pb2.Status.FromString(value)
+    if status is not None:
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                reason = info.reason
+                metadata = dict(info.metadata)
+    return make_error(code, message, reason, metadata)
