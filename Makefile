@@ -30,6 +30,7 @@ test: install $(NODE_STAMP)
 ## lint: ruff and mypy
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 ## proto: regenerate tidelog.v1 stubs from protos/tidelog/v1/*.proto

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import grpc
 import structlog
 from google.protobuf import empty_pb2
+from tidelog.v1 import admin_pb2
 
 from broker import topic_config
 from broker.config import Settings
 from broker.errors import BrokerError
 from broker.names import check_topic_name
 from broker.ops import AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp, PurgeTopicOp
-from broker.rpc import unary
+from broker.rpc import Context, unary
 from broker.store import TopicRecord
 from broker.topics import TopicRegistry, TopicState
 from broker.writer import Writer
-from tidelog.v1 import admin_pb2
 
 log = structlog.get_logger("tidelog.admin")
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def topic_message(name: str, partitions: int, overrides: dict[str, str]) -> admin_pb2.Topic:

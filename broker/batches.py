@@ -15,7 +15,6 @@ from __future__ import annotations
 import struct
 
 import crc32c
-
 from tidelog.v1.records_pb2 import RecordBatch
 
 VALUE_HEADER = struct.Struct(">Iqq")

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
+from tidelog.v1 import broker_pb2, records_pb2
 
 from broker import config
 from broker.batches import frame_batches
@@ -17,13 +18,11 @@ from broker.errors import BrokerError, invalid_request, topic_not_found
 from broker.names import check_limit
 from broker.ops import InitProducerOp, ProduceOp
 from broker.produce import check_partition, prepare_produce
-from broker.rpc import as_broker_error, bidi_stream, parse, server_stream, unary
+from broker.rpc import Context, as_broker_error, bidi_stream, parse, server_stream, unary
 from broker.store import Store
 from broker.topics import PartitionState, TopicRegistry, TopicState
 from broker.writer import Writer
-from tidelog.v1 import broker_pb2, records_pb2
 
-Context = grpc.aio.ServicerContext[Any, Any]
 # Requests of one ProduceStream accepted ahead of their answers.
 PRODUCE_STREAM_PIPELINE = 64
 
@@ -37,10 +36,10 @@ def fetch_response(batches: list[bytes], partition: PartitionState, next_offset:
     return frame_batches(batches) + trailer
 
 
-def produce_response(op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]], request_id: int) -> broker_pb2.ProduceResponse:
-    return broker_pb2.ProduceResponse(
-        topic=op.topic.name, results=[r for r, _, _ in results], request_id=request_id
-    )
+def produce_response(
+    op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]], request_id: int
+) -> broker_pb2.ProduceResponse:
+    return broker_pb2.ProduceResponse(topic=op.topic.name, results=[r for r, _, _ in results], request_id=request_id)
 
 
 def offset_out_of_range(topic: TopicState, partition: PartitionState, offset: int) -> BrokerError:
@@ -54,7 +53,9 @@ def offset_out_of_range(topic: TopicState, partition: PartitionState, offset: in
 
 
 class BrokerService:
-    def __init__(self, settings: Settings, registry: TopicRegistry, store: Store, writer: Writer, advertised: str) -> None:
+    def __init__(
+        self, settings: Settings, registry: TopicRegistry, store: Store, writer: Writer, advertised: str
+    ) -> None:
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -86,7 +87,9 @@ class BrokerService:
     async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
         return broker_pb2.InitProducerResponse(producer_id=await self._writer.submit(InitProducerOp()))
 
-    async def produce_stream(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[broker_pb2.ProduceResponse]:
+    async def produce_stream(
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[broker_pb2.ProduceResponse]:
         """Accept requests ahead of their answers (bounded), answer strictly in order."""
         pipeline: asyncio.Queue[Any] = asyncio.Queue(PRODUCE_STREAM_PIPELINE)
         end = object()
@@ -125,8 +128,12 @@ class BrokerService:
 
     async def fetch(self, request: broker_pb2.FetchRequest, context: Context) -> bytes:
         topic, partition = self._partition(request.topic, request.partition)
-        max_records = check_limit("max_records", request.max_records, config.DEFAULT_FETCH_MAX_RECORDS, config.MAX_FETCH_MAX_RECORDS)
-        max_bytes = check_limit("max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES)
+        max_records = check_limit(
+            "max_records", request.max_records, config.DEFAULT_FETCH_MAX_RECORDS, config.MAX_FETCH_MAX_RECORDS
+        )
+        max_bytes = check_limit(
+            "max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES
+        )
         max_wait_ms = check_limit("max_wait_ms", request.max_wait_ms, 0, config.MAX_FETCH_WAIT_MS)
         offset = request.offset
         if not partition.log_start_offset <= offset <= partition.high_watermark:
@@ -140,12 +147,16 @@ class BrokerService:
                 await partition.wait_for_change(remaining)
             if topic.deleted:
                 raise topic_not_found(topic.name)
-        result = self._store.read(topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes)
+        result = self._store.read(
+            topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes
+        )
         return fetch_response(result.batches, partition, result.next_offset)
 
     async def subscribe(self, request: broker_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
         topic, partition = self._partition(request.topic, request.partition)
-        max_bytes = check_limit("max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES)
+        max_bytes = check_limit(
+            "max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES
+        )
         next_offset = self._resolve_start(topic, partition, request)
         yield fetch_response([], partition, next_offset)
         heartbeat_s = self._settings.subscribe_heartbeat_ms / 1000
@@ -156,8 +167,12 @@ class BrokerService:
                 raise offset_out_of_range(topic, partition, next_offset)
             if next_offset < partition.high_watermark:
                 result = self._store.read(
-                    topic.id, partition.partition, next_offset, partition.high_watermark,
-                    config.MAX_FETCH_MAX_RECORDS, max_bytes,
+                    topic.id,
+                    partition.partition,
+                    next_offset,
+                    partition.high_watermark,
+                    config.MAX_FETCH_MAX_RECORDS,
+                    max_bytes,
                 )
                 # No batch below the high watermark from here means nothing is left to skip to.
                 next_offset = result.next_offset if result.batches else partition.high_watermark
@@ -188,19 +203,27 @@ class BrokerService:
 
     def _offset_for_time(self, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
         found = self._store.offset_for_timestamp(
-            topic.id, partition.partition, partition.log_start_offset, partition.high_watermark,
-            timestamp_ms, topic.log_append_time,
+            topic.id,
+            partition.partition,
+            partition.log_start_offset,
+            partition.high_watermark,
+            timestamp_ms,
+            topic.log_append_time,
         )
         return found if found is not None else (partition.high_watermark, -1)
 
-    async def list_offsets(self, request: broker_pb2.ListOffsetsRequest, context: Context) -> broker_pb2.ListOffsetsResponse:
+    async def list_offsets(
+        self, request: broker_pb2.ListOffsetsRequest, context: Context
+    ) -> broker_pb2.ListOffsetsResponse:
         topic, partition = self._partition(request.topic, request.partition)
         if request.WhichOneof("target") == "timestamp_ms":
             offset, timestamp_ms = self._offset_for_time(topic, partition, request.timestamp_ms)
             return broker_pb2.ListOffsetsResponse(offset=offset, timestamp_ms=timestamp_ms)
         return broker_pb2.ListOffsetsResponse(offset=self._position_offset(partition, request.position))
 
-    async def get_metadata(self, request: broker_pb2.GetMetadataRequest, context: Context) -> broker_pb2.GetMetadataResponse:
+    async def get_metadata(
+        self, request: broker_pb2.GetMetadataRequest, context: Context
+    ) -> broker_pb2.GetMetadataResponse:
         topics = [self._registry.get(name) for name in request.topics] if request.topics else self._registry.sorted()
         return broker_pb2.GetMetadataResponse(
             brokers=[broker_pb2.BrokerInfo(id=0, address=self._advertised)],

@@ -8,27 +8,47 @@ import sys
 from pathlib import Path
 
 from broker import logs
-from broker.config import Settings, env_default
+from broker.config import Settings, check_listen, env_default
 from client import cli as client_cli
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the broker")
-    serve.add_argument("--data-dir", type=Path, default=Path(env_default("TIDELOG_DATA_DIR", "./data")),
-                       help="LMDB data directory (env TIDELOG_DATA_DIR; default ./data)")
-    serve.add_argument("--listen", default=env_default("TIDELOG_LISTEN", "127.0.0.1:50051"),
-                       help="HOST:PORT to listen on (env TIDELOG_LISTEN; default %(default)s)")
-    serve.add_argument("--advertise", default=env_default("TIDELOG_ADVERTISE", ""),
-                       help="address clients are told to use (GetMetadata); default: the listen address")
-    serve.add_argument("--fsync", choices=("always", "interval"), default=env_default("TIDELOG_FSYNC", "always"),
-                       help="always: acknowledge after fsync (default); interval: fsync every --fsync-interval-ms")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env_default("TIDELOG_DATA_DIR", "./data")),
+        help="LMDB data directory (env TIDELOG_DATA_DIR; default ./data)",
+    )
+    serve.add_argument(
+        "--listen",
+        default=env_default("TIDELOG_LISTEN", "127.0.0.1:50051"),
+        help="HOST:PORT to listen on (env TIDELOG_LISTEN; default %(default)s)",
+    )
+    serve.add_argument(
+        "--advertise",
+        default=env_default("TIDELOG_ADVERTISE", ""),
+        help="address clients are told to use (GetMetadata); default: the listen address",
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=("always", "interval"),
+        default=env_default("TIDELOG_FSYNC", "always"),
+        help="always: acknowledge after fsync (default); interval: fsync every --fsync-interval-ms",
+    )
     serve.add_argument("--fsync-interval-ms", type=int, default=int(env_default("TIDELOG_FSYNC_INTERVAL_MS", "1000")))
-    serve.add_argument("--map-size-gb", type=float, default=float(env_default("TIDELOG_MAP_SIZE_GB", "64")),
-                       help="LMDB map size (address space, not disk; default %(default)s)")
+    serve.add_argument(
+        "--map-size-gb",
+        type=float,
+        default=float(env_default("TIDELOG_MAP_SIZE_GB", "64")),
+        help="LMDB map size (address space, not disk; default %(default)s)",
+    )
     serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
     serve.add_argument("--heartbeat-ms", type=int, default=5000, help="Subscribe heartbeat during silence")
     serve.add_argument("--ready-file", type=Path, help="write the bound HOST:PORT here once serving")
-    serve.add_argument("--log-format", choices=("auto", "json", "console"), default=env_default("TIDELOG_LOG_FORMAT", "auto"))
+    serve.add_argument(
+        "--log-format", choices=("auto", "json", "console"), default=env_default("TIDELOG_LOG_FORMAT", "auto")
+    )
     serve.add_argument("--log-level", default=env_default("TIDELOG_LOG_LEVEL", "info"))
     serve.set_defaults(run=_serve)
 
@@ -37,6 +57,10 @@ def _serve(args: argparse.Namespace) -> int:
     from broker.server import serve
     from broker.store import FormatMismatch
 
+    try:
+        check_listen(args.listen)
+    except ValueError as err:
+        raise SystemExit(f"tidelog: {err}") from None
     if args.fsync_interval_ms < 1:
         raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
     settings = Settings(

@@ -38,5 +38,13 @@ class Settings:
         return self.advertise or self.listen
 
 
+def check_listen(address: str) -> str:
+    """HOST:PORT (IPv6 hosts in brackets) with a port from 0 to 65535; raises ValueError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address {address!r} must be HOST:PORT with a port from 0 to 65535")
+    return address
+
+
 def env_default(name: str, default: str) -> str:
     return os.environ.get(name, default)

@@ -12,11 +12,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tidelog.v1.broker_pb2 import PartitionResult
+
 from broker.batches import build_stored
 from broker.errors import BrokerError, topic_not_found
 from broker.store import COUNTER, LOG_KEY, PARTITION_KEY, TOPIC_ID, PartitionStats, Store, TopicRecord
 from broker.topics import TopicRegistry, TopicState
-from tidelog.v1.broker_pb2 import PartitionResult
 
 # Idempotence: per (topic, partition, producer), the last few batches it wrote.
 PRODUCER_KEY = struct.Struct(">IIQ")
@@ -104,8 +105,10 @@ class ProduceOp:
         value = txn.get(self._producer_key(part), db=store.producers)
         if value is None:
             return None  # a new producer (or one whose state expired) starts where it says
-        entries = [PRODUCER_ENTRY.unpack_from(value, PRODUCER_HEAD.size + i * PRODUCER_ENTRY.size)
-                   for i in range((len(value) - PRODUCER_HEAD.size) // PRODUCER_ENTRY.size)]
+        entries = [
+            PRODUCER_ENTRY.unpack_from(value, PRODUCER_HEAD.size + i * PRODUCER_ENTRY.size)
+            for i in range((len(value) - PRODUCER_HEAD.size) // PRODUCER_ENTRY.size)
+        ]
         for first_seq, count, base, append_ms in entries:
             if first_seq == self.sequence and count == part.count:
                 return PartitionResult(

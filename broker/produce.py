@@ -8,15 +8,16 @@ is also a RecordBatch's (both use field 1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from tidelog.v1.broker_pb2 import ProduceRequest
+from tidelog.v1.records_pb2 import Record
+
 from broker.batches import records_crc
 from broker.errors import BrokerError, invalid_request
 from broker.ops import PartitionAppend, ProduceOp
 from broker.topics import TopicRegistry, TopicState
 from client.partitioner import partition_for_key
-from tidelog.v1.broker_pb2 import ProduceRequest
-from tidelog.v1.records_pb2 import Record
-
-_NON_RECORD_FIELDS = ("topic", "partition", "producer_id", "sequence", "request_id")
 
 
 def check_partition(topic: TopicState, partition: int) -> None:
@@ -57,7 +58,7 @@ def prepare_produce(request: ProduceRequest, registry: TopicRegistry, request_si
         partition = request.partition
         producer_id = request.producer_id if idempotent else None
         sequence = request.sequence if idempotent else None
-        for field in _NON_RECORD_FIELDS:
+        for field in ("topic", "partition", "producer_id", "sequence", "request_id"):
             request.ClearField(field)
         request.DiscardUnknownFields()
         appends = [_append(partition, request.SerializeToString(), count, timestamps)]
@@ -76,7 +77,7 @@ def _append(partition: int, records_bytes: bytes, count: int, timestamps: list[i
     )
 
 
-def _route_by_key(topic: TopicState, records: list[Record], timestamps: list[int]) -> list[PartitionAppend]:
+def _route_by_key(topic: TopicState, records: Sequence[Record], timestamps: list[int]) -> list[PartitionAppend]:
     """Keyed records by murmur2 of the key; the keyless records of a request go together, in turn."""
     partitions = len(topic.partitions)
     keyless_partition: int | None = None
@@ -98,7 +99,7 @@ def _route_by_key(topic: TopicState, records: list[Record], timestamps: list[int
     return appends
 
 
-def _check_record_sizes(topic: TopicState, records: list[Record]) -> None:
+def _check_record_sizes(topic: TopicState, records: Sequence[Record]) -> None:
     for index, record in enumerate(records):
         size = record.ByteSize()
         if size > topic.max_message_bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import structlog
@@ -19,12 +19,14 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
-from client.errors import ERROR_DOMAIN
 from broker.errors import BrokerError, invalid_request
+from client.errors import ERROR_DOMAIN
 
 log = structlog.get_logger("tidelog.rpc")
 
 Req = TypeVar("Req", bound=Message)
+# grpc ships no type information; this names what handlers receive.
+Context: TypeAlias = grpc.aio.ServicerContext
 Response = Message | bytes
 
 
@@ -54,17 +56,17 @@ def as_broker_error(exc: Exception, method: str) -> BrokerError:
     return BrokerError("INTERNAL", f"the broker failed while handling {method}; see its log")
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], err: BrokerError) -> None:
+async def abort(context: Context, err: BrokerError) -> None:
     await context.abort(err.code, err.message, trailing_metadata=status_metadata(err))
 
 
-UnaryFn = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
-StreamFn = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
-BidiFn = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
+UnaryFn = Callable[[Any, Context], Awaitable[Response]]
+StreamFn = Callable[[Any, Context], AsyncIterator[Response]]
+BidiFn = Callable[[AsyncIterator[bytes], Context], AsyncIterator[Response]]
 
 
 def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMethodHandler:
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Response:
+    async def handle(raw: bytes, context: Context) -> Response:
         try:
             return await fn(parse(request_cls, raw), context)
         except asyncio.CancelledError:
@@ -78,7 +80,7 @@ def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMetho
 
 
 def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Response]:
+    async def handle(raw: bytes, context: Context) -> AsyncIterator[Response]:
         try:
             async for response in fn(parse(request_cls, raw), context):
                 yield response
@@ -93,7 +95,7 @@ def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc
 
 
 def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
-    async def handle(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Response]:
+    async def handle(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Response]:
         try:
             async for response in fn(requests, context):
                 yield response

@@ -9,6 +9,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from tidelog.v1 import admin_pb2, broker_pb2
 
 from broker import config
 from broker.admin_service import AdminService, TopicPurger
@@ -18,7 +19,6 @@ from broker.rpc import register
 from broker.store import Store
 from broker.topics import TopicRegistry, TopicState
 from broker.writer import Writer
-from tidelog.v1 import admin_pb2, broker_pb2
 
 log = structlog.get_logger("tidelog.server")
 
@@ -49,10 +49,12 @@ async def serve(settings: Settings) -> None:
     )
     try:
         port = server.add_insecure_port(settings.listen)
-    except RuntimeError as err:
+    except RuntimeError:
+        port = 0
+    if port == 0 and not settings.listen.endswith(":0"):
         await writer.stop()
         store.close()
-        raise SystemExit(f"tidelog: cannot listen on {settings.listen}: {err}") from None
+        raise SystemExit(f"tidelog: cannot listen on {settings.listen} (in use, or not an address of this host)")
     host = settings.listen.rsplit(":", 1)[0]
     bound = f"{host}:{port}"
     advertised = settings.advertise or bound

@@ -22,9 +22,9 @@ from typing import Any
 
 import lmdb
 import structlog
+from tidelog.v1.records_pb2 import RecordBatch
 
 from broker.batches import HEADER_SIZE, VALUE_HEADER, slice_wire
-from tidelog.v1.records_pb2 import RecordBatch
 
 log = structlog.get_logger("tidelog.store")
 

@@ -33,7 +33,8 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {
     "retention.ms": ConfigKey("604800000", _int_at_least(-1), "an integer >= -1 (-1 = forever)"),
     "retention.bytes": ConfigKey("-1", _int_at_least(-1), "an integer >= -1 (-1 = no limit)"),
     "cleanup.policy": ConfigKey(
-        "delete", _one_of("delete", "compact", "compact,delete", "delete,compact"),
+        "delete",
+        _one_of("delete", "compact", "compact,delete", "delete,compact"),
         "delete, compact or compact,delete",
     ),
     "delete.retention.ms": ConfigKey("86400000", _int_at_least(0), "an integer >= 0"),
@@ -57,9 +58,7 @@ def validate(configs: Mapping[str, str]) -> dict[str, str]:
             known = ", ".join(sorted(TOPIC_CONFIGS))
             raise BrokerError("UNKNOWN_CONFIG", f"unknown topic config {key!r}; known keys: {known}", key=key)
         if not spec.valid(value):
-            raise BrokerError(
-                "INVALID_CONFIG", f"config {key}={value!r} is invalid: expected {spec.expected}", key=key
-            )
+            raise BrokerError("INVALID_CONFIG", f"config {key}={value!r} is invalid: expected {spec.expected}", key=key)
     return dict(configs)
 
 

@@ -35,7 +35,12 @@ def encode_record(
     if headers:
         for name, data in headers:
             encoded_name = name.encode()
-            header = b"".join((b"\x0a", varint(len(encoded_name)), encoded_name, b"\x12", varint(len(data)), data))
+            header = b"".join(
+                (
+                    b"\x0a" + varint(len(encoded_name)) + encoded_name if encoded_name else b"",
+                    b"\x12" + varint(len(data)) + data if data else b"",
+                )
+            )
             parts += (b"\x1a", varint(len(header)), header)
     if timestamp_ms:
         parts += (b"\x20", varint(timestamp_ms))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from google.protobuf import empty_pb2
+from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, records_pb2
 
 from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
 from client._loop import LoopThread
 from client.types import PartitionDescription, TopicDescription, TopicInfo
-from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, records_pb2
 
 _POSITIONS = {"earliest": records_pb2.POSITION_EARLIEST, "latest": records_pb2.POSITION_LATEST}
 
@@ -31,9 +31,7 @@ class AsyncAdminClient:
         self._broker = broker_pb2_grpc.BrokerStub(self._channel)
         self._timeout = timeout
 
-    async def create_topic(
-        self, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None
-    ) -> TopicInfo:
+    async def create_topic(self, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None) -> TopicInfo:
         """Create a topic; raises TopicExistsError, InvalidNameError, InvalidConfigError."""
         request = admin_pb2.CreateTopicRequest(name=name, partitions=partitions, configs=dict(configs or {}))
         return _topic_info(await call(self._admin.CreateTopic(request, timeout=self._timeout)))
@@ -49,7 +47,9 @@ class AsyncAdminClient:
 
     async def describe_topic(self, name: str) -> TopicDescription:
         """A topic with each partition's log start, high watermark and size."""
-        response = await call(self._admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=name), timeout=self._timeout))
+        response = await call(
+            self._admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=name), timeout=self._timeout)
+        )
         return TopicDescription(
             _topic_info(response.topic),
             [

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from client import AdminClient, Consumer, Producer
 from client._channel import DEFAULT_BOOTSTRAP
+from client.consumer import OffsetReset
 from client.errors import TidelogError
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bootstrap = argparse.ArgumentParser(add_help=False)
     bootstrap.add_argument(
-        "--bootstrap", "-b", default=os.environ.get("TIDELOG_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+        "--bootstrap",
+        "-b",
+        default=os.environ.get("TIDELOG_BOOTSTRAP", DEFAULT_BOOTSTRAP),
         help="broker address (env TIDELOG_BOOTSTRAP; default %(default)s)",
     )
 
@@ -124,7 +126,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    reset = "earliest" if args.from_beginning else "latest"
+    reset: OffsetReset = "earliest" if args.from_beginning else "latest"
     topics = [] if args.partition is not None else [args.topic]
     seen = 0
     with Consumer(args.bootstrap, topics=topics, auto_offset_reset=reset) as consumer:
@@ -145,5 +147,3 @@ def _consume(args: argparse.Namespace) -> int:
                 seen += 1
             out.flush()
     return 0
-
-

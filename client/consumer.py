@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Literal
 
 import grpc
+from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 
 from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
 from client._loop import LoopThread
 from client.errors import TidelogError, from_rpc_error
 from client.types import Message, TopicPartition
-from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 
 OffsetReset = Literal["earliest", "latest"]
 _RESET = {"earliest": records_pb2.POSITION_EARLIEST, "latest": records_pb2.POSITION_LATEST}
@@ -35,8 +35,12 @@ class AsyncConsumer:
     """
 
     def __init__(
-        self, bootstrap: str = DEFAULT_BOOTSTRAP, *, topics: Iterable[str] = (),
-        auto_offset_reset: OffsetReset = "latest", max_bytes: int = 1 << 20,
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        topics: Iterable[str] = (),
+        auto_offset_reset: OffsetReset = "latest",
+        max_bytes: int = 1 << 20,
     ) -> None:
         if auto_offset_reset not in _RESET:
             raise ValueError("auto_offset_reset must be 'earliest' or 'latest'")
@@ -174,8 +178,12 @@ class Consumer:
     """
 
     def __init__(
-        self, bootstrap: str = DEFAULT_BOOTSTRAP, *, topics: Iterable[str] = (),
-        auto_offset_reset: OffsetReset = "latest", max_bytes: int = 1 << 20,
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        topics: Iterable[str] = (),
+        auto_offset_reset: OffsetReset = "latest",
+        max_bytes: int = 1 << 20,
     ) -> None:
         self._io = LoopThread("tidelog-consumer")
         self._async = self._io.run(self._open(bootstrap, list(topics), auto_offset_reset, max_bytes))

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "tidelog"
 
@@ -185,28 +187,21 @@ def make_error(
 
 
 def from_rpc_error(err: grpc.RpcError) -> TidelogError:
-    """Translate a grpc error (sync or aio) into the SDK's exception, reading ErrorInfo."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-    message: str = err.details() or code.name  # type: ignore[attr-defined]
+    """Translate a grpc error (sync or aio) into the SDK's exception, reading its ErrorInfo."""
+    code: grpc.StatusCode = err.code()
+    message: str = err.details() or code.name
     reason = ""
     metadata: dict[str, str] = {}
-    status = None
-    try:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    except (ValueError, AttributeError, TypeError):
-        trailing = err.trailing_metadata() or ()  # type: ignore[attr-defined]
-        for key, value in trailing:
-            if key == "grpc-status-details-bin":
-                from google.rpc import status_pb2
-
-                status = status_pb2.Status.FromString(value)
-    if status is not None:
+    for key, value in err.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            break
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
+            if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
                 reason = info.reason
                 metadata = dict(info.metadata)
     return make_error(code, message, reason, metadata)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import grpc
+from tidelog.v1 import broker_pb2, broker_pb2_grpc
 
 from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
 from client._loop import LoopThread
@@ -28,7 +29,6 @@ from client._wire import encode_record
 from client.errors import TidelogError, UnavailableError, code_from_int, from_rpc_error, make_error
 from client.partitioner import partition_for_key
 from client.types import RecordMetadata, TopicPartition
-from tidelog.v1 import broker_pb2, broker_pb2_grpc
 
 Headers = Sequence[tuple[str, bytes]]
 DeliveryCallback = Callable[["RecordFuture"], None]
@@ -38,8 +38,18 @@ class _Batch:
     """Records bound for one partition in one request, and their shared outcome."""
 
     __slots__ = (
-        "_aio_future", "_callbacks", "_event", "base_offset", "count", "created", "error",
-        "frames", "partition", "size", "timestamps", "topic",
+        "_aio_future",
+        "_callbacks",
+        "_event",
+        "base_offset",
+        "count",
+        "created",
+        "error",
+        "frames",
+        "partition",
+        "size",
+        "timestamps",
+        "topic",
     )
 
     def __init__(self, topic: str, partition: int) -> None:
@@ -126,7 +136,9 @@ class RecordFuture:
         batch = self._batch
         if batch.error is not None:
             raise batch.error
-        return RecordMetadata(batch.topic, batch.partition, batch.base_offset + self._index, batch.timestamps[self._index])
+        return RecordMetadata(
+            batch.topic, batch.partition, batch.base_offset + self._index, batch.timestamps[self._index]
+        )
 
     def __await__(self) -> Generator[Any, None, RecordMetadata]:
         yield from self._batch.aio_future().__await__()
@@ -171,14 +183,21 @@ class _ProducerCore:
         return self._partitions.get(topic)
 
     def append(
-        self, topic: str, partition: int | None, key: bytes | None, value: bytes | None,
-        headers: Headers | None, timestamp_ms: int | None,
+        self,
+        topic: str,
+        partition: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp_ms: int | None,
     ) -> RecordFuture:
         if self._closed:
             raise UnavailableError("the producer is closed")
         count = self._partitions[topic]
         if partition is None:
-            partition = partition_for_key(key, count) if key else self._sticky.setdefault(topic, random.randrange(count))
+            partition = (
+                partition_for_key(key, count) if key else self._sticky.setdefault(topic, random.randrange(count))
+            )
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         frame = encode_record(key, value, headers, ts)
         tp = TopicPartition(topic, partition)
@@ -319,7 +338,11 @@ class AsyncProducer:
     """
 
     def __init__(
-        self, bootstrap: str = DEFAULT_BOOTSTRAP, *, linger_ms: float = 5, batch_bytes: int = 256 << 10,
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        linger_ms: float = 5,
+        batch_bytes: int = 256 << 10,
         max_in_flight: int = 16,
     ) -> None:
         self._settings = {"linger_ms": linger_ms, "batch_bytes": batch_bytes, "max_in_flight": max_in_flight}
@@ -333,8 +356,13 @@ class AsyncProducer:
         return self._core
 
     async def send(
-        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Headers | None = None,
-        partition: int | None = None, timestamp_ms: int | None = None,
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> RecordFuture:
         """Queue a record; returns at once with an awaitable RecordFuture."""
         core = await self._ensure_core()
@@ -371,7 +399,11 @@ class Producer:
     """
 
     def __init__(
-        self, bootstrap: str = DEFAULT_BOOTSTRAP, *, linger_ms: float = 5, batch_bytes: int = 256 << 10,
+        self,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        *,
+        linger_ms: float = 5,
+        batch_bytes: int = 256 << 10,
         max_in_flight: int = 16,
     ) -> None:
         self._io = LoopThread("tidelog-producer")
@@ -379,15 +411,23 @@ class Producer:
 
     async def _open(self, bootstrap: str, linger_ms: float, batch_bytes: int, max_in_flight: int) -> _ProducerCore:
         core = _ProducerCore(
-            bootstrap, asyncio.get_running_loop(), linger_ms=linger_ms, batch_bytes=batch_bytes,
+            bootstrap,
+            asyncio.get_running_loop(),
+            linger_ms=linger_ms,
+            batch_bytes=batch_bytes,
             max_in_flight=max_in_flight,
         )
         await core.start()
         return core
 
     def send(
-        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Headers | None = None,
-        partition: int | None = None, timestamp_ms: int | None = None,
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> RecordFuture:
         """Queue a record; returns at once with a RecordFuture (`result(timeout)` waits for the ack)."""

@@ -45,9 +45,25 @@ class BrokerProcess:
         ready.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "broker", "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-             "--ready-file", str(ready), "--log-format", "json", *self.extra_args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--ready-file",
+                str(ready),
+                "--log-format",
+                "json",
+                *self.extra_args,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
-from tests.errors_util import error_info, expect_status
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
+
+from tests.errors_util import error_info, expect_status
 
 C = grpc.StatusCode
 
@@ -17,11 +17,11 @@ def rec(value: bytes = b"v", key: bytes = b"") -> records_pb2.Record:
     return records_pb2.Record(key=key, value=value)
 
 
-@pytest.mark.parametrize(
-    "name", ["", ".", "..", "has space", "slash/name", "x" * 250, "ünïcode", "star*"]
-)
+@pytest.mark.parametrize("name", ["", ".", "..", "has space", "slash/name", "x" * 250, "ünïcode", "star*"])
 def test_create_topic_bad_name(admin_stub: AdminStub, name: str) -> None:
-    expect_status(C.INVALID_ARGUMENT, "INVALID_NAME", lambda: admin_stub.CreateTopic(admin_pb2.CreateTopicRequest(name=name)))
+    expect_status(
+        C.INVALID_ARGUMENT, "INVALID_NAME", lambda: admin_stub.CreateTopic(admin_pb2.CreateTopicRequest(name=name))
+    )
 
 
 @pytest.mark.parametrize("partitions", [0, -1, 10_001])
@@ -51,12 +51,14 @@ def test_create_topic_defaults_to_one_partition_and_reports_configs(admin_stub: 
 def test_create_topic_bad_configs(admin_stub: AdminStub, configs: dict[str, str], reason: str) -> None:
     request = admin_pb2.CreateTopicRequest(name="bad-config", configs=configs)
     err = expect_status(C.INVALID_ARGUMENT, reason, lambda: admin_stub.CreateTopic(request))
-    assert list(configs)[0] in err.details()  # type: ignore[attr-defined]
+    assert next(iter(configs)) in err.details()  # type: ignore[attr-defined]
 
 
 def test_topic_exists_and_not_found(admin_stub: AdminStub, topic_factory) -> None:
     topic = topic_factory()
-    expect_status(C.ALREADY_EXISTS, "TOPIC_EXISTS", lambda: admin_stub.CreateTopic(admin_pb2.CreateTopicRequest(name=topic)))
+    expect_status(
+        C.ALREADY_EXISTS, "TOPIC_EXISTS", lambda: admin_stub.CreateTopic(admin_pb2.CreateTopicRequest(name=topic))
+    )
     for call in (
         lambda: admin_stub.DeleteTopic(admin_pb2.DeleteTopicRequest(name="missing")),
         lambda: admin_stub.DescribeTopic(admin_pb2.DescribeTopicRequest(name="missing")),
@@ -69,7 +71,9 @@ def test_alter_configs_validates_and_applies(admin_stub: AdminStub, topic_factor
     topic = topic_factory()
     bad = admin_pb2.AlterTopicConfigsRequest(name=topic, configs={"retention.bytes": "lots"})
     expect_status(C.INVALID_ARGUMENT, "INVALID_CONFIG", lambda: admin_stub.AlterTopicConfigs(bad))
-    altered = admin_stub.AlterTopicConfigs(admin_pb2.AlterTopicConfigsRequest(name=topic, configs={"retention.bytes": "1000"}))
+    altered = admin_stub.AlterTopicConfigs(
+        admin_pb2.AlterTopicConfigsRequest(name=topic, configs={"retention.bytes": "1000"})
+    )
     assert altered.configs["retention.bytes"] == "1000"
     described = admin_stub.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic))
     assert described.topic.configs["retention.bytes"] == "1000"
@@ -89,8 +93,11 @@ def test_produce_errors(broker_stub: BrokerStub, topic_factory) -> None:
         (C.INVALID_ARGUMENT, "KEY_REQUIRED", P(topic=compacted, partition=0, records=[rec(key=b"")])),
         (C.INVALID_ARGUMENT, "INVALID_REQUEST", P(topic=topic, partition=0, records=[rec()], sequence=0)),
         (C.INVALID_ARGUMENT, "INVALID_REQUEST", P(topic=topic, records=[rec()], producer_id=1, sequence=0)),
-        (C.INVALID_ARGUMENT, "INVALID_REQUEST",
-         P(topic=topic, partition=0, records=[records_pb2.Record(value=b"v", timestamp_ms=-5)])),
+        (
+            C.INVALID_ARGUMENT,
+            "INVALID_REQUEST",
+            P(topic=topic, partition=0, records=[records_pb2.Record(value=b"v", timestamp_ms=-5)]),
+        ),
     ]
     for code, reason, request in cases:
         expect_status(code, reason, lambda request=request: broker_stub.Produce(request))
@@ -112,7 +119,9 @@ def test_fetch_errors(broker_stub: BrokerStub, topic_factory) -> None:
     assert dict(error_info(err).metadata) == {"log_start_offset": "0", "high_watermark": "2"}
     expect_status(C.OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE", lambda: broker_stub.Fetch(F(topic=topic, offset=-1)))
     for limit in ("max_records", "max_bytes", "max_wait_ms"):
-        expect_status(C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda limit=limit: broker_stub.Fetch(F(topic=topic, **{limit: -1})))
+        expect_status(
+            C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda limit=limit: broker_stub.Fetch(F(topic=topic, **{limit: -1}))
+        )
     # Limits above their bound are clamped, not refused.
     assert broker_stub.Fetch(F(topic=topic, max_bytes=2**31 - 1, max_records=2**31 - 1)).next_offset == 2
 
@@ -121,17 +130,28 @@ def test_subscribe_and_list_offsets_errors(broker_stub: BrokerStub, topic_factor
     topic = topic_factory()
     S = broker_pb2.SubscribeRequest
     expect_status(C.NOT_FOUND, "TOPIC_NOT_FOUND", lambda: next(broker_stub.Subscribe(S(topic="missing"))))
-    expect_status(C.INVALID_ARGUMENT, "PARTITION_OUT_OF_RANGE", lambda: next(broker_stub.Subscribe(S(topic=topic, partition=9))))
+    expect_status(
+        C.INVALID_ARGUMENT, "PARTITION_OUT_OF_RANGE", lambda: next(broker_stub.Subscribe(S(topic=topic, partition=9)))
+    )
     expect_status(C.OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE", lambda: next(broker_stub.Subscribe(S(topic=topic, offset=1))))
-    expect_status(C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda: next(broker_stub.Subscribe(S(topic=topic, position=7))))  # type: ignore[arg-type]
+    expect_status(
+        C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda: next(broker_stub.Subscribe(S(topic=topic, position=7)))
+    )  # type: ignore[arg-type]
     L = broker_pb2.ListOffsetsRequest
     expect_status(C.NOT_FOUND, "TOPIC_NOT_FOUND", lambda: broker_stub.ListOffsets(L(topic="missing")))
-    expect_status(C.INVALID_ARGUMENT, "PARTITION_OUT_OF_RANGE", lambda: broker_stub.ListOffsets(L(topic=topic, partition=1)))
-    expect_status(C.NOT_FOUND, "TOPIC_NOT_FOUND",
-                  lambda: broker_stub.GetMetadata(broker_pb2.GetMetadataRequest(topics=[topic, "missing"])))
+    expect_status(
+        C.INVALID_ARGUMENT, "PARTITION_OUT_OF_RANGE", lambda: broker_stub.ListOffsets(L(topic=topic, partition=1))
+    )
+    expect_status(
+        C.NOT_FOUND,
+        "TOPIC_NOT_FOUND",
+        lambda: broker_stub.GetMetadata(broker_pb2.GetMetadataRequest(topics=[topic, "missing"])),
+    )
 
 
-@pytest.mark.parametrize("method", ["/tidelog.v1.Admin/CreateTopic", "/tidelog.v1.Broker/Produce", "/tidelog.v1.Broker/Fetch"])
+@pytest.mark.parametrize(
+    "method", ["/tidelog.v1.Admin/CreateTopic", "/tidelog.v1.Broker/Produce", "/tidelog.v1.Broker/Fetch"]
+)
 def test_malformed_bytes_are_invalid_argument(channel: grpc.Channel, method: str) -> None:
     call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
     expect_status(C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda: call(b"\x0a\xff\xff\xff\xff\x0f"))

@@ -7,10 +7,10 @@ import time
 
 import grpc
 from google.protobuf import empty_pb2
-
-from tests.errors_util import error_info, expect_status
 from tidelog.v1 import broker_pb2, records_pb2
 from tidelog.v1.broker_pb2_grpc import BrokerStub
+
+from tests.errors_util import error_info, expect_status
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -27,7 +27,9 @@ def produce(stub: BrokerStub, topic: str, values: list[bytes], partition: int | 
     return stub.Produce(request)
 
 
-def fetch_values(stub: BrokerStub, topic: str, offset: int, partition: int = 0, **limits: int) -> tuple[list[bytes], broker_pb2.FetchResponse]:
+def fetch_values(
+    stub: BrokerStub, topic: str, offset: int, partition: int = 0, **limits: int
+) -> tuple[list[bytes], broker_pb2.FetchResponse]:
     response = stub.Fetch(broker_pb2.FetchRequest(topic=topic, partition=partition, offset=offset, **limits))
     values = [r.value for b in response.batches for r in b.records]
     return values, response
@@ -108,9 +110,7 @@ def test_keyed_records_go_to_the_murmur2_partition(broker_stub: BrokerStub, topi
 
     topic = topic_factory(partitions=4)
     keys = [f"key-{i}".encode() for i in range(40)]
-    request = broker_pb2.ProduceRequest(
-        topic=topic, records=[records_pb2.Record(key=k, value=k) for k in keys]
-    )
+    request = broker_pb2.ProduceRequest(topic=topic, records=[records_pb2.Record(key=k, value=k) for k in keys])
     response = broker_stub.Produce(request)
     assert sum(r.record_count for r in response.results) == 40
     for partition in range(4):
@@ -130,7 +130,9 @@ def test_keyless_records_spread_over_partitions(broker_stub: BrokerStub, topic_f
 def test_record_fields_round_trip(broker_stub: BrokerStub, topic_factory) -> None:
     topic = topic_factory()
     record = records_pb2.Record(
-        key=b"k", value=b"", timestamp_ms=1_700_000_000_000,
+        key=b"k",
+        value=b"",
+        timestamp_ms=1_700_000_000_000,
         headers=[records_pb2.Header(key="h", value=b"1"), records_pb2.Header(key="h", value=b"2")],
     )
     tombstone = records_pb2.Record(key=b"k2", timestamp_ms=1_700_000_000_001)
@@ -148,9 +150,15 @@ def test_idempotent_retry_is_written_once(broker_stub: BrokerStub, topic_factory
     assert producer_id > 0
 
     def send(sequence: int, *values: bytes) -> broker_pb2.ProduceResponse:
-        return broker_stub.Produce(broker_pb2.ProduceRequest(
-            topic=topic, partition=0, records=records(*values), producer_id=producer_id, sequence=sequence,
-        ))
+        return broker_stub.Produce(
+            broker_pb2.ProduceRequest(
+                topic=topic,
+                partition=0,
+                records=records(*values),
+                producer_id=producer_id,
+                sequence=sequence,
+            )
+        )
 
     first = send(0, b"a", b"b")
     retry = send(0, b"a", b"b")
@@ -185,7 +193,8 @@ def test_produce_stream_answers_in_order_and_survives_bad_requests(broker_stub: 
 def test_produce_stream_ends_on_undecodable_bytes(channel: grpc.Channel, topic_factory) -> None:
     topic = topic_factory()
     stream = channel.stream_stream(
-        "/tidelog.v1.Broker/ProduceStream", request_serializer=None,
+        "/tidelog.v1.Broker/ProduceStream",
+        request_serializer=None,
         response_deserializer=broker_pb2.ProduceResponse.FromString,
     )
     good = broker_pb2.ProduceRequest(topic=topic, partition=0, records=records(b"ok"), request_id=1).SerializeToString()

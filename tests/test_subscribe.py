@@ -7,18 +7,20 @@ import threading
 from collections.abc import Iterator
 
 import grpc
-
-from tests.errors_util import expect_status
-from tests.harness import wait_for
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 
+from tests.errors_util import expect_status
+from tests.harness import wait_for
+
 
 def produce(stub: BrokerStub, topic: str, *values: bytes, ts: int = 0) -> None:
-    stub.Produce(broker_pb2.ProduceRequest(
-        topic=topic, partition=0, records=[records_pb2.Record(value=v, timestamp_ms=ts) for v in values]
-    ))
+    stub.Produce(
+        broker_pb2.ProduceRequest(
+            topic=topic, partition=0, records=[records_pb2.Record(value=v, timestamp_ms=ts) for v in values]
+        )
+    )
 
 
 class Collector:
@@ -95,7 +97,9 @@ def test_list_offsets(broker_stub: BrokerStub, topic_factory) -> None:
     assert broker_stub.ListOffsets(L(topic=topic, timestamp_ms=5000)).offset == 3
 
 
-def test_many_idle_subscribers_do_not_stop_produce_and_fetch(channel: grpc.Channel, broker_stub: BrokerStub, topic_factory) -> None:
+def test_many_idle_subscribers_do_not_stop_produce_and_fetch(
+    channel: grpc.Channel, broker_stub: BrokerStub, topic_factory
+) -> None:
     topic = topic_factory()
     subscribe = channel.unary_stream(
         "/tidelog.v1.Broker/Subscribe",
@@ -118,7 +122,9 @@ def test_many_idle_subscribers_do_not_stop_produce_and_fetch(channel: grpc.Chann
         stream.cancel()
 
 
-def test_deleting_a_topic_ends_its_streams_with_not_found(admin_stub: AdminStub, broker_stub: BrokerStub, topic_factory) -> None:
+def test_deleting_a_topic_ends_its_streams_with_not_found(
+    admin_stub: AdminStub, broker_stub: BrokerStub, topic_factory
+) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, b"a")
     sub = Collector(broker_stub.Subscribe(broker_pb2.SubscribeRequest(topic=topic)))
@@ -128,8 +134,11 @@ def test_deleting_a_topic_ends_its_streams_with_not_found(admin_stub: AdminStub,
     assert sub.error is not None and sub.error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
     # A topic created again with that name starts at offset 0.
     admin_stub.CreateTopic(admin_pb2.CreateTopicRequest(name=topic))
-    expect_status(grpc.StatusCode.OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE",
-                  lambda: broker_stub.Fetch(broker_pb2.FetchRequest(topic=topic, offset=1)))
+    expect_status(
+        grpc.StatusCode.OUT_OF_RANGE,
+        "OFFSET_OUT_OF_RANGE",
+        lambda: broker_stub.Fetch(broker_pb2.FetchRequest(topic=topic, offset=1)),
+    )
     produce(broker_stub, topic, b"fresh")
     response = broker_stub.Fetch(broker_pb2.FetchRequest(topic=topic, offset=0))
     assert [r.value for b in response.batches for r in b.records] == [b"fresh"]
