@@ -23,10 +23,28 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+# (timestamp_ms, its encoded field): records sent in the same millisecond share it. A tuple, so
+# that threads swapping it never see a timestamp paired with another's encoding. Timestamp 0 is
+# protobuf's default and is not encoded at all.
+_timestamp_cache: tuple[int, bytes] = (0, b"")
+
+
+def _timestamp_field(timestamp_ms: int) -> bytes:
+    global _timestamp_cache
+    cached = _timestamp_cache
+    if cached[0] != timestamp_ms:
+        cached = _timestamp_cache = (timestamp_ms, b"\x20" + varint(timestamp_ms))
+    return cached[1]
+
+
 def encode_record(
     key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None, timestamp_ms: int
 ) -> bytes:
     """A Record framed as one entry of a `repeated Record records = 1` field."""
+    ts_field = _timestamp_field(timestamp_ms)
+    if value is not None and not key and not headers:  # the common case, kept short
+        body = b"\x12" + varint(len(value)) + value + ts_field
+        return b"\x0a" + varint(len(body)) + body
     parts: list[bytes] = []
     if key:
         parts += (b"\x0a", varint(len(key)), key)
@@ -42,7 +60,6 @@ def encode_record(
                 )
             )
             parts += (b"\x1a", varint(len(header)), header)
-    if timestamp_ms:
-        parts += (b"\x20", varint(timestamp_ms))
+    parts.append(ts_field)
     body = b"".join(parts)
     return b"\x0a" + varint(len(body)) + body

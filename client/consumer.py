@@ -60,7 +60,6 @@ class AsyncConsumer:
         self._streams: dict[TopicPartition, asyncio.Task[None]] = {}
         self._positions: dict[TopicPartition, int | None] = {}
         self._started = False
-        self._pending: list[Message] = []
 
     async def start(self) -> None:
         """Assign every partition of the subscribed topics (called for you on first use)."""
@@ -88,7 +87,6 @@ class AsyncConsumer:
         """Continue `partition` at `offset`."""
         tp = TopicPartition(*partition)
         self._positions[tp] = offset
-        self._pending = [m for m in self._pending if (m.topic, m.partition) != tp]
         self._open_stream(tp)
 
     def position(self, partition: tuple[str, int]) -> int | None:
@@ -118,19 +116,21 @@ class AsyncConsumer:
     async def getmany(self, timeout: float | None = None) -> list[Message]:
         """Records that have arrived (waiting up to `timeout` seconds for the first); [] on timeout."""
         await self.start()
-        if self._pending:
-            out, self._pending = self._pending, []
-            return out
-        try:
-            item = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return []
-        out = []
-        while True:
-            out.extend(self._messages(item))
-            if self._queue.empty():
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        out: list[Message] = []
+        while not out:  # empty responses (the live marker, heartbeats) are not an answer
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
                 return out
-            item = self._queue.get_nowait()
+            try:
+                item = await asyncio.wait_for(self._queue.get(), remaining)
+            except TimeoutError:
+                return out
+            out.extend(self._messages(item))
+            while not self._queue.empty():
+                out.extend(self._messages(self._queue.get_nowait()))
+        return out
 
     def _messages(self, item: tuple[TopicPartition, broker_pb2.FetchResponse] | TidelogError) -> list[Message]:
         if isinstance(item, TidelogError):
@@ -139,13 +139,13 @@ class AsyncConsumer:
         if tp not in self._streams:
             return []  # a partition unassigned since this response was queued
         position = self._positions.get(tp)
-        out = []
+        out: list[Message] = []
+        topic, partition = tp
         for batch in response.batches:
             base, append_ms = batch.base_offset, batch.append_time_ms
-            for i, record in enumerate(batch.records):
-                offset = base + i
-                if position is None or offset >= position:
-                    out.append(Message(tp.topic, tp.partition, offset, record, append_ms))
+            skip = position - base if position is not None and position > base else 0
+            records = batch.records[skip:] if skip else batch.records
+            out += [Message(topic, partition, base + skip + i, r, append_ms) for i, r in enumerate(records)]
         if position is None or response.next_offset > position:
             self._positions[tp] = response.next_offset
         return out

@@ -28,7 +28,7 @@ from client._loop import LoopThread
 from client._wire import encode_record
 from client.errors import TidelogError, UnavailableError, code_from_int, from_rpc_error, make_error
 from client.partitioner import partition_for_key
-from client.types import RecordMetadata, TopicPartition
+from client.types import RecordMetadata
 
 Headers = Sequence[tuple[str, bytes]]
 DeliveryCallback = Callable[["RecordFuture"], None]
@@ -163,7 +163,7 @@ class _ProducerCore:
         self._batch_bytes = batch_bytes
         self._max_in_flight = max_in_flight
         self._lock = threading.Lock()
-        self._open: dict[TopicPartition, _Batch] = {}
+        self._open: dict[tuple[str, int], _Batch] = {}
         self._to_send: collections.deque[_Batch] = collections.deque()
         self._unfinished: set[_Batch] = set()
         self._drain_scheduled = False
@@ -193,14 +193,14 @@ class _ProducerCore:
     ) -> RecordFuture:
         if self._closed:
             raise UnavailableError("the producer is closed")
-        count = self._partitions[topic]
         if partition is None:
+            count = self._partitions[topic]
             partition = (
                 partition_for_key(key, count) if key else self._sticky.setdefault(topic, random.randrange(count))
             )
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         frame = encode_record(key, value, headers, ts)
-        tp = TopicPartition(topic, partition)
+        tp = (topic, partition)
         with self._lock:
             batch = self._open.get(tp)
             if batch is None:
@@ -209,7 +209,7 @@ class _ProducerCore:
             index = batch.count
             batch.frames.append(frame)
             batch.timestamps.append(ts)
-            batch.count += 1
+            batch.count = index + 1
             batch.size += len(frame)
             if batch.size >= self._batch_bytes:
                 self._close_batch(tp, batch)
@@ -218,12 +218,13 @@ class _ProducerCore:
                 self._loop.call_soon_threadsafe(self._drain)
         return RecordFuture(batch, index)
 
-    def _close_batch(self, tp: TopicPartition, batch: _Batch) -> None:
+    def _close_batch(self, tp: tuple[str, int], batch: _Batch) -> None:
         """Move a batch from accumulating to the send queue (lock held)."""
         del self._open[tp]
         self._to_send.append(batch)
-        if self._sticky.get(tp.topic) == tp.partition:
-            self._sticky[tp.topic] = (tp.partition + 1) % self._partitions[tp.topic]
+        topic, partition = tp
+        if self._sticky.get(topic) == partition:
+            self._sticky[topic] = (partition + 1) % self._partitions[topic]
 
     def unfinished(self) -> list[_Batch]:
         with self._lock:
