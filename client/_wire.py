@@ -24,13 +24,14 @@ def varint(value: int) -> bytes:
 
 
 # (timestamp_ms, its encoded field): records sent in the same millisecond share it. A tuple, so
-# that threads swapping it never see a timestamp paired with another's encoding. Timestamp 0 is
-# protobuf's default and is not encoded at all.
-_timestamp_cache: tuple[int, bytes] = (0, b"")
+# that threads swapping it never see a timestamp paired with another's encoding.
+_timestamp_cache: tuple[int, bytes] = (-1, b"")
 
 
 def _timestamp_field(timestamp_ms: int) -> bytes:
     global _timestamp_cache
+    if not timestamp_ms:
+        return b""
     cached = _timestamp_cache
     if cached[0] != timestamp_ms:
         cached = _timestamp_cache = (timestamp_ms, b"\x20" + varint(timestamp_ms))
