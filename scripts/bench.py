@@ -21,6 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import grpc
+from tidelog.v1.broker_pb2 import SubscribeRequest
+from tidelog.v1.broker_pb2_grpc import BrokerStub
+
 from client import AdminClient, Consumer, Producer
 from tests.harness import BrokerProcess
 
@@ -87,6 +91,24 @@ def end_to_end(bootstrap: str, topic: str, args: argparse.Namespace) -> dict[str
     return {"p50_ms": quantiles[499] / 1000, "p99_ms": quantiles[989] / 1000, "p999_ms": quantiles[998] / 1000}
 
 
+class IdleSubscribers:
+    """N live Subscribe streams on a topic nobody writes to: what idle consumers cost the broker."""
+
+    def __init__(self, bootstrap: str, count: int) -> None:
+        with AdminClient(bootstrap) as admin:
+            admin.create_topic("bench-idle")
+        self._channel = grpc.insecure_channel(bootstrap)
+        stub = BrokerStub(self._channel)
+        self._streams = [stub.Subscribe(SubscribeRequest(topic="bench-idle")) for _ in range(count)]
+        for stream in self._streams:
+            next(stream)  # live
+
+    def close(self) -> None:
+        for stream in self._streams:
+            stream.cancel()
+        self._channel.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("throughput", "e2e", "all"), default="all")
@@ -99,6 +121,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000, help="e2e: records per second")
     parser.add_argument("--seconds", type=float, default=5, help="e2e: how long to send")
     parser.add_argument("--fsync", choices=("always", "interval"), default="always")
+    parser.add_argument("--idle-subscribers", type=int, default=0, help="hold this many idle Subscribe streams open")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report the median (min-max)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -109,6 +132,7 @@ def main() -> None:
         if bootstrap is None:
             broker = BrokerProcess(Path(tmp) / "data", "--fsync", args.fsync, "--log-level", "warning").start()
             bootstrap = broker.address
+        idle = IdleSubscribers(bootstrap, args.idle_subscribers) if args.idle_subscribers else None
         try:
             results: dict[str, list[dict[str, float]]] = {}
             for run in range(args.runs):
@@ -121,6 +145,8 @@ def main() -> None:
                 if args.mode in ("e2e", "all"):
                     results.setdefault("e2e", []).append(end_to_end(bootstrap, f"bench-e2e-{run}", args))
         finally:
+            if idle is not None:
+                idle.close()
             if broker is not None:
                 broker.stop()
     report(results, args)
@@ -135,7 +161,8 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
         return
     print(
         f"tidelog bench: {args.records} records of {args.size} B, {args.partitions} partition(s), "
-        f"fsync={args.fsync}, linger={args.linger_ms} ms, batch={args.batch_bytes} B, runs={args.runs}"
+        f"fsync={args.fsync}, linger={args.linger_ms} ms, batch={args.batch_bytes} B, runs={args.runs}, "
+        f"idle subscribers={args.idle_subscribers}"
     )
     for name, runs in results.items():
         cells = []
