@@ -88,8 +88,6 @@ class Store:
             sync=sync,
             metasync=sync,
             readahead=False,
-            # We never touch LMDB from forked children; the lock file would be stale anyway.
-            lock=True,
         )
         # A kill -9 leaves stale reader slots behind; free them before serving.
         self.env.reader_check()

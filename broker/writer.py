@@ -137,6 +137,10 @@ class Writer:
                 if not future.done():
                     future.set_exception(outcome)
                 continue
-            op.publish(self._registry, outcome)
+            try:
+                op.publish(self._registry, outcome)
+            except Exception:
+                # The write is durable; a failure to wake readers must not strand the other futures.
+                log.exception("publish_failed", op=type(op).__name__)
             if not future.done():
                 future.set_result(outcome)
