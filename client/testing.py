@@ -1,0 +1,144 @@
+"""Test your code against a real Tidelog broker.
+
+    from client.testing import run_broker
+
+    def test_orders_flow():
+        with run_broker() as address:
+            with Producer(address) as producer:
+                ...
+
+`run_broker()` starts `tidelog serve` as a child process on a free 127.0.0.1
+port with a temporary data directory, waits until it serves, yields its address
+and stops it (by PID) afterwards. `BrokerProcess` is the same with more control:
+stop, kill -9 and restart on the same port and data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class BrokerProcess:
+    """`tidelog serve` on 127.0.0.1, stopped by its PID.
+
+    The first start takes a port the kernel picks; restarts keep that port, so
+    clients that reconnect find the broker again.
+    """
+
+    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+        self.data_dir = Path(data_dir)
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def start(self, timeout: float = 30.0) -> BrokerProcess:
+        """Start the broker and wait until its health check answers SERVING."""
+        ready = self.data_dir.parent / f"{self.data_dir.name}.ready"
+        ready.unlink(missing_ok=True)
+        listen = self.address or "127.0.0.1:0"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                listen,
+                "--ready-file",
+                str(ready),
+                "--log-format",
+                "json",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+        def is_ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the broker exited with {self.proc.returncode}:\n{self.log()}")
+            return ready.exists() and bool(ready.read_text())
+
+        wait_for(is_ready, timeout, what="the broker to write its ready file")
+        self.address = ready.read_text()
+        with grpc.insecure_channel(self.address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
+            )
+            if status.status != health_pb2.HealthCheckResponse.SERVING:
+                raise RuntimeError(f"the broker at {self.address} is not serving")
+        return self
+
+    def log(self) -> str:
+        """What the broker wrote to its log so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait (the clean shutdown path); returns the exit status."""
+        assert self.proc is not None, "the broker was never started"
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (the crash path)."""
+        assert self.proc is not None, "the broker was never started"
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def restart(self) -> BrokerProcess:
+        """Stop cleanly and start again on the same port and data."""
+        self.stop()
+        return self.start()
+
+
+@contextmanager
+def run_broker(*extra_args: str, data_dir: Path | None = None) -> Iterator[str]:
+    """A real broker for the duration of the block; yields its ``"127.0.0.1:PORT"`` address.
+
+    ``extra_args`` go to ``tidelog serve`` (e.g. ``"--fsync", "interval"``); the data
+    lives in a temporary directory unless ``data_dir`` is given.
+    """
+    with tempfile.TemporaryDirectory(prefix="tidelog-") as tmp:
+        process = BrokerProcess(data_dir or Path(tmp) / "data", *extra_args)
+        try:
+            yield process.start().address
+        finally:
+            if process.proc is not None:
+                try:
+                    process.stop()
+                except subprocess.TimeoutExpired:
+                    process.kill()
