@@ -241,5 +241,7 @@ def _produce_error(request_id: int, topic: str, err: BrokerError) -> broker_pb2.
     return broker_pb2.ProduceResponse(
         topic=topic,
         request_id=request_id,
-        error=broker_pb2.ProduceError(code=err.code.value[0], message=err.message, reason=err.reason),
+        error=broker_pb2.ProduceError(
+            code=err.code.value[0], message=err.message, reason=err.reason, metadata=err.metadata
+        ),
     )

@@ -4,26 +4,63 @@ One Subscribe stream per assigned partition pushes batches as they are written;
 each batch is parsed once and its records handed out as light Message views.
 A bounded queue between the streams and the caller lets gRPC flow control, not
 memory, absorb a slow consumer.
+
+A stream that breaks on a transient failure (the broker restarting, the network)
+is opened again, after a backoff, exactly where the last response it queued
+ended: nothing is skipped and nothing delivered twice. A start offset the log no
+longer has (retention) or does not have yet falls back to `auto_offset_reset`,
+as in Kafka, unless that is ``"none"``.
+
+Every response carries the epoch of the stream that read it; a seek starts a new
+epoch, so records read before the seek never reach the caller after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import random
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Literal
 
 import grpc
+import structlog
 from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 
 from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
 from client._loop import LoopThread
-from client.errors import TidelogError, from_rpc_error
+from client.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
+from client.serde import Deserializer
 from client.types import Message, TopicPartition
 
-OffsetReset = Literal["earliest", "latest"]
-_RESET = {"earliest": records_pb2.POSITION_EARLIEST, "latest": records_pb2.POSITION_LATEST}
+log = structlog.get_logger("client.consumer")
+
+OffsetReset = Literal["earliest", "latest", "none"]
+_RECONNECT_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 # Parsed responses buffered between the streams and the caller.
 _QUEUE_RESPONSES = 64
+
+
+class _Timestamp(int):
+    """A start given as a timestamp (the first record at or after it), not an offset."""
+
+
+class _Position(int):
+    """A start given as a records_pb2.Position (earliest, latest), not an offset."""
+
+
+_EARLIEST = _Position(records_pb2.POSITION_EARLIEST)
+_LATEST = _Position(records_pb2.POSITION_LATEST)
+# Where a partition's stream starts: a plain int is an offset.
+Start = int | _Position | _Timestamp
+_QueueItem = tuple[TopicPartition, int, broker_pb2.FetchResponse] | TidelogError
 
 
 class AsyncConsumer:
@@ -32,6 +69,11 @@ class AsyncConsumer:
     >>> async with AsyncConsumer("127.0.0.1:50051", topics=["orders"], auto_offset_reset="earliest") as consumer:
     ...     async for message in consumer:
     ...         print(message.offset, message.value)
+
+    ``topics`` subscribes to every partition of those topics (each starting by
+    ``auto_offset_reset``: ``"latest"``, the default, or ``"earliest"``); or call
+    ``assign()`` with explicit partitions. ``key_deserializer`` and
+    ``value_deserializer`` (client.serde) turn bytes into objects on access.
     """
 
     def __init__(
@@ -40,10 +82,14 @@ class AsyncConsumer:
         *,
         topics: Iterable[str] = (),
         auto_offset_reset: OffsetReset = "latest",
+        key_deserializer: Deserializer | None = None,
+        value_deserializer: Deserializer | None = None,
         max_bytes: int = 1 << 20,
+        retry_backoff_ms: float = 100,
+        retry_backoff_max_ms: float = 2_000,
     ) -> None:
-        if auto_offset_reset not in _RESET:
-            raise ValueError("auto_offset_reset must be 'earliest' or 'latest'")
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
         self._channel = open_channel(bootstrap)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._subscribe = self._channel.unary_stream(
@@ -53,13 +99,21 @@ class AsyncConsumer:
         )
         self._topics = list(topics)
         self._reset = auto_offset_reset
+        self._serde = (key_deserializer, value_deserializer) if key_deserializer or value_deserializer else None
         self._max_bytes = max_bytes
-        self._queue: asyncio.Queue[tuple[TopicPartition, broker_pb2.FetchResponse] | TidelogError] = asyncio.Queue(
-            _QUEUE_RESPONSES
-        )
+        self._backoff_ms = (retry_backoff_ms, retry_backoff_max_ms)
+        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue(_QUEUE_RESPONSES)
         self._streams: dict[TopicPartition, asyncio.Task[None]] = {}
-        self._positions: dict[TopicPartition, int | None] = {}
+        self._epochs: dict[TopicPartition, int] = {}
+        self._starts: dict[TopicPartition, Start] = {}  # where a (re)opened stream begins
+        self._positions: dict[TopicPartition, int | None] = {}  # the next offset handed to the caller
+        self._known: dict[TopicPartition, asyncio.Event] = {}  # set once the position is known
+        self._buffer: collections.deque[Message] = collections.deque()
+        self._buffered_next: dict[TopicPartition, int] = {}  # position once the buffer is handed out
         self._started = False
+        self._closed = False
+
+    # -- assignment -------------------------------------------------------------------
 
     async def start(self) -> None:
         """Assign every partition of the subscribed topics (called for you on first use)."""
@@ -71,83 +125,201 @@ class AsyncConsumer:
             self.assign([TopicPartition(t.name, p.partition) for t in response.topics for p in t.partitions])
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Read exactly these partitions (replacing any previous assignment)."""
+        """Read exactly these partitions (replacing any previous assignment), starting by auto_offset_reset."""
         self._started = True
-        for task in self._streams.values():
-            task.cancel()
-        self._streams.clear()
-        self._positions = {TopicPartition(*tp): None for tp in partitions}
-        for tp in self._positions:
-            self._open_stream(tp)
+        wanted = [TopicPartition(*tp) for tp in partitions]
+        for tp in list(self._streams):
+            if tp not in wanted:
+                self._remove_partition(tp)
+        for tp in wanted:
+            if tp not in self._streams:
+                self._add_partition(tp, self._reset_start())
 
     def assignment(self) -> list[TopicPartition]:
-        return list(self._positions)
+        """The partitions this consumer reads."""
+        return list(self._streams)
 
-    def seek(self, partition: tuple[str, int], offset: int) -> None:
-        """Continue `partition` at `offset`."""
-        tp = TopicPartition(*partition)
-        self._positions[tp] = offset
-        self._open_stream(tp)
+    def _reset_start(self) -> Start:
+        return _EARLIEST if self._reset == "earliest" else _LATEST
 
-    def position(self, partition: tuple[str, int]) -> int | None:
-        """The offset of the next record this consumer will return for `partition` (None until known)."""
-        return self._positions[TopicPartition(*partition)]
-
-    def _open_stream(self, tp: TopicPartition) -> None:
+    def _add_partition(self, tp: TopicPartition, start: Start) -> None:
+        self._positions[tp] = start if type(start) is int else None
+        self._known.setdefault(tp, asyncio.Event())
+        if self._positions[tp] is not None:
+            self._known[tp].set()
+        else:
+            self._known[tp].clear()
+        self._starts[tp] = start
+        self._drop_buffered(tp)
         old = self._streams.pop(tp, None)
         if old is not None:
             old.cancel()
-        self._streams[tp] = asyncio.create_task(self._read_partition(tp))
+        epoch = self._epochs.get(tp, 0) + 1
+        self._epochs[tp] = epoch
+        self._streams[tp] = asyncio.create_task(self._read_partition(tp, epoch))
 
-    async def _read_partition(self, tp: TopicPartition) -> None:
-        request = broker_pb2.SubscribeRequest(topic=tp.topic, partition=tp.partition, max_bytes=self._max_bytes)
-        start = self._positions.get(tp)
-        if start is None:
-            request.position = _RESET[self._reset]
-        else:
-            request.offset = start
-        try:
-            async for response in self._subscribe(request):
-                await self._queue.put((tp, response))
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.CANCELLED:
-                await self._queue.put(from_rpc_error(err))
+    def _remove_partition(self, tp: TopicPartition) -> None:
+        task = self._streams.pop(tp, None)
+        if task is not None:
+            task.cancel()
+        self._drop_buffered(tp)
+        self._epochs.pop(tp, None)
+        self._starts.pop(tp, None)
+        self._positions.pop(tp, None)
+        self._known.pop(tp, None)
 
-    async def getmany(self, timeout: float | None = None) -> list[Message]:
-        """Records that have arrived (waiting up to `timeout` seconds for the first); [] on timeout."""
+    def _drop_buffered(self, tp: TopicPartition) -> None:
+        self._buffered_next.pop(tp, None)
+        if self._buffer:
+            self._buffer = collections.deque(m for m in self._buffer if (m.topic, m.partition) != tp)
+
+    def _assigned(self, partitions: tuple[tuple[str, int], ...]) -> list[TopicPartition]:
+        chosen = [TopicPartition(*tp) for tp in partitions] or list(self._streams)
+        for tp in chosen:
+            if tp not in self._streams:
+                raise ValueError(f"{tp.topic}/{tp.partition} is not assigned to this consumer")
+        return chosen
+
+    # -- positions --------------------------------------------------------------------
+
+    def seek(self, partition: tuple[str, int], offset: int) -> None:
+        """Continue `partition` at `offset` (out of range falls back to auto_offset_reset)."""
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        self._add_partition(self._assigned((partition,))[0], offset)
+
+    def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
+        """Continue at the log start of these partitions (none given: every assigned one)."""
+        for tp in self._assigned(partitions):
+            self._add_partition(tp, _EARLIEST)
+
+    def seek_to_end(self, *partitions: tuple[str, int]) -> None:
+        """Continue after the last record of these partitions (none given: every assigned one)."""
+        for tp in self._assigned(partitions):
+            self._add_partition(tp, _LATEST)
+
+    def seek_to_timestamp(self, timestamp_ms: int, *partitions: tuple[str, int]) -> None:
+        """Continue at the first record whose timestamp is at or after `timestamp_ms`."""
+        if timestamp_ms < 0:
+            raise ValueError("timestamp_ms must be >= 0")
+        for tp in self._assigned(partitions):
+            self._add_partition(tp, _Timestamp(timestamp_ms))
+
+    async def position(self, partition: tuple[str, int], timeout: float | None = 30.0) -> int:
+        """The offset of the next record this consumer returns for `partition` (waits until the start is known)."""
+        tp = self._assigned((partition,))[0]
+        await asyncio.wait_for(self._known[tp].wait(), timeout)
+        position = self._positions[tp]
+        assert position is not None
+        return position
+
+    async def end_offsets(self, *partitions: tuple[str, int]) -> dict[TopicPartition, int]:
+        """The high watermark (offset after the last record) of each partition (none given: every assigned one)."""
+        return await self._list_offsets(partitions, records_pb2.POSITION_LATEST)
+
+    async def beginning_offsets(self, *partitions: tuple[str, int]) -> dict[TopicPartition, int]:
+        """The log start of each partition (none given: every assigned one)."""
+        return await self._list_offsets(partitions, records_pb2.POSITION_EARLIEST)
+
+    async def _list_offsets(self, partitions: tuple[tuple[str, int], ...], position: int) -> dict[TopicPartition, int]:
+        chosen = [TopicPartition(*tp) for tp in partitions] or list(self._streams)
+        out = {}
+        for tp in chosen:
+            request = broker_pb2.ListOffsetsRequest(topic=tp.topic, partition=tp.partition, position=position)  # type: ignore[arg-type]
+            out[tp] = (await call(self._stub.ListOffsets(request))).offset
+        return out
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def _read_partition(self, tp: TopicPartition, epoch: int) -> None:
+        failures = 0
+        while True:
+            request = broker_pb2.SubscribeRequest(topic=tp.topic, partition=tp.partition, max_bytes=self._max_bytes)
+            start = self._starts[tp]
+            if isinstance(start, _Timestamp):
+                request.timestamp_ms = start
+            elif isinstance(start, _Position):
+                request.position = start  # type: ignore[assignment]
+            else:
+                request.offset = start
+            try:
+                async for response in self._subscribe(request):
+                    failures = 0
+                    self._starts[tp] = response.next_offset  # a reopened stream continues after this one
+                    if self._positions[tp] is None:
+                        self._positions[tp] = response.next_offset
+                        self._known[tp].set()
+                    await self._queue.put((tp, epoch, response))
+                error: TidelogError = UnavailableError("the broker ended the subscription")
+            except grpc.aio.AioRpcError as err:
+                error = from_rpc_error(err)
+            if isinstance(error, OffsetOutOfRangeError):
+                if self._reset == "none":
+                    await self._queue.put(error)
+                    return
+                log.warning("offset out of range, resetting", partition=str(tp), policy=self._reset, error=str(error))
+                self._starts[tp] = self._reset_start()
+                self._positions[tp] = None
+                self._known[tp].clear()
+                continue
+            if error.code not in _RECONNECT_CODES:
+                await self._queue.put(error)
+                return
+            failures += 1
+            delay = _backoff(failures, *self._backoff_ms)
+            log.warning("subscription lost", partition=str(tp), error=str(error), retry_in_ms=round(delay * 1000))
+            await asyncio.sleep(delay)
+
+    async def getmany(self, timeout: float | None = None, max_records: int | None = None) -> list[Message]:
+        """Records that have arrived (waiting up to `timeout` seconds for the first; None: forever); [] on timeout."""
         await self.start()
+        if max_records is not None and max_records < 1:
+            raise ValueError("max_records must be >= 1")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        out: list[Message] = []
-        while not out:  # empty responses (the live marker, heartbeats) are not an answer
+        while not self._buffer:  # empty responses (the live marker, heartbeats) are not an answer
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
-                return out
+                break
             try:
                 item = await asyncio.wait_for(self._queue.get(), remaining)
             except TimeoutError:
-                return out
-            out.extend(self._messages(item))
+                break
+            self._take(item)
             while not self._queue.empty():
-                out.extend(self._messages(self._queue.get_nowait()))
-        return out
+                self._take(self._queue.get_nowait())
+        return self._hand_out(max_records)
 
-    def _messages(self, item: tuple[TopicPartition, broker_pb2.FetchResponse] | TidelogError) -> list[Message]:
+    def _take(self, item: _QueueItem) -> None:
+        """Turn a queued response into buffered Messages (stale epochs dropped)."""
         if isinstance(item, TidelogError):
             raise item
-        tp, response = item
-        if tp not in self._streams:
-            return []  # a partition unassigned since this response was queued
-        position = self._positions.get(tp)
-        out: list[Message] = []
-        topic, partition = tp
+        tp, epoch, response = item
+        if self._epochs.get(tp) != epoch:
+            return  # read before a seek or an unassign
+        position = self._buffered_next.get(tp, self._positions[tp])
+        topic, partition, serde = tp.topic, tp.partition, self._serde
+        buffer = self._buffer
         for batch in response.batches:
             base, append_ms = batch.base_offset, batch.append_time_ms
             skip = position - base if position is not None and position > base else 0
             records = batch.records[skip:] if skip else batch.records
-            out += [Message(topic, partition, base + skip + i, r, append_ms) for i, r in enumerate(records)]
-        if position is None or response.next_offset > position:
-            self._positions[tp] = response.next_offset
+            first = base + skip
+            buffer.extend(Message(topic, partition, first + i, r, append_ms, serde) for i, r in enumerate(records))
+        self._buffered_next[tp] = response.next_offset
+
+    def _hand_out(self, max_records: int | None) -> list[Message]:
+        if max_records is None or max_records >= len(self._buffer):
+            out = list(self._buffer)
+            self._buffer.clear()
+            self._positions.update(self._buffered_next)
+            self._buffered_next.clear()
+            return out
+        out = [self._buffer.popleft() for _ in range(max_records)]
+        self._positions.update({TopicPartition(m.topic, m.partition): m.offset + 1 for m in out})
+        still_buffered = {(m.topic, m.partition) for m in self._buffer}
+        for tp in [tp for tp in self._buffered_next if tp not in still_buffered]:
+            self._positions[tp] = self._buffered_next.pop(tp)
         return out
 
     async def __aiter__(self) -> AsyncIterator[Message]:
@@ -156,6 +328,8 @@ class AsyncConsumer:
                 yield message
 
     async def close(self) -> None:
+        """Stop every stream and disconnect."""
+        self._closed = True
         for task in self._streams.values():
             task.cancel()
         await asyncio.gather(*self._streams.values(), return_exceptions=True)
@@ -169,58 +343,83 @@ class AsyncConsumer:
         await self.close()
 
 
+def _backoff(attempt: int, base_ms: float, max_ms: float) -> float:
+    ceiling = min(max_ms, base_ms * 2 ** min(attempt, 16))
+    return random.uniform(ceiling / 2, ceiling) / 1000
+
+
 class Consumer:
-    """Read records (blocking API, I/O on a background thread).
+    """Read records (blocking API, I/O on a background thread). Arguments as AsyncConsumer.
 
     >>> with Consumer("127.0.0.1:50051", topics=["orders"], auto_offset_reset="earliest") as consumer:
     ...     for message in consumer:
     ...         print(message.offset, message.value)
     """
 
-    def __init__(
-        self,
-        bootstrap: str = DEFAULT_BOOTSTRAP,
-        *,
-        topics: Iterable[str] = (),
-        auto_offset_reset: OffsetReset = "latest",
-        max_bytes: int = 1 << 20,
-    ) -> None:
+    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, **settings: object) -> None:
         self._io = LoopThread("tidelog-consumer")
-        self._async = self._io.run(self._open(bootstrap, list(topics), auto_offset_reset, max_bytes))
+        self._async = self._io.run(self._open(bootstrap, settings))
 
     @staticmethod
-    async def _open(bootstrap: str, topics: list[str], reset: OffsetReset, max_bytes: int) -> AsyncConsumer:
-        consumer = AsyncConsumer(bootstrap, topics=topics, auto_offset_reset=reset, max_bytes=max_bytes)
+    async def _open(bootstrap: str, settings: dict[str, object]) -> AsyncConsumer:
+        consumer = AsyncConsumer(bootstrap, **settings)  # type: ignore[arg-type]
         await consumer.start()
         return consumer
 
+    def _on_loop(self, fn: object, *args: object) -> None:
+        async def run() -> None:
+            fn(*args)  # type: ignore[operator]
+
+        self._io.run(run())
+
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Read exactly these partitions (replacing any previous assignment)."""
-        self._io.run(self._call(self._async.assign, list(partitions)))
+        self._on_loop(self._async.assign, list(partitions))
 
     def assignment(self) -> list[TopicPartition]:
+        """The partitions this consumer reads."""
         return self._async.assignment()
 
     def seek(self, partition: tuple[str, int], offset: int) -> None:
         """Continue `partition` at `offset`."""
-        self._io.run(self._call(self._async.seek, partition, offset))
+        self._on_loop(self._async.seek, partition, offset)
 
-    def position(self, partition: tuple[str, int]) -> int | None:
-        return self._async.position(partition)
+    def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
+        """Continue at the log start of these partitions (none given: every assigned one)."""
+        self._on_loop(self._async.seek_to_beginning, *partitions)
 
-    @staticmethod
-    async def _call(fn: object, *args: object) -> None:
-        fn(*args)  # type: ignore[operator]
+    def seek_to_end(self, *partitions: tuple[str, int]) -> None:
+        """Continue after the last record of these partitions (none given: every assigned one)."""
+        self._on_loop(self._async.seek_to_end, *partitions)
 
-    def poll(self, timeout: float | None = None) -> list[Message]:
+    def seek_to_timestamp(self, timestamp_ms: int, *partitions: tuple[str, int]) -> None:
+        """Continue at the first record whose timestamp is at or after `timestamp_ms`."""
+        self._on_loop(self._async.seek_to_timestamp, timestamp_ms, *partitions)
+
+    def position(self, partition: tuple[str, int], timeout: float | None = 30.0) -> int:
+        """The offset of the next record this consumer returns for `partition`."""
+        return self._io.run(self._async.position(partition, timeout))
+
+    def end_offsets(self, *partitions: tuple[str, int]) -> dict[TopicPartition, int]:
+        """The high watermark of each partition (none given: every assigned one)."""
+        return self._io.run(self._async.end_offsets(*partitions))
+
+    def beginning_offsets(self, *partitions: tuple[str, int]) -> dict[TopicPartition, int]:
+        """The log start of each partition (none given: every assigned one)."""
+        return self._io.run(self._async.beginning_offsets(*partitions))
+
+    def poll(self, timeout: float | None = None, max_records: int | None = None) -> list[Message]:
         """Records that have arrived (waiting up to `timeout` seconds for the first); [] on timeout."""
-        return self._io.run(self._async.getmany(timeout))
+        return self._io.run(self._async.getmany(timeout, max_records))
 
     def __iter__(self) -> Iterator[Message]:
         while True:
             yield from self.poll(1.0)
 
     def close(self) -> None:
+        """Stop every stream and disconnect."""
+        if self._io.loop.is_closed():
+            return
         self._io.run(self._async.close())
         self._io.close()
 

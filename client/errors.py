@@ -13,6 +13,7 @@ like::
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 
 import grpc
@@ -114,16 +115,34 @@ class UnavailableError(TidelogError):
     retriable = True
 
 
-class DeadlineExceededError(TidelogError):
+class DeadlineExceededError(TidelogError, builtins.TimeoutError):
+    """A call or a delivery did not complete in time (also a builtin TimeoutError)."""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     retriable = True
 
 
-class UnauthenticatedError(TidelogError):
+class DeliveryTimeoutError(DeadlineExceededError):
+    """The producer could not deliver a record within `delivery_timeout_ms`, retries included."""
+
+    retriable = False
+
+
+class BufferFullError(DeadlineExceededError):
+    """`send()` waited `max_block_ms` for room in the producer's `buffer_bytes` and gave up."""
+
+
+class NotAuthorizedError(TidelogError):
+    """The broker did not accept who you are (no or a bad token) or what you may do."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class UnauthenticatedError(NotAuthorizedError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
-class PermissionDeniedError(TidelogError):
+class PermissionDeniedError(NotAuthorizedError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -134,6 +153,15 @@ class CancelledError(TidelogError):
 class InternalError(TidelogError):
     code = grpc.StatusCode.INTERNAL
 
+
+# The names of the SDK's error families, as Kafka and NATS users look for them.
+TopicNotFound = TopicNotFoundError
+TopicExists = TopicExistsError
+InvalidRequest = InvalidArgumentError
+OffsetOutOfRange = OffsetOutOfRangeError
+NotAuthorized = NotAuthorizedError
+BrokerUnavailable = UnavailableError
+Timeout = DeadlineExceededError
 
 # reason -> (gRPC code, SDK exception). The broker raises by reason; the SDK maps back.
 REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {

@@ -100,9 +100,8 @@ def test_producer_errors_are_typed(broker: BrokerProcess) -> None:
     with Producer(broker.address) as producer:
         with pytest.raises(TopicNotFoundError):
             producer.send("sdk-missing", b"x")
-        future = producer.send("sdk-errors", b"x", partition=5)
-        with pytest.raises(PartitionOutOfRangeError):
-            future.result(10)
+        with pytest.raises(PartitionOutOfRangeError):  # checked in the client, before anything is queued
+            producer.send("sdk-errors", b"x", partition=5)
         assert producer.send("sdk-errors", b"fine").result(10).offset == 0
 
 

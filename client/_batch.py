@@ -1,0 +1,158 @@
+"""A producer batch and the light per-record future that points into it.
+
+Outcomes are resolved per batch (one event, one callback list), never per record:
+a `RecordFuture` is just (batch, index), so `send()` allocates no Future, lock or
+event of its own (DESIGN.md: a concurrent.futures.Future per record costs more
+than the rest of the send path together).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from tidelog.v1 import broker_pb2
+
+from client.errors import TidelogError
+from client.types import RecordMetadata
+
+DeliveryCallback = Callable[["RecordFuture"], None]
+
+
+class Batch:
+    """Records bound for one partition in one request, and their shared outcome."""
+
+    __slots__ = (
+        "_aio_futures",
+        "_callbacks",
+        "_event",
+        "base_offset",
+        "count",
+        "created",
+        "error",
+        "frames",
+        "partition",
+        "sent_at",
+        "sequence",
+        "size",
+        "timestamps",
+        "topic",
+    )
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.frames: list[bytes] = []
+        self.timestamps: list[int] = []
+        self.size = 0
+        self.count = 0
+        self.created = time.monotonic()
+        self.sent_at = 0.0
+        # The first record's idempotence sequence; None until first sent (and after a sequence reset).
+        self.sequence: int | None = None
+        self.base_offset = -1
+        self.error: TidelogError | None = None
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        self._aio_futures: list[asyncio.Future[None]] = []
+
+    def encode(self, request_id: int, producer_id: int | None) -> bytes:
+        """The ProduceRequest: the records as encoded at send(), then the header fields."""
+        header = broker_pb2.ProduceRequest(topic=self.topic, partition=self.partition, request_id=request_id)
+        if producer_id is not None and self.sequence is not None:
+            header.producer_id = producer_id
+            header.sequence = self.sequence
+        return b"".join(self.frames) + header.SerializeToString()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def finish(self, base_offset: int = -1, error: TidelogError | None = None) -> None:
+        """Resolve every record of the batch (called once, on the producer's event loop)."""
+        self.base_offset = base_offset
+        self.error = error
+        self.frames = []
+        self._event.set()
+        for future in self._aio_futures:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+                future.get_loop().call_soon_threadsafe(_resolve, future)
+        self._aio_futures = []
+        for callback in self._callbacks:
+            callback()
+        self._callbacks = []
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        if self.done:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def aio_future(self) -> asyncio.Future[None]:
+        """A future of the running loop that completes with the batch (any loop, any thread)."""
+        future = asyncio.get_running_loop().create_future()
+        if self.done:
+            future.set_result(None)
+        else:
+            self._aio_futures.append(future)
+            if self.done:  # finished while we registered
+                _resolve(future)
+        return future
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class RecordFuture:
+    """The outcome of one `send()`: resolves to RecordMetadata or raises a TidelogError.
+
+    Awaitable in asyncio code (`await future`); blocking with `result(timeout)`.
+    """
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        """True once the record is acknowledged or has failed."""
+        return self._batch.done
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait for the broker's acknowledgement; raises the record's TidelogError, or TimeoutError."""
+        if not self._batch.wait(timeout):
+            raise TimeoutError(f"record not acknowledged within {timeout}s")
+        return self._metadata()
+
+    def exception(self, timeout: float | None = None) -> TidelogError | None:
+        """The record's error, or None once it is acknowledged."""
+        if not self._batch.wait(timeout):
+            raise TimeoutError(f"record not acknowledged within {timeout}s")
+        return self._batch.error
+
+    def add_done_callback(self, fn: DeliveryCallback) -> None:
+        """Call `fn(future)` once the record is acknowledged or failed (on the producer's I/O thread)."""
+        self._batch.on_done(lambda: fn(self))
+
+    def _metadata(self) -> RecordMetadata:
+        batch = self._batch
+        if batch.error is not None:
+            raise batch.error
+        return RecordMetadata(
+            batch.topic, batch.partition, batch.base_offset + self._index, batch.timestamps[self._index]
+        )
+
+    def __await__(self) -> Generator[Any, None, RecordMetadata]:
+        if not self._batch.done:
+            yield from self._batch.aio_future().__await__()
+        return self._metadata()

@@ -1,0 +1,89 @@
+"""A loopback TCP proxy the tests put between a client and the broker to inject faults.
+
+`cut()` closes every connection (the client sees UNAVAILABLE and reconnects);
+`swallow_answers()` drops what the broker sends back on the open connections
+(and on new ones too with `new_connections=True`) while requests still reach it,
+so the broker writes records whose acknowledgements never arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from client._loop import LoopThread
+
+
+class TcpProxy:
+    def __init__(self, upstream: str) -> None:
+        self._upstream_host, port = upstream.rsplit(":", 1)
+        self._upstream_port = int(port)
+        self._io = LoopThread("test-proxy")
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._swallowing: set[asyncio.StreamWriter] = set()  # client writers whose answers are dropped
+        self._server: asyncio.Server | None = None
+        self.swallow_new = False
+        self.connections = 0
+        self.address = ""
+
+    def start(self) -> TcpProxy:
+        self._server = self._io.run(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            broker_reader, broker_writer = await asyncio.open_connection(self._upstream_host, self._upstream_port)
+        except OSError:
+            client_writer.close()
+            return
+        self._writers |= {client_writer, broker_writer}
+        if self.swallow_new:
+            self._swallowing.add(client_writer)
+        await asyncio.gather(
+            self._pump(client_reader, broker_writer, answers=False),
+            self._pump(broker_reader, client_writer, answers=True),
+            return_exceptions=True,
+        )
+        for writer in (client_writer, broker_writer):
+            self._writers.discard(writer)
+            self._swallowing.discard(writer)
+            writer.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answers: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if answers and writer in self._swallowing:
+                    continue
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def swallow_answers(self, new_connections: bool = False) -> None:
+        """Drop the broker's bytes to the client on every open connection (and new ones if asked)."""
+
+        async def mark() -> None:
+            self.swallow_new = new_connections
+            self._swallowing |= self._writers
+
+        self._io.run(mark())
+
+    def cut(self) -> None:
+        """Close every open connection, both ways."""
+
+        async def close_all() -> None:
+            self.swallow_new = False
+            for writer in list(self._writers):
+                transport = writer.transport
+                with contextlib.suppress(Exception):
+                    transport.abort()
+
+        self._io.run(close_all())
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+        self._io.close()
