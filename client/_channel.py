@@ -20,6 +20,13 @@ def open_channel(bootstrap: str) -> grpc.aio.Channel:
         options=[
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.max_send_message_length", _MAX_MESSAGE),
+            # A client's own connection: grpc's process-wide subchannel pool would make a new
+            # client share (and wait out) another one's reconnect backoff to the same address.
+            ("grpc.use_local_subchannel_pool", 1),
+            # Find a restarted broker within seconds, not grpc's default of up to two minutes.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ],
     )
 

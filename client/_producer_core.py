@@ -285,7 +285,9 @@ class ProducerCore:
     async def load_partitions(self, topic: str) -> int:
         if topic not in self._partitions:
             request = broker_pb2.GetMetadataRequest(topics=[topic])
-            response = await call(self._stub.GetMetadata(request, timeout=self._config.max_block_ms / 1000))
+            # Like send() itself, waits up to max_block_ms for a broker that is (re)starting.
+            timeout = self._config.max_block_ms / 1000
+            response = await call(self._stub.GetMetadata(request, timeout=timeout, wait_for_ready=True))
             self._partitions[topic] = len(response.topics[0].partitions)
         return self._partitions[topic]
 

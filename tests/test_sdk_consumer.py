@@ -1,0 +1,153 @@
+"""The SDK consumer against the real broker: seeks, positions, reconnects without gaps or duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from client import AdminClient, AsyncConsumer, Consumer, Producer
+from client.errors import OffsetOutOfRangeError, TopicNotFoundError
+from client.types import Message, TopicPartition
+from tests.harness import BrokerProcess, wait_for
+from tests.proxy import TcpProxy
+
+_names = itertools.count()
+
+
+def new_topic(address: str, partitions: int = 1) -> str:
+    name = f"sdkc-{next(_names)}"
+    with AdminClient(address) as admin:
+        admin.create_topic(name, partitions)
+    return name
+
+
+def produce(address: str, topic: str, values: range, partition: int = 0, ts: int | None = None) -> None:
+    with Producer(address) as producer:
+        for i in values:
+            producer.send(topic, str(i).encode(), partition=partition, timestamp_ms=ts)
+        producer.flush()
+
+
+def take(consumer: Consumer, count: int, timeout: float = 30.0) -> list[Message]:
+    got: list[Message] = []
+    wait_for(lambda: got.extend(consumer.poll(0.2)) or len(got) >= count, timeout, what=f"{count} records")
+    return got
+
+
+def test_seeks_positions_and_offsets(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address, partitions=2)
+    produce(broker.address, topic, range(0, 10), partition=0, ts=1_000)
+    produce(broker.address, topic, range(10, 20), partition=0, ts=2_000)
+    produce(broker.address, topic, range(100, 105), partition=1)
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    with Consumer(broker.address, topics=[topic]) as consumer:  # latest by default
+        assert sorted(consumer.assignment()) == [tp0, tp1]
+        assert consumer.position(tp0) == 20 and consumer.position(tp1) == 5
+        assert consumer.poll(0.2) == []
+        assert consumer.end_offsets() == {tp0: 20, tp1: 5}
+        assert consumer.beginning_offsets(tp0) == {tp0: 0}
+
+        consumer.seek_to_beginning(tp0)
+        assert [int(m.value) for m in take(consumer, 20)] == list(range(20))
+        assert consumer.position(tp0) == 20
+
+        consumer.seek(tp0, 5)
+        first = consumer.poll(5, max_records=3)
+        assert [m.offset for m in first] == [5, 6, 7]
+        assert consumer.position(tp0) == 8
+        assert [m.offset for m in take(consumer, 12)] == list(range(8, 20))
+
+        consumer.seek_to_timestamp(2_000, tp0)
+        assert consumer.position(tp0) == 10
+        assert [int(m.value) for m in take(consumer, 10)] == list(range(10, 20))
+
+        consumer.seek_to_beginning()  # every assigned partition
+        got = take(consumer, 25)
+        assert sorted(int(m.value) for m in got) == [*range(20), *range(100, 105)]
+
+        consumer.seek_to_end()
+        produce(broker.address, topic, range(20, 22), partition=0)
+        assert [int(m.value) for m in take(consumer, 2)] == [20, 21]
+
+        with pytest.raises(ValueError, match="not assigned"):
+            consumer.seek((topic, 7), 0)
+
+
+def test_seek_backwards_drops_records_read_before_it(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    produce(broker.address, topic, range(5000))
+    with Consumer(broker.address, topics=[topic], auto_offset_reset="earliest", max_bytes=1024) as consumer:
+        assert take(consumer, 1)[0].offset == 0  # the stream runs ahead into the queue meanwhile
+        consumer.seek((topic, 0), 0)
+        got = take(consumer, 5000)
+        assert [m.offset for m in got[:5000]] == list(range(5000))
+
+
+def test_out_of_range_start_follows_auto_offset_reset(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    produce(broker.address, topic, range(3))
+    with Consumer(broker.address, auto_offset_reset="earliest") as consumer:
+        consumer.assign([(topic, 0)])
+        consumer.seek((topic, 0), 1000)
+        assert [int(m.value) for m in take(consumer, 3)] == [0, 1, 2]
+    with Consumer(broker.address, auto_offset_reset="none") as strict:
+        strict.assign([(topic, 0)])
+        strict.seek((topic, 0), 1000)
+        with pytest.raises(OffsetOutOfRangeError) as caught:
+            take(strict, 1)
+        assert caught.value.metadata["high_watermark"] == "3"
+    with pytest.raises(TopicNotFoundError), Consumer(broker.address, topics=["sdkc-missing"]):
+        pass
+
+
+def test_reconnects_without_gaps_or_duplicates(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    proxy = TcpProxy(broker.address).start()
+    try:
+        with Consumer(
+            proxy.address, topics=[topic], auto_offset_reset="earliest", retry_backoff_ms=10, max_bytes=4096
+        ) as consumer:
+            got: list[Message] = []
+            for round_ in range(5):
+                produce(broker.address, topic, range(round_ * 2000, (round_ + 1) * 2000))
+                got += take(consumer, 500)  # mid-way through the round's records
+                proxy.cut()
+            wait_for(lambda: got.extend(consumer.poll(0.2)) or len(got) >= 10_000, 30, what="every record")
+            got += consumer.poll(0.3)
+        assert [int(m.value) for m in got] == list(range(10_000))
+        assert proxy.connections > 5
+    finally:
+        proxy.close()
+
+
+def test_consumer_rides_out_a_broker_restart(own_broker: BrokerProcess) -> None:
+    own_broker.start()
+    topic = new_topic(own_broker.address)
+    produce(own_broker.address, topic, range(100))
+    with Consumer(own_broker.address, topics=[topic], auto_offset_reset="earliest", retry_backoff_ms=20) as consumer:
+        assert len(take(consumer, 100)) == 100
+        own_broker.kill()
+        own_broker.start()
+        produce(own_broker.address, topic, range(100, 200))
+        assert [int(m.value) for m in take(consumer, 100)] == list(range(100, 200))
+
+
+def test_async_consumer_iterates_and_seeks(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    produce(broker.address, topic, range(50))
+
+    async def scenario() -> list[int]:
+        async with AsyncConsumer(broker.address, topics=[topic]) as consumer:
+            assert await consumer.position((topic, 0)) == 50
+            consumer.seek_to_beginning()
+            out: list[int] = []
+            async with asyncio.timeout(20):
+                async for message in consumer:
+                    out.append(int(message.value))
+                    if len(out) == 50:
+                        break
+            return out
+
+    assert asyncio.run(scenario()) == list(range(50))
