@@ -500,12 +500,16 @@ class ProducerCore:
             batches = list(self._in_flight)
             self._in_flight.clear()
             self._ready.clear()
-            for batch in reversed(batches):
+            for batch in batches:
                 part = self._parts[(batch.topic, batch.partition)]
                 part.in_flight -= 1
                 if part.held:
-                    part.retry.insert(0, batch)  # behind a refused batch: not written
-                elif reconnect:
+                    part.retry.append(batch)  # sent after a refused batch, so not written: resend in order
+            for batch in reversed(batches):
+                part = self._parts[(batch.topic, batch.partition)]
+                if part.held:
+                    continue
+                if reconnect:
                     part.queue.appendleft(batch)
                 else:
                     failed.append(batch)

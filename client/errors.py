@@ -232,4 +232,17 @@ def from_rpc_error(err: grpc.RpcError) -> TidelogError:
             if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
                 reason = info.reason
                 metadata = dict(info.metadata)
+    if not reason:
+        message = _transport_hint(code, message)
     return make_error(code, message, reason, metadata)
+
+
+def _transport_hint(code: grpc.StatusCode, message: str) -> str:
+    """Say what to do about failures that come from the connection rather than the broker."""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"{message} (is the broker running at that address and reachable?)"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"{message} (the broker did not answer in time: is it overloaded or unreachable?)"
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"{message} (the server does not speak this Tidelog API: is that address a Tidelog broker?)"
+    return message
