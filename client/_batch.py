@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
+import structlog
 from tidelog.v1 import broker_pb2
 
 from client.errors import TidelogError
 from client.types import RecordMetadata
 
 DeliveryCallback = Callable[["RecordFuture"], None]
+log = structlog.get_logger("client.producer")
 
 
 class Batch:
@@ -30,6 +32,7 @@ class Batch:
         "_aio_futures",
         "_callbacks",
         "_event",
+        "append_time_ms",
         "base_offset",
         "count",
         "created",
@@ -55,6 +58,7 @@ class Batch:
         # The first record's idempotence sequence; None until first sent (and after a sequence reset).
         self.sequence: int | None = None
         self.base_offset = -1
+        self.append_time_ms = 0
         self.error: TidelogError | None = None
         self._event = threading.Event()
         self._callbacks: list[Callable[[], None]] = []
@@ -72,9 +76,10 @@ class Batch:
     def done(self) -> bool:
         return self._event.is_set()
 
-    def finish(self, base_offset: int = -1, error: TidelogError | None = None) -> None:
+    def finish(self, base_offset: int = -1, error: TidelogError | None = None, append_time_ms: int = 0) -> None:
         """Resolve every record of the batch (called once, on the producer's event loop)."""
         self.base_offset = base_offset
+        self.append_time_ms = append_time_ms
         self.error = error
         self.frames = []
         self._event.set()
@@ -83,7 +88,10 @@ class Batch:
                 future.get_loop().call_soon_threadsafe(_resolve, future)
         self._aio_futures = []
         for callback in self._callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:  # a user's callback must not break delivery of the others
+                log.exception("delivery callback raised", topic=self.topic, partition=self.partition)
         self._callbacks = []
 
     def wait(self, timeout: float | None) -> bool:
@@ -148,9 +156,17 @@ class RecordFuture:
         batch = self._batch
         if batch.error is not None:
             raise batch.error
-        return RecordMetadata(
-            batch.topic, batch.partition, batch.base_offset + self._index, batch.timestamps[self._index]
-        )
+        # A record sent with timestamp 0 is stamped with the broker's append time.
+        timestamp = batch.timestamps[self._index] or batch.append_time_ms
+        return RecordMetadata(batch.topic, batch.partition, batch.base_offset + self._index, timestamp)
+
+    def __repr__(self) -> str:
+        batch = self._batch
+        if not batch.done:
+            return f"<RecordFuture {batch.topic}/{batch.partition} pending>"
+        if batch.error is not None:
+            return f"<RecordFuture {batch.topic}/{batch.partition} failed: {batch.error}>"
+        return f"<RecordFuture {batch.topic}/{batch.partition}@{batch.base_offset + self._index}>"
 
     def __await__(self) -> Generator[Any, None, RecordMetadata]:
         if not self._batch.done:

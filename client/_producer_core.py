@@ -426,18 +426,19 @@ class ProducerCore:
                 self._on_refused(batch, make_error(code_from_int(e.code), e.message, e.reason, e.metadata))
             else:
                 counter.value += 1
-                self._on_written(batch, response.results[0].base_offset)
+                result = response.results[0]
+                self._on_written(batch, result.base_offset, result.log_append_time_ms)
             self._drain()
 
     # -- event loop: outcomes ---------------------------------------------------------
 
-    def _on_written(self, batch: Batch, base_offset: int) -> None:
+    def _on_written(self, batch: Batch, base_offset: int, append_time_ms: int) -> None:
         with self._lock:
             part = self._parts[(batch.topic, batch.partition)]
             part.in_flight -= 1
             part.attempts = 0
             self._after_answer((batch.topic, batch.partition), part)
-        self._finish(batch, base_offset=base_offset)
+        self._finish(batch, base_offset=base_offset, append_time_ms=append_time_ms)
 
     def _on_refused(self, batch: Batch, error: TidelogError) -> None:
         tp = (batch.topic, batch.partition)
@@ -546,13 +547,15 @@ class ProducerCore:
                 ),
             )
 
-    def _finish(self, batch: Batch, base_offset: int = -1, error: TidelogError | None = None) -> None:
+    def _finish(
+        self, batch: Batch, base_offset: int = -1, error: TidelogError | None = None, append_time_ms: int = 0
+    ) -> None:
         with self._lock:
             self._unfinished.discard(batch)
             self._buffered -= batch.size
             self._space.notify_all()
         self._space_freed.set()
-        batch.finish(base_offset, error)
+        batch.finish(base_offset, error, append_time_ms)
 
     # -- event loop: flush and close --------------------------------------------------
 

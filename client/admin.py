@@ -138,6 +138,8 @@ class AdminClient:
         return self._loop.run(self._async.partitions_for(topic))
 
     def close(self) -> None:
+        if self._loop.loop.is_closed():
+            return
         self._loop.run(self._async.close())
         self._loop.close()
 

@@ -132,13 +132,16 @@ class AsyncProducer:
         return await self._ensure_core().load_partitions(topic)
 
     def metrics(self) -> dict[str, int]:
-        """Buffer use and queue depths: buffered_bytes, buffer_bytes, in_flight_requests, queued_batches."""
+        """Buffer use and queue depths: buffered_bytes, buffer_bytes, in_flight_requests, queued_batches,
+        open_batches."""
         return self._core.metrics() if self._core is not None else {}
 
-    async def flush(self) -> None:
-        """Send everything queued and wait until each record is acknowledged or has failed."""
+    async def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued and wait until each record is acknowledged or has failed.
+
+        Raises TimeoutError after `timeout` seconds (the records stay queued)."""
         if self._core is not None:
-            await self._core.flush()
+            await asyncio.wait_for(self._core.flush(), timeout)
 
     async def close(self, timeout: float | None = None) -> None:
         """Flush (up to `timeout` seconds; records still undelivered then fail) and disconnect."""
@@ -223,7 +226,8 @@ class Producer:
         return self._load_partitions(topic)
 
     def metrics(self) -> dict[str, int]:
-        """Buffer use and queue depths: buffered_bytes, buffer_bytes, in_flight_requests, queued_batches."""
+        """Buffer use and queue depths: buffered_bytes, buffer_bytes, in_flight_requests, queued_batches,
+        open_batches."""
         return self._core.metrics()
 
     def flush(self, timeout: float | None = None) -> None:

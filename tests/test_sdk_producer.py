@@ -263,3 +263,22 @@ def test_a_refused_batch_fails_alone_and_the_pipeline_behind_it_is_resent_in_ord
     got = read_all(broker.address, topic, len(delivered))
     assert [m.value for m in got] == delivered
     assert [f.result(0).offset for i, f in enumerate(futures) if i not in failed] == list(range(len(delivered)))
+
+
+def test_a_raising_delivery_callback_harms_nothing_else(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    called: list[int] = []
+
+    def bad_callback(future: object) -> None:
+        called.append(1)
+        raise RuntimeError("a bug in user code")
+
+    with Producer(broker.address, linger_ms=50) as producer:
+        producer.send(topic, b"warm-up").result(10)
+        futures = [producer.send(topic, b"x", on_delivery=bad_callback) for _ in range(5)]
+        producer.flush()
+        assert len(called) == 5
+        assert [f.result(0).offset for f in futures] == [1, 2, 3, 4, 5]
+        stamped = producer.send(topic, b"append time", timestamp_ms=0).result(10)
+        assert stamped.timestamp_ms > 0  # the broker's append time, as stored
+        assert repr(futures[0]) == f"<RecordFuture {topic}/0@1>"
