@@ -7,7 +7,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-from broker import logs
 from broker.config import Settings, check_listen, env_default
 from client import cli as client_cli
 
@@ -54,6 +53,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from broker import logs
     from broker.server import serve
     from broker.store import FormatMismatch
 

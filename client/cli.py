@@ -1,149 +1,292 @@
-"""The client side of the `tidelog` command: topics, produce, consume."""
+"""The client side of the `tidelog` command: topics, produce, consume.
+
+Exit codes (see Exit): 0 success, 1 any other error, 2 usage, 3 topic not found,
+4 already exists, 5 broker unreachable or timed out, 130 interrupted. An error is
+one `tidelog: <message>` line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from client import AdminClient, Consumer, Producer
+from client import _cli_records as records
 from client._channel import DEFAULT_BOOTSTRAP
-from client.consumer import OffsetReset
-from client.errors import TidelogError
+from client._cli_base import Args, CliError, Exit, exit_code, open_admin
+from client._cli_output import (
+    Table,
+    configs_table,
+    description_json,
+    description_tables,
+    print_json,
+    print_tables,
+    record_formatter,
+    topic_json,
+    unescape,
+)
+from client.errors import AlreadyExistsError, NotFoundError, TidelogError
+
+if TYPE_CHECKING:
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# -- argument types (an ArgumentTypeError is a usage error: exit 2) ---------------------
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bootstrap = argparse.ArgumentParser(add_help=False)
-    bootstrap.add_argument(
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _timestamp(text: str) -> int:
+    """Milliseconds since the epoch, or an ISO 8601 time (UTC unless it says otherwise)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds since the epoch or ISO 8601, got {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _format_spec(text: str) -> str:
+    try:
+        record_formatter(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+# -- the parser -------------------------------------------------------------------------
+
+
+def add_commands(commands: Commands) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--bootstrap",
         "-b",
         default=os.environ.get("TIDELOG_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+        metavar="HOST:PORT",
         help="broker address (env TIDELOG_BOOTSTRAP; default %(default)s)",
     )
+    common.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker to answer a request (default %(default)s)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text or a table")
+    _add_topics(commands, [common, as_json])
+    _add_produce(commands, [common])
+    _add_consume(commands, [common])
 
-    topics = commands.add_parser("topics", help="manage topics").add_subparsers(dest="action", required=True)
-    create = topics.add_parser("create", parents=[bootstrap], help="create a topic")
+
+def _add_topics(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    topics = commands.add_parser("topics", help="create, list, describe, alter and delete topics")
+    actions = topics.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", parents=parents, help="create a topic")
     create.add_argument("name")
     create.add_argument("--partitions", "-p", type=int, default=1)
-    create.add_argument("--config", "-c", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--config", "-c", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--if-not-exists", action="store_true", help="succeed if the topic already exists")
     create.set_defaults(run=_topics_create)
-    topics.add_parser("list", parents=[bootstrap], help="list topics").set_defaults(run=_topics_list)
-    describe = topics.add_parser("describe", parents=[bootstrap], help="a topic's configs and partitions")
+    actions.add_parser("list", parents=parents, help="topics and their partition counts").set_defaults(run=_topics_list)
+    describe = actions.add_parser("describe", parents=parents, help="a topic's partitions and configs")
     describe.add_argument("name")
     describe.set_defaults(run=_topics_describe)
-    delete = topics.add_parser("delete", parents=[bootstrap], help="delete a topic and its records")
+    alter = actions.add_parser("alter", parents=parents, help="change a topic's configs")
+    alter.add_argument("name")
+    alter.add_argument("--config", "-c", type=_key_value, action="append", required=True, metavar="KEY=VALUE")
+    alter.set_defaults(run=_topics_alter)
+    delete = actions.add_parser("delete", parents=parents, help="delete a topic and its records")
     delete.add_argument("name")
+    delete.add_argument("--if-exists", action="store_true", help="succeed if there is no such topic")
     delete.set_defaults(run=_topics_delete)
 
-    produce = commands.add_parser("produce", parents=[bootstrap], help="produce one record per line of stdin")
+
+def _add_produce(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    produce = commands.add_parser("produce", parents=parents, help="produce one record per line of stdin or a file")
     produce.add_argument("topic")
-    produce.add_argument("--partition", type=int)
-    produce.add_argument("--key-separator", help="split each line into KEY<sep>VALUE")
-    produce.set_defaults(run=_produce)
+    produce.add_argument("--file", metavar="PATH", help="read records from PATH instead of stdin ('-': stdin)")
+    produce.add_argument(
+        "--partition", "-p", type=_non_negative_int, metavar="N", help="write every record to this partition"
+    )
+    produce.add_argument(
+        "--key-separator", "-K", type=unescape, metavar="SEP", help="split each line into KEY<SEP>VALUE (\\t ok)"
+    )
+    produce.add_argument(
+        "--header", "-H", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    produce.set_defaults(run=records.produce)
 
-    consume = commands.add_parser("consume", parents=[bootstrap], help="print records, one per line")
+
+_CONSUME_EPILOG = """\
+formats:
+  value     the value, one per line (bytes as they are)
+  json      one object per line: topic, partition, offset, timestamp_ms, key, value,
+            headers [{key, value}]; bytes that are not UTF-8 come as key_base64 /
+            value_base64 instead of key / value
+  TEMPLATE  Python str.format over {topic} {partition} {offset} {timestamp_ms} {key}
+            {value} {headers} (k=v,k=v); \\t and \\n are honoured, a newline is added
+            unless the template ends with one
+
+Starts at the end of the log (only new records) unless --from-beginning, --offset
+or --timestamp says otherwise.
+"""
+
+
+def _add_consume(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    consume = commands.add_parser(
+        "consume",
+        parents=parents,
+        help="print records, one per line",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_CONSUME_EPILOG,
+    )
     consume.add_argument("topic")
-    consume.add_argument("--from-beginning", action="store_true", help="start at the earliest offset (default: latest)")
-    consume.add_argument("--partition", type=int, help="only this partition")
-    consume.add_argument("--max-messages", type=int, help="exit after this many records")
-    consume.add_argument("--idle-timeout", type=float, help="exit after this many seconds without a record")
-    consume.add_argument("--print-key", action="store_true")
-    consume.add_argument("--print-offset", action="store_true")
-    consume.set_defaults(run=_consume)
+    start = consume.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
+    start.add_argument(
+        "--offset", "-o", type=int, metavar="N", help="start at offset N (N < 0: N records before the end)"
+    )
+    start.add_argument(
+        "--timestamp", type=_timestamp, metavar="MS", help="start at the first record at/after MS (or an ISO 8601 time)"
+    )
+    consume.add_argument(
+        "--partition", "-p", type=_non_negative_int, metavar="N", help="only this partition (default: all)"
+    )
+    consume.add_argument("--max", "--max-messages", type=_non_negative_int, metavar="N", help="exit after N records")
+    consume.add_argument(
+        "--idle-timeout", type=_positive_float, metavar="SECONDS", help="exit after SECONDS without a record"
+    )
+    consume.add_argument(
+        "--format",
+        type=_format_spec,
+        default="value",
+        help="value (default), json, or a template such as '{partition}:{offset}\\t{key}\\t{value}'",
+    )
+    # Older spellings, kept for scripts: the same as a '{partition}:{offset}\t{key}\t{value}' template.
+    consume.add_argument("--print-key", action="store_true", help=argparse.SUPPRESS)
+    consume.add_argument("--print-offset", action="store_true", help=argparse.SUPPRESS)
+    consume.set_defaults(run=records.consume)
 
 
-def run(args: argparse.Namespace) -> int:
+# -- running a command ------------------------------------------------------------------
+
+
+def run(args: Args) -> int:
     try:
-        code: int = args.run(args)
-        return code
-    except TidelogError as err:
-        print(f"tidelog: {err}", file=sys.stderr)
-        return 1
+        return int(args.run(args))
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing is wrong, and nothing more can be printed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.OK
+    except TidelogError as err:
+        code = exit_code(err)
+        return _fail(f"broker {args.bootstrap}: {err}" if code == Exit.UNREACHABLE else str(err), code)
+    except CliError as err:
+        return _fail(str(err), err.code)
+    except TimeoutError:
+        return _fail(f"broker {args.bootstrap}: timed out", Exit.UNREACHABLE)
+    except OSError as err:
+        return _fail(f"{err.filename}: {err.strerror}" if err.filename else str(err), Exit.ERROR)
+    except Exception as err:  # a bug, but still one line and not a traceback
+        return _fail(f"unexpected {type(err).__name__}: {err}", Exit.ERROR)
 
 
-def _parse_configs(pairs: list[str]) -> dict[str, str]:
-    configs = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"tidelog: --config takes KEY=VALUE, got {pair!r}")
-        configs[key] = value
-    return configs
+def _fail(message: str, code: Exit) -> int:
+    print("tidelog: " + " ".join(message.split()), file=sys.stderr)
+    return code
 
 
-def _topics_create(args: argparse.Namespace) -> int:
-    with AdminClient(args.bootstrap) as admin:
-        topic = admin.create_topic(args.name, args.partitions, _parse_configs(args.config))
-    print(f"created topic {topic.name} with {topic.partitions} partition(s)")
-    return 0
+def _say(args: Args, data: object, text: str) -> None:
+    if args.json:
+        print_json(data)
+    else:
+        print(text)
 
 
-def _topics_list(args: argparse.Namespace) -> int:
-    with AdminClient(args.bootstrap) as admin:
-        for topic in admin.list_topics():
-            print(f"{topic.name}\t{topic.partitions}")
-    return 0
+# -- topics -----------------------------------------------------------------------------
 
 
-def _topics_describe(args: argparse.Namespace) -> int:
-    with AdminClient(args.bootstrap) as admin:
+def _topics_create(args: Args) -> int:
+    with open_admin(args) as admin:
+        try:
+            topic = admin.create_topic(args.name, args.partitions, dict(args.config))
+            text = f"created topic {topic.name} with {topic.partitions} partition(s)"
+        except AlreadyExistsError:
+            if not args.if_not_exists:
+                raise
+            topic = admin.describe_topic(args.name).topic
+            text = f"topic {topic.name} already exists"
+    _say(args, topic_json(topic), text)
+    return Exit.OK
+
+
+def _topics_list(args: Args) -> int:
+    with open_admin(args) as admin:
+        topics = admin.list_topics()
+    if args.json:
+        print_json([topic_json(t) for t in topics])
+    else:
+        print_tables([Table(None, ("NAME", "PARTITIONS"), [[t.name, t.partitions] for t in topics], frozenset({1}))])
+    return Exit.OK
+
+
+def _topics_describe(args: Args) -> int:
+    with open_admin(args) as admin:
         description = admin.describe_topic(args.name)
-    topic = description.topic
-    print(f"topic {topic.name}, {topic.partitions} partition(s)")
-    for key, value in sorted(topic.configs.items()):
-        print(f"  {key}={value}")
-    print("partition\tlog_start\thigh_watermark\tsize_bytes")
-    for p in description.partitions:
-        print(f"{p.partition}\t{p.log_start_offset}\t{p.high_watermark}\t{p.size_bytes}")
-    return 0
+    if args.json:
+        print_json(description_json(description))
+    else:
+        print_tables(description_tables(description))
+    return Exit.OK
 
 
-def _topics_delete(args: argparse.Namespace) -> int:
-    with AdminClient(args.bootstrap) as admin:
-        admin.delete_topic(args.name)
-    print(f"deleted topic {args.name}")
-    return 0
+def _topics_alter(args: Args) -> int:
+    with open_admin(args) as admin:
+        topic = admin.alter_topic_configs(args.name, dict(args.config))
+    if args.json:
+        print_json(topic_json(topic))
+    else:
+        print_tables([configs_table(topic, f"{topic.name}: configs")])
+    return Exit.OK
 
 
-def _produce(args: argparse.Namespace) -> int:
-    count = 0
-    with Producer(args.bootstrap) as producer:
-        futures = []
-        for line in sys.stdin.buffer:
-            line = line.rstrip(b"\r\n")
-            key = None
-            if args.key_separator:
-                key, _, line = line.partition(args.key_separator.encode())
-            futures.append(producer.send(args.topic, line, key=key or None, partition=args.partition))
-            count += 1
-        producer.flush()
-        for future in futures:
-            future.result()
-    print(f"produced {count} record(s) to {args.topic}", file=sys.stderr)
-    return 0
-
-
-def _consume(args: argparse.Namespace) -> int:
-    reset: OffsetReset = "earliest" if args.from_beginning else "latest"
-    topics = [] if args.partition is not None else [args.topic]
-    seen = 0
-    with Consumer(args.bootstrap, topics=topics, auto_offset_reset=reset) as consumer:
-        if args.partition is not None:
-            consumer.assign([(args.topic, args.partition)])
-        out = sys.stdout.buffer
-        while args.max_messages is None or seen < args.max_messages:
-            messages = consumer.poll(args.idle_timeout)
-            if not messages and args.idle_timeout is not None:
-                break
-            for message in messages[: None if args.max_messages is None else args.max_messages - seen]:
-                prefix = b""
-                if args.print_offset:
-                    prefix += f"{message.partition}:{message.offset}\t".encode()
-                if args.print_key:
-                    prefix += (message.key or b"") + b"\t"
-                out.write(prefix + (message.value or b"") + b"\n")
-                seen += 1
-            out.flush()
-    return 0
+def _topics_delete(args: Args) -> int:
+    with open_admin(args) as admin:
+        try:
+            admin.delete_topic(args.name)
+            deleted, text = True, f"deleted topic {args.name}"
+        except NotFoundError:
+            if not args.if_exists:
+                raise
+            deleted, text = False, f"topic {args.name} does not exist"
+    _say(args, {"name": args.name, "deleted": deleted}, text)
+    return Exit.OK
