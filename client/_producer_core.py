@@ -169,12 +169,50 @@ class ProducerCore:
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread
 
-    def append(self, topic: str, partition: int | None, key: bytes | None, frame: bytes, ts: int) -> RecordFuture:
-        """Add an encoded record to its partition's batch, blocking up to max_block_ms for buffer space."""
+    def append(
+        self, topic: str, partition: int | None, key: bytes | None, frame: bytes, ts: int, block: bool = True
+    ) -> RecordFuture | None:
+        """Add an encoded record to its partition's batch.
+
+        When the buffer is full, waits up to max_block_ms for space (block=True) or returns None.
+        The hot path of every send: kept to one function on purpose.
+        """
+        size = len(frame)
         with self._lock:
-            if self._closed or self._buffered + len(frame) > self._buffer_bytes:
-                self._wait_for_space_locked(len(frame))
-            return self._add_locked(topic, partition, key, frame, ts)
+            if self._closed or self._buffered + size > self._buffer_bytes:
+                if not block:
+                    self._check_size(size)
+                    self._space_freed.clear()
+                    return None
+                self._wait_for_space_locked(size)
+            count = self._partitions.get(topic)
+            if count is None:
+                raise MetadataMissing(topic)
+            if partition is None:
+                partition = (
+                    partition_for_key(key, count) if key else self._sticky.setdefault(topic, random.randrange(count))
+                )
+            elif not 0 <= partition < count:
+                raise PartitionOutOfRangeError(
+                    f"partition {partition} is out of range: topic {topic!r} has partitions 0-{count - 1}"
+                )
+            tp = (topic, partition)
+            batch = self._open.get(tp)
+            if batch is None:
+                batch = self._open[tp] = Batch(topic, partition)
+                self._unfinished.add(batch)
+            index = batch.count
+            batch.frames.append(frame)
+            batch.timestamps.append(ts)
+            batch.count = index + 1
+            batch.size += size
+            self._buffered += size
+            if batch.size >= self._batch_bytes:
+                self._close_batch(tp, batch)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self._loop.call_soon_threadsafe(self._drain)
+        return RecordFuture(batch, index)
 
     async def append_async(
         self, topic: str, partition: int | None, key: bytes | None, frame: bytes, ts: int
@@ -182,11 +220,9 @@ class ProducerCore:
         """`append` for coroutines on the producer's loop: waits for buffer space without blocking the loop."""
         deadline = time.monotonic() + self._config.max_block_ms / 1000
         while True:
-            with self._lock:
-                self._check_size(len(frame))
-                if self._buffered + len(frame) <= self._config.buffer_bytes:
-                    return self._add_locked(topic, partition, key, frame, ts)
-                self._space_freed.clear()
+            future = self.append(topic, partition, key, frame, ts, block=False)
+            if future is not None:
+                return future
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._buffer_full()
@@ -222,36 +258,6 @@ class ProducerCore:
             if remaining <= 0 or not self._space.wait(remaining):
                 raise self._buffer_full()
             self._check_size(size)
-
-    def _add_locked(self, topic: str, partition: int | None, key: bytes | None, frame: bytes, ts: int) -> RecordFuture:
-        count = self._partitions.get(topic)
-        if count is None:
-            raise MetadataMissing(topic)
-        if partition is None:
-            partition = (
-                partition_for_key(key, count) if key else self._sticky.setdefault(topic, random.randrange(count))
-            )
-        elif not 0 <= partition < count:
-            raise PartitionOutOfRangeError(
-                f"partition {partition} is out of range: topic {topic!r} has partitions 0-{count - 1}"
-            )
-        tp = (topic, partition)
-        batch = self._open.get(tp)
-        if batch is None:
-            batch = self._open[tp] = Batch(topic, partition)
-            self._unfinished.add(batch)
-        index = batch.count
-        batch.frames.append(frame)
-        batch.timestamps.append(ts)
-        batch.count = index + 1
-        batch.size += len(frame)
-        self._buffered += len(frame)
-        if batch.size >= self._batch_bytes:
-            self._close_batch(tp, batch)
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            self._loop.call_soon_threadsafe(self._drain)
-        return RecordFuture(batch, index)
 
     def _close_batch(self, tp: TP, batch: Batch) -> None:
         """Move a batch from accumulating to its partition's send queue (lock held)."""

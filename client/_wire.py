@@ -43,9 +43,16 @@ def encode_record(
 ) -> bytes:
     """A Record framed as one entry of a `repeated Record records = 1` field."""
     ts_field = _timestamp_field(timestamp_ms)
-    if value is not None and not key and not headers:  # the common case, kept short
-        body = b"\x12" + varint(len(value)) + value + ts_field
-        return b"\x0a" + varint(len(body)) + body
+    if value is not None and not key and not headers:  # the common case: one allocation
+        size = len(value)
+        size_field = _SMALL[size] if size < 128 else varint(size)
+        body_size = 1 + len(size_field) + size + len(ts_field)
+        return b"\x0a%b\x12%b%b%b" % (
+            _SMALL[body_size] if body_size < 128 else varint(body_size),
+            size_field,
+            value,
+            ts_field,
+        )
     parts: list[bytes] = []
     if key:
         parts += (b"\x0a", varint(len(key)), key)

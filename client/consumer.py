@@ -18,7 +18,6 @@ epoch, so records read before the seek never reach the caller after it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import random
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Literal
@@ -108,7 +107,7 @@ class AsyncConsumer:
         self._starts: dict[TopicPartition, Start] = {}  # where a (re)opened stream begins
         self._positions: dict[TopicPartition, int | None] = {}  # the next offset handed to the caller
         self._known: dict[TopicPartition, asyncio.Event] = {}  # set once the position is known
-        self._buffer: collections.deque[Message] = collections.deque()
+        self._buffer: list[Message] = []
         self._buffered_next: dict[TopicPartition, int] = {}  # position once the buffer is handed out
         self._started = False
         self._closed = False
@@ -171,7 +170,7 @@ class AsyncConsumer:
     def _drop_buffered(self, tp: TopicPartition) -> None:
         self._buffered_next.pop(tp, None)
         if self._buffer:
-            self._buffer = collections.deque(m for m in self._buffer if (m.topic, m.partition) != tp)
+            self._buffer = [m for m in self._buffer if (m.topic, m.partition) != tp]
 
     def _assigned(self, partitions: tuple[tuple[str, int], ...]) -> list[TopicPartition]:
         chosen = [TopicPartition(*tp) for tp in partitions] or list(self._streams)
@@ -305,17 +304,18 @@ class AsyncConsumer:
             skip = position - base if position is not None and position > base else 0
             records = batch.records[skip:] if skip else batch.records
             first = base + skip
-            buffer.extend(Message(topic, partition, first + i, r, append_ms, serde) for i, r in enumerate(records))
+            buffer += [Message(topic, partition, first + i, r, append_ms, serde) for i, r in enumerate(records)]
         self._buffered_next[tp] = response.next_offset
 
     def _hand_out(self, max_records: int | None) -> list[Message]:
         if max_records is None or max_records >= len(self._buffer):
-            out = list(self._buffer)
-            self._buffer.clear()
+            out = self._buffer
+            self._buffer = []
             self._positions.update(self._buffered_next)
             self._buffered_next.clear()
             return out
-        out = [self._buffer.popleft() for _ in range(max_records)]
+        out = self._buffer[:max_records]
+        del self._buffer[:max_records]
         self._positions.update({TopicPartition(m.topic, m.partition): m.offset + 1 for m in out})
         still_buffered = {(m.topic, m.partition) for m in self._buffer}
         for tp in [tp for tp in self._buffered_next if tp not in still_buffered]:

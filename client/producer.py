@@ -63,7 +63,7 @@ class _Encoder:
             elif type(value) is not bytes:
                 value = bytes_serializer(value)
         if timestamp_ms is None:
-            timestamp_ms = int(time.time() * 1000)
+            timestamp_ms = time.time_ns() // 1_000_000
         elif timestamp_ms < 0:
             raise ValueError("timestamp_ms must be >= 0")
         pairs = header_items(headers) if headers else None
@@ -205,6 +205,7 @@ class Producer:
         except MetadataMissing:
             self._load_partitions(topic)
             future = self._core.append(topic, partition, key_bytes, frame, ts)
+        assert future is not None  # a blocking append returns a future or raises
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
         return future

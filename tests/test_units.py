@@ -20,6 +20,7 @@ from client.partitioner import murmur2, partition_for_key
         (b"k", b"", [("a", b"1"), ("a", b"")], 1_700_000_000_000),
         (b"k" * 300, None, None, 5),
         (None, b"x" * 70_000, [("h" * 200, b"y" * 200)], 2**62),
+        *((None, b"x" * n, None, ts) for n in (0, 100, 115, 116, 117, 127, 128, 300) for ts in (0, 1_700_000_000_000)),
     ],
 )
 def test_hand_encoded_record_equals_protobuf(key, value, headers, ts) -> None:  # type: ignore[no-untyped-def]
