@@ -42,7 +42,6 @@ class Batch:
         "sent_at",
         "sequence",
         "size",
-        "timestamps",
         "topic",
     )
 
@@ -50,9 +49,8 @@ class Batch:
         self.topic = topic
         self.partition = partition
         self.frames: list[bytes] = []
-        self.timestamps: list[int] = []
         self.size = 0
-        self.count = 0
+        self.count = 0  # set when the batch closes; until then len(frames)
         self.created = time.monotonic()
         self.sent_at = 0.0
         # The first record's idempotence sequence; None until first sent (and after a sequence reset).
@@ -126,11 +124,12 @@ class RecordFuture:
     Awaitable in asyncio code (`await future`); blocking with `result(timeout)`.
     """
 
-    __slots__ = ("_batch", "_index")
+    __slots__ = ("_batch", "_index", "_timestamp_ms")
 
-    def __init__(self, batch: Batch, index: int) -> None:
+    def __init__(self, batch: Batch, index: int, timestamp_ms: int) -> None:
         self._batch = batch
         self._index = index
+        self._timestamp_ms = timestamp_ms
 
     def done(self) -> bool:
         """True once the record is acknowledged or has failed."""
@@ -157,7 +156,7 @@ class RecordFuture:
         if batch.error is not None:
             raise batch.error
         # A record sent with timestamp 0 is stamped with the broker's append time.
-        timestamp = batch.timestamps[self._index] or batch.append_time_ms
+        timestamp = self._timestamp_ms or batch.append_time_ms
         return RecordMetadata(batch.topic, batch.partition, batch.base_offset + self._index, timestamp)
 
     def __repr__(self) -> str:

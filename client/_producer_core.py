@@ -54,7 +54,7 @@ from client.errors import (
     from_rpc_error,
     make_error,
 )
-from client.partitioner import partition_for_key
+from client.partitioner import cached_partition_for_key
 
 log = structlog.get_logger("client.producer")
 
@@ -189,9 +189,10 @@ class ProducerCore:
             if count is None:
                 raise MetadataMissing(topic)
             if partition is None:
-                partition = (
-                    partition_for_key(key, count) if key else self._sticky.setdefault(topic, random.randrange(count))
-                )
+                if key:
+                    partition = cached_partition_for_key(key, count)
+                else:
+                    partition = self._sticky.setdefault(topic, random.randrange(count))
             elif not 0 <= partition < count:
                 raise PartitionOutOfRangeError(
                     f"partition {partition} is out of range: topic {topic!r} has partitions 0-{count - 1}"
@@ -201,10 +202,9 @@ class ProducerCore:
             if batch is None:
                 batch = self._open[tp] = Batch(topic, partition)
                 self._unfinished.add(batch)
-            index = batch.count
-            batch.frames.append(frame)
-            batch.timestamps.append(ts)
-            batch.count = index + 1
+            frames = batch.frames
+            index = len(frames)
+            frames.append(frame)
             batch.size += size
             self._buffered += size
             if batch.size >= self._batch_bytes:
@@ -212,7 +212,7 @@ class ProducerCore:
             if not self._drain_scheduled:
                 self._drain_scheduled = True
                 self._loop.call_soon_threadsafe(self._drain)
-        return RecordFuture(batch, index)
+        return RecordFuture(batch, index, ts)
 
     async def append_async(
         self, topic: str, partition: int | None, key: bytes | None, frame: bytes, ts: int
@@ -262,6 +262,7 @@ class ProducerCore:
     def _close_batch(self, tp: TP, batch: Batch) -> None:
         """Move a batch from accumulating to its partition's send queue (lock held)."""
         del self._open[tp]
+        batch.count = len(batch.frames)
         part = self._parts.get(tp)
         if part is None:
             part = self._parts[tp] = _Partition()

@@ -7,6 +7,8 @@ reproduce where a key lands.
 
 from __future__ import annotations
 
+import functools
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
@@ -39,3 +41,7 @@ def murmur2(data: bytes) -> int:
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition of a non-empty ``key`` in a topic of ``partitions`` partitions."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+# Producers send the same keys again and again; murmur2 in Python costs microseconds.
+cached_partition_for_key = functools.lru_cache(maxsize=1 << 16)(partition_for_key)
