@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test lint proto bench clean
+.PHONY: install run test lint proto bench bench-peers clean
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ proto: install
 ## bench: produce and consume throughput, end-to-end latency
 bench: install
 	$(PY) scripts/bench.py
+
+## bench-peers: the same beside Redis Streams and NATS JetStream (installs redis-server, nats-server and their clients)
+bench-peers: install
+	{ command -v redis-server && { command -v nats-server || test -x /usr/sbin/nats-server; }; } >/dev/null || \
+		($$(test $$(id -u) = 0 || echo sudo) apt-get update && \
+		 $$(test $$(id -u) = 0 || echo sudo) apt-get install -y redis-server nats-server)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) scripts/bench.py --vs redis,nats $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache

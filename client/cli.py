@@ -103,6 +103,7 @@ def add_commands(commands: Commands) -> None:
     _add_topics(commands, [common, as_json])
     _add_produce(commands, [common])
     _add_consume(commands, [common])
+    _add_bench(commands)
 
 
 def _add_topics(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
@@ -157,6 +158,22 @@ formats:
 Starts at the end of the log (only new records) unless --from-beginning, --offset
 or --timestamp says otherwise.
 """
+
+
+def _add_bench(commands: Commands) -> None:
+    from client.bench.run import add_arguments
+
+    bench = commands.add_parser(
+        "bench", help="throughput and latency through the SDK, optionally beside Redis Streams and NATS JetStream"
+    )
+    add_arguments(bench)
+    bench.set_defaults(run=_bench)
+
+
+def _bench(args: Args) -> int:
+    from client.bench.run import run_command
+
+    return run_command(args)
 
 
 def _add_consume(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:

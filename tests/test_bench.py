@@ -1,0 +1,59 @@
+"""Smoke tests: every benchmark mode runs briefly and reports its figures (never timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from client.bench.run import main, ratio_rows
+from tests.harness import BrokerProcess
+
+
+def bench_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:  # type: ignore[type-arg]
+    assert main([*args, "--json", "--runs", "1"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_every_mode_reports_its_figures(broker: BrokerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    report = bench_json(
+        capsys,
+        "--bootstrap", broker.address,
+        "--mode", "produce,consume,e2e,fanout",
+        "--records", "3000", "--rate", "1000", "--seconds", "0.3", "--subscribers", "3", "--partitions", "2",
+    )  # fmt: skip
+    figures = report["median"]["tidelog"]
+    assert figures["produce"]["records"] == 3000
+    assert figures["consume"]["records"] == 3001  # and the warm-up record
+    assert figures["fanout"]["records"] == 3 * 3001
+    assert 0 < figures["e2e"]["p50_ms"] <= figures["e2e"]["p99_ms"] <= figures["e2e"]["p999_ms"]
+    assert figures["produce"]["records_per_s"] > 0 and figures["consume"]["mb_per_s"] > 0
+
+
+def test_keys_duration_and_producer_processes(broker: BrokerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    keyed = bench_json(capsys, "--bootstrap", broker.address, "--mode", "produce", "--duration", "0.2", "--keys")
+    assert keyed["median"]["tidelog"]["produce"]["records"] >= 1000
+    two = bench_json(
+        capsys, "--bootstrap", broker.address, "--mode", "produce", "--records", "2000", "--producers", "2"
+    )
+    assert two["median"]["tidelog"]["produce"]["records"] == 2000
+
+
+def test_the_table_and_bad_options(broker: BrokerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--bootstrap", broker.address, "--mode", "consume", "--records", "500", "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "tidelog bench: 500 records of 100 B" in out and "consume" in out
+    with pytest.raises(SystemExit, match="--mode takes"):
+        main(["--mode", "everything"])
+
+
+def test_advantage_ratios_favour_tidelog_above_one() -> None:
+    results = {
+        "tidelog": {"produce": [{"records_per_s": 300.0}], "e2e": [{"p50_ms": 1.0, "p99_ms": 2.0}]},
+        "peer": {"produce": [{"records_per_s": 100.0}], "e2e": [{"p50_ms": 2.0, "p99_ms": 1.0}]},
+    }
+    assert ratio_rows(results) == [
+        ("peer", "produce", "records_per_s", 3.0),
+        ("peer", "e2e", "p50_ms", 2.0),
+        ("peer", "e2e", "p99_ms", 0.5),
+    ]
