@@ -23,7 +23,7 @@ Results = dict[str, dict[str, list[Figures]]]  # system -> mode -> one Figures p
 # Figures where lower is better: their ratio is peer / Tidelog, so a ratio above 1 always favours Tidelog.
 _LOWER_IS_BETTER = {"p50_ms", "p99_ms", "p999_ms"}
 _RATIO_FIGURES = ("records_per_s", "p50_ms", "p99_ms", "p999_ms")
-_TABLE_FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
+_TABLE_FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "rss_mb")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +110,8 @@ def run_tidelog(
 ) -> dict[str, list[Figures]]:
     out: dict[str, list[Figures]] = {}
     with ExitStack() as stack:
-        bootstrap = args.bootstrap or stack.enter_context(_broker(args.fsync))
+        broker = None if args.bootstrap else stack.enter_context(_broker(args.fsync))
+        bootstrap: str = args.bootstrap if broker is None else broker.address
         if args.idle_subscribers:
             stack.enter_context(_idle_subscribers(bootstrap, args.idle_subscribers))
         for run in range(args.runs):
@@ -133,7 +134,17 @@ def run_tidelog(
                 else:
                     figures = tidelog_modes.end_to_end(bootstrap, f"{topic}-e2e", w)
                 out.setdefault(mode, []).append(figures)
+            if broker is not None and broker.proc is not None:
+                out.setdefault("broker", []).append({"rss_mb": _rss_mb(broker.proc.pid)})
     return out
+
+
+def _rss_mb(pid: int) -> float:
+    """The broker's resident memory after a run (Linux /proc), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def run_peer(
@@ -158,11 +169,11 @@ def run_peer(
 
 
 @contextmanager
-def _broker(fsync: str) -> Iterator[str]:
+def _broker(fsync: str) -> Iterator[BrokerProcess]:
     with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as tmp:
         broker = BrokerProcess(Path(tmp) / "data", "--fsync", fsync, "--log-level", "warning").start()
         try:
-            yield broker.address
+            yield broker
         finally:
             broker.stop()
 
@@ -179,9 +190,11 @@ def _idle_subscribers(bootstrap: str, count: int) -> Iterator[None]:
             admin.create_topic("bench-idle")
     with grpc.insecure_channel(bootstrap) as channel:
         stub = BrokerStub(channel)
-        streams = [stub.Subscribe(SubscribeRequest(topic="bench-idle")) for _ in range(count)]
-        for stream in streams:
-            next(stream)  # live
+        streams = []
+        for _ in range(count):  # one at a time: each is live (its first response read) before the next opens
+            stream = stub.Subscribe(SubscribeRequest(topic="bench-idle"))
+            next(stream)
+            streams.append(stream)
         try:
             yield
         finally:
@@ -226,14 +239,12 @@ def print_table(results: Results, args: argparse.Namespace) -> None:
     from rich.table import Table
 
     table = Table(title=f"tidelog bench: {_settings_line(args)}", title_justify="left")
-    for column in ("system", "mode", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms"):
+    for column in ("system", "mode", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB"):
         table.add_column(column, justify="left" if column in ("system", "mode") else "right")
     for system, modes in results.items():
         for mode, runs in modes.items():
             s = summarize(runs)
-            cells = [
-                s[k].format() if k in s else "" for k in ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms")
-            ]
+            cells = [s[k].format() if k in s else "" for k in _TABLE_FIGURES]
             table.add_row(system, mode, *cells)
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
