@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test lint proto bench bench-peers clean
+.PHONY: install run test lint proto bench bench-deps bench-peers clean
 
 install: $(STAMP)
 
@@ -41,12 +41,15 @@ proto: install
 bench: install
 	$(PY) scripts/bench.py
 
-## bench-peers: the same beside Redis Streams and NATS JetStream (installs redis-server, nats-server and their clients)
-bench-peers: install
+## bench-deps: Debian's redis-server and nats-server, and their Python clients (for bench-peers)
+bench-deps: install
 	{ command -v redis-server && { command -v nats-server || test -x /usr/sbin/nats-server; }; } >/dev/null || \
 		($$(test $$(id -u) = 0 || echo sudo) apt-get update && \
 		 $$(test $$(id -u) = 0 || echo sudo) apt-get install -y redis-server nats-server)
 	$(PY) -m pip install --quiet -e '.[bench]'
+
+## bench-peers: the benchmark beside Redis Streams and NATS JetStream, in the same run
+bench-peers: bench-deps
 	$(PY) scripts/bench.py --vs redis,nats $(BENCH_ARGS)
 
 clean:
