@@ -11,7 +11,7 @@ from client.admin import AdminClient, AsyncAdminClient
 from client.consumer import AsyncConsumer, Consumer
 from client.errors import TidelogError
 from client.producer import AsyncProducer, Producer, RecordFuture
-from client.types import Message, RecordMetadata, TopicDescription, TopicInfo, TopicPartition
+from client.types import Message, MessageBatch, RecordMetadata, TopicDescription, TopicInfo, TopicPartition
 
 __all__ = [
     "AdminClient",
@@ -20,6 +20,7 @@ __all__ = [
     "AsyncProducer",
     "Consumer",
     "Message",
+    "MessageBatch",
     "Producer",
     "RecordFuture",
     "RecordMetadata",

@@ -214,6 +214,56 @@ class ProducerCore:
                 self._loop.call_soon_threadsafe(self._drain)
         return RecordFuture(batch, index, ts)
 
+    def append_many(
+        self, topic: str, partition: int | None, frames: list[bytes], ts: int, block: bool = True
+    ) -> list[RecordFuture] | None:
+        """Add encoded keyless records, in order, to one partition (the sticky one when None).
+
+        They fill batches of up to batch_bytes each. The buffer must have room for all of them;
+        when it has not, waits up to max_block_ms (block=True) or returns None.
+        """
+        size = sum(map(len, frames))
+        with self._lock:
+            if self._closed or self._buffered + size > self._buffer_bytes:
+                if not block:
+                    self._check_size(size)
+                    self._space_freed.clear()
+                    return None
+                self._wait_for_space_locked(size)
+            count = self._partitions.get(topic)
+            if count is None:
+                raise MetadataMissing(topic)
+            if partition is None:
+                partition = self._sticky.setdefault(topic, random.randrange(count))
+            elif not 0 <= partition < count:
+                raise PartitionOutOfRangeError(
+                    f"partition {partition} is out of range: topic {topic!r} has partitions 0-{count - 1}"
+                )
+            tp = (topic, partition)
+            futures: list[RecordFuture] = []
+            largest = max(map(len, frames), default=1) or 1  # batches stay within batch_bytes
+            start = 0
+            while start < len(frames):
+                batch = self._open.get(tp)
+                if batch is None:
+                    batch = self._open[tp] = Batch(topic, partition)
+                    self._unfinished.add(batch)
+                room = max(1, (self._batch_bytes - batch.size) // largest)
+                chunk = frames[start : start + room]
+                first = len(batch.frames)
+                batch.frames += chunk
+                chunk_size = sum(map(len, chunk))
+                batch.size += chunk_size
+                self._buffered += chunk_size
+                futures += [RecordFuture(batch, i, ts) for i in range(first, first + len(chunk))]
+                start += len(chunk)
+                if batch.size >= self._batch_bytes:
+                    self._close_batch(tp, batch)
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self._loop.call_soon_threadsafe(self._drain)
+        return futures
+
     async def append_async(
         self, topic: str, partition: int | None, key: bytes | None, frame: bytes, ts: int
     ) -> RecordFuture:
@@ -223,13 +273,17 @@ class ProducerCore:
             future = self.append(topic, partition, key, frame, ts, block=False)
             if future is not None:
                 return future
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._buffer_full()
-            try:
-                await asyncio.wait_for(self._space_freed.wait(), remaining)
-            except TimeoutError:
-                raise self._buffer_full() from None
+            await self.wait_for_space(deadline)
+
+    async def wait_for_space(self, deadline: float) -> None:
+        """Until some buffer space is freed; BufferFullError once `deadline` (time.monotonic) passes."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._buffer_full()
+        try:
+            await asyncio.wait_for(self._space_freed.wait(), remaining)
+        except TimeoutError:
+            raise self._buffer_full() from None
 
     def _check_size(self, size: int) -> None:
         if self._closed:

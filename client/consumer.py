@@ -30,7 +30,7 @@ from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
 from client._loop import LoopThread
 from client.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
 from client.serde import Deserializer
-from client.types import Message, TopicPartition
+from client.types import Message, MessageBatch, TopicPartition
 
 log = structlog.get_logger("client.consumer")
 
@@ -107,8 +107,9 @@ class AsyncConsumer:
         self._starts: dict[TopicPartition, Start] = {}  # where a (re)opened stream begins
         self._positions: dict[TopicPartition, int | None] = {}  # the next offset handed to the caller
         self._known: dict[TopicPartition, asyncio.Event] = {}  # set once the position is known
-        self._buffer: list[Message] = []
-        self._buffered_next: dict[TopicPartition, int] = {}  # position once the buffer is handed out
+        self._buffer: list[MessageBatch] = []
+        self._pending: dict[TopicPartition, int] = {}  # batches of a partition in the buffer
+        self._buffered_next: dict[TopicPartition, int] = {}  # position once a partition's batches are handed out
         self._started = False
         self._closed = False
 
@@ -169,8 +170,9 @@ class AsyncConsumer:
 
     def _drop_buffered(self, tp: TopicPartition) -> None:
         self._buffered_next.pop(tp, None)
+        self._pending.pop(tp, None)
         if self._buffer:
-            self._buffer = [m for m in self._buffer if (m.topic, m.partition) != tp]
+            self._buffer = [b for b in self._buffer if (b.topic, b.partition) != tp]
 
     def _assigned(self, partitions: tuple[tuple[str, int], ...]) -> list[TopicPartition]:
         chosen = [TopicPartition(*tp) for tp in partitions] or list(self._streams)
@@ -271,9 +273,16 @@ class AsyncConsumer:
 
     async def getmany(self, timeout: float | None = None, max_records: int | None = None) -> list[Message]:
         """Records that have arrived (waiting up to `timeout` seconds for the first; None: forever); [] on timeout."""
-        await self.start()
         if max_records is not None and max_records < 1:
             raise ValueError("max_records must be >= 1")
+        batches = await self.getmany_batches(timeout, max_records)
+        if len(batches) == 1:
+            return batches[0].messages()
+        return [message for batch in batches for message in batch.messages()]
+
+    async def getmany_batches(self, timeout: float | None = None, max_records: int | None = None) -> list[MessageBatch]:
+        """What has arrived, as MessageBatch objects (no object per record): the fastest way to read."""
+        await self.start()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not self._buffer:  # empty responses (the live marker, heartbeats) are not an answer
@@ -290,7 +299,7 @@ class AsyncConsumer:
         return self._hand_out(max_records)
 
     def _take(self, item: _QueueItem) -> None:
-        """Turn a queued response into buffered Messages (stale epochs dropped)."""
+        """Buffer a queued response's batches (stale epochs dropped); records are not touched."""
         if isinstance(item, TidelogError):
             raise item
         tp, epoch, response = item
@@ -298,28 +307,39 @@ class AsyncConsumer:
             return  # read before a seek or an unassign
         position = self._buffered_next.get(tp, self._positions[tp])
         topic, partition, serde = tp.topic, tp.partition, self._serde
-        buffer = self._buffer
         for batch in response.batches:
-            base, append_ms = batch.base_offset, batch.append_time_ms
+            base = batch.base_offset
             skip = position - base if position is not None and position > base else 0
             records = batch.records[skip:] if skip else batch.records
-            first = base + skip
-            buffer += [Message(topic, partition, first + i, r, append_ms, serde) for i, r in enumerate(records)]
+            if records:
+                self._buffer.append(MessageBatch(topic, partition, base + skip, records, batch.append_time_ms, serde))
+                self._pending[tp] = self._pending.get(tp, 0) + 1
         self._buffered_next[tp] = response.next_offset
+        if not self._pending.get(tp):
+            self._positions[tp] = self._buffered_next.pop(tp)  # nothing to hand out: the position moves on
 
-    def _hand_out(self, max_records: int | None) -> list[Message]:
-        if max_records is None or max_records >= len(self._buffer):
-            out = self._buffer
-            self._buffer = []
-            self._positions.update(self._buffered_next)
-            self._buffered_next.clear()
-            return out
-        out = self._buffer[:max_records]
-        del self._buffer[:max_records]
-        self._positions.update({TopicPartition(m.topic, m.partition): m.offset + 1 for m in out})
-        still_buffered = {(m.topic, m.partition) for m in self._buffer}
-        for tp in [tp for tp in self._buffered_next if tp not in still_buffered]:
-            self._positions[tp] = self._buffered_next.pop(tp)
+    def _hand_out(self, max_records: int | None) -> list[MessageBatch]:
+        """Take batches off the buffer (up to `max_records` records) and move positions past them."""
+        if max_records is None:
+            out, self._buffer = self._buffer, []
+        else:
+            out, room = [], max_records
+            while self._buffer and room > 0:
+                batch = self._buffer[0]
+                if len(batch) > room:
+                    batch, self._buffer[0] = batch.split(room)
+                    self._pending[TopicPartition(batch.topic, batch.partition)] += 1
+                else:
+                    del self._buffer[0]
+                out.append(batch)
+                room -= len(batch)
+        for batch in out:
+            tp = TopicPartition(batch.topic, batch.partition)
+            left = self._pending[tp] = self._pending[tp] - 1
+            if left:
+                self._positions[tp] = batch.next_offset
+            else:
+                self._positions[tp] = self._buffered_next.pop(tp, batch.next_offset)
         return out
 
     async def __aiter__(self) -> AsyncIterator[Message]:
@@ -411,6 +431,10 @@ class Consumer:
     def poll(self, timeout: float | None = None, max_records: int | None = None) -> list[Message]:
         """Records that have arrived (waiting up to `timeout` seconds for the first); [] on timeout."""
         return self._io.run(self._async.getmany(timeout, max_records))
+
+    def poll_batches(self, timeout: float | None = None, max_records: int | None = None) -> list[MessageBatch]:
+        """What has arrived, as MessageBatch objects (no object per record): the fastest way to read."""
+        return self._io.run(self._async.getmany_batches(timeout, max_records))
 
     def __iter__(self) -> Iterator[Message]:
         while True:

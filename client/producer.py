@@ -31,7 +31,7 @@ from client._batch import DeliveryCallback, RecordFuture
 from client._channel import DEFAULT_BOOTSTRAP
 from client._loop import LoopThread
 from client._producer_core import MetadataMissing, ProducerConfig, ProducerCore
-from client._wire import encode_record
+from client._wire import encode_record, encode_values
 from client.errors import TidelogError
 from client.serde import Serializer, bytes_serializer, header_items
 from client.types import RecordMetadata
@@ -68,6 +68,20 @@ class _Encoder:
             raise ValueError("timestamp_ms must be >= 0")
         pairs = header_items(headers) if headers else None
         return key, encode_record(key, value, pairs, timestamp_ms), timestamp_ms
+
+    def encode_many(self, values: Sequence[Any], timestamp_ms: int | None) -> tuple[list[bytes], int]:
+        """The encoded records of send_many() and their shared timestamp."""
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        elif timestamp_ms < 0:
+            raise ValueError("timestamp_ms must be >= 0")
+        if self._value_serializer:
+            values = [None if v is None else self._value_serializer(v) for v in values]
+        elif not all(type(v) is bytes for v in values):
+            values = [None if v is None else bytes_serializer(v) for v in values]
+        if None in values:
+            return [encode_record(None, v, None, timestamp_ms) for v in values], timestamp_ms
+        return encode_values(values, timestamp_ms), timestamp_ms
 
 
 class AsyncProducer:
@@ -122,6 +136,23 @@ class AsyncProducer:
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
         return future
+
+    async def send_many(
+        self, topic: str, values: Sequence[Any], partition: int | None = None, timestamp_ms: int | None = None
+    ) -> list[RecordFuture]:
+        """Queue keyless records, in order, to one partition (the sticky one when None): the fast path."""
+        core = self._ensure_core()
+        frames, ts = self._encoder.encode_many(values, timestamp_ms)
+        deadline = time.monotonic() + self._config.max_block_ms / 1000
+        while True:
+            try:
+                futures = core.append_many(topic, partition, frames, ts, block=False)
+            except MetadataMissing:
+                await core.load_partitions(topic)
+                continue
+            if futures is not None:
+                return futures
+            await core.wait_for_space(deadline)
 
     async def send_and_wait(self, topic: str, value: Any, **kwargs: Any) -> RecordMetadata:
         """Send one record and wait for its acknowledgement."""
@@ -209,6 +240,23 @@ class Producer:
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
         return future
+
+    def send_many(
+        self, topic: str, values: Sequence[Any], partition: int | None = None, timestamp_ms: int | None = None
+    ) -> list[RecordFuture]:
+        """Queue keyless records, in order, to one partition (the sticky one when None): the fast path.
+
+        Encodes them in one pass and takes the producer's lock once, so it costs a fraction of
+        calling send() for each; returns one RecordFuture per value.
+        """
+        frames, ts = self._encoder.encode_many(values, timestamp_ms)
+        try:
+            futures = self._core.append_many(topic, partition, frames, ts)
+        except MetadataMissing:
+            self._load_partitions(topic)
+            futures = self._core.append_many(topic, partition, frames, ts)
+        assert futures is not None  # a blocking append returns futures or raises
+        return futures
 
     def _load_partitions(self, topic: str) -> int:
         if self._core.on_loop_thread():

@@ -151,3 +151,25 @@ def test_async_consumer_iterates_and_seeks(broker: BrokerProcess) -> None:
             return out
 
     assert asyncio.run(scenario()) == list(range(50))
+
+
+def test_poll_batches_hands_out_stored_batches_and_moves_positions(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    produce(broker.address, topic, range(1000))
+    tp = TopicPartition(topic, 0)
+    with Consumer(broker.address, topics=[topic], auto_offset_reset="earliest") as consumer:
+        consumer.seek(tp, 10)
+        got: list[int] = []
+        first = None
+        while len(got) < 990:
+            batches = consumer.poll_batches(5, max_records=300)
+            assert sum(len(b) for b in batches) <= 300
+            for batch in batches:
+                assert batch.base_offset == 10 + len(got)
+                got += [int(v) for v in batch.values]
+                first = first or batch
+            assert consumer.position(tp) == 10 + len(got)
+        assert got == list(range(10, 1000))
+        assert first is not None and [m.offset for m in first][:2] == [10, 11] and first.keys[0] == b""
+        produce(broker.address, topic, range(1000, 1002))
+        assert [int(m.value) for m in take(consumer, 2)] == [1000, 1001]  # records after batches, as usual

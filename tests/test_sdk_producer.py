@@ -282,3 +282,32 @@ def test_a_raising_delivery_callback_harms_nothing_else(broker: BrokerProcess) -
         stamped = producer.send(topic, b"append time", timestamp_ms=0).result(10)
         assert stamped.timestamp_ms > 0  # the broker's append time, as stored
         assert repr(futures[0]) == f"<RecordFuture {topic}/0@1>"
+
+
+def test_send_many_keeps_order_and_fills_batches(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address, partitions=2)
+    values = [str(i).encode() for i in range(20_000)]
+    with Producer(broker.address, batch_bytes=4096) as producer:
+        futures = producer.send_many(topic, values, partition=1)
+        assert producer.send_many(topic, []) == []
+        producer.flush()
+    assert [f.result(0).offset for f in futures] == list(range(20_000))
+    assert {f.result(0).partition for f in futures} == {1}
+    assert [m.value for m in read_all(broker.address, topic, 20_000)] == values
+    with Producer(broker.address, value_serializer=serde.str_serializer) as producer:
+        mixed = producer.send_many(topic, ["a" * 300, "b"], partition=0)  # long values take the general encoding
+        tomb = producer.send_many(topic, [None], partition=0)
+        assert [f.result(10).offset for f in mixed + tomb] == [0, 1, 2]
+    with pytest.raises(TypeError, match="serializer"), Producer(broker.address) as plain:
+        plain.send_many(topic, ["not bytes"])
+
+
+def test_async_send_many(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+
+    async def scenario() -> list[int]:
+        async with AsyncProducer(broker.address) as producer:
+            futures = await producer.send_many(topic, [b"a", b"b", b"c"])
+            return [(await f).offset for f in futures]
+
+    assert asyncio.run(scenario()) == [0, 1, 2]

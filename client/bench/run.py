@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--producers", type=int, default=1, help="producer processes (default %(default)s)")
     parser.add_argument("--keys", action="store_true", help="keyed records (1024 distinct keys)")
+    parser.add_argument(
+        "--send-many", type=int, default=0, metavar="N", help="produce with Producer.send_many() in calls of N records"
+    )
     parser.add_argument("--linger-ms", type=float, default=5)
     parser.add_argument("--batch-bytes", type=int, default=256 << 10)
     parser.add_argument("--rate", type=float, default=5000, help="e2e: records per second (default %(default)s)")
@@ -78,6 +81,7 @@ def run_command(args: argparse.Namespace) -> int:
         rate=args.rate,
         seconds=args.seconds,
         subscribers=args.subscribers,
+        send_many=args.send_many,
     )
     if peers:
         from client.bench.peers import missing_requirements
@@ -228,7 +232,9 @@ def _settings_line(args: argparse.Namespace) -> str:
     amount = f"{args.duration:g} s of records" if args.duration else f"{args.records:,} records"
     return (
         f"{amount} of {args.size} B, {args.partitions} partition(s), {args.producers} producer(s), "
-        f"keys {'on' if args.keys else 'off'}, fsync={args.fsync}, linger={args.linger_ms:g} ms, "
+        f"keys {'on' if args.keys else 'off'}, "
+        f"{f'send_many({args.send_many})' if args.send_many else 'send()'}, "
+        f"fsync={args.fsync}, linger={args.linger_ms:g} ms, "
         f"batch={args.batch_bytes:,} B, e2e at {args.rate:,.0f}/s for {args.seconds:g} s, "
         f"median of {args.runs} run(s) (min-max)"
     )

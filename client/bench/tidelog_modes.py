@@ -28,6 +28,7 @@ class Workload:
     rate: float = 5000  # e2e records/s
     seconds: float = 5  # e2e duration
     subscribers: int = 8  # fanout readers
+    send_many: int = 0  # produce keyless records through send_many() in calls of this many (0: send() each)
 
 
 def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: threading.Barrier | None = None) -> Figures:
@@ -47,6 +48,11 @@ def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: thread
                 for _ in range(1000):
                     send(topic, value, key=keys[sent & 1023] if keys else None, partition=partition)
                     sent += 1
+        elif w.send_many and not keys:
+            values = [value] * w.send_many
+            for start_at in range(0, share, w.send_many):
+                producer.send_many(topic, values[: min(w.send_many, share - start_at)], partition=partition)
+            sent = share
         elif keys:
             for i in range(share):
                 send(topic, value, key=keys[i & 1023], partition=partition)
@@ -87,16 +93,19 @@ def produce(bootstrap: str, topic: str, w: Workload) -> Figures:
 
 
 def consume(bootstrap: str, topic: str, w: Workload, expected: int) -> Figures:
-    """A catch-up read of `expected` records from the start of every partition."""
+    """A catch-up read of `expected` records from the start of every partition, every value in hand
+    (as bytes, through the consumer's batch-wise API)."""
     with Consumer(bootstrap, topics=[topic], auto_offset_reset="earliest", max_bytes=4 << 20) as consumer:
         began = time.perf_counter()
         seen = payload = 0
         while seen < expected:
-            messages = consumer.poll(10)
-            if not messages:
+            batches = consumer.poll_batches(10)
+            if not batches:
                 raise RuntimeError(f"consume stalled at {seen}/{expected} records")
-            seen += len(messages)
-            payload += len(messages) * w.size
+            for batch in batches:
+                values = batch.values
+                seen += len(values)
+                payload += len(values) * w.size
         return throughput_figures(seen, payload, time.perf_counter() - began)
 
 
@@ -114,10 +123,10 @@ def fanout(bootstrap: str, topic: str, w: Workload, expected: int) -> Figures:
         async def drain(consumer: AsyncConsumer) -> None:
             seen = 0
             while seen < expected:
-                messages = await consumer.getmany(10)
-                if not messages:
+                batches = await consumer.getmany_batches(10)
+                if not batches:
                     raise RuntimeError(f"fanout stalled at {seen}/{expected} records")
-                seen += len(messages)
+                seen += sum(len(batch.values) for batch in batches)
 
         began = time.perf_counter()
         try:
