@@ -175,33 +175,15 @@ class ProducerCore:
         """Add an encoded record to its partition's batch.
 
         When the buffer is full, waits up to max_block_ms for space (block=True) or returns None.
-        The hot path of every send: kept to one function on purpose.
+        The hot path of every send: only the uncommon cases leave this function.
         """
         size = len(frame)
         with self._lock:
-            if self._closed or self._buffered + size > self._buffer_bytes:
-                if not block:
-                    self._check_size(size)
-                    self._space_freed.clear()
-                    return None
-                self._wait_for_space_locked(size)
-            count = self._partitions.get(topic)
-            if count is None:
-                raise MetadataMissing(topic)
-            if partition is None:
-                if key:
-                    partition = cached_partition_for_key(key, count)
-                else:
-                    partition = self._sticky.setdefault(topic, random.randrange(count))
-            elif not 0 <= partition < count:
-                raise PartitionOutOfRangeError(
-                    f"partition {partition} is out of range: topic {topic!r} has partitions 0-{count - 1}"
-                )
-            tp = (topic, partition)
-            batch = self._open.get(tp)
-            if batch is None:
-                batch = self._open[tp] = Batch(topic, partition)
-                self._unfinished.add(batch)
+            full = self._closed or self._buffered + size > self._buffer_bytes
+            if full and not self._make_room_locked(size, block):
+                return None
+            tp = (topic, self._partition_locked(topic, partition, key))
+            batch = self._open.get(tp) or self._new_batch_locked(tp)
             frames = batch.frames
             index = len(frames)
             frames.append(frame)
@@ -210,8 +192,7 @@ class ProducerCore:
             if batch.size >= self._batch_bytes:
                 self._close_batch(tp, batch)
             if not self._drain_scheduled:
-                self._drain_scheduled = True
-                self._loop.call_soon_threadsafe(self._drain)
+                self._schedule_drain_locked()
         return RecordFuture(batch, index, ts)
 
     def append_many(
@@ -224,30 +205,15 @@ class ProducerCore:
         """
         size = sum(map(len, frames))
         with self._lock:
-            if self._closed or self._buffered + size > self._buffer_bytes:
-                if not block:
-                    self._check_size(size)
-                    self._space_freed.clear()
-                    return None
-                self._wait_for_space_locked(size)
-            count = self._partitions.get(topic)
-            if count is None:
-                raise MetadataMissing(topic)
-            if partition is None:
-                partition = self._sticky.setdefault(topic, random.randrange(count))
-            elif not 0 <= partition < count:
-                raise PartitionOutOfRangeError(
-                    f"partition {partition} is out of range: topic {topic!r} has partitions 0-{count - 1}"
-                )
-            tp = (topic, partition)
+            full = self._closed or self._buffered + size > self._buffer_bytes
+            if full and not self._make_room_locked(size, block):
+                return None
+            tp = (topic, self._partition_locked(topic, partition, None))
             futures: list[RecordFuture] = []
             largest = max(map(len, frames), default=1) or 1  # batches stay within batch_bytes
             start = 0
             while start < len(frames):
-                batch = self._open.get(tp)
-                if batch is None:
-                    batch = self._open[tp] = Batch(topic, partition)
-                    self._unfinished.add(batch)
+                batch = self._open.get(tp) or self._new_batch_locked(tp)
                 room = max(1, (self._batch_bytes - batch.size) // largest)
                 chunk = frames[start : start + room]
                 first = len(batch.frames)
@@ -260,9 +226,42 @@ class ProducerCore:
                 if batch.size >= self._batch_bytes:
                     self._close_batch(tp, batch)
             if not self._drain_scheduled:
-                self._drain_scheduled = True
-                self._loop.call_soon_threadsafe(self._drain)
+                self._schedule_drain_locked()
         return futures
+
+    def _make_room_locked(self, size: int, block: bool) -> bool:
+        """Called when the buffer is full (or closed): waits up to max_block_ms for room (block=True),
+        or says False at once with the loop's space event armed for the caller to await."""
+        if not block:
+            self._check_size(size)
+            self._space_freed.clear()
+            return False
+        self._wait_for_space_locked(size)
+        return True
+
+    def _partition_locked(self, topic: str, partition: int | None, key: bytes | None) -> int:
+        """The partition a record goes to: the given one (checked), its key's, or the topic's sticky one."""
+        count = self._partitions.get(topic)
+        if count is None:
+            raise MetadataMissing(topic)
+        if partition is None:
+            if key:
+                return cached_partition_for_key(key, count)
+            return self._sticky.setdefault(topic, random.randrange(count))
+        if not 0 <= partition < count:
+            raise PartitionOutOfRangeError(
+                f"partition {partition} is out of range: topic {topic!r} has partitions 0-{count - 1}"
+            )
+        return partition
+
+    def _new_batch_locked(self, tp: TP) -> Batch:
+        batch = self._open[tp] = Batch(*tp)
+        self._unfinished.add(batch)
+        return batch
+
+    def _schedule_drain_locked(self) -> None:
+        self._drain_scheduled = True
+        self._loop.call_soon_threadsafe(self._drain)
 
     async def append_async(
         self, topic: str, partition: int | None, key: bytes | None, frame: bytes, ts: int
