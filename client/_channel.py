@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -37,3 +38,10 @@ async def call(awaitable: Awaitable[T]) -> T:
         return await awaitable
     except grpc.aio.AioRpcError as err:
         raise from_rpc_error(err) from None
+
+
+def backoff_delay(attempt: int, base_ms: float, max_ms: float) -> float:
+    """Seconds to wait before retry number `attempt`: exponential from `base_ms`, capped at `max_ms`,
+    jittered over the upper half so that clients that failed together do not retry together."""
+    ceiling = min(max_ms, base_ms * 2 ** min(attempt, 16))
+    return random.uniform(ceiling / 2, ceiling) / 1000

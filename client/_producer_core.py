@@ -41,7 +41,7 @@ from google.protobuf import empty_pb2
 from tidelog.v1 import broker_pb2, broker_pb2_grpc
 
 from client._batch import Batch, RecordFuture
-from client._channel import call, open_channel
+from client._channel import backoff_delay, call, open_channel
 from client.errors import (
     BufferFullError,
     DeadlineExceededError,
@@ -417,9 +417,7 @@ class ProducerCore:
             await asyncio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential with full jitter, capped at retry_backoff_max_ms (seconds)."""
-        ceiling = min(self._config.retry_backoff_max_ms, self._config.retry_backoff_ms * 2 ** min(attempt, 16))
-        return random.uniform(ceiling / 2, ceiling) / 1000
+        return backoff_delay(attempt, self._config.retry_backoff_ms, self._config.retry_backoff_max_ms)
 
     async def _new_producer_id(self) -> None:
         """A fresh producer id; every partition's sequence starts again at 0 (nothing is in flight)."""

@@ -18,7 +18,6 @@ epoch, so records read before the seek never reach the caller after it.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Literal
 
@@ -26,7 +25,7 @@ import grpc
 import structlog
 from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 
-from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
+from client._channel import DEFAULT_BOOTSTRAP, backoff_delay, call, open_channel
 from client._loop import LoopThread
 from client.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
 from client.serde import Deserializer
@@ -267,7 +266,7 @@ class AsyncConsumer:
                 await self._queue.put(error)
                 return
             failures += 1
-            delay = _backoff(failures, *self._backoff_ms)
+            delay = backoff_delay(failures, *self._backoff_ms)
             log.warning("subscription lost", partition=str(tp), error=str(error), retry_in_ms=round(delay * 1000))
             await asyncio.sleep(delay)
 
@@ -361,11 +360,6 @@ class AsyncConsumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _backoff(attempt: int, base_ms: float, max_ms: float) -> float:
-    ceiling = min(max_ms, base_ms * 2 ** min(attempt, 16))
-    return random.uniform(ceiling / 2, ceiling) / 1000
 
 
 class Consumer:

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import pytest
 
-from client import AdminClient, AsyncConsumer, Consumer, Producer
+from client import AsyncConsumer, Consumer, Producer
 from client.errors import OffsetOutOfRangeError, TopicNotFoundError
 from client.types import Message, TopicPartition
+from tests import harness
 from tests.harness import BrokerProcess, wait_for
 from tests.proxy import TcpProxy
 
-_names = itertools.count()
 
-
-def new_topic(address: str, partitions: int = 1) -> str:
-    name = f"sdkc-{next(_names)}"
-    with AdminClient(address) as admin:
-        admin.create_topic(name, partitions)
-    return name
+def new_topic(address: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:
+    return harness.new_topic(address, partitions, "sdkc", configs)
 
 
 def produce(address: str, topic: str, values: range, partition: int = 0, ts: int | None = None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 from collections.abc import Iterator
 
@@ -12,17 +11,13 @@ import pytest
 from client import AdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer, serde
 from client.errors import BufferFullError, DeliveryTimeoutError, RecordTooLargeError
 from client.types import Message
+from tests import harness
 from tests.harness import BrokerProcess, wait_for
 from tests.proxy import TcpProxy
 
-_names = itertools.count()
 
-
-def new_topic(address: str, partitions: int = 1) -> str:
-    name = f"sdkp-{next(_names)}"
-    with AdminClient(address) as admin:
-        admin.create_topic(name, partitions)
-    return name
+def new_topic(address: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:
+    return harness.new_topic(address, partitions, "sdkp", configs)
 
 
 def high_watermarks(address: str, topic: str) -> int:
@@ -247,9 +242,7 @@ def test_async_producer_with_delivery_callbacks(broker: BrokerProcess) -> None:
 def test_a_refused_batch_fails_alone_and_the_pipeline_behind_it_is_resent_in_order(broker: BrokerProcess) -> None:
     """Batches pipelined behind a refused one come back OUT_OF_ORDER_SEQUENCE; the producer re-sequences
     and resends them, so only the refused batch fails and the partition has no gap or reordering."""
-    with AdminClient(broker.address) as admin:
-        topic = f"sdkp-{next(_names)}"
-        admin.create_topic(topic, 1, configs={"max.message.bytes": "2000"})
+    topic = new_topic(broker.address, configs={"max.message.bytes": "2000"})
     values = [str(i).encode() for i in range(3000)]
     values[1500] = b"x" * 3000
     with Producer(broker.address, batch_bytes=2048, linger_ms=0) as producer:

@@ -13,6 +13,7 @@ from typing import Any
 
 from client import AdminClient
 from client.bench import tidelog_modes
+from client.bench.peers import PEER_NAMES
 from client.bench.stats import Figures, summarize
 from client.bench.tidelog_modes import Workload
 from client.testing import BrokerProcess
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     modes = _choices(args.mode, MODES, "--mode")
-    peers = _choices(args.vs, ("redis", "nats"), "--vs") if args.vs else []
+    peers = _choices(args.vs, PEER_NAMES, "--vs") if args.vs else []
     workload = Workload(
         records=args.records,
         size=args.size,
