@@ -126,6 +126,8 @@ def consume(args: Args) -> int:
         consumer.assign([(args.topic, p) for p in assigned])
         for partition, offset in starts.items():
             consumer.seek((args.topic, partition), offset)
+        if args.timestamp is not None:
+            consumer.seek_to_timestamp(args.timestamp)  # each stream starts at the first record at/after it
         out = sys.stdout.buffer
         while args.max is None or seen < args.max:
             messages = consumer.poll(args.idle_timeout)
@@ -140,9 +142,7 @@ def consume(args: Args) -> int:
 
 
 def _start_offsets(admin: AdminClient, args: Args, assigned: list[int]) -> tuple[dict[int, int], dict[int, int]]:
-    """Where to seek each partition, and the lowest offset to print from it ({} for latest/earliest)."""
-    if args.timestamp is not None:
-        return {p: admin.list_offset(args.topic, p, timestamp_ms=args.timestamp) for p in assigned}, {}
+    """Where --offset seeks each partition, and the lowest offset to print from it ({} without --offset)."""
     if args.offset is None:
         return {}, {}
     bounds = {p.partition: p for p in admin.describe_topic(args.topic).partitions}
