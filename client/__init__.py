@@ -10,7 +10,7 @@ Errors are TidelogError subclasses (``client.errors``).
 from client.admin import AdminClient, AsyncAdminClient
 from client.consumer import AsyncConsumer, Consumer
 from client.errors import TidelogError
-from client.producer import AsyncProducer, Producer, RecordFuture
+from client.producer import AsyncProducer, Producer, RecordFuture, RecordFutures
 from client.types import Message, MessageBatch, RecordMetadata, TopicDescription, TopicInfo, TopicPartition
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "MessageBatch",
     "Producer",
     "RecordFuture",
+    "RecordFutures",
     "RecordMetadata",
     "TidelogError",
     "TopicDescription",

@@ -9,11 +9,12 @@ than the rest of the send path together).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, overload
 
 import structlog
 from tidelog.v1 import broker_pb2
@@ -171,3 +172,73 @@ class RecordFuture:
         if not self._batch.done:
             yield from self._batch.aio_future().__await__()
         return self._metadata()
+
+
+class RecordFutures(Sequence[RecordFuture]):
+    """The outcomes of one `send_many()`: a sequence of RecordFuture, made when indexed.
+
+    It holds one (batch, first index, count) span per batch the records went into, so queuing
+    a thousand records creates no thousand objects; `result()` waits for all of them at once.
+    """
+
+    __slots__ = ("_ends", "_spans", "_timestamp_ms")
+
+    def __init__(self, timestamp_ms: int) -> None:
+        self._timestamp_ms = timestamp_ms
+        self._spans: list[tuple[Batch, int]] = []  # (batch, index in it of the span's first record)
+        self._ends: list[int] = []  # records up to the end of each span
+
+    def add_span(self, batch: Batch, first: int, count: int) -> None:
+        self._spans.append((batch, first))
+        self._ends.append((self._ends[-1] if self._ends else 0) + count)
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> RecordFuture: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[RecordFuture]: ...
+    def __getitem__(self, index: int | slice) -> RecordFuture | list[RecordFuture]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("RecordFutures index out of range")
+        span = bisect.bisect_right(self._ends, index)
+        batch, first = self._spans[span]
+        return RecordFuture(batch, first + index - (self._ends[span - 1] if span else 0), self._timestamp_ms)
+
+    def done(self) -> bool:
+        """True once every record is acknowledged or has failed."""
+        return all(batch.done for batch, _ in self._spans)
+
+    def result(self, timeout: float | None = None) -> list[RecordMetadata]:
+        """Wait for every record; their RecordMetadata in send order, or the first failure's TidelogError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for batch, _ in self._spans:
+            if not batch.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"records not acknowledged within {timeout}s")
+        return self._metadata()
+
+    def _metadata(self) -> list[RecordMetadata]:
+        out: list[RecordMetadata] = []
+        start = 0
+        for (batch, first), end in zip(self._spans, self._ends, strict=True):
+            if batch.error is not None:
+                raise batch.error
+            timestamp = self._timestamp_ms or batch.append_time_ms
+            base = batch.base_offset + first
+            out += [RecordMetadata(batch.topic, batch.partition, base + i, timestamp) for i in range(end - start)]
+            start = end
+        return out
+
+    def __await__(self) -> Generator[Any, None, list[RecordMetadata]]:
+        for batch, _ in self._spans:
+            if not batch.done:
+                yield from batch.aio_future().__await__()
+        return self._metadata()
+
+    def __repr__(self) -> str:
+        return f"<RecordFutures {len(self)} records in {len(self._spans)} batch(es)>"

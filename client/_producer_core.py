@@ -40,7 +40,7 @@ import structlog
 from google.protobuf import empty_pb2
 from tidelog.v1 import broker_pb2, broker_pb2_grpc
 
-from client._batch import Batch, RecordFuture
+from client._batch import Batch, RecordFuture, RecordFutures
 from client._channel import backoff_delay, call, open_channel
 from client.errors import (
     BufferFullError,
@@ -197,7 +197,7 @@ class ProducerCore:
 
     def append_many(
         self, topic: str, partition: int | None, frames: list[bytes], ts: int, block: bool = True
-    ) -> list[RecordFuture] | None:
+    ) -> RecordFutures | None:
         """Add encoded keyless records, in order, to one partition (the sticky one when None).
 
         They fill batches of up to batch_bytes each. The buffer must have room for all of them;
@@ -209,7 +209,7 @@ class ProducerCore:
             if full and not self._make_room_locked(size, block):
                 return None
             tp = (topic, self._partition_locked(topic, partition, None))
-            futures: list[RecordFuture] = []
+            futures = RecordFutures(ts)
             largest = max(map(len, frames), default=1) or 1  # batches stay within batch_bytes
             start = 0
             while start < len(frames):
@@ -221,7 +221,7 @@ class ProducerCore:
                 chunk_size = sum(map(len, chunk))
                 batch.size += chunk_size
                 self._buffered += chunk_size
-                futures += [RecordFuture(batch, i, ts) for i in range(first, first + len(chunk))]
+                futures.add_span(batch, first, len(chunk))
                 start += len(chunk)
                 if batch.size >= self._batch_bytes:
                     self._close_batch(tp, batch)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from client._batch import DeliveryCallback, RecordFuture
+from client._batch import DeliveryCallback, RecordFuture, RecordFutures
 from client._channel import DEFAULT_BOOTSTRAP
 from client._loop import LoopThread
 from client._producer_core import MetadataMissing, ProducerConfig, ProducerCore
@@ -38,7 +38,7 @@ from client.types import RecordMetadata
 
 Headers = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 
-__all__ = ["AsyncProducer", "DeliveryCallback", "Headers", "Producer", "RecordFuture"]
+__all__ = ["AsyncProducer", "DeliveryCallback", "Headers", "Producer", "RecordFuture", "RecordFutures"]
 
 
 class _Encoder:
@@ -139,8 +139,11 @@ class AsyncProducer:
 
     async def send_many(
         self, topic: str, values: Sequence[Any], partition: int | None = None, timestamp_ms: int | None = None
-    ) -> list[RecordFuture]:
-        """Queue keyless records, in order, to one partition (the sticky one when None): the fast path."""
+    ) -> RecordFutures:
+        """Queue keyless records, in order, to one partition (the sticky one when None): the fast path.
+
+        Returns a RecordFutures (a sequence of RecordFuture); `await` it for all their RecordMetadata.
+        """
         core = self._ensure_core()
         frames, ts = self._encoder.encode_many(values, timestamp_ms)
         deadline = time.monotonic() + self._config.max_block_ms / 1000
@@ -243,11 +246,12 @@ class Producer:
 
     def send_many(
         self, topic: str, values: Sequence[Any], partition: int | None = None, timestamp_ms: int | None = None
-    ) -> list[RecordFuture]:
+    ) -> RecordFutures:
         """Queue keyless records, in order, to one partition (the sticky one when None): the fast path.
 
         Encodes them in one pass and takes the producer's lock once, so it costs a fraction of
-        calling send() for each; returns one RecordFuture per value.
+        calling send() for each. Returns a RecordFutures: a sequence of one RecordFuture per value,
+        made when indexed, whose `result(timeout)` waits for all and gives their RecordMetadata.
         """
         frames, ts = self._encoder.encode_many(values, timestamp_ms)
         try:

@@ -282,15 +282,17 @@ def test_send_many_keeps_order_and_fills_batches(broker: BrokerProcess) -> None:
     values = [str(i).encode() for i in range(20_000)]
     with Producer(broker.address, batch_bytes=4096) as producer:
         futures = producer.send_many(topic, values, partition=1)
-        assert producer.send_many(topic, []) == []
+        assert len(producer.send_many(topic, [])) == 0
         producer.flush()
-    assert [f.result(0).offset for f in futures] == list(range(20_000))
-    assert {f.result(0).partition for f in futures} == {1}
+    assert len(futures) == 20_000 and futures.done()
+    assert [m.offset for m in futures.result(0)] == list(range(20_000))
+    assert [f.result(0).offset for f in futures[::-997]] == list(range(19_999, -1, -997))
+    assert futures[-1].result(0).offset == 19_999 and {m.partition for m in futures.result(0)} == {1}
     assert [m.value for m in read_all(broker.address, topic, 20_000)] == values
     with Producer(broker.address, value_serializer=serde.str_serializer) as producer:
         mixed = producer.send_many(topic, ["a" * 300, "b"], partition=0)  # long values take the general encoding
         tomb = producer.send_many(topic, [None], partition=0)
-        assert [f.result(10).offset for f in mixed + tomb] == [0, 1, 2]
+        assert [f.result(10).offset for f in [*mixed, *tomb]] == [0, 1, 2]
     with pytest.raises(TypeError, match="serializer"), Producer(broker.address) as plain:
         plain.send_many(topic, ["not bytes"])
 
@@ -301,6 +303,6 @@ def test_async_send_many(broker: BrokerProcess) -> None:
     async def scenario() -> list[int]:
         async with AsyncProducer(broker.address) as producer:
             futures = await producer.send_many(topic, [b"a", b"b", b"c"])
-            return [(await f).offset for f in futures]
+            return [(await f).offset for f in futures] + [m.offset for m in await futures]
 
-    assert asyncio.run(scenario()) == [0, 1, 2]
+    assert asyncio.run(scenario()) == [0, 1, 2, 0, 1, 2]

@@ -39,28 +39,24 @@ def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: thread
         producer.send(topic, value, partition=partition).result(30)  # metadata and connection warm-up
         if start is not None:
             start.wait()
+        batched = bool(w.send_many and not keys)
+        chunk = w.send_many if batched else 1000
+        values = [value] * chunk
+        send = producer.send
+        deadline = None if w.duration is None else time.perf_counter() + w.duration
         began = time.perf_counter()
         sent = 0
-        send = producer.send
-        if w.duration is not None:
-            deadline = began + w.duration
-            while time.perf_counter() < deadline:
-                for _ in range(1000):
-                    send(topic, value, key=keys[sent & 1023] if keys else None, partition=partition)
-                    sent += 1
-        elif w.send_many and not keys:
-            values = [value] * w.send_many
-            for start_at in range(0, share, w.send_many):
-                producer.send_many(topic, values[: min(w.send_many, share - start_at)], partition=partition)
-            sent = share
-        elif keys:
-            for i in range(share):
-                send(topic, value, key=keys[i & 1023], partition=partition)
-            sent = share
-        else:
-            for _ in range(share):
-                send(topic, value, partition=partition)
-            sent = share
+        while (sent < share) if deadline is None else (time.perf_counter() < deadline):
+            n = chunk if deadline is not None else min(chunk, share - sent)
+            if batched:
+                producer.send_many(topic, values if n == chunk else values[:n], partition=partition)
+            elif keys:
+                for i in range(sent, sent + n):
+                    send(topic, value, key=keys[i & 1023], partition=partition)
+            else:
+                for _ in range(n):
+                    send(topic, value, partition=partition)
+            sent += n
         producer.flush()
         ended = time.perf_counter()
     return {"began": began, "ended": ended, "records": sent}
