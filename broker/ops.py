@@ -27,6 +27,11 @@ PRODUCER_BATCHES_KEPT = 5
 
 
 class WriteOp(Protocol):
+    @property
+    def write_bytes(self) -> int:
+        """About how much apply() writes: the writer commits small groups on the event loop itself."""
+        ...
+
     def apply(self, store: Store, txn: Any, now_ms: int) -> Any: ...
 
     def publish(self, registry: TopicRegistry, result: Any) -> None: ...
@@ -65,6 +70,10 @@ class ProduceOp:
     appends: list[PartitionAppend]
     producer_id: int | None = None
     sequence: int | None = None
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(len(part.records) for part in self.appends)
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> list[tuple[PartitionResult, int, int]]:
         _require_topic(store, txn, self.topic.name, self.topic.id)
@@ -143,6 +152,8 @@ class ProduceOp:
 
 @dataclass
 class InitProducerOp:
+    write_bytes = 0
+
     def apply(self, store: Store, txn: Any, now_ms: int) -> int:
         return _next_counter(store, txn, b"next_producer_id")
 
@@ -155,6 +166,10 @@ class CreateTopicOp:
     name: str
     partitions: int
     configs: dict[str, str]
+
+    @property
+    def write_bytes(self) -> int:
+        return self.partitions * 64
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> TopicRecord:
         if txn.get(self.name.encode(), db=store.topics) is not None:
@@ -173,6 +188,7 @@ class CreateTopicOp:
 @dataclass
 class DeleteTopicOp:
     name: str
+    write_bytes = 0
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> TopicRecord:
         topic = _require_topic(store, txn, self.name)
@@ -190,6 +206,7 @@ class DeleteTopicOp:
 class AlterTopicConfigsOp:
     name: str
     configs: dict[str, str]
+    write_bytes = 0
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> TopicRecord:
         topic = _require_topic(store, txn, self.name)
@@ -207,6 +224,7 @@ class PurgeTopicOp:
 
     topic_id: int
     limit: int = 2000
+    write_bytes = 1 << 30  # deleting thousands of keys: never on the event loop
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> bool:
         prefix = TOPIC_ID.pack(self.topic_id)

@@ -1,0 +1,50 @@
+"""The writer's group commit: small groups on the event loop, large ones on its thread, always in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from tidelog.v1 import broker_pb2, records_pb2
+
+from broker.ops import CreateTopicOp, ProduceOp
+from broker.produce import prepare_produce
+from broker.store import Store
+from broker.topics import TopicRegistry
+from broker.writer import INLINE_COMMIT_MAX_BYTES, Writer
+
+
+def produce_op(registry: TopicRegistry, value_bytes: int) -> ProduceOp:
+    request = broker_pb2.ProduceRequest(topic="t", partition=0, records=[records_pb2.Record(value=b"v" * value_bytes)])
+    return prepare_produce(request, registry, request.ByteSize())
+
+
+def test_groups_commit_in_submission_order_wherever_they_commit(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[int], set[str]]:
+        store = Store(tmp_path / "data", sync=True, map_size=1 << 28)
+        registry = TopicRegistry()
+        writer = Writer(store, registry, asyncio.get_running_loop(), None)
+        committed_on: set[str] = set()
+        commit = writer._commit
+
+        def recording_commit(group: Any) -> list[Any]:
+            committed_on.add(threading.current_thread().name)
+            return commit(group)
+
+        writer._commit = recording_commit  # type: ignore[method-assign]
+        writer.start()
+        await writer.submit(CreateTopicOp("t", 1, {}))
+        large = writer.submit(produce_op(registry, INLINE_COMMIT_MAX_BYTES + 1))
+        await asyncio.sleep(0)  # the large group is now with the thread; the small ones queue behind it
+        small = [writer.submit(produce_op(registry, 10)) for _ in range(3)]
+        results = [await large, *[await future for future in small]]
+        later = await writer.submit(produce_op(registry, 10))  # the thread is idle again: on the loop
+        await writer.stop()
+        store.close()
+        return [result[0][0].base_offset for result in [*results, later]], committed_on
+
+    offsets, committed_on = asyncio.run(scenario())
+    assert offsets == [0, 1, 2, 3, 4]
+    assert committed_on == {"MainThread", "tidelog-writer"}
