@@ -8,6 +8,7 @@ Named databases:
              the same transaction as the batches, so start-up never scans the log
   producers  (topic_id, partition, producer_id u64) -> idempotence state (broker.ops)
   deleting   topic_id -> b"" for deleted topics whose log is still being purged
+  offsets    (group name, 0x00, topic_id, partition) -> committed offset (broker.group_offsets)
 
 Keys are fixed-width big-endian so that LMDB's key order is log order.
 """
@@ -97,6 +98,7 @@ class Store:
         self.stats = self.env.open_db(b"stats")
         self.producers = self.env.open_db(b"producers")
         self.deleting = self.env.open_db(b"deleting")
+        self.offsets = self.env.open_db(b"offsets")
         self._check_format()
 
     def _check_format(self) -> None:
