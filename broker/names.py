@@ -18,6 +18,15 @@ def check_topic_name(name: str) -> None:
         )
 
 
+def check_group_name(name: str) -> None:
+    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
+        raise BrokerError(
+            "INVALID_NAME",
+            f"invalid group name {name!r}: use 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..')",
+            group=name,
+        )
+
+
 def check_limit(field: str, value: int, default: int, maximum: int) -> int:
     """0 means the default; negatives are refused; values above the bound are clamped to it."""
     if value < 0:

@@ -7,56 +7,28 @@ records that are committed (and as durable as --fsync promises).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 from broker import topic_config
 from broker.errors import topic_not_found
 from broker.store import PartitionStats, TopicRecord
+from broker.wakeups import Changes
 
 
-class PartitionState:
-    __slots__ = ("_waiters", "high_watermark", "log_start_offset", "partition", "size_bytes")
+class PartitionState(Changes):
+    __slots__ = ("high_watermark", "log_start_offset", "partition", "size_bytes")
 
     def __init__(self, partition: int, stats: PartitionStats) -> None:
+        super().__init__()
         self.partition = partition
         self.high_watermark = stats.next_offset
         self.log_start_offset = stats.log_start_offset
         self.size_bytes = stats.size_bytes
-        self._waiters: dict[asyncio.Future[bool], None] = {}  # ordered, O(1) removal
 
     def advance(self, high_watermark: int, size_bytes: int) -> None:
         self.high_watermark = high_watermark
         self.size_bytes = size_bytes
-        self.wake()
-
-    def wake(self) -> None:
-        """Wake everyone waiting on this partition (an append, or the topic went away)."""
-        waiters, self._waiters = self._waiters, {}
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(True)
-
-    async def wait_for_change(self, timeout_s: float) -> bool:
-        """Wait for the next wake(): True if it came, False if timeout_s passed first.
-
-        One future and one timer per wait, resolved straight by wake(): no task per waiter as
-        asyncio.wait_for would make, so a woken subscriber runs in the very next loop iteration.
-        """
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        self._waiters[waiter] = None
-        timer = loop.call_later(timeout_s, _time_out, waiter)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            self._waiters.pop(waiter, None)  # timed out or cancelled: leave nothing behind
-
-
-def _time_out(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
+        self.wake()  # an append, or (from the topic) the topic went away
 
 
 class TopicState:

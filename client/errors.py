@@ -101,6 +101,22 @@ class OutOfOrderSequenceError(FailedPreconditionError):
     pass
 
 
+class FencedError(FailedPreconditionError):
+    """This consumer is no longer a member of its group (session ended) or used a stale generation; rejoin."""
+
+
+class NotOwnerError(FailedPreconditionError):
+    """The group member does not own the partition it tried to commit."""
+
+
+class GroupNotEmptyError(FailedPreconditionError):
+    """The group has live members; stop them first."""
+
+
+class GroupNotFoundError(NotFoundError):
+    """No such consumer group."""
+
+
 class ResourceExhaustedError(TidelogError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     retriable = True
@@ -178,6 +194,10 @@ REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {
     "INVALID_REQUEST": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
     "OFFSET_OUT_OF_RANGE": (grpc.StatusCode.OUT_OF_RANGE, OffsetOutOfRangeError),
     "OUT_OF_ORDER_SEQUENCE": (grpc.StatusCode.FAILED_PRECONDITION, OutOfOrderSequenceError),
+    "FENCED": (grpc.StatusCode.FAILED_PRECONDITION, FencedError),
+    "NOT_OWNER": (grpc.StatusCode.FAILED_PRECONDITION, NotOwnerError),
+    "GROUP_NOT_EMPTY": (grpc.StatusCode.FAILED_PRECONDITION, GroupNotEmptyError),
+    "GROUP_NOT_FOUND": (grpc.StatusCode.NOT_FOUND, GroupNotFoundError),
     "STORAGE_FULL": (grpc.StatusCode.RESOURCE_EXHAUSTED, StorageFullError),
     "SHUTTING_DOWN": (grpc.StatusCode.UNAVAILABLE, UnavailableError),
     "INTERNAL": (grpc.StatusCode.INTERNAL, InternalError),
