@@ -12,6 +12,7 @@ moment do two members hold the same partition.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import deque
@@ -250,10 +251,8 @@ class Coordinator:
         topics = {t for m in group.members.values() for t in m.topics}
         partitions: dict[str, int] = {}
         for topic in topics:
-            try:
+            with contextlib.suppress(BrokerError):  # deleted since the member joined
                 partitions[topic] = len(self._registry.get(topic).partitions)
-            except BrokerError:
-                pass  # deleted since the member joined
         group.target = assign(
             {m.id: m.topics for m in group.members.values()},
             partitions,
