@@ -8,7 +8,6 @@ Value: offset i64 · commit time ms i64.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,12 @@ def committed(store: Store, group: str) -> dict[TPKey, int]:
                 break
             out[PARTITION_KEY.unpack_from(key, len(prefix))] = OFFSET_VALUE.unpack(value)[0]
     return out
+
+
+def committed_offset(store: Store, group: str, topic_id: int, partition: int) -> int | None:
+    with store.env.begin(db=store.offsets) as txn:
+        value = txn.get(offset_key(group, topic_id, partition))
+    return None if value is None else int(OFFSET_VALUE.unpack(value)[0])
 
 
 def group_names(store: Store) -> list[str]:
@@ -115,7 +120,3 @@ class DeleteGroupOffsetsOp:
 
     def publish(self, registry: TopicRegistry, result: bool) -> None:
         pass
-
-
-def offsets_of_topic(entries: Iterable[tuple[TPKey, int]], topic_id: int) -> dict[int, int]:
-    return {partition: offset for (tid, partition), offset in entries if tid == topic_id}

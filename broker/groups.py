@@ -12,11 +12,13 @@ moment do two members hold the same partition.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from tidelog.v1 import groups_pb2
 
@@ -39,6 +41,7 @@ class Member(Changes):
     __slots__ = (
         "credit_bytes",
         "credit_records",
+        "cursor",
         "ended",
         "generation",
         "group",
@@ -48,6 +51,7 @@ class Member(Changes):
         "outbox",
         "owned",
         "peer",
+        "pending_commits",
         "positions",
         "reset",
         "revoking",
@@ -75,6 +79,8 @@ class Member(Changes):
         self.credit_records: int | None = None  # counted only once a grant names records
         self.last_seen = time.monotonic()
         self.ended: BrokerError | None = None  # set when the broker ends the membership
+        self.cursor = 0  # round-robin over owned partitions when delivering
+        self.pending_commits: set[asyncio.Future[Any]] = set()  # submitted on the stream, not yet durable
 
     def send(self, response: groups_pb2.ConsumeResponse) -> None:
         self.outbox.append(response)
@@ -131,6 +137,12 @@ class Coordinator:
 
     def groups(self) -> list[Group]:
         return list(self._groups.values())
+
+    def forget(self, name: str) -> None:
+        """Drop an empty group's in-memory state (its offsets are deleted separately)."""
+        group = self._groups.get(name)
+        if group is not None and not group.members:
+            del self._groups[name]
 
     # -- membership ---------------------------------------------------------------
 

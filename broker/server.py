@@ -9,12 +9,14 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tidelog.v1 import admin_pb2, broker_pb2
+from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
 
 from broker import config
 from broker.admin_service import AdminService, TopicPurger
 from broker.broker_service import BrokerService
 from broker.config import Settings
+from broker.group_service import GroupService
+from broker.groups import Coordinator
 from broker.rpc import register
 from broker.store import Store
 from broker.topics import TopicRegistry, TopicState
@@ -24,6 +26,7 @@ log = structlog.get_logger("tidelog.server")
 
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 BROKER = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
+GROUPS = groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -61,13 +64,17 @@ async def serve(settings: Settings) -> None:
 
     register(server, ADMIN, AdminService(settings, registry, writer, purger).handlers())
     register(server, BROKER, BrokerService(settings, registry, store, writer, advertised).handlers())
+    groups = GroupService(registry, store, writer, Coordinator(registry))
+    register(server, GROUPS, groups.handlers())
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (ADMIN, BROKER, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (ADMIN, BROKER, GROUPS, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
     )
     await server.start()
-    for service in ("", ADMIN, BROKER):
+    groups.start()
+    for service in ("", ADMIN, BROKER, GROUPS):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     for topic_id in deleting:
         purger.start(topic_id)
@@ -89,6 +96,7 @@ async def serve(settings: Settings) -> None:
     log.info("stopping", grace_s=SHUTDOWN_GRACE_S)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(SHUTDOWN_GRACE_S)
+    await groups.stop()
     await purger.stop()
     await writer.stop()
     store.close()

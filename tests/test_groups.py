@@ -1,0 +1,276 @@
+"""Consumer groups through the raw Groups stubs: membership, cooperative rebalancing, delivery
+within credit, commits and fencing, and the admin RPCs."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+from tidelog.v1 import broker_pb2, groups_pb2, records_pb2
+from tidelog.v1.broker_pb2_grpc import BrokerStub
+from tidelog.v1.groups_pb2_grpc import GroupsStub
+
+from tests.errors_util import error_reason, expect_status
+from tests.harness import BrokerProcess, new_topic, wait_for
+
+TP = tuple[str, int]
+
+
+def produce(address: str, topic: str, partition: int, *values: bytes) -> None:
+    with grpc.insecure_channel(address) as channel:
+        BrokerStub(channel).Produce(
+            broker_pb2.ProduceRequest(
+                topic=topic, partition=partition, records=[records_pb2.Record(value=v) for v in values]
+            )
+        )
+
+
+class RawMember:
+    """One Consume stream driven by hand: what it sent and what it got, on a reader thread."""
+
+    def __init__(self, address: str, group: str, topics: list[str], **join: object) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.outgoing: queue.Queue[groups_pb2.ConsumeRequest | None] = queue.Queue()
+        self.outgoing.put(groups_pb2.ConsumeRequest(join=groups_pb2.JoinGroup(group=group, topics=topics, **join)))
+        self.call = GroupsStub(self.channel).Consume(self._requests())
+        self.lock = threading.Lock()
+        self.assignment: groups_pb2.Assignment | None = None
+        self.revoked: list[TP] = []  # every partition the broker asked back
+        self.records: dict[TP, list[tuple[int, bytes]]] = {}
+        self.commit_results: list[groups_pb2.CommitResult] = []
+        self.error: grpc.RpcError | None = None
+        self.auto_revoke = True
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _requests(self) -> Iterator[groups_pb2.ConsumeRequest]:
+        while (request := self.outgoing.get()) is not None:
+            yield request
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                kind = response.WhichOneof("message")
+                with self.lock:
+                    if kind == "assignment":
+                        self.assignment = response.assignment
+                    elif kind == "revoke":
+                        tps = [(tp.topic, tp.partition) for tp in response.revoke.partitions]
+                        self.revoked += tps
+                        if self.auto_revoke:
+                            self.send(revoked=groups_pb2.Revoked(partitions=response.revoke.partitions))
+                    elif kind == "records":
+                        r = response.records
+                        got = self.records.setdefault((r.topic, r.partition), [])
+                        for batch in r.batches:
+                            got += [(batch.base_offset + i, rec.value) for i, rec in enumerate(batch.records)]
+                    elif kind == "commit_result":
+                        self.commit_results.append(response.commit_result)
+        except grpc.RpcError as err:
+            self.error = err
+
+    def send(self, **message: object) -> None:
+        self.outgoing.put(groups_pb2.ConsumeRequest(**message))  # type: ignore[arg-type]
+
+    def owned(self) -> set[TP]:
+        with self.lock:
+            a = self.assignment
+            return {(tp.topic, tp.partition) for tp in a.partitions} if a else set()
+
+    def values(self) -> list[bytes]:
+        with self.lock:
+            return [v for tp in sorted(self.records) for _, v in self.records[tp]]
+
+    def commit(self, topic: str, partition: int, offset: int) -> None:
+        self.send(
+            commit=groups_pb2.CommitOffsets(
+                offsets=[groups_pb2.PartitionOffset(topic=topic, partition=partition, offset=offset)]
+            )
+        )
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()
+
+
+@pytest.fixture
+def groups_stub(broker: BrokerProcess) -> Iterator[GroupsStub]:
+    with grpc.insecure_channel(broker.address) as channel:
+        yield GroupsStub(channel)
+
+
+def test_a_member_gets_every_partition_records_and_commits(broker: BrokerProcess, groups_stub: GroupsStub) -> None:
+    topic = new_topic(broker.address, partitions=2)
+    produce(broker.address, topic, 0, b"old")  # before the group: "earliest" starts here
+    member = RawMember(broker.address, "g-basic", [topic], auto_offset_reset="earliest")
+    try:
+        wait_for(lambda: member.owned() == {(topic, 0), (topic, 1)})
+        produce(broker.address, topic, 1, b"a", b"b")
+        wait_for(lambda: sorted(member.values()) == [b"a", b"b", b"old"])
+        member.commit(topic, 1, 2)
+        wait_for(lambda: member.commit_results)
+        assert list(member.commit_results[0].offsets) == [
+            groups_pb2.PartitionOffset(topic=topic, partition=1, offset=2)
+        ]
+        described = groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-basic"))
+        assert described.state == "stable" and [m.member_id for m in described.members] == [
+            member.assignment.member_id  # type: ignore[union-attr]
+        ]
+        lag = {(p.topic, p.partition): (p.committed_offset, p.end_offset, p.lag) for p in described.partitions}
+        assert lag == {(topic, 0): (-1, 1, 1), (topic, 1): (2, 2, 0)}
+        expect_status(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "GROUP_NOT_EMPTY",
+            lambda: groups_stub.DeleteGroup(groups_pb2.DeleteGroupRequest(group="g-basic")),
+        )
+    finally:
+        member.close()
+
+    wait_for(lambda: not groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-basic")).members)
+    produce(broker.address, topic, 1, b"c")
+    again = RawMember(broker.address, "g-basic", [topic], auto_offset_reset="earliest")
+    try:  # partition 1 resumes after the commit; partition 0 (nothing committed) from the start
+        wait_for(lambda: sorted(again.values()) == [b"c", b"old"])
+    finally:
+        again.close()
+
+
+def test_join_moves_only_a_fair_share_and_a_dead_members_partitions_move(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address, partitions=12)
+    members = [RawMember(broker.address, "g-balance", [topic]) for _ in range(3)]
+    fourth: RawMember | None = None
+    try:
+        wait_for(lambda: sorted(len(m.owned()) for m in members) == [4, 4, 4])
+        revoked_before = sum(len(m.revoked) for m in members)
+        fourth = RawMember(broker.address, "g-balance", [topic])
+        wait_for(lambda: sorted(len(m.owned()) for m in [*members, fourth]) == [3, 3, 3, 3])
+        assert sum(len(m.revoked) for m in members) - revoked_before == 3
+        owned = [tp for m in [*members, fourth] for tp in m.owned()]
+        assert len(set(owned)) == 12
+
+        members[0].close()  # its stream ends: it leaves at once
+        survivors = [*members[1:], fourth]
+        wait_for(lambda: sorted(len(m.owned()) for m in survivors) == [4, 4, 4])
+        produce(broker.address, topic, 5, b"after")
+        wait_for(lambda: any(b"after" in m.values() for m in survivors))
+    finally:
+        for m in [*members, *([fourth] if fourth else [])]:
+            m.close()
+
+
+def test_silent_member_times_out_and_is_fenced(broker: BrokerProcess, groups_stub: GroupsStub) -> None:
+    topic = new_topic(broker.address)
+    silent = RawMember(broker.address, "g-silent", [topic], session_timeout_ms=300)
+    try:
+        wait_for(lambda: silent.assignment is not None)
+        member_id, generation = silent.assignment.member_id, silent.assignment.generation  # type: ignore[union-attr]
+        wait_for(lambda: silent.error is not None, timeout=10)
+        assert silent.error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[union-attr]
+        assert error_reason(silent.error) == "FENCED"  # type: ignore[arg-type]
+        request = groups_pb2.CommitOffsetsRequest(
+            group="g-silent",
+            member_id=member_id,
+            generation=generation,
+            offsets=[groups_pb2.PartitionOffset(topic=topic, partition=0, offset=0)],
+        )
+        expect_status(grpc.StatusCode.FAILED_PRECONDITION, "FENCED", lambda: groups_stub.CommitOffsets(request))
+    finally:
+        silent.close()
+
+
+def test_commit_by_a_member_that_does_not_own_the_partition_is_refused(
+    broker: BrokerProcess, groups_stub: GroupsStub
+) -> None:
+    topic = new_topic(broker.address, partitions=2)
+    a = RawMember(broker.address, "g-fence", [topic])
+    b = RawMember(broker.address, "g-fence", [topic])
+    try:
+        wait_for(lambda: len(a.owned()) == 1 and len(b.owned()) == 1)
+        (not_a,) = b.owned()
+        assert b.assignment is not None and a.assignment is not None
+        request = groups_pb2.CommitOffsetsRequest(
+            group="g-fence",
+            member_id=a.assignment.member_id,
+            generation=a.assignment.generation,
+            offsets=[groups_pb2.PartitionOffset(topic=not_a[0], partition=not_a[1], offset=0)],
+        )
+        expect_status(grpc.StatusCode.FAILED_PRECONDITION, "NOT_OWNER", lambda: groups_stub.CommitOffsets(request))
+        a.commit(not_a[0], not_a[1], 0)  # on the stream: an error answer, and the stream goes on
+        wait_for(lambda: a.commit_results)
+        assert a.commit_results[0].error.reason == "NOT_OWNER"
+        assert a.error is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_delivery_stays_within_credit_and_resumes_on_a_grant(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    for i in range(5):
+        produce(broker.address, topic, 0, b"%d" % i + b"x" * 100)  # one stored batch each
+    member = RawMember(broker.address, "g-credit", [topic], auto_offset_reset="earliest", initial_credit_bytes=50)
+    try:
+        wait_for(lambda: len(member.values()) == 1)  # one batch may overshoot the credit, no more
+        member.send(credit=groups_pb2.Credit(records=2, bytes=1 << 20))  # records now counted: 2 more
+        wait_for(lambda: len(member.values()) == 3)
+        member.send(heartbeat=groups_pb2.Heartbeat())
+        member.send(credit=groups_pb2.Credit(records=100))
+        wait_for(lambda: len(member.values()) == 5)
+        assert member.values() == [b"%d" % i + b"x" * 100 for i in range(5)]
+    finally:
+        member.close()
+
+
+def test_reset_and_delete_a_group(broker: BrokerProcess, groups_stub: GroupsStub) -> None:
+    topic = new_topic(broker.address, partitions=2)
+    produce(broker.address, topic, 0, b"a", b"b", b"c")
+    reset = groups_stub.ResetOffsets(
+        groups_pb2.ResetOffsetsRequest(group="g-admin", topic=topic, position=records_pb2.POSITION_LATEST)
+    )
+    assert [(o.partition, o.offset) for o in reset.offsets] == [(0, 3), (1, 0)]
+    groups_stub.ResetOffsets(groups_pb2.ResetOffsetsRequest(group="g-admin", topic=topic, partitions=[0], offset=1))
+    fetched = groups_stub.FetchOffsets(groups_pb2.FetchOffsetsRequest(group="g-admin", topics=[topic]))
+    assert [(o.partition, o.offset) for o in fetched.offsets] == [(0, 1), (1, 0)]
+    assert "g-admin" in [g.name for g in groups_stub.ListGroups(empty_pb2.Empty()).groups]
+    expect_status(
+        grpc.StatusCode.OUT_OF_RANGE,
+        "OFFSET_OUT_OF_RANGE",
+        lambda: groups_stub.ResetOffsets(groups_pb2.ResetOffsetsRequest(group="g-admin", topic=topic, offset=99)),
+    )
+    member = RawMember(broker.address, "g-admin", [topic])
+    try:
+        wait_for(lambda: member.values() == [b"b", b"c"])  # from the reset offset
+    finally:
+        member.close()
+    wait_for(lambda: not groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-admin")).members)
+    groups_stub.DeleteGroup(groups_pb2.DeleteGroupRequest(group="g-admin"))
+    for call in (
+        lambda: groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-admin")),
+        lambda: groups_stub.DeleteGroup(groups_pb2.DeleteGroupRequest(group="g-admin")),
+    ):
+        expect_status(grpc.StatusCode.NOT_FOUND, "GROUP_NOT_FOUND", call)
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "reason"),
+    [
+        (groups_pb2.ConsumeRequest(heartbeat=groups_pb2.Heartbeat()), grpc.StatusCode.INVALID_ARGUMENT, None),
+        (
+            groups_pb2.ConsumeRequest(join=groups_pb2.JoinGroup(group="g", topics=["no-such-topic"])),
+            grpc.StatusCode.NOT_FOUND,
+            "TOPIC_NOT_FOUND",
+        ),
+        (
+            groups_pb2.ConsumeRequest(join=groups_pb2.JoinGroup(group="bad name!", topics=["x"])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_NAME",
+        ),
+    ],
+)
+def test_bad_consume_streams_get_a_clear_status(
+    groups_stub: GroupsStub, first: groups_pb2.ConsumeRequest, code: grpc.StatusCode, reason: str | None
+) -> None:
+    expect_status(code, reason, lambda: list(groups_stub.Consume(iter([first]))))
