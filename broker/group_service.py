@@ -136,11 +136,21 @@ class GroupService:
             member.end(err)
 
     def _commit_on_stream(self, member: Member, offsets: Iterable[groups_pb2.PartitionOffset]) -> None:
+        refusal: BrokerError | None = None
         try:  # checked now, in stream order: a `revoked` right after must not overtake it
             submitted = self._submit_commit(member.group, member.id, None, offsets)
         except BrokerError as err:
-            member.send(groups_pb2.ConsumeResponse(commit_result=groups_pb2.CommitResult(error=_group_error(err))))
-            return
+            refusal = err
+        if refusal is not None:
+            if not member.pending_commits:
+                member.send(
+                    groups_pb2.ConsumeResponse(commit_result=groups_pb2.CommitResult(error=_group_error(refusal)))
+                )
+                return
+            # Answers go in commit order: this one after those still being written.
+            submitted = asyncio.get_running_loop().create_future()
+            after = asyncio.gather(*member.pending_commits, return_exceptions=True)
+            after.add_done_callback(lambda _: submitted.set_exception(refusal))
         member.pending_commits.add(submitted)
 
         def answer(done: asyncio.Future[list[groups_pb2.PartitionOffset]]) -> None:

@@ -18,7 +18,7 @@ epoch, so records read before the seek never reach the caller after it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Literal
 
 import grpc
@@ -26,6 +26,7 @@ import structlog
 from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 
 from client._channel import DEFAULT_BOOTSTRAP, backoff_delay, call, open_channel
+from client._group import GroupDelivery, GroupSession, PartitionsCallback
 from client._loop import LoopThread
 from client.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
 from client.serde import Deserializer
@@ -58,7 +59,7 @@ _EARLIEST = _Position(records_pb2.POSITION_EARLIEST)
 _LATEST = _Position(records_pb2.POSITION_LATEST)
 # Where a partition's stream starts: a plain int is an offset.
 Start = int | _Position | _Timestamp
-_QueueItem = tuple[TopicPartition, int, broker_pb2.FetchResponse] | TidelogError
+_QueueItem = tuple[TopicPartition, int, broker_pb2.FetchResponse | GroupDelivery] | TidelogError
 
 
 class AsyncConsumer:
@@ -72,6 +73,15 @@ class AsyncConsumer:
     ``auto_offset_reset``: ``"latest"``, the default, or ``"earliest"``); or call
     ``assign()`` with explicit partitions. ``key_deserializer`` and
     ``value_deserializer`` (client.serde) turn bytes into objects on access.
+
+    With ``group="name"`` the consumer joins that consumer group instead: the broker shares
+    the topics' partitions among the group's members and delivers each from the group's
+    committed offset (``auto_offset_reset`` where there is none). ``assignment()`` is what
+    this member owns now; ``on_assign`` and ``on_revoke`` (called with a list of
+    TopicPartition, on the consumer's event loop) follow it. With ``enable_auto_commit``
+    (the default) what a previous poll returned counts as processed and is committed every
+    ``auto_commit_interval_ms``, before a partition is given up, and at close: at-least-once.
+    ``commit()`` commits by hand. A member silent for ``session_timeout_ms`` is dropped.
     """
 
     def __init__(
@@ -85,9 +95,17 @@ class AsyncConsumer:
         max_bytes: int = 1 << 20,
         retry_backoff_ms: float = 100,
         retry_backoff_max_ms: float = 2_000,
+        group: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: float = 5_000,
+        session_timeout_ms: int = 10_000,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
+        if group is not None and not topics:
+            raise ValueError("a group consumer needs topics")
         self._channel = open_channel(bootstrap)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._subscribe = self._channel.unary_stream(
@@ -111,6 +129,23 @@ class AsyncConsumer:
         self._buffered_next: dict[TopicPartition, int] = {}  # position once a partition's batches are handed out
         self._started = False
         self._closed = False
+        self._group: GroupSession | None = None
+        self._auto_commit = group is not None and enable_auto_commit
+        self._auto_commit_s = auto_commit_interval_ms / 1000
+        self._auto_committer: asyncio.Task[None] | None = None
+        self._processed: dict[TopicPartition, int] = {}  # positions before the latest poll
+        if group is not None:
+            self._group = GroupSession(
+                self,
+                self._channel,
+                group=group,
+                topics=self._topics,
+                auto_offset_reset=auto_offset_reset,
+                session_timeout_ms=session_timeout_ms,
+                on_assign=on_assign,
+                on_revoke=on_revoke,
+                backoff_ms=self._backoff_ms,
+            )
 
     # -- assignment -------------------------------------------------------------------
 
@@ -119,12 +154,18 @@ class AsyncConsumer:
         if self._started:
             return
         self._started = True
+        if self._group is not None:
+            self._group.start()
+            if self._auto_commit:
+                self._auto_committer = asyncio.create_task(self._commit_periodically())
+            return
         if self._topics:
             response = await call(self._stub.GetMetadata(broker_pb2.GetMetadataRequest(topics=self._topics)))
             self.assign([TopicPartition(t.name, p.partition) for t in response.topics for p in t.partitions])
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Read exactly these partitions (replacing any previous assignment), starting by auto_offset_reset."""
+        self._refuse_in_group("assign()")
         self._started = True
         wanted = [TopicPartition(*tp) for tp in partitions]
         for tp in list(self._streams):
@@ -135,8 +176,57 @@ class AsyncConsumer:
                 self._add_partition(tp, self._reset_start())
 
     def assignment(self) -> list[TopicPartition]:
-        """The partitions this consumer reads."""
+        """The partitions this consumer reads (in a group: what this member owns now)."""
+        if self._group is not None:
+            return sorted(self._group.owned)
         return list(self._streams)
+
+    def _refuse_in_group(self, what: str) -> None:
+        if self._group is not None:
+            raise ValueError(
+                f"{what} is not for a group consumer: the group assigns partitions and starts them at its "
+                "committed offsets (move those with `tidelog groups reset-offsets`)"
+            )
+
+    # -- group membership (called by the GroupSession) ------------------------------------
+
+    def _start_group_partition(self, tp: TopicPartition) -> None:
+        self._positions[tp] = None
+        self._known.setdefault(tp, asyncio.Event()).clear()
+        self._drop_buffered(tp)
+        self._epochs[tp] = self._epochs.get(tp, 0) + 1
+
+    def _stop_group_partition(self, tp: TopicPartition) -> None:
+        self._remove_partition(tp)
+        self._processed.pop(tp, None)
+
+    def _processed_positions(self) -> dict[TopicPartition, int]:
+        return dict(self._processed)
+
+    async def _commit_periodically(self) -> None:
+        assert self._group is not None
+        while True:
+            await asyncio.sleep(self._auto_commit_s)
+            owned = self._group.owned
+            processed = {tp: offset for tp, offset in self._processed.items() if tp in owned}
+            if processed:
+                try:
+                    await self._group.commit(processed)
+                except TidelogError as err:
+                    log.warning("auto-commit failed", group=self._group.group, error=str(err))
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> dict[TopicPartition, int]:
+        """Commit the group's offsets: by default the position of every owned partition (all that
+        poll() has returned); else `offsets`, each the next offset to process. Returns what is
+        committed now; raises the broker's refusal (e.g. NotOwnerError after a rebalance)."""
+        if self._group is None:
+            raise ValueError("commit() needs a group consumer: Consumer(..., group='name')")
+        await self.start()
+        if offsets is None:
+            chosen = {tp: p for tp, p in self._positions.items() if p is not None and tp in self._group.owned}
+        else:
+            chosen = {TopicPartition(*tp): offset for tp, offset in offsets.items()}
+        return await self._group.commit(chosen)
 
     def _reset_start(self) -> Start:
         return _EARLIEST if self._reset == "earliest" else _LATEST
@@ -174,9 +264,10 @@ class AsyncConsumer:
             self._buffer = [b for b in self._buffer if (b.topic, b.partition) != tp]
 
     def _assigned(self, partitions: tuple[tuple[str, int], ...]) -> list[TopicPartition]:
-        chosen = [TopicPartition(*tp) for tp in partitions] or list(self._streams)
+        assigned = self.assignment()
+        chosen = [TopicPartition(*tp) for tp in partitions] or assigned
         for tp in chosen:
-            if tp not in self._streams:
+            if tp not in assigned:
                 raise ValueError(f"{tp.topic}/{tp.partition} is not assigned to this consumer")
         return chosen
 
@@ -184,22 +275,26 @@ class AsyncConsumer:
 
     def seek(self, partition: tuple[str, int], offset: int) -> None:
         """Continue `partition` at `offset` (out of range falls back to auto_offset_reset)."""
+        self._refuse_in_group("seek()")
         if offset < 0:
             raise ValueError("offset must be >= 0")
         self._add_partition(self._assigned((partition,))[0], offset)
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         """Continue at the log start of these partitions (none given: every assigned one)."""
+        self._refuse_in_group("seek_to_beginning()")
         for tp in self._assigned(partitions):
             self._add_partition(tp, _EARLIEST)
 
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         """Continue after the last record of these partitions (none given: every assigned one)."""
+        self._refuse_in_group("seek_to_end()")
         for tp in self._assigned(partitions):
             self._add_partition(tp, _LATEST)
 
     def seek_to_timestamp(self, timestamp_ms: int, *partitions: tuple[str, int]) -> None:
         """Continue at the first record whose timestamp is at or after `timestamp_ms`."""
+        self._refuse_in_group("seek_to_timestamp()")
         if timestamp_ms < 0:
             raise ValueError("timestamp_ms must be >= 0")
         for tp in self._assigned(partitions):
@@ -222,7 +317,7 @@ class AsyncConsumer:
         return await self._list_offsets(partitions, records_pb2.POSITION_EARLIEST)
 
     async def _list_offsets(self, partitions: tuple[tuple[str, int], ...], position: int) -> dict[TopicPartition, int]:
-        chosen = [TopicPartition(*tp) for tp in partitions] or list(self._streams)
+        chosen = [TopicPartition(*tp) for tp in partitions] or self.assignment()
         out = {}
         for tp in chosen:
             request = broker_pb2.ListOffsetsRequest(topic=tp.topic, partition=tp.partition, position=position)  # type: ignore[arg-type]
@@ -282,6 +377,8 @@ class AsyncConsumer:
     async def getmany_batches(self, timeout: float | None = None, max_records: int | None = None) -> list[MessageBatch]:
         """What has arrived, as MessageBatch objects (no object per record): the fastest way to read."""
         await self.start()
+        if self._auto_commit:  # what earlier polls returned has been processed
+            self._processed = {tp: p for tp, p in self._positions.items() if p is not None}
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not self._buffer:  # empty responses (the live marker, heartbeats) are not an answer
@@ -302,8 +399,13 @@ class AsyncConsumer:
         if isinstance(item, TidelogError):
             raise item
         tp, epoch, response = item
+        if self._group is not None and isinstance(response, GroupDelivery):
+            self._group.credit_taken(response.size)
         if self._epochs.get(tp) != epoch:
             return  # read before a seek or an unassign
+        if self._positions.get(tp) is None and response.batches:  # a group partition's first records
+            self._positions[tp] = response.batches[0].base_offset
+            self._known[tp].set()
         position = self._buffered_next.get(tp, self._positions[tp])
         topic, partition, serde = tp.topic, tp.partition, self._serde
         for batch in response.batches:
@@ -347,8 +449,14 @@ class AsyncConsumer:
                 yield message
 
     async def close(self) -> None:
-        """Stop every stream and disconnect."""
+        """Stop every stream and disconnect (a group consumer commits, with auto-commit, and leaves)."""
+        if self._closed:
+            return
         self._closed = True
+        if self._auto_committer is not None:
+            self._auto_committer.cancel()
+        if self._group is not None:
+            await self._group.close()
         for task in self._streams.values():
             task.cancel()
         await asyncio.gather(*self._streams.values(), return_exceptions=True)
@@ -429,6 +537,12 @@ class Consumer:
     def poll_batches(self, timeout: float | None = None, max_records: int | None = None) -> list[MessageBatch]:
         """What has arrived, as MessageBatch objects (no object per record): the fastest way to read."""
         return self._io.run(self._async.getmany_batches(timeout, max_records))
+
+    def commit(
+        self, offsets: Mapping[tuple[str, int], int] | None = None, timeout: float | None = 30.0
+    ) -> dict[TopicPartition, int]:
+        """Commit the group's offsets (default: everything poll() returned); see AsyncConsumer.commit."""
+        return self._io.run(self._async.commit(offsets), timeout)
 
     def __iter__(self) -> Iterator[Message]:
         while True:
