@@ -6,11 +6,11 @@ import collections
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from client import AdminClient, Consumer, Producer, RecordFuture
+from client import AdminClient, Consumer, Message, Producer, RecordFuture
 from client._cli_base import Args, CliError, Exit, exit_code, open_admin, partitions
 from client._cli_output import ProduceProgress, record_formatter
 from client.consumer import OffsetReset
@@ -117,6 +117,8 @@ def consume(args: Args) -> int:
     if spec == "value" and (args.print_key or args.print_offset):
         spec = "{partition}:{offset}\t" * args.print_offset + "{key}\t" * args.print_key + "{value}"
     formatter = record_formatter(spec)
+    if args.group is not None:
+        return _consume_in_group(args, formatter)
     with open_admin(args) as admin:
         assigned = partitions(admin, args.topic, args.partition)
         starts, floors = _start_offsets(admin, args, assigned)
@@ -138,6 +140,35 @@ def consume(args: Args) -> int:
             out.write(b"".join(lines))
             out.flush()
             seen += len(lines)
+    return Exit.OK
+
+
+def _consume_in_group(args: Args, formatter: Callable[[Message], bytes]) -> int:
+    """Print the group's share of the topic; commit after each printed poll (at-least-once)."""
+    if args.offset is not None or args.timestamp is not None or args.partition is not None:
+        raise CliError(
+            "--group reads the group's partitions from its committed offsets: drop --offset, --timestamp and "
+            "--partition (move a group's offsets with `tidelog groups reset-offsets`)",
+            Exit.USAGE,
+        )
+    seen = 0
+    reset: OffsetReset = "earliest" if args.from_beginning else "latest"
+    with Consumer(
+        args.bootstrap, topics=[args.topic], group=args.group, auto_offset_reset=reset, enable_auto_commit=False
+    ) as consumer:
+        out = sys.stdout.buffer
+        while args.max is None or seen < args.max:
+            messages = consumer.poll(args.idle_timeout)
+            if not messages and args.idle_timeout is not None:
+                break
+            if args.max is not None:
+                messages = messages[: args.max - seen]
+            if not messages:
+                continue
+            out.write(b"".join(formatter(m) for m in messages))
+            out.flush()
+            seen += len(messages)
+            consumer.commit({(m.topic, m.partition): m.offset + 1 for m in messages})
     return Exit.OK
 
 

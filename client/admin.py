@@ -1,15 +1,24 @@
-"""AdminClient and AsyncAdminClient: topics, offsets and metadata."""
+"""AdminClient and AsyncAdminClient: topics, offsets, metadata and consumer groups."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from google.protobuf import empty_pb2
-from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, records_pb2
+from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, groups_pb2, groups_pb2_grpc, records_pb2
 
 from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
 from client._loop import LoopThread
-from client.types import PartitionDescription, TopicDescription, TopicInfo
+from client.types import (
+    GroupDescription,
+    GroupMemberInfo,
+    GroupSummary,
+    PartitionDescription,
+    PartitionLag,
+    TopicDescription,
+    TopicInfo,
+    TopicPartition,
+)
 
 _POSITIONS = {"earliest": records_pb2.POSITION_EARLIEST, "latest": records_pb2.POSITION_LATEST}
 
@@ -29,6 +38,7 @@ class AsyncAdminClient:
         self._channel = open_channel(bootstrap)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._broker = broker_pb2_grpc.BrokerStub(self._channel)
+        self._groups = groups_pb2_grpc.GroupsStub(self._channel)
         self._timeout = timeout
 
     async def create_topic(self, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None) -> TopicInfo:
@@ -82,6 +92,72 @@ class AsyncAdminClient:
         )
         return len(response.topics[0].partitions)
 
+    async def list_groups(self) -> list[GroupSummary]:
+        """Groups with live members or committed offsets, sorted by name."""
+        response = await call(self._groups.ListGroups(empty_pb2.Empty(), timeout=self._timeout))
+        return [GroupSummary(g.name, g.members, g.generation, g.state) for g in response.groups]
+
+    async def describe_group(self, name: str) -> GroupDescription:
+        """Members, their partitions, and per partition the committed offset, end offset and lag;
+        raises GroupNotFoundError."""
+        request = groups_pb2.DescribeGroupRequest(group=name)
+        r = await call(self._groups.DescribeGroup(request, timeout=self._timeout))
+        return GroupDescription(
+            r.name,
+            r.generation,
+            r.state,
+            [
+                GroupMemberInfo(
+                    m.member_id,
+                    list(m.topics),
+                    [TopicPartition(tp.topic, tp.partition) for tp in m.partitions],
+                    m.peer,
+                    m.session_timeout_ms,
+                )
+                for m in r.members
+            ],
+            [
+                PartitionLag(p.topic, p.partition, p.committed_offset, p.end_offset, p.lag, p.member_id)
+                for p in r.partitions
+            ],
+        )
+
+    async def group_offsets(self, name: str, topics: list[str] | None = None) -> dict[TopicPartition, int]:
+        """The group's committed offsets (of `topics`, or all)."""
+        request = groups_pb2.FetchOffsetsRequest(group=name, topics=topics or [])
+        response = await call(self._groups.FetchOffsets(request, timeout=self._timeout))
+        return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
+
+    async def delete_group(self, name: str) -> None:
+        """Forget a group's committed offsets; raises GroupNotEmptyError while members are live."""
+        await call(self._groups.DeleteGroup(groups_pb2.DeleteGroupRequest(group=name), timeout=self._timeout))
+
+    async def reset_group_offsets(
+        self,
+        name: str,
+        topic: str,
+        *,
+        position: str | None = None,
+        offset: int | None = None,
+        timestamp_ms: int | None = None,
+        partitions: list[int] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Set the group's committed offsets of `topic` (all partitions, or `partitions`) to a
+        position ("earliest"/"latest"), an offset, or the first record at/after a time; refused
+        (GroupNotEmptyError) while members are live. Returns the new offsets."""
+        if sum(x is not None for x in (position, offset, timestamp_ms)) != 1:
+            raise ValueError("give exactly one of position, offset, timestamp_ms")
+        request = groups_pb2.ResetOffsetsRequest(group=name, topic=topic, partitions=partitions or [])
+        if position is not None:
+            request.position = _POSITIONS[position]
+        elif offset is not None:
+            request.offset = offset
+        else:
+            assert timestamp_ms is not None
+            request.timestamp_ms = timestamp_ms
+        response = await call(self._groups.ResetOffsets(request, timeout=self._timeout))
+        return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -93,7 +169,7 @@ class AsyncAdminClient:
 
 
 class AdminClient:
-    """Manage topics (blocking). The same methods as AsyncAdminClient.
+    """Manage topics and groups (blocking). The same methods as AsyncAdminClient.
 
     >>> with AdminClient("127.0.0.1:50051") as admin:
     ...     admin.create_topic("orders", partitions=3)
@@ -136,6 +212,39 @@ class AdminClient:
     def partitions_for(self, topic: str) -> int:
         """How many partitions `topic` has."""
         return self._loop.run(self._async.partitions_for(topic))
+
+    def list_groups(self) -> list[GroupSummary]:
+        """Groups with live members or committed offsets, sorted by name."""
+        return self._loop.run(self._async.list_groups())
+
+    def describe_group(self, name: str) -> GroupDescription:
+        """Members, their partitions, and per partition the committed offset, end offset and lag."""
+        return self._loop.run(self._async.describe_group(name))
+
+    def group_offsets(self, name: str, topics: list[str] | None = None) -> dict[TopicPartition, int]:
+        """The group's committed offsets (of `topics`, or all)."""
+        return self._loop.run(self._async.group_offsets(name, topics))
+
+    def delete_group(self, name: str) -> None:
+        """Forget a group's committed offsets; raises GroupNotEmptyError while members are live."""
+        self._loop.run(self._async.delete_group(name))
+
+    def reset_group_offsets(
+        self,
+        name: str,
+        topic: str,
+        *,
+        position: str | None = None,
+        offset: int | None = None,
+        timestamp_ms: int | None = None,
+        partitions: list[int] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Set the group's committed offsets of `topic`; see AsyncAdminClient.reset_group_offsets."""
+        return self._loop.run(
+            self._async.reset_group_offsets(
+                name, topic, position=position, offset=offset, timestamp_ms=timestamp_ms, partitions=partitions
+            )
+        )
 
     def close(self) -> None:
         if self._loop.loop.is_closed():

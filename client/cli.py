@@ -1,4 +1,4 @@
-"""The client side of the `tidelog` command: topics, produce, consume.
+"""The client side of the `tidelog` command: topics, groups, produce, consume.
 
 Exit codes (see Exit): 0 success, 1 any other error, 2 usage, 3 topic not found,
 4 already exists, 5 broker unreachable or timed out, 130 interrupted. An error is
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from client import _cli_records as records
 from client._channel import DEFAULT_BOOTSTRAP
 from client._cli_base import Args, CliError, Exit, exit_code, open_admin
+from client._cli_groups import add_groups
 from client._cli_output import (
     Table,
     configs_table,
@@ -101,6 +102,7 @@ def add_commands(commands: Commands) -> None:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text or a table")
     _add_topics(commands, [common, as_json])
+    add_groups(commands, [common, as_json], _timestamp)
     _add_produce(commands, [common])
     _add_consume(commands, [common])
     _add_bench(commands)
@@ -195,6 +197,13 @@ def _add_consume(commands: Commands, parents: list[argparse.ArgumentParser]) -> 
     )
     consume.add_argument(
         "--partition", "-p", type=_non_negative_int, metavar="N", help="only this partition (default: all)"
+    )
+    consume.add_argument(
+        "--group",
+        "-g",
+        metavar="GROUP",
+        help="read as a member of this consumer group: the group's share of partitions, from its committed "
+        "offsets (--from-beginning where it has none), committing what was printed",
     )
     consume.add_argument("--max", "--max-messages", type=_non_negative_int, metavar="N", help="exit after N records")
     consume.add_argument(

@@ -193,3 +193,39 @@ class PartitionDescription:
 class TopicDescription:
     topic: TopicInfo
     partitions: list[PartitionDescription]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    name: str
+    members: int
+    generation: int
+    state: str  # "stable", "rebalancing" or "empty"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberInfo:
+    member_id: str
+    topics: list[str]
+    partitions: list[TopicPartition]
+    peer: str
+    session_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed_offset: int  # -1: nothing committed
+    end_offset: int
+    lag: int
+    member_id: str  # "" when no member owns it
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    name: str
+    generation: int
+    state: str
+    members: list[GroupMemberInfo]
+    partitions: list[PartitionLag]

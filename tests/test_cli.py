@@ -280,6 +280,36 @@ def test_consume_from_an_offset_a_timestamp_a_partition_or_the_end(
     assert one_partition.out.splitlines() == ["1:0:p1-1500:1500", "1:1:p1-2500:2500"]
 
 
+def test_consume_in_a_group_then_describe_reset_and_delete_it(
+    broker: BrokerProcess, topic_factory: Callable[..., str]
+) -> None:
+    b = ("-b", broker.address)
+    topic = topic_factory(partitions=2)
+    with Producer(broker.address) as producer:
+        for i in range(6):
+            producer.send(topic, b"v%d" % i, partition=i % 2)
+        producer.flush()
+
+    first = tidelog("consume", topic, "--group", "cli-g", "--from-beginning", *at_most(4), *b)
+    rest = tidelog("consume", topic, "--group", "cli-g", *at_most(2), *b)  # resumes after what was printed
+    assert sorted(first.out.splitlines() + rest.out.splitlines()) == [f"v{i}" for i in range(6)]
+
+    listed, described = tidelog_all(("groups", "list", "--json", *b), ("groups", "describe", "cli-g", "--json", *b))
+    assert {"name": "cli-g", "members": 0, "generation": 2, "state": "empty"} in listed.json()  # two joins
+    lags = {(p["topic"], p["partition"]): (p["committed_offset"], p["lag"]) for p in described.json()["partitions"]}
+    assert lags == {(topic, 0): (3, 0), (topic, 1): (3, 0)}
+
+    reset = tidelog("groups", "reset-offsets", "cli-g", "--topic", topic, "--to-earliest", "-p", "1", "--json", *b)
+    assert reset.json() == [{"topic": topic, "partition": 1, "offset": 0}]
+    again = tidelog("consume", topic, "--group", "cli-g", "--format", "{partition}:{value}", *at_most(3), *b)
+    assert again.out.splitlines() == ["1:v1", "1:v3", "1:v5"]
+
+    deleted = tidelog("groups", "delete", "cli-g", *b)
+    assert deleted.out == "deleted group cli-g\n"
+    assert_error(tidelog("groups", "describe", "cli-g", *b, code=None), 3, "cli-g")
+    assert_error(tidelog("consume", topic, "--group", "cli-g", "--offset", "1", *b, code=None), 2, "--group")
+
+
 def test_bootstrap_comes_from_the_environment_unless_given(
     broker: BrokerProcess, topic_factory: Callable[..., str]
 ) -> None:
