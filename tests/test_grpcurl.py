@@ -26,7 +26,7 @@ def grpcurl(address: str, *args: str, data: dict | None = None) -> str:  # type:
 
 def test_list_and_describe_through_reflection(broker: BrokerProcess) -> None:
     services = grpcurl(broker.address, "list").split()
-    assert {"tidelog.v1.Admin", "tidelog.v1.Broker", "grpc.health.v1.Health"} <= set(services)
+    assert {"tidelog.v1.Admin", "tidelog.v1.Broker", "tidelog.v1.Groups", "grpc.health.v1.Health"} <= set(services)
     described = grpcurl(broker.address, "describe", "tidelog.v1.Broker")
     assert "rpc Fetch ( .tidelog.v1.FetchRequest ) returns ( .tidelog.v1.FetchResponse )" in described
     assert "message RecordBatch" in grpcurl(broker.address, "describe", "tidelog.v1.RecordBatch")
@@ -60,3 +60,17 @@ def test_json_round_trip(broker: BrokerProcess) -> None:
     assert again.get("batches") is None and again["next_offset"] == "1"
     health = json.loads(grpcurl(broker.address, "grpc.health.v1.Health/Check"))
     assert health["status"] == "SERVING"
+
+
+def test_groups_through_grpcurl(broker: BrokerProcess) -> None:
+    grpcurl(broker.address, "tidelog.v1.Admin/CreateTopic", data={"name": "curl-groups", "partitions": 2})
+    reset = json.loads(
+        grpcurl(
+            broker.address,
+            "tidelog.v1.Groups/ResetOffsets",
+            data={"group": "curl-g", "topic": "curl-groups", "position": "POSITION_LATEST"},
+        )
+    )
+    assert [o.get("partition", 0) for o in reset["offsets"]] == [0, 1]  # proto3 JSON omits zeros
+    described = json.loads(grpcurl(broker.address, "tidelog.v1.Groups/DescribeGroup", data={"group": "curl-g"}))
+    assert described["state"] == "empty" and len(described["partitions"]) == 2
