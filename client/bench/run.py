@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--send-many", type=int, default=0, metavar="N", help="produce with Producer.send_many() in calls of N records"
     )
+    parser.add_argument(
+        "--group", action="store_true", help="consume: read as the one member of a new consumer group (Groups.Consume)"
+    )
     parser.add_argument("--linger-ms", type=float, default=5)
     parser.add_argument("--batch-bytes", type=int, default=256 << 10)
     parser.add_argument("--rate", type=float, default=5000, help="e2e: records per second (default %(default)s)")
@@ -83,6 +86,7 @@ def run_command(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         subscribers=args.subscribers,
         send_many=args.send_many,
+        group=args.group,
     )
     if peers:
         from client.bench.peers import missing_requirements
@@ -235,7 +239,7 @@ def _settings_line(args: argparse.Namespace) -> str:
         f"{amount} of {args.size} B, {args.partitions} partition(s), {args.producers} producer(s), "
         f"keys {'on' if args.keys else 'off'}, "
         f"{f'send_many({args.send_many})' if args.send_many else 'send()'}, "
-        f"fsync={args.fsync}, linger={args.linger_ms:g} ms, "
+        f"{'consume through a group, ' if args.group else ''}fsync={args.fsync}, linger={args.linger_ms:g} ms, "
         f"batch={args.batch_bytes:,} B, e2e at {args.rate:,.0f}/s for {args.seconds:g} s, "
         f"median of {args.runs} run(s) (min-max)"
     )

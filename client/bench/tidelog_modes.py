@@ -7,6 +7,7 @@ import multiprocessing
 import struct
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 from client import AsyncConsumer, Consumer, Producer
@@ -29,6 +30,7 @@ class Workload:
     seconds: float = 5  # e2e duration
     subscribers: int = 8  # fanout readers
     send_many: int = 0  # produce keyless records through send_many() in calls of this many (0: send() each)
+    group: bool = False  # consume as the one member of a new consumer group
 
 
 def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: threading.Barrier | None = None) -> Figures:
@@ -90,8 +92,9 @@ def produce(bootstrap: str, topic: str, w: Workload) -> Figures:
 
 def consume(bootstrap: str, topic: str, w: Workload, expected: int) -> Figures:
     """A catch-up read of `expected` records from the start of every partition, every value in hand
-    (as bytes, through the consumer's batch-wise API)."""
-    with Consumer(bootstrap, topics=[topic], auto_offset_reset="earliest", max_bytes=4 << 20) as consumer:
+    (as bytes, through the consumer's batch-wise API); with `group`, through Groups.Consume."""
+    membership = {"group": f"bench-{uuid.uuid4().hex[:8]}"} if w.group else {}
+    with Consumer(bootstrap, topics=[topic], auto_offset_reset="earliest", max_bytes=4 << 20, **membership) as consumer:
         began = time.perf_counter()
         seen = payload = 0
         while seen < expected:
