@@ -203,3 +203,30 @@ def test_fifty_members_churning_converge_and_lose_nothing(broker: BrokerProcess)
     processed, final = asyncio.run(scenario())
     assert len(processed) == total
     assert final == [1, 1, 2, 2, 2]  # 8 partitions over the 5 left: balanced within one
+
+
+def test_a_member_rejoins_after_a_broker_kill_and_resumes_from_committed_offsets(own_broker: BrokerProcess) -> None:
+    own_broker.start()
+    topic = new_topic(own_broker.address, partitions=2)
+    with Producer(own_broker.address) as producer:
+        for i in range(10):
+            producer.send(topic, b"before-%d" % i, partition=i % 2)
+        producer.flush()
+    member = MemberThread(own_broker.address, topic, "restart-g")
+    try:
+        wait_for(lambda: len(member.processed) == 10)
+        # The thread's next poll marks them processed; auto-commit (every 100 ms) follows.
+        with AdminClient(own_broker.address) as admin:
+            wait_for(lambda: sum(admin.group_offsets("restart-g").values()) == 10)
+        own_broker.kill()  # committed offsets are durable; membership is rebuilt by rejoining
+        own_broker.start()
+        with Producer(own_broker.address) as producer:
+            for i in range(4):
+                producer.send(topic, b"after-%d" % i, partition=i % 2)
+            producer.flush()
+        wait_for(lambda: len(member.processed) >= 14, timeout=20)
+        assert sorted(member.processed) == sorted(
+            [(p, o) for p in range(2) for o in range(5)] + [(p, o) for p in range(2) for o in range(5, 7)]
+        )
+    finally:
+        member.stop()
