@@ -131,6 +131,7 @@ class Coordinator:
         self._registry = registry
         self._clock = clock
         self._groups: dict[str, Group] = {}
+        registry.removal_listeners.append(self.topic_gone)
 
     def group(self, name: str) -> Group | None:
         return self._groups.get(name)

@@ -239,6 +239,11 @@ class PurgeTopicOp:
                     break
             if removed >= self.limit:
                 return False
+        # Group offsets are keyed by group first: find this topic's by scanning (the table is small).
+        cursor = txn.cursor(db=store.offsets)
+        found = cursor.first()
+        while found:
+            found = cursor.delete() if bytes(cursor.key()[-8:-4]) == prefix else cursor.next()
         txn.delete(prefix, db=store.deleting)
         return True
 

@@ -8,6 +8,7 @@ records that are committed (and as durable as --fsync promises).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 from broker import topic_config
 from broker.errors import topic_not_found
@@ -61,6 +62,7 @@ class TopicState:
 class TopicRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, TopicState] = {}
+        self.removal_listeners: list[Callable[[str], None]] = []  # told the name of each deleted topic
 
     def get(self, name: str) -> TopicState:
         topic = self._by_name.get(name)
@@ -75,6 +77,8 @@ class TopicRegistry:
         topic = self._by_name.pop(name, None)
         if topic is not None:
             topic.mark_deleted()
+            for listener in self.removal_listeners:
+                listener(name)
 
     def sorted(self) -> list[TopicState]:
         return [self._by_name[name] for name in sorted(self._by_name)]

@@ -44,6 +44,7 @@ class GroupDelivery(NamedTuple):
 
     batches: Any
     next_offset: int
+    high_watermark: int
     size: int
 
 
@@ -151,7 +152,9 @@ class GroupSession:
             if epoch is None or not records.batches:
                 return
             last = records.batches[-1]
-            delivery = GroupDelivery(records.batches, last.base_offset + len(last.records), records.ByteSize())
+            delivery = GroupDelivery(
+                records.batches, last.base_offset + len(last.records), records.high_watermark, records.ByteSize()
+            )
             await self._consumer._queue.put((tp, epoch, delivery))
         elif kind == "assignment":
             assignment = response.assignment

@@ -127,6 +127,7 @@ class AsyncConsumer:
         self._buffer: list[MessageBatch] = []
         self._pending: dict[TopicPartition, int] = {}  # batches of a partition in the buffer
         self._buffered_next: dict[TopicPartition, int] = {}  # position once a partition's batches are handed out
+        self._high_watermarks: dict[TopicPartition, int] = {}  # the latest the broker reported
         self._started = False
         self._closed = False
         self._group: GroupSession | None = None
@@ -248,6 +249,7 @@ class AsyncConsumer:
         self._streams[tp] = asyncio.create_task(self._read_partition(tp, epoch))
 
     def _remove_partition(self, tp: TopicPartition) -> None:
+        self._high_watermarks.pop(tp, None)
         task = self._streams.pop(tp, None)
         if task is not None:
             task.cancel()
@@ -307,6 +309,16 @@ class AsyncConsumer:
         position = self._positions[tp]
         assert position is not None
         return position
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records between this consumer's position and the high watermark the broker last reported,
+        per assigned partition (once both are known); no request is made."""
+        out = {}
+        for tp in self.assignment():
+            position, end = self._positions.get(tp), self._high_watermarks.get(tp)
+            if position is not None and end is not None:
+                out[tp] = max(0, end - position)
+        return out
 
     async def end_offsets(self, *partitions: tuple[str, int]) -> dict[TopicPartition, int]:
         """The high watermark (offset after the last record) of each partition (none given: every assigned one)."""
@@ -403,6 +415,7 @@ class AsyncConsumer:
             self._group.credit_taken(response.size)
         if self._epochs.get(tp) != epoch:
             return  # read before a seek or an unassign
+        self._high_watermarks[tp] = response.high_watermark
         if self._positions.get(tp) is None and response.batches:  # a group partition's first records
             self._positions[tp] = response.batches[0].base_offset
             self._known[tp].set()
@@ -521,6 +534,10 @@ class Consumer:
     def position(self, partition: tuple[str, int], timeout: float | None = 30.0) -> int:
         """The offset of the next record this consumer returns for `partition`."""
         return self._io.run(self._async.position(partition, timeout))
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records between the position and the last reported high watermark, per assigned partition."""
+        return self._async.lag()
 
     def end_offsets(self, *partitions: tuple[str, int]) -> dict[TopicPartition, int]:
         """The high watermark of each partition (none given: every assigned one)."""

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from broker.group_offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, ResetOffsetsOp, committed, group_names
+from broker.ops import PurgeTopicOp
 from broker.store import Store
 from broker.topics import TopicRegistry
 from broker.writer import Writer
@@ -38,3 +39,19 @@ def test_commit_keeps_the_highest_reset_moves_back_delete_forgets(tmp_path: Path
     reopened = Store(tmp_path / "data", sync=False, map_size=1 << 26)
     assert committed(reopened, "g2") == {(8, 3): 2}  # durable across a restart
     reopened.close()
+
+
+def test_purging_a_deleted_topic_drops_its_group_offsets(tmp_path: Path) -> None:
+    async def scenario(store: Store) -> None:
+        writer = Writer(store, TopicRegistry(), asyncio.get_running_loop(), None)
+        writer.start()
+        await writer.submit(CommitOffsetsOp("g1", [(7, 0, 1), (8, 0, 2)]))
+        await writer.submit(CommitOffsetsOp("g2", [(7, 3, 3)]))
+        assert await writer.submit(PurgeTopicOp(7)) is True
+        assert committed(store, "g1") == {(8, 0): 2}
+        assert committed(store, "g2") == {}
+        await writer.stop()
+
+    store = Store(tmp_path / "data", sync=False, map_size=1 << 26)
+    asyncio.run(scenario(store))
+    store.close()

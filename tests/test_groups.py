@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.protobuf import empty_pb2
-from tidelog.v1 import broker_pb2, groups_pb2, records_pb2
+from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2, records_pb2
+from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 from tidelog.v1.groups_pb2_grpc import GroupsStub
 
@@ -274,3 +275,16 @@ def test_bad_consume_streams_get_a_clear_status(
     groups_stub: GroupsStub, first: groups_pb2.ConsumeRequest, code: grpc.StatusCode, reason: str | None
 ) -> None:
     expect_status(code, reason, lambda: list(groups_stub.Consume(iter([first]))))
+
+
+def test_deleting_a_topic_takes_its_partitions_back_from_the_group(broker: BrokerProcess) -> None:
+    kept, doomed = new_topic(broker.address), new_topic(broker.address, partitions=2)
+    member = RawMember(broker.address, "g-delete", [kept, doomed])
+    try:
+        wait_for(lambda: len(member.owned()) == 3)
+        with grpc.insecure_channel(broker.address) as channel:
+            AdminStub(channel).DeleteTopic(admin_pb2.DeleteTopicRequest(name=doomed))
+        wait_for(lambda: member.owned() == {(kept, 0)})
+        assert sorted(member.revoked) == [(doomed, 0), (doomed, 1)]
+    finally:
+        member.close()

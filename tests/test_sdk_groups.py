@@ -103,6 +103,7 @@ def test_manual_commit_and_redelivery_of_what_was_not_committed(broker: BrokerPr
         redelivered: list[bytes] = []
         wait_for(lambda: redelivered.extend(m.value for m in again.poll(0.05)) or len(redelivered) >= 6)
         assert redelivered == [b"%d" % i for i in range(4, 10)]
+        assert again.lag() == {TopicPartition(topic, 0): 0}
         assert again.commit() == {TopicPartition(topic, 0): 10}
 
 
@@ -143,6 +144,7 @@ def test_async_group_consumer(broker: BrokerProcess) -> None:
         ) as consumer:
             while len(got) < 3:
                 got += [m.value for m in await consumer.getmany(5)]
+            assert consumer.lag() == {TopicPartition(topic, 0): 0, TopicPartition(topic, 1): 0}
             assert await consumer.commit() == {TopicPartition(topic, 0): 2, TopicPartition(topic, 1): 1}
         return got
 
