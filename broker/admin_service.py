@@ -22,12 +22,14 @@ from broker.writer import Writer
 log = structlog.get_logger("tidelog.admin")
 
 
-def topic_message(name: str, partitions: int, overrides: dict[str, str]) -> admin_pb2.Topic:
-    return admin_pb2.Topic(name=name, partitions=partitions, configs=topic_config.effective(overrides))
+def topic_message(
+    name: str, partitions: int, overrides: dict[str, str], broker_defaults: dict[str, str]
+) -> admin_pb2.Topic:
+    return admin_pb2.Topic(name=name, partitions=partitions, configs=topic_config.effective(overrides, broker_defaults))
 
 
 def state_message(topic: TopicState) -> admin_pb2.Topic:
-    return topic_message(topic.name, len(topic.partitions), topic.overrides)
+    return topic_message(topic.name, len(topic.partitions), topic.overrides, topic.broker_defaults)
 
 
 class TopicPurger:
@@ -83,7 +85,7 @@ class AdminService:
         configs = topic_config.validate(request.configs)
         record: TopicRecord = await self._writer.submit(CreateTopicOp(request.name, partitions, configs))
         log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
-        return topic_message(record.name, record.partitions, record.configs)
+        return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
 
     async def delete_topic(self, request: admin_pb2.DeleteTopicRequest, context: Context) -> empty_pb2.Empty:
         self._registry.get(request.name)
@@ -117,4 +119,4 @@ class AdminService:
         configs = topic_config.validate(request.configs)
         record: TopicRecord = await self._writer.submit(AlterTopicConfigsOp(request.name, configs))
         log.info("topic_configs_altered", topic=record.name, configs=configs)
-        return topic_message(record.name, record.partitions, record.configs)
+        return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)

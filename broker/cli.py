@@ -42,6 +42,24 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=float(env_default("TIDELOG_MAP_SIZE_GB", "64")),
         help="LMDB map size (address space, not disk; default %(default)s)",
     )
+    serve.add_argument(
+        "--retention-ms",
+        type=int,
+        default=int(env_default("TIDELOG_RETENTION_MS", "604800000")),
+        help="retention.ms of topics that do not set it (-1 = forever; default %(default)s, 7 days)",
+    )
+    serve.add_argument(
+        "--retention-bytes",
+        type=int,
+        default=int(env_default("TIDELOG_RETENTION_BYTES", "-1")),
+        help="retention.bytes per partition of topics that do not set it (-1 = no limit; the default)",
+    )
+    serve.add_argument(
+        "--cleaner-interval-ms",
+        type=int,
+        default=int(env_default("TIDELOG_CLEANER_INTERVAL_MS", "10000")),
+        help="how often retention runs (default %(default)s)",
+    )
     serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
     serve.add_argument("--heartbeat-ms", type=int, default=5000, help="Subscribe heartbeat during silence")
     serve.add_argument("--ready-file", type=Path, help="write the bound HOST:PORT here once serving")
@@ -63,6 +81,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"tidelog: {err}") from None
     if args.fsync_interval_ms < 1:
         raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
+    if args.cleaner_interval_ms < 1:
+        raise SystemExit("tidelog: --cleaner-interval-ms must be >= 1")
+    if args.retention_ms < -1 or args.retention_bytes < -1:
+        raise SystemExit("tidelog: --retention-ms and --retention-bytes must be >= -1 (-1 = no limit)")
     settings = Settings(
         data_dir=args.data_dir,
         listen=args.listen,
@@ -75,6 +97,9 @@ def _serve(args: argparse.Namespace) -> int:
         ready_file=args.ready_file,
         log_format=args.log_format,
         log_level=args.log_level,
+        retention_ms=args.retention_ms,
+        retention_bytes=args.retention_bytes,
+        cleaner_interval_ms=args.cleaner_interval_ms,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

@@ -32,6 +32,14 @@ class Settings:
     ready_file: Path | None = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
+    retention_ms: int = 604_800_000  # for topics that do not set retention.ms
+    retention_bytes: int = -1
+    cleaner_interval_ms: int = 10_000
+
+    @property
+    def topic_defaults(self) -> dict[str, str]:
+        """Topic configs whose defaults the broker's flags set."""
+        return {"retention.ms": str(self.retention_ms), "retention.bytes": str(self.retention_bytes)}
 
     @property
     def advertised_address(self) -> str:

@@ -182,7 +182,7 @@ class CreateTopicOp:
         return topic
 
     def publish(self, registry: TopicRegistry, result: TopicRecord) -> None:
-        registry.add(TopicState(result, [PartitionStats()] * result.partitions))
+        registry.add(TopicState(result, [PartitionStats()] * result.partitions, registry.broker_defaults))
 
 
 @dataclass

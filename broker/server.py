@@ -17,6 +17,7 @@ from broker.broker_service import BrokerService
 from broker.config import Settings
 from broker.group_service import GroupService
 from broker.groups import Coordinator
+from broker.retention import Cleaner
 from broker.rpc import register
 from broker.store import Store
 from broker.topics import TopicRegistry, TopicState
@@ -33,10 +34,10 @@ SHUTDOWN_GRACE_S = 5.0
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     store = Store(settings.data_dir, sync=settings.fsync == "always", map_size=settings.map_size_bytes)
-    registry = TopicRegistry()
+    registry = TopicRegistry(settings.topic_defaults)
     topics, deleting = store.load()
     for record, stats in topics:
-        registry.add(TopicState(record, stats))
+        registry.add(TopicState(record, stats, registry.broker_defaults))
 
     interval = settings.fsync_interval_ms / 1000 if settings.fsync == "interval" else None
     writer = Writer(store, registry, loop, interval)
@@ -74,6 +75,8 @@ async def serve(settings: Settings) -> None:
     )
     await server.start()
     groups.start()
+    cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
+    cleaner.start()
     for service in ("", ADMIN, BROKER, GROUPS):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     for topic_id in deleting:
@@ -97,6 +100,7 @@ async def serve(settings: Settings) -> None:
     await health_servicer.enter_graceful_shutdown()
     await server.stop(SHUTDOWN_GRACE_S)
     await groups.stop()
+    await cleaner.stop()
     await purger.stop()
     await writer.stop()
     store.close()

@@ -62,6 +62,7 @@ def validate(configs: Mapping[str, str]) -> dict[str, str]:
     return dict(configs)
 
 
-def effective(overrides: Mapping[str, str]) -> dict[str, str]:
-    """Defaults with the topic's own values on top."""
-    return {key: overrides.get(key, spec.default) for key, spec in TOPIC_CONFIGS.items()}
+def effective(overrides: Mapping[str, str], broker_defaults: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The table's defaults, then the broker's (its --retention-* flags), then the topic's own values."""
+    base = broker_defaults or {}
+    return {key: overrides.get(key, base.get(key, spec.default)) for key, spec in TOPIC_CONFIGS.items()}

@@ -8,7 +8,7 @@ records that are committed (and as durable as --fsync promises).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from broker import topic_config
 from broker.errors import topic_not_found
@@ -33,7 +33,10 @@ class PartitionState(Changes):
 
 
 class TopicState:
-    def __init__(self, record: TopicRecord, stats: list[PartitionStats]) -> None:
+    def __init__(
+        self, record: TopicRecord, stats: list[PartitionStats], broker_defaults: Mapping[str, str] | None = None
+    ) -> None:
+        self.broker_defaults = dict(broker_defaults or {})
         self.id = record.id
         self.name = record.name
         self.overrides = dict(record.configs)
@@ -44,9 +47,12 @@ class TopicState:
 
     def set_configs(self, overrides: dict[str, str]) -> None:
         self.overrides = dict(overrides)
-        self.configs = topic_config.effective(overrides)
+        self.configs = topic_config.effective(overrides, self.broker_defaults)
         self.max_message_bytes = int(self.configs["max.message.bytes"])
         self.compacted = "compact" in self.configs["cleanup.policy"]
+        self.deletes = "delete" in self.configs["cleanup.policy"]  # retention applies
+        self.retention_ms = int(self.configs["retention.ms"])
+        self.retention_bytes = int(self.configs["retention.bytes"])
         self.log_append_time = self.configs["message.timestamp.type"] == "LogAppendTime"
 
     def next_keyless_partition(self) -> int:
@@ -60,7 +66,8 @@ class TopicState:
 
 
 class TopicRegistry:
-    def __init__(self) -> None:
+    def __init__(self, broker_defaults: Mapping[str, str] | None = None) -> None:
+        self.broker_defaults = dict(broker_defaults or {})  # topic configs the broker's flags set
         self._by_name: dict[str, TopicState] = {}
         self.removal_listeners: list[Callable[[str], None]] = []  # told the name of each deleted topic
 

@@ -16,8 +16,11 @@ _names = itertools.count()
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    """One broker shared by the tests that only need a running broker (each uses its own topics)."""
-    process = BrokerProcess(tmp_path_factory.mktemp("shared") / "data").start()
+    """One broker shared by the tests that only need a running broker (each uses its own topics).
+
+    Retention is off by default here: tests write records stamped in 1970, which the 7-day default
+    would let the cleaner delete between a test's write and its read."""
+    process = BrokerProcess(tmp_path_factory.mktemp("shared") / "data", "--retention-ms", "-1").start()
     yield process
     assert process.stop() == 0, process.log()
 
@@ -25,7 +28,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     """A broker of the test's own, for tests that stop, kill or restart it."""
-    process = BrokerProcess(tmp_path / "data")
+    process = BrokerProcess(tmp_path / "data", "--retention-ms", "-1")  # as the shared one
     yield process
     if process.proc is not None:
         process.kill()

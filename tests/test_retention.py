@@ -1,0 +1,99 @@
+"""Retention: the pure cut (with an injected clock), and the cleaner in a real broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
+from tidelog.v1.admin_pb2_grpc import AdminStub
+from tidelog.v1.broker_pb2_grpc import BrokerStub
+
+from broker.retention import BatchHead, retention_cut
+from tests.errors_util import error_info, expect_status
+from tests.harness import BrokerProcess, wait_for
+
+HOUR_MS = 3_600_000
+
+
+def heads(*specs: tuple[int, int]) -> list[BatchHead]:
+    """(timestamp_ms, size) per batch, 10 records each, from offset 0."""
+    return [BatchHead(i * 10, 10, ts, size) for i, (ts, size) in enumerate(specs)]
+
+
+def test_time_retention_cuts_whole_batches_from_the_head_only() -> None:
+    now = 100 * HOUR_MS
+    log = heads((now - 3 * HOUR_MS, 100), (now - 2 * HOUR_MS, 100), (now - 10, 100), (now - 3 * HOUR_MS, 100))
+    cut = retention_cut(log, now_ms=now, retention_ms=HOUR_MS, retention_bytes=-1, total_bytes=400)
+    assert cut == 20  # the old batch behind a new one stays: only the head goes
+    assert retention_cut(log, now_ms=now, retention_ms=-1, retention_bytes=-1, total_bytes=400) is None
+    later = now + 10 * HOUR_MS  # the same log, the clock moved on
+    assert retention_cut(log, now_ms=later, retention_ms=HOUR_MS, retention_bytes=-1, total_bytes=400) == 40
+
+
+def test_size_retention_keeps_at_least_the_limit() -> None:
+    log = heads((0, 100), (0, 100), (0, 100), (0, 100))
+    assert retention_cut(log, now_ms=0, retention_ms=-1, retention_bytes=250, total_bytes=400) == 10
+    assert retention_cut(log, now_ms=0, retention_ms=-1, retention_bytes=200, total_bytes=400) == 20
+    assert retention_cut(log, now_ms=0, retention_ms=-1, retention_bytes=400, total_bytes=400) is None
+    assert retention_cut(log, now_ms=0, retention_ms=-1, retention_bytes=0, total_bytes=400) == 40
+
+
+@pytest.fixture(scope="module")
+def cleaning_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(tmp_path_factory.mktemp("retention") / "data", "--cleaner-interval-ms", "50").start()
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+def produce(stub: BrokerStub, topic: str, *timestamps: int) -> None:
+    for ts in timestamps:  # one request, so one batch, per record
+        stub.Produce(
+            broker_pb2.ProduceRequest(
+                topic=topic, partition=0, records=[records_pb2.Record(value=b"v" * 100, timestamp_ms=ts)]
+            )
+        )
+
+
+def describe(admin: AdminStub, topic: str) -> admin_pb2.PartitionInfo:
+    return admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic)).partitions[0]
+
+
+def test_the_cleaner_applies_retention_by_time_and_altered_configs_without_a_restart(
+    cleaning_broker: BrokerProcess,
+) -> None:
+    now = int(time.time() * 1000)
+    with grpc.insecure_channel(cleaning_broker.address) as channel:
+        admin, stub = AdminStub(channel), BrokerStub(channel)
+        admin.CreateTopic(admin_pb2.CreateTopicRequest(name="aging", configs={"retention.ms": "-1"}))
+        produce(stub, "aging", now - 3 * HOUR_MS, now - 2 * HOUR_MS, now)
+        admin.AlterTopicConfigs(
+            admin_pb2.AlterTopicConfigsRequest(name="aging", configs={"retention.ms": str(HOUR_MS)})
+        )
+        wait_for(lambda: describe(admin, "aging").log_start_offset == 2)
+        partition = describe(admin, "aging")
+        assert partition.high_watermark == 3
+
+        err = expect_status(
+            grpc.StatusCode.OUT_OF_RANGE,
+            "OFFSET_OUT_OF_RANGE",
+            lambda: stub.Fetch(broker_pb2.FetchRequest(topic="aging", partition=0, offset=0)),
+        )
+        assert error_info(err).metadata["log_start_offset"] == "2"
+        assert "2 (log start)" in err.details()  # type: ignore[attr-defined]
+        kept = stub.Fetch(broker_pb2.FetchRequest(topic="aging", partition=0, offset=2))
+        assert kept.batches[0].base_offset == 2
+
+
+def test_the_cleaner_applies_retention_by_bytes(cleaning_broker: BrokerProcess) -> None:
+    now = int(time.time() * 1000)
+    with grpc.insecure_channel(cleaning_broker.address) as channel:
+        admin, stub = AdminStub(channel), BrokerStub(channel)
+        admin.CreateTopic(admin_pb2.CreateTopicRequest(name="bounded", configs={"retention.bytes": "1000"}))
+        produce(stub, "bounded", *[now] * 20)
+        wait_for(lambda: describe(admin, "bounded").log_start_offset > 0)
+        wait_for(lambda: describe(admin, "bounded").size_bytes < 1500)
+        partition = describe(admin, "bounded")
+        assert partition.size_bytes >= 1000 and partition.high_watermark == 20
