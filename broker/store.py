@@ -30,6 +30,8 @@ from broker.batches import HEADER_SIZE, VALUE_HEADER, slice_wire
 log = structlog.get_logger("tidelog.store")
 
 FORMAT_VERSION = 1
+# LMDB's on-disk format changes only between major.minor versions of the C library.
+LMDB_FORMAT = "{}.{}".format(*lmdb.version()[:2])
 LOG_KEY = struct.Struct(">IIQ")
 PARTITION_KEY = struct.Struct(">II")
 TOPIC_ID = struct.Struct(">I")
@@ -102,15 +104,30 @@ class Store:
         self._check_format()
 
     def _check_format(self) -> None:
+        """Refuse a data directory written by an incompatible Tidelog or LMDB (a patch release of
+        either is compatible: LMDB's on-disk format is fixed within a major.minor series)."""
+        lmdb_format = LMDB_FORMAT.encode()
         with self.env.begin(write=True, db=self.meta) as txn:
-            found = txn.get(b"format")
+            found, found_lmdb = txn.get(b"format"), txn.get(b"lmdb_format")
             if found is None:
                 txn.put(b"format", str(FORMAT_VERSION).encode())
-            elif int(found) != FORMAT_VERSION:
-                raise FormatMismatch(
-                    f"data directory {self.path} has Tidelog format {int(found)}, this broker reads "
-                    f"format {FORMAT_VERSION}; use a matching Tidelog release or a fresh --data-dir"
-                )
+            if found_lmdb is None:
+                txn.put(b"lmdb_format", lmdb_format)  # a new directory, or one from before this check
+        problems = []
+        if found is not None and int(found) != FORMAT_VERSION:
+            problems.append(f"Tidelog format {int(found)} (this broker reads format {FORMAT_VERSION})")
+        if found_lmdb is not None and bytes(found_lmdb) != lmdb_format:
+            problems.append(
+                f"LMDB data format {bytes(found_lmdb).decode()} (this broker's LMDB library is {LMDB_FORMAT}.x, "
+                f"py-lmdb {lmdb.__version__})"
+            )
+        if problems:
+            self.env.close()
+            raise FormatMismatch(
+                f"data directory {self.path} was written with {' and '.join(problems)}; run the Tidelog release "
+                "(and py-lmdb) that wrote it, copy its topics into a fresh --data-dir with that release, or start "
+                "this one on a fresh --data-dir"
+            )
 
     def close(self) -> None:
         self.env.sync(True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 
 import grpc
+import pytest
 from google.protobuf import empty_pb2
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 
+from broker.store import LMDB_FORMAT, Store
 from tests.harness import BrokerProcess, wait_for
 
 
@@ -94,3 +96,29 @@ def test_every_acknowledged_record_survives_kill_9(own_broker: BrokerProcess) ->
     assert len(set(stored)) == len(stored)
     # Anything beyond what was acknowledged is whole requests that were written but whose answer was lost.
     assert len(stored) % 10 == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "names"),
+    [
+        (b"format", b"99", ["Tidelog format 99", "reads format 1"]),
+        (b"lmdb_format", b"9.9", ["LMDB data format 9.9", "py-lmdb"]),
+    ],
+)
+def test_a_data_directory_of_another_format_is_refused_naming_both(
+    own_broker: BrokerProcess, key: bytes, value: bytes, names: list[str]
+) -> None:
+    own_broker.start()
+    assert own_broker.stop() == 0
+    store = Store(own_broker.data_dir, sync=True, map_size=1 << 30)
+    assert LMDB_FORMAT.count(".") == 1
+    with store.env.begin(write=True, db=store.meta) as txn:
+        txn.put(key, value)
+    store.close()
+    with pytest.raises(RuntimeError) as refused:
+        own_broker.start(timeout=10)
+    message = own_broker.log()
+    for name in names:
+        assert name in message, message
+    assert "fresh --data-dir" in message and "Traceback" not in message
+    assert "exited with" in str(refused.value)
