@@ -1,9 +1,12 @@
-"""`tidelog`: run the broker (`tidelog serve`) and talk to it (topics, produce, consume)."""
+"""`tidelog`: run the broker (`tidelog serve`), check and copy its data (`verify`, `backup`), and talk
+to it (topics, groups, produce, consume)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -109,10 +112,72 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_maintenance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env_default("TIDELOG_DATA_DIR", "./data")),
+        help="the broker's data directory (env TIDELOG_DATA_DIR; default ./data); the broker may be running",
+    )
+    verify = commands.add_parser(
+        "verify", parents=[data_dir], help="check every stored batch (CRC32C, offsets) and the partition stats"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(run=_verify)
+    backup = commands.add_parser("backup", parents=[data_dir], help="a hot, compacted copy of the data directory")
+    backup.add_argument("destination", type=Path, help="a new or empty directory")
+    backup.set_defaults(run=_backup)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from broker import maintenance
+    from broker.store import FormatMismatch
+
+    try:
+        store = maintenance.open_existing(args.data_dir)
+    except (FileNotFoundError, FormatMismatch) as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    try:
+        report = maintenance.verify(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        print(
+            f"{report.topics} topic(s), {report.partitions} partition(s), {report.batches} batch(es), "
+            f"{report.records} record(s), {report.bytes} bytes: "
+            + ("no problems" if not report.problems else f"{len(report.problems)} problem(s)")
+        )
+        for problem in report.problems:
+            print(f"  {problem}")
+    return 1 if report.problems else 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from broker import maintenance
+    from broker.store import FormatMismatch
+
+    try:
+        store = maintenance.open_existing(args.data_dir)
+    except (FileNotFoundError, FormatMismatch) as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    try:
+        size = maintenance.backup(store, args.destination)
+    except (FileExistsError, OSError) as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    finally:
+        store.close()
+    print(f"backed up {args.data_dir} to {args.destination} ({size} bytes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidelog", description="Tidelog: a Kafka-style log broker over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
+    _add_maintenance(commands)
     client_cli.add_commands(commands)
     return parser
 
@@ -121,4 +186,6 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         sys.exit(_serve(args))
+    if args.command in ("verify", "backup"):
+        sys.exit(args.run(args))
     sys.exit(client_cli.run(args))
