@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test lint proto bench bench-deps bench-peers clean
+.PHONY: install run test test-fault lint proto bench bench-deps bench-peers clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ run: install
 ## test: the whole suite (unit and integration, grpcurl and a Node.js client included)
 test: install $(NODE_STAMP)
 	$(PY) -m pytest
+
+## test-fault: the crash harness, long: 20 SIGKILLs of the broker while 1M records are produced
+test-fault: install
+	$(PY) scripts/crash_harness.py --kills 20 --records 1000000 --partitions 4
 
 ## lint: ruff and mypy
 lint: install
