@@ -5,6 +5,12 @@ Counts differ by at most one where subscriptions allow it, and a partition stays
 current owner whenever balance permits, so a member joining or leaving moves as few partitions
 as it can: a 4th member joining 3 that own 12 partitions takes one from each, and nothing else
 moves.
+
+How: first a fair share per member (quotas), then each member keeps what it owns up to its quota,
+then the rest go to the members furthest below their quota. When all members read the same topics
+the quotas are the plain floor/ceil split, the larger shares going to the members that own the most.
+With mixed subscriptions the quotas come from a greedy fill that serves the partitions with the
+fewest possible readers first.
 """
 
 from __future__ import annotations
@@ -26,38 +32,51 @@ def assign(
     out: dict[str, set[TP]] = {member: set() for member in members}
     if not members:
         return out
+    readers = {topic: [m for m in members if topic in subscriptions[m]] for topic in partitions}
     wanted = sorted(
-        (topic, p)
-        for topic in {t for ts in subscriptions.values() for t in ts}
-        if topic in partitions
-        for p in range(partitions[topic])
+        ((topic, p) for topic, count in partitions.items() if readers[topic] for p in range(count)),
+        key=lambda tp: (len(readers[tp[0]]), tp),  # the most constrained first
     )
-    floor, extra = divmod(len(wanted), len(members))
-
-    # Keep what members own and may still own, the biggest owners first, up to a fair share:
-    # only `extra` members may keep floor + 1.
-    valid = {
-        member: sorted(
-            tp
-            for tp in current.get(member, ())
-            if tp[0] in subscriptions[member] and tp[0] in partitions and tp[1] < partitions[tp[0]]
+    valid = {  # what each member owns and may keep, the partitions fewest others could take first
+        m: sorted(
+            (
+                tp
+                for tp in current.get(m, ())
+                if tp[0] in partitions and tp[1] < partitions[tp[0]] and m in readers[tp[0]]
+            ),
+            key=lambda tp: (len(readers[tp[0]]), tp),
         )
-        for member in members
+        for m in members
     }
-    taken: set[TP] = set()
-    for member in sorted(members, key=lambda m: (-len(valid[m]), m)):
-        keep = [tp for tp in valid[member] if tp not in taken]
-        share = floor + 1 if extra and len(keep) > floor else floor
-        if share > floor:
-            extra -= 1
-        out[member].update(keep[:share])
-        taken.update(keep[:share])
+    quota = _quotas(members, subscriptions, wanted, readers, valid)
 
-    # The rest go, in order, to the least loaded member that reads their topic.
-    for tp in wanted:
+    taken: set[TP] = set()
+    for member in members:  # keep what you own, up to your share
+        keep = [tp for tp in valid[member] if tp not in taken][: quota[member]]
+        out[member].update(keep)
+        taken.update(keep)
+    for tp in wanted:  # the rest to whoever is furthest below their share (then least loaded)
         if tp in taken:
             continue
-        readers = [m for m in members if tp[0] in subscriptions[m]]
-        owner = min(readers, key=lambda m: (len(out[m]), m))
+        owner = min(readers[tp[0]], key=lambda m: (len(out[m]) - quota[m], len(out[m]), m))
         out[owner].add(tp)
     return out
+
+
+def _quotas(
+    members: list[str],
+    subscriptions: Mapping[str, Set[str]],
+    wanted: list[TP],
+    readers: Mapping[str, list[str]],
+    valid: Mapping[str, list[TP]],
+) -> dict[str, int]:
+    if all(subscriptions[m] == subscriptions[members[0]] for m in members):
+        floor, extra = divmod(len(wanted), len(members))
+        quota = dict.fromkeys(members, floor)
+        for member in sorted(members, key=lambda m: (-len(valid[m]), m))[:extra]:
+            quota[member] += 1  # the larger shares to the biggest owners: fewer moves
+        return quota
+    counts = dict.fromkeys(members, 0)
+    for tp in wanted:
+        counts[min(readers[tp[0]], key=lambda m: (counts[m], m))] += 1
+    return counts

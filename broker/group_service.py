@@ -75,6 +75,12 @@ class GroupService:
     def start(self) -> None:
         self._expiry = asyncio.create_task(self._expire_periodically())
 
+    def end_streams(self) -> None:
+        """End every Consume stream with SHUTTING_DOWN (before the server stops): members rejoin later."""
+        self._coordinator.end_all(
+            BrokerError("SHUTTING_DOWN", "the broker is shutting down; consumers rejoin once it is back")
+        )
+
     async def stop(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
@@ -95,6 +101,7 @@ class GroupService:
             return
         if first.WhichOneof("message") != "join":
             raise invalid_request("the first message of a Consume stream must be join")
+        await self._coordinator.admin_writes_done(first.join.group)
         member = self._coordinator.join(first.join, context.peer())
         reader = asyncio.create_task(self._read_requests(incoming, member))
         try:
@@ -125,8 +132,8 @@ class GroupService:
                 elif kind == "credit":
                     member.grant(request.credit.records, request.credit.bytes)
                 elif kind == "revoked":
-                    if member.pending_commits:  # the new owner starts from what was committed before
-                        await asyncio.gather(*member.pending_commits, return_exceptions=True)
+                    if member.commits:  # the new owner starts from what was committed before
+                        await asyncio.gather(*member.commits, return_exceptions=True)
                     self._coordinator.revoked(member, [(tp.topic, tp.partition) for tp in request.revoked.partitions])
                 elif kind == "join":
                     raise invalid_request("join comes once, as the first message; open a new stream to join again")
@@ -136,45 +143,24 @@ class GroupService:
             member.end(err)
 
     def _commit_on_stream(self, member: Member, offsets: Iterable[groups_pb2.PartitionOffset]) -> None:
-        refusal: BrokerError | None = None
-        try:  # checked now, in stream order: a `revoked` right after must not overtake it
-            submitted = self._submit_commit(member.group, member.id, None, offsets)
+        """Check now, in stream order (a `revoked` right behind must not overtake it); answer in order."""
+        try:
+            written = self._submit_commit(member.group, member.id, None, offsets)
         except BrokerError as err:
-            refusal = err
-        if refusal is not None:
-            if not member.pending_commits:
-                member.send(
-                    groups_pb2.ConsumeResponse(commit_result=groups_pb2.CommitResult(error=_group_error(refusal)))
-                )
-                return
-            # Answers go in commit order: this one after those still being written.
-            submitted = asyncio.get_running_loop().create_future()
-            after = asyncio.gather(*member.pending_commits, return_exceptions=True)
-            after.add_done_callback(lambda _: submitted.set_exception(refusal))
-        member.pending_commits.add(submitted)
-
-        def answer(done: asyncio.Future[list[groups_pb2.PartitionOffset]]) -> None:
-            member.pending_commits.discard(done)
-            error = done.exception()
-            if isinstance(error, BrokerError):
-                result = groups_pb2.CommitResult(error=_group_error(error))
-            elif error is not None:
-                result = groups_pb2.CommitResult(error=_group_error(BrokerError("INTERNAL", "the commit failed")))
-            else:
-                result = groups_pb2.CommitResult(offsets=done.result())
-            member.send(groups_pb2.ConsumeResponse(commit_result=result))
-
-        submitted.add_done_callback(answer)
+            written = asyncio.get_running_loop().create_future()
+            written.set_exception(err)
+        member.commits.append(written)
+        written.add_done_callback(lambda _: _answer_commits(member))
 
     def _submit_commit(
         self, group: str, member_id: str, generation: int | None, offsets: Iterable[groups_pb2.PartitionOffset]
     ) -> asyncio.Future[list[groups_pb2.PartitionOffset]]:
         """Check (fencing, ranges) and queue a commit; the future holds what is committed now."""
         offsets = list(offsets)
+        topics = [self._registry.get(o.topic) for o in offsets]  # TOPIC_NOT_FOUND before any fencing
         self._coordinator.check_commit(group, member_id, generation, [(o.topic, o.partition) for o in offsets])
         entries = []
-        for o in offsets:
-            topic = self._registry.get(o.topic)
+        for o, topic in zip(offsets, topics, strict=True):
             check_partition(topic, o.partition)
             partition = topic.partitions[o.partition]
             if not 0 <= o.offset <= partition.high_watermark:
@@ -359,7 +345,8 @@ class GroupService:
     async def delete_group(self, request: groups_pb2.DeleteGroupRequest, context: Context) -> empty_pb2.Empty:
         check_group_name(request.group)
         self._check_no_members(request.group, "delete it")
-        had_offsets = await self._writer.submit(DeleteGroupOffsetsOp(request.group))
+        async with self._coordinator.admin_write(request.group):
+            had_offsets = await self._writer.submit(DeleteGroupOffsetsOp(request.group))
         if not had_offsets and self._coordinator.group(request.group) is None:
             raise group_not_found(request.group)
         self._coordinator.forget(request.group)
@@ -379,7 +366,9 @@ class GroupService:
         for number in numbers:
             check_partition(topic, number)
             entries.append((topic.id, number, self._reset_target(topic, topic.partitions[number], request, target)))
-        await self._writer.submit(ResetOffsetsOp(request.group, entries))
+        async with self._coordinator.admin_write(request.group):
+            self._check_no_members(request.group, "reset its offsets")  # none joined while we looked up offsets
+            await self._writer.submit(ResetOffsetsOp(request.group, entries))
         return groups_pb2.ResetOffsetsResponse(
             offsets=[
                 groups_pb2.PartitionOffset(topic=topic.name, partition=number, offset=offset)
@@ -409,6 +398,20 @@ class GroupService:
         if not partition.log_start_offset <= request.offset <= partition.high_watermark:
             raise offset_out_of_range(topic, partition, request.offset)
         return request.offset
+
+
+def _answer_commits(member: Member) -> None:
+    """Send the answers of the member's commits that are done, oldest first, up to one still being written."""
+    while member.commits and member.commits[0].done():
+        done = member.commits.popleft()
+        error = done.exception()
+        if isinstance(error, BrokerError):
+            result = groups_pb2.CommitResult(error=_group_error(error))
+        elif error is not None:
+            result = groups_pb2.CommitResult(error=_group_error(BrokerError("INTERNAL", "the commit failed")))
+        else:
+            result = groups_pb2.CommitResult(offsets=done.result())
+        member.send(groups_pb2.ConsumeResponse(commit_result=result))
 
 
 def _owners(group: Group | None) -> dict[tuple[str, int], str]:

@@ -17,7 +17,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from tidelog.v1 import groups_pb2
@@ -39,6 +39,7 @@ class Member(Changes):
     """One live Consume stream. `wake()` tells its delivery loop that something changed."""
 
     __slots__ = (
+        "commits",
         "credit_bytes",
         "credit_records",
         "cursor",
@@ -51,7 +52,6 @@ class Member(Changes):
         "outbox",
         "owned",
         "peer",
-        "pending_commits",
         "positions",
         "reset",
         "revoking",
@@ -80,7 +80,7 @@ class Member(Changes):
         self.last_seen = time.monotonic()
         self.ended: BrokerError | None = None  # set when the broker ends the membership
         self.cursor = 0  # round-robin over owned partitions when delivering
-        self.pending_commits: set[asyncio.Future[Any]] = set()  # submitted on the stream, not yet durable
+        self.commits: deque[asyncio.Future[Any]] = deque()  # commits on the stream, not yet answered
 
     def send(self, response: groups_pb2.ConsumeResponse) -> None:
         self.outbox.append(response)
@@ -122,6 +122,18 @@ class Group:
         return "stable" if settled else "rebalancing"
 
 
+class _Counter:
+    def __init__(self) -> None:
+        self._next = 1
+
+    def __next__(self) -> int:
+        value, self._next = self._next, self._next + 1
+        return value
+
+    def peek(self) -> int:
+        return self._next
+
+
 def _partitions_message(tps: Iterable[TP]) -> list[groups_pb2.TopicPartition]:
     return [groups_pb2.TopicPartition(topic=t, partition=p) for t, p in sorted(tps)]
 
@@ -131,13 +143,36 @@ class Coordinator:
         self._registry = registry
         self._clock = clock
         self._groups: dict[str, Group] = {}
-        registry.removal_listeners.append(self.topic_gone)
+        # One counter for every group: a group dropped when empty and joined again never reuses a generation.
+        self._generations = _Counter()
+        self._admin_writes: dict[str, asyncio.Event] = {}  # groups whose offsets an admin call is changing
+        registry.listeners.append(self.topic_changed)
 
     def group(self, name: str) -> Group | None:
         return self._groups.get(name)
 
     def groups(self) -> list[Group]:
         return list(self._groups.values())
+
+    @contextlib.asynccontextmanager
+    async def admin_write(self, name: str) -> AsyncIterator[None]:
+        """Hold joins to group `name` back while an admin call changes its offsets."""
+        done = self._admin_writes[name] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._admin_writes[name]
+            done.set()
+
+    async def admin_writes_done(self, name: str) -> None:
+        while (pending := self._admin_writes.get(name)) is not None:
+            await pending.wait()
+
+    def end_all(self, error: BrokerError) -> None:
+        """End every member's stream (the broker is stopping)."""
+        for group in self._groups.values():
+            for member in group.members.values():
+                member.end(error)
 
     def forget(self, name: str) -> None:
         """Drop an empty group's in-memory state (its offsets are deleted separately)."""
@@ -175,7 +210,7 @@ class Coordinator:
         member = Member(member_id, group.name, frozenset(request.topics), timeout_ms / 1000, reset, peer)
         member.credit_bytes = request.initial_credit_bytes or DEFAULT_CREDIT_BYTES
         member.last_seen = self._clock()
-        member.joined_generation = group.generation + 1
+        member.joined_generation = self._generations.peek()
         group.members[member_id] = member
         self._rebalance(group)
         return member
@@ -189,8 +224,9 @@ class Coordinator:
     def revoked(self, member: Member, tps: Iterable[TP]) -> None:
         """The member stopped processing these partitions: hand them to their new owners."""
         for tp in tps:
-            member.revoking.pop(tp, None)
-            member.positions.pop(tp, None)
+            if tp in member.revoking:  # anything else is not being asked back: ignore it
+                del member.revoking[tp]
+                member.positions.pop(tp, None)
         group = self._groups.get(member.group)
         if group is not None:
             self._hand_over(group)
@@ -211,8 +247,8 @@ class Coordinator:
                 if late:
                     self.revoked(member, late)
 
-    def topic_gone(self, topic: str) -> None:
-        """A topic was deleted: rebalance the groups that read it."""
+    def topic_changed(self, topic: str) -> None:
+        """A topic was created or deleted: rebalance the groups whose members name it."""
         for group in self._groups.values():
             if any(topic in m.topics for m in group.members.values()):
                 self._rebalance(group)
@@ -257,10 +293,10 @@ class Coordinator:
         if group.members:
             self._rebalance(group)
         else:
-            group.target = {}
+            del self._groups[group.name]  # its committed offsets stay in LMDB
 
     def _rebalance(self, group: Group) -> None:
-        group.generation += 1
+        group.generation = next(self._generations)
         topics = {t for m in group.members.values() for t in m.topics}
         partitions: dict[str, int] = {}
         for topic in topics:

@@ -98,6 +98,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("stopping", grace_s=SHUTDOWN_GRACE_S)
     await health_servicer.enter_graceful_shutdown()
+    groups.end_streams()
     await server.stop(SHUTDOWN_GRACE_S)
     await groups.stop()
     await cleaner.stop()

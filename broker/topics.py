@@ -69,7 +69,7 @@ class TopicRegistry:
     def __init__(self, broker_defaults: Mapping[str, str] | None = None) -> None:
         self.broker_defaults = dict(broker_defaults or {})  # topic configs the broker's flags set
         self._by_name: dict[str, TopicState] = {}
-        self.removal_listeners: list[Callable[[str], None]] = []  # told the name of each deleted topic
+        self.listeners: list[Callable[[str], None]] = []  # told the name of each topic created or deleted
 
     def get(self, name: str) -> TopicState:
         topic = self._by_name.get(name)
@@ -79,12 +79,14 @@ class TopicRegistry:
 
     def add(self, topic: TopicState) -> None:
         self._by_name[topic.name] = topic
+        for listener in self.listeners:
+            listener(topic.name)
 
     def remove(self, name: str) -> None:
         topic = self._by_name.pop(name, None)
         if topic is not None:
             topic.mark_deleted()
-            for listener in self.removal_listeners:
+            for listener in self.listeners:
                 listener(name)
 
     def sorted(self) -> list[TopicState]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
@@ -82,9 +82,11 @@ class GroupSession:
         self.member_id = ""
         self.generation = 0
         self.owned: set[TopicPartition] = set()
+        self._live = False  # a stream is open and joined: commits can be sent
         self._outgoing: asyncio.Queue[groups_pb2.ConsumeRequest | None] = asyncio.Queue()
-        self._commits: deque[asyncio.Future[dict[TopicPartition, int]]] = deque()
+        self._commits: deque[asyncio.Future[dict[TopicPartition, int]]] = deque()  # sent on this stream
         self._committed: dict[TopicPartition, int] = {}
+        self._revoking: dict[TopicPartition, int | None] = {}  # asked back: the position when asked
         self._credit_due = 0
         self._task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -93,15 +95,13 @@ class GroupSession:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
-    async def wait_joined(self, timeout: float | None) -> None:
-        await asyncio.wait_for(self._joined.wait(), timeout)
-
     # -- the stream ------------------------------------------------------------------
 
     async def _run(self) -> None:
         failures = 0
         while True:
             self._outgoing = asyncio.Queue()
+            self._credit_due = 0
             self._join.member_id = self.member_id
             self._outgoing.put_nowait(groups_pb2.ConsumeRequest(join=self._join))
             stream = self._consume(self._requests(self._outgoing))
@@ -119,7 +119,7 @@ class GroupSession:
             self._lose_everything(error)
             # FENCED: the session ended (a long pause, a broker restart); join again.
             if error.code not in _RECONNECT_CODES and error.reason != "FENCED":
-                await self._consumer._queue.put(error)
+                self._consumer._queue.put_nowait(error)
                 return
             failures += 1
             delay = backoff_delay(failures, *self._backoff_ms)
@@ -150,12 +150,16 @@ class GroupSession:
             tp = TopicPartition(records.topic, records.partition)
             epoch = self._consumer._epochs.get(tp)
             if epoch is None or not records.batches:
+                # Not ours any more: the credit it took is given back at once.
+                self.credit_taken(sum(batch.ByteSize() for batch in records.batches))
                 return
             last = records.batches[-1]
+            size = sum(batch.ByteSize() for batch in records.batches)  # what the broker charged
             delivery = GroupDelivery(
-                records.batches, last.base_offset + len(last.records), records.high_watermark, records.ByteSize()
+                records.batches, last.base_offset + len(last.records), records.high_watermark, size
             )
-            await self._consumer._queue.put((tp, epoch, delivery))
+            # Unbounded: credit bounds the bytes, and control messages behind must never wait for the caller.
+            self._consumer._queue.put_nowait((tp, epoch, delivery))
         elif kind == "assignment":
             assignment = response.assignment
             self.member_id, self.generation = assignment.member_id, assignment.generation
@@ -166,14 +170,20 @@ class GroupSession:
             for tp in added:
                 self._consumer._start_group_partition(tp)
             self.owned = now
+            self._live = True
             self._joined.set()
             if added:
                 await _call(self._on_assign, added)
         elif kind == "revoke":
             tps = [TopicPartition(tp.topic, tp.partition) for tp in response.revoke.partitions]
-            task = asyncio.create_task(self._give_back(tps))  # its commit answer comes through this loop
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
+            for tp in tps:
+                if tp in self.owned:
+                    self._revoking[tp] = self._consumer._positions.get(tp)  # all that polls handed out
+                    self._consumer._stop_group_partition(tp)
+                    self.owned.discard(tp)
+            if self._consumer._polling:  # the caller waits in a poll: what it was given is processed
+                self._side_task(self.give_back())
+            # Otherwise the caller may be processing what it was given: give back at its next poll.
         elif kind == "commit_result":
             if not self._commits:
                 return
@@ -189,29 +199,47 @@ class GroupSession:
                 self._committed.update(stored)
                 future.set_result(stored)
 
-    async def _give_back(self, tps: list[TopicPartition]) -> None:
-        """Stop reading these partitions, commit what was processed of them, then say so."""
-        processed = {tp: offset for tp, offset in self._consumer._processed_positions().items() if tp in tps}
-        for tp in tps:
-            self._consumer._stop_group_partition(tp)
-            self.owned.discard(tp)
+    def _side_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    @property
+    def revoking(self) -> bool:
+        return bool(self._revoking)
+
+    async def give_back(self) -> None:
+        """Commit what was processed of the partitions asked back (with auto-commit), then say they are free.
+
+        Runs when the caller polls (or is waiting in a poll): everything polls handed out before is
+        processed then, as at-least-once needs, and nothing processed is delivered to the next owner again.
+        """
+        revoking, self._revoking = self._revoking, {}
+        if not revoking:
+            return
+        processed = {tp: offset for tp, offset in revoking.items() if offset is not None}
         try:
             if self._consumer._auto_commit and processed:
                 await self.commit(processed)
         except TidelogError as err:
             log.warning("commit before revoke failed", group=self.group, error=str(err))
-        try:
-            await _call(self._on_revoke, tps)
-        finally:
+        await _call(self._on_revoke, list(revoking))
+        if self._live:
             self._send(
-                revoked=groups_pb2.Revoked(partitions=[groups_pb2.TopicPartition(topic=t, partition=p) for t, p in tps])
+                revoked=groups_pb2.Revoked(
+                    partitions=[groups_pb2.TopicPartition(topic=t, partition=p) for t, p in revoking]
+                )
             )
 
     def _lose_everything(self, error: TidelogError) -> None:
+        self._live = False
+        for task in self._side_tasks:
+            task.cancel()
         for future in self._commits:
             if not future.done():
                 future.set_exception(error)
         self._commits.clear()
+        self._revoking = {}  # the broker takes them back without us: the next owner starts at the last commit
         for tp in self.owned:
             self._consumer._stop_group_partition(tp)
         self.owned = set()
@@ -224,6 +252,10 @@ class GroupSession:
         new = {tp: offset for tp, offset in offsets.items() if self._committed.get(tp) != offset}
         if not new:
             return dict(offsets)
+        if not self._live:
+            raise UnavailableError(
+                f"not a member of group {self.group!r} right now (the consumer is rejoining): commit once it has"
+            )
         future: asyncio.Future[dict[TopicPartition, int]] = asyncio.get_running_loop().create_future()
         self._commits.append(future)
         self._send(
@@ -236,7 +268,7 @@ class GroupSession:
     def credit_taken(self, size: int) -> None:
         """The caller took `size` bytes off the buffer: let the broker send as much again."""
         self._credit_due += size
-        if self._credit_due >= _CREDIT_STEP_BYTES or self._consumer._queue.empty():
+        if self._live and (self._credit_due >= _CREDIT_STEP_BYTES or self._consumer._queue.empty()):
             self._send(credit=groups_pb2.Credit(bytes=self._credit_due))
             self._credit_due = 0
 
@@ -244,14 +276,17 @@ class GroupSession:
         """Commit what was processed (with auto-commit), then leave the group."""
         if self._task is None:
             return
-        if self._consumer._auto_commit and self.owned:
-            processed = {tp: o for tp, o in self._consumer._processed_positions().items() if tp in self.owned}
-            try:
+        try:
+            await asyncio.wait_for(self.give_back(), 10)
+            if self._consumer._auto_commit and self.owned:
+                processed = {tp: o for tp, o in self._consumer._processed_positions().items() if tp in self.owned}
                 await asyncio.wait_for(self.commit(processed), 10)
-            except (TidelogError, TimeoutError) as err:
-                log.warning("final commit failed", group=self.group, error=str(err))
+        except (TidelogError, TimeoutError) as err:
+            log.warning("final commit failed", group=self.group, error=str(err))
         self._outgoing.put_nowait(None)
         self._task.cancel()
+        for task in self._side_tasks:
+            task.cancel()
         await asyncio.gather(self._task, *self._side_tasks, return_exceptions=True)
 
 

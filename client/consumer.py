@@ -18,6 +18,7 @@ epoch, so records read before the seek never reach the caller after it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Literal
 
@@ -106,6 +107,8 @@ class AsyncConsumer:
             raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
         if group is not None and not topics:
             raise ValueError("a group consumer needs topics")
+        if group is not None and not 100 <= session_timeout_ms <= 300_000:
+            raise ValueError("session_timeout_ms must be 100-300000")
         self._channel = open_channel(bootstrap)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._subscribe = self._channel.unary_stream(
@@ -118,7 +121,10 @@ class AsyncConsumer:
         self._serde = (key_deserializer, value_deserializer) if key_deserializer or value_deserializer else None
         self._max_bytes = max_bytes
         self._backoff_ms = (retry_backoff_ms, retry_backoff_max_ms)
-        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue(_QUEUE_RESPONSES)
+        # Bounded for Subscribe streams (gRPC flow control holds the rest back); a group's credit bounds
+        # its bytes instead, and its stream's control messages must never wait behind records.
+        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue(0 if group is not None else _QUEUE_RESPONSES)
+        self._next_epoch = itertools.count(1)  # never reused: a stale response can never pass for a new one
         self._streams: dict[TopicPartition, asyncio.Task[None]] = {}
         self._epochs: dict[TopicPartition, int] = {}
         self._starts: dict[TopicPartition, Start] = {}  # where a (re)opened stream begins
@@ -135,6 +141,7 @@ class AsyncConsumer:
         self._auto_commit_s = auto_commit_interval_ms / 1000
         self._auto_committer: asyncio.Task[None] | None = None
         self._processed: dict[TopicPartition, int] = {}  # positions before the latest poll
+        self._polling = 0  # polls waiting now: what earlier ones returned is processed
         if group is not None:
             self._group = GroupSession(
                 self,
@@ -195,7 +202,7 @@ class AsyncConsumer:
         self._positions[tp] = None
         self._known.setdefault(tp, asyncio.Event()).clear()
         self._drop_buffered(tp)
-        self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        self._epochs[tp] = next(self._next_epoch)
 
     def _stop_group_partition(self, tp: TopicPartition) -> None:
         self._remove_partition(tp)
@@ -244,8 +251,7 @@ class AsyncConsumer:
         old = self._streams.pop(tp, None)
         if old is not None:
             old.cancel()
-        epoch = self._epochs.get(tp, 0) + 1
-        self._epochs[tp] = epoch
+        epoch = self._epochs[tp] = next(self._next_epoch)
         self._streams[tp] = asyncio.create_task(self._read_partition(tp, epoch))
 
     def _remove_partition(self, tp: TopicPartition) -> None:
@@ -391,19 +397,25 @@ class AsyncConsumer:
         await self.start()
         if self._auto_commit:  # what earlier polls returned has been processed
             self._processed = {tp: p for tp, p in self._positions.items() if p is not None}
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while not self._buffer:  # empty responses (the live marker, heartbeats) are not an answer
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                break
-            try:
-                item = await asyncio.wait_for(self._queue.get(), remaining)
-            except TimeoutError:
-                break
-            self._take(item)
-            while not self._queue.empty():
-                self._take(self._queue.get_nowait())
+        if self._group is not None and self._group.revoking:
+            await self._group.give_back()  # now that what earlier polls returned is processed
+        self._polling += 1
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            while not self._buffer:  # empty responses (the live marker, heartbeats) are not an answer
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+                self._take(item)
+                while not self._queue.empty():
+                    self._take(self._queue.get_nowait())
+        finally:
+            self._polling -= 1
         return self._hand_out(max_records)
 
     def _take(self, item: _QueueItem) -> None:

@@ -54,3 +54,19 @@ def test_only_subscribers_get_a_topic_and_vanished_partitions_go() -> None:
 
 def test_no_members_no_assignment() -> None:
     assert assign({}, {"t": 3}, {}) == {}
+
+
+def test_mixed_subscriptions_are_balanced_where_readers_allow() -> None:
+    subscriptions = {"a": {"t1", "t2"}, "b": {"t1"}}
+    partitions = {"t1": 2, "t2": 2}
+    fresh = assign(subscriptions, partitions, {})
+    assert sorted(len(tps) for tps in fresh.values()) == [2, 2]
+    assert {tp[0] for tp in fresh["b"]} == {"t1"}
+    sticky = assign(subscriptions, partitions, {"a": {("t1", 0), ("t1", 1), ("t2", 0), ("t2", 1)}})
+    assert sticky["b"] == {("t1", 0), ("t1", 1)} and sticky["a"] == {("t2", 0), ("t2", 1)}
+    check_exact_cover(sticky, {("t1", 0), ("t1", 1), ("t2", 0), ("t2", 1)})
+
+
+def test_the_larger_shares_stay_with_the_biggest_owners() -> None:
+    result = assign({m: {"t"} for m in "ab"}, {"t": 5}, {"b": {("t", p) for p in range(5)}})
+    assert len(result["b"]) == 3 and result["b"] <= {("t", p) for p in range(5)}

@@ -288,3 +288,62 @@ def test_deleting_a_topic_takes_its_partitions_back_from_the_group(broker: Broke
         assert sorted(member.revoked) == [(doomed, 0), (doomed, 1)]
     finally:
         member.close()
+
+
+def test_commit_answers_come_in_commit_order_under_write_load(broker: BrokerProcess) -> None:
+    topic, load = new_topic(broker.address), new_topic(broker.address)
+    produce(broker.address, topic, 0, *[b"x"] * 500)
+    stop = threading.Event()
+
+    def flood() -> None:  # large writes go through the writer thread, so commits group there too
+        while not stop.is_set():
+            produce(broker.address, load, 0, b"y" * 200_000)
+
+    flooders = [threading.Thread(target=flood, daemon=True) for _ in range(3)]
+    for flooder in flooders:
+        flooder.start()
+    member = RawMember(broker.address, "g-order", [topic], initial_credit_bytes=1)
+    try:
+        wait_for(lambda: member.owned() == {(topic, 0)})
+        sent: list[tuple[str, int | None]] = []
+        for i in range(1, 201):
+            member.commit(topic, 0, i)
+            sent.append(("ok", i))
+            member.commit(topic, 5, 0)  # no such partition: refused at once, answered in its turn
+            sent.append(("refused", None))
+        wait_for(lambda: len(member.commit_results) == len(sent), timeout=30)
+        got = [("refused", None) if r.HasField("error") else ("ok", r.offsets[0].offset) for r in member.commit_results]
+        assert got == sent
+    finally:
+        stop.set()
+        for flooder in flooders:
+            flooder.join()
+        member.close()
+
+
+def test_a_topic_deleted_and_created_again_is_assigned_again(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address, partitions=2)
+    member = RawMember(broker.address, "g-recreate", [topic], auto_offset_reset="earliest")
+    try:
+        wait_for(lambda: member.owned() == {(topic, 0), (topic, 1)})
+        with grpc.insecure_channel(broker.address) as channel:
+            admin = AdminStub(channel)
+            admin.DeleteTopic(admin_pb2.DeleteTopicRequest(name=topic))
+            wait_for(lambda: member.owned() == set())
+            admin.CreateTopic(admin_pb2.CreateTopicRequest(name=topic, partitions=2))
+        produce(broker.address, topic, 0, b"again")
+        wait_for(lambda: b"again" in member.values())
+    finally:
+        member.close()
+
+
+def test_stopping_the_broker_ends_consume_streams_at_once_with_shutting_down(own_broker: BrokerProcess) -> None:
+    own_broker.start()
+    topic = new_topic(own_broker.address)
+    member = RawMember(own_broker.address, "g-stop", [topic])
+    wait_for(lambda: member.owned())
+    assert own_broker.stop() == 0  # the streams are ended by the broker, not cut by the grace period
+    wait_for(lambda: member.error is not None)
+    assert member.error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
+    assert error_reason(member.error) == "SHUTTING_DOWN"  # type: ignore[arg-type]
+    member.close()

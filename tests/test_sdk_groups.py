@@ -6,8 +6,10 @@ import asyncio
 import itertools
 import threading
 
-from client import AsyncConsumer, Consumer, Producer, TopicPartition
+from client import AdminClient, AsyncConsumer, Consumer, MessageBatch, Producer, TopicPartition
+from client.errors import UnavailableError
 from tests.harness import BrokerProcess, new_topic, wait_for
+from tests.proxy import TcpProxy
 
 _groups = itertools.count()
 
@@ -111,26 +113,28 @@ def test_callbacks_follow_the_assignment(broker: BrokerProcess) -> None:
     topic = new_topic(broker.address, partitions=4)
     group = group_name()
     events: list[tuple[str, list[TopicPartition]]] = []
-    a = Consumer(
-        broker.address,
-        topics=[topic],
-        group=group,
-        on_assign=lambda tps: events.append(("assign", tps)),
-        on_revoke=lambda tps: events.append(("revoke", tps)),
+    a = Reader(
+        Consumer(
+            broker.address,
+            topics=[topic],
+            group=group,
+            on_assign=lambda tps: events.append(("assign", tps)),
+            on_revoke=lambda tps: events.append(("revoke", tps)),
+        )
     )
     try:
-        wait_for(lambda: len(a.assignment()) == 4)
-        b = Consumer(broker.address, topics=[topic], group=group)
-        try:
-            wait_for(lambda: len(a.assignment()) == 2 and len(b.assignment()) == 2)
+        wait_for(lambda: len(a.consumer.assignment()) == 4)
+        b = Reader(Consumer(broker.address, topics=[topic], group=group))
+        try:  # a gives partitions back at its next poll (its Reader polls all the time)
+            wait_for(lambda: len(a.consumer.assignment()) == 2 and len(b.consumer.assignment()) == 2)
             assert events[0] == ("assign", [TopicPartition(topic, p) for p in range(4)])
-            assert events[1][0] == "revoke" and sorted(events[1][1]) == sorted(b.assignment())
+            assert events[1][0] == "revoke" and sorted(events[1][1]) == sorted(b.consumer.assignment())
         finally:
-            b.close()
-        wait_for(lambda: len(a.assignment()) == 4)
+            b.stop()
+        wait_for(lambda: len(a.consumer.assignment()) == 4)
         assert events[-1][0] == "assign" and len(events[-1][1]) == 2
     finally:
-        a.close()
+        a.stop()
 
 
 def test_async_group_consumer(broker: BrokerProcess) -> None:
@@ -149,3 +153,124 @@ def test_async_group_consumer(broker: BrokerProcess) -> None:
         return got
 
     assert sorted(asyncio.run(scenario())) == [b"x", b"y", b"z"]
+
+
+def produce_each(address: str, topic: str, partition: int, count: int) -> None:
+    """`count` records, one request (so one stored batch) each."""
+    with Producer(address, linger_ms=0) as producer:
+        for i in range(count):
+            producer.send(topic, b"%d" % i, partition=partition).result(10)
+
+
+def test_records_buffered_when_the_stream_breaks_are_not_skipped(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    produce_each(broker.address, topic, 0, 20)
+    proxy = TcpProxy(broker.address).start()
+
+    async def scenario() -> list[int]:
+        seen: list[int] = []
+
+        def offsets(batches: list[MessageBatch]) -> list[int]:
+            return [b.base_offset + i for b in batches for i in range(len(b))]
+
+        consumer = AsyncConsumer(
+            proxy.address, topics=[topic], group=group_name(), auto_offset_reset="earliest", enable_auto_commit=False
+        )
+        try:
+            while len(seen) < 5:  # take 5; what else arrived stays in the consumer's buffer
+                seen += offsets(await consumer.getmany_batches(1, max_records=5 - len(seen)))
+            await asyncio.to_thread(produce_each, broker.address, topic, 0, 20)  # offsets 20-39
+            session = consumer._group
+            assert session is not None
+            generation = session.generation
+            proxy.cut()  # the stream breaks; the consumer rejoins with its member id
+            while not (session.generation > generation and session.owned):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            while not seen or max(seen) < 39:
+                seen += offsets(await consumer.getmany_batches(5))
+            return seen
+        finally:
+            await consumer.close()
+
+    try:
+        seen = asyncio.run(asyncio.wait_for(scenario(), 30))
+    finally:
+        proxy.close()
+    assert set(range(40)) <= set(seen)  # redelivered from the last commit (none): duplicates, no gap
+
+
+def test_commit_between_polls_with_records_piling_up_does_not_hang(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address, partitions=100)
+    with Producer(broker.address) as producer:
+        producer.send(topic, b"first", partition=0).result(10)
+
+    async def scenario() -> dict[TopicPartition, int]:
+        async with AsyncConsumer(
+            broker.address, topics=[topic], group=group_name(), auto_offset_reset="earliest", enable_auto_commit=False
+        ) as consumer:
+            while not await consumer.getmany(1):
+                pass
+            await asyncio.to_thread(produce, broker.address, topic, [b"more"] * 100, 100)  # one per partition
+            while consumer._queue.qsize() < 64:  # noqa: ASYNC110 - more records than the old 64-slot queue held
+                await asyncio.sleep(0.01)
+            return await asyncio.wait_for(consumer.commit(), 10)
+
+    assert asyncio.run(scenario()) == {TopicPartition(topic, 0): 1}
+
+
+def test_a_commit_while_rejoining_fails_at_once_and_later_answers_stay_matched(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address)
+    produce_each(broker.address, topic, 0, 10)
+    proxy = TcpProxy(broker.address).start()
+    tp = TopicPartition(topic, 0)
+
+    async def scenario() -> dict[TopicPartition, int]:
+        async with AsyncConsumer(
+            proxy.address,
+            topics=[topic],
+            group=group_name(),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            retry_backoff_ms=300,
+            retry_backoff_max_ms=300,
+        ) as consumer:
+            while not await consumer.getmany(1):
+                pass
+            session = consumer._group
+            assert session is not None
+            proxy.cut()
+            while session.owned:  # noqa: ASYNC110 - the consumer noticed and waits to rejoin
+                await asyncio.sleep(0.01)
+            try:
+                await consumer.commit({tp: 3})
+                raise AssertionError("a commit without a live membership must fail")
+            except UnavailableError:
+                pass
+            while not session.owned:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            return await asyncio.wait_for(consumer.commit({tp: 7}), 10)
+
+    try:
+        assert asyncio.run(scenario()) == {tp: 7}
+    finally:
+        proxy.close()
+
+
+def test_a_partition_given_back_keeps_what_was_processed(broker: BrokerProcess) -> None:
+    topic = new_topic(broker.address, partitions=2)
+    produce(broker.address, topic, [b"v"] * 20, 2)
+    group = group_name()
+    first = Reader(Consumer(broker.address, topics=[topic], group=group, auto_offset_reset="earliest"))
+    try:
+        wait_for(lambda: len(first.got()) == 20)
+        second = Reader(Consumer(broker.address, topics=[topic], group=group, auto_offset_reset="earliest"))
+        try:
+            wait_for(lambda: len(first.consumer.assignment()) == 1 and len(second.consumer.assignment()) == 1)
+            with AdminClient(broker.address) as admin:  # the partition handed over was committed first
+                moved = second.consumer.assignment()[0]
+                assert admin.group_offsets(group)[moved] == 10
+            assert second.got() == []  # so its new owner sees nothing again
+        finally:
+            second.stop()
+    finally:
+        first.stop()
