@@ -43,7 +43,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--map-size-gb",
         type=float,
         default=float(env_default("TIDELOG_MAP_SIZE_GB", "64")),
-        help="LMDB map size (address space, not disk; default %(default)s)",
+        help="the most the LMDB map may grow to (address space, not disk; default %(default)s)",
+    )
+    serve.add_argument(
+        "--initial-map-size-mb",
+        type=float,
+        default=float(env_default("TIDELOG_INITIAL_MAP_SIZE_MB", "64")),
+        help="where the map starts (at least twice the data already there); it doubles when full",
     )
     serve.add_argument(
         "--retention-ms",
@@ -95,6 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         fsync_interval_ms=args.fsync_interval_ms,
         map_size_bytes=int(args.map_size_gb * (1 << 30)),
+        initial_map_size_bytes=max(1 << 20, int(args.initial_map_size_mb * (1 << 20))),
         max_partitions=args.max_partitions,
         subscribe_heartbeat_ms=args.heartbeat_ms,
         ready_file=args.ready_file,

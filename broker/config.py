@@ -26,7 +26,8 @@ class Settings:
     advertise: str = ""
     fsync: FsyncMode = "always"
     fsync_interval_ms: int = 1000
-    map_size_bytes: int = 64 << 30
+    map_size_bytes: int = 64 << 30  # the most the map may grow to
+    initial_map_size_bytes: int = 64 << 20
     max_partitions: int = 10_000
     subscribe_heartbeat_ms: int = 5000
     ready_file: Path | None = None

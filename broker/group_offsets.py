@@ -106,6 +106,7 @@ class DeleteGroupOffsetsOp:
 
     group: str
     write_bytes = 0
+    frees_space = True
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> bool:
         prefix = group_prefix(self.group)

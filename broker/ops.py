@@ -189,6 +189,7 @@ class CreateTopicOp:
 class DeleteTopicOp:
     name: str
     write_bytes = 0
+    frees_space = True
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> TopicRecord:
         topic = _require_topic(store, txn, self.name)
@@ -225,6 +226,7 @@ class PurgeTopicOp:
     topic_id: int
     limit: int = 2000
     write_bytes = 1 << 30  # deleting thousands of keys: never on the event loop
+    frees_space = True  # may use the map's reserve when it is full
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> bool:
         prefix = TOPIC_ID.pack(self.topic_id)

@@ -78,6 +78,7 @@ class TrimHeadOp:
     partition: int
     new_start: int
     write_bytes = 1 << 30  # many deletes: on the writer thread
+    frees_space = True  # may use the map's reserve when it is full
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> PartitionStats:
         stats_key = PARTITION_KEY.pack(self.topic.id, self.partition)

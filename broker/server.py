@@ -33,7 +33,12 @@ SHUTDOWN_GRACE_S = 5.0
 
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
-    store = Store(settings.data_dir, sync=settings.fsync == "always", map_size=settings.map_size_bytes)
+    store = Store(
+        settings.data_dir,
+        sync=settings.fsync == "always",
+        map_size=settings.initial_map_size_bytes,
+        max_map_size=settings.map_size_bytes,
+    )
     registry = TopicRegistry(settings.topic_defaults)
     topics, deleting = store.load()
     for record, stats in topics:

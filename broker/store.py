@@ -16,6 +16,7 @@ Keys are fixed-width big-endian so that LMDB's key order is log order.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +81,13 @@ class FormatMismatch(Exception):
 
 
 class Store:
-    def __init__(self, path: Path, *, sync: bool, map_size: int) -> None:
+    def __init__(self, path: Path, *, sync: bool, map_size: int, max_map_size: int | None = None) -> None:
+        """`map_size`: where the map starts (at least the data already there); it grows up to `max_map_size`."""
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        existing = (path / "data.mdb").stat().st_size if (path / "data.mdb").exists() else 0
+        self.max_map_size = max(max_map_size or map_size, existing)
+        map_size = min(self.max_map_size, max(map_size, existing * 2))
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -107,12 +112,14 @@ class Store:
         """Refuse a data directory written by an incompatible Tidelog or LMDB (a patch release of
         either is compatible: LMDB's on-disk format is fixed within a major.minor series)."""
         lmdb_format = LMDB_FORMAT.encode()
-        with self.env.begin(write=True, db=self.meta) as txn:
+        with self.env.begin(db=self.meta) as txn:
             found, found_lmdb = txn.get(b"format"), txn.get(b"lmdb_format")
-            if found is None:
-                txn.put(b"format", str(FORMAT_VERSION).encode())
-            if found_lmdb is None:
-                txn.put(b"lmdb_format", lmdb_format)  # a new directory, or one from before this check
+        if found is None or found_lmdb is None:  # a new directory, or one from before the LMDB check
+            with self.env.begin(write=True, db=self.meta) as txn:
+                if found is None:
+                    txn.put(b"format", str(FORMAT_VERSION).encode())
+                if found_lmdb is None:
+                    txn.put(b"lmdb_format", lmdb_format)
         problems = []
         if found is not None and int(found) != FORMAT_VERSION:
             problems.append(f"Tidelog format {int(found)} (this broker reads format {FORMAT_VERSION})")
@@ -128,6 +135,28 @@ class Store:
                 "(and py-lmdb) that wrote it, copy its topics into a fresh --data-dir with that release, or start "
                 "this one on a fresh --data-dir"
             )
+
+    def free_disk_bytes(self) -> int:
+        stat = os.statvfs(self.path)
+        return stat.f_bavail * stat.f_frsize
+
+    @property
+    def map_reserve(self) -> int:
+        """The top of the map kept for writes that free space: LMDB needs new pages even to delete."""
+        return min(self.max_map_size // 8, 256 << 20)
+
+    def grow_map(self, into_reserve: bool = False) -> bool:
+        """Double the map, up to max_map_size less the reserve (into it for writes that free space);
+        False at the limit. No transaction may be open in this process (the writer calls it between
+        commits, on the event loop)."""
+        current = self.env.info()["map_size"]
+        limit = self.max_map_size if into_reserve else self.max_map_size - self.map_reserve
+        grown = min(limit, max(current * 2, current + (1 << 20)))
+        if grown <= current:
+            return False
+        self.env.set_mapsize(grown)
+        log.info("map_grown", map_size=grown, max_map_size=self.max_map_size)
+        return True
 
     def close(self) -> None:
         self.env.sync(True)

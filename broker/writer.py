@@ -36,7 +36,15 @@ MAX_OPS_PER_COMMIT = 4096
 # Groups writing at most this much commit on the event loop when the writer thread is idle.
 INLINE_COMMIT_MAX_BYTES = 64 << 10
 
+# A commit that fails while the disk has less than this (plus the group's size) free is a full disk.
+DISK_FULL_BELOW_BYTES = 16 << 20
+
 _Group = list[tuple[WriteOp, "asyncio.Future[Any]"]]
+
+
+def _group_bytes(batch: _Group) -> int:
+    """What the group's records take (ops that only delete say 1 GiB to stay off the loop: not counted)."""
+    return sum(op.write_bytes for op, _ in batch if op.write_bytes < 1 << 30)
 
 
 class Writer:
@@ -52,6 +60,7 @@ class Writer:
         self._syncer_stop = threading.Event()
         self._syncer: threading.Thread | None = None
         self._closed = False
+        self._loop_thread = 0
         self._pending: _Group = []  # submitted, not yet committed or handed to the thread
         self._flush_scheduled = False
         self._thread_ops = 0  # handed to the thread, not yet published
@@ -59,6 +68,7 @@ class Writer:
         self.ops_committed = 0
 
     def start(self) -> None:
+        self._loop_thread = threading.get_ident()  # start() runs on the event loop
         self._thread.start()
         if self._fsync_interval_s is not None:
             self._syncer = threading.Thread(target=self._sync_periodically, name="tidelog-fsync", daemon=True)
@@ -128,39 +138,96 @@ class Writer:
                     return
 
     def _commit(self, batch: _Group) -> list[Any]:
+        """One group commit: each op's outcome, or the same error for all when the commit failed.
+
+        A full map grows (up to --map-size-gb, less a reserve) and the group is committed again. A
+        map that cannot grow answers STORAGE_FULL, except to ops that free space (deleting a topic,
+        retention): they are committed on their own, into the reserve. A full disk answers
+        STORAGE_FULL too. The next commit tries afresh, so writes go through again once pages are free.
+        """
+        while True:
+            try:
+                return self._commit_once(batch)
+            except lmdb.MapFullError:
+                if self._grow_map(into_reserve=False):
+                    continue
+                return self._commit_when_full(batch)
+            except lmdb.Error as err:
+                # A full disk shows as ENOSPC, or as EIO when a write comes up short: ask the disk.
+                free = self._store.free_disk_bytes()
+                if isinstance(err, lmdb.DiskError) or free < DISK_FULL_BELOW_BYTES + _group_bytes(batch):
+                    log.error("disk_full", data_dir=str(self._store.path), free_bytes=free, error=str(err))
+                    full = BrokerError(
+                        "STORAGE_FULL",
+                        f"the disk holding {self._store.path} is full ({free >> 20} MiB free): free space there, "
+                        "delete topics or lower retention; writes resume once there is room",
+                    )
+                    return [full] * len(batch)
+                log.exception("commit_failed", ops=len(batch))
+                return [BrokerError("INTERNAL", "the broker could not commit this write; see its log")] * len(batch)
+
+    def _commit_when_full(self, batch: _Group) -> list[Any]:
+        log.error("storage_full", map_size=self._store.env.info()["map_size"])
+        full = BrokerError(
+            "STORAGE_FULL",
+            f"the broker's LMDB map is at its limit ({self._store.max_map_size >> 20} MiB): delete topics, lower "
+            "retention, or restart the broker with a larger --map-size-gb; writes resume once pages are free",
+        )
+        freeing = [(i, item) for i, item in enumerate(batch) if getattr(item[0], "frees_space", False)]
+        outcomes: list[Any] = [full] * len(batch)
+        if freeing:
+            group = [item for _, item in freeing]
+            while True:
+                try:
+                    results = self._commit_once(group)
+                    break
+                except lmdb.MapFullError:
+                    if not self._grow_map(into_reserve=True):
+                        return outcomes
+                except lmdb.Error:
+                    log.exception("commit_failed", ops=len(group))
+                    return outcomes
+            for (i, _), result in zip(freeing, results, strict=True):
+                outcomes[i] = result
+        return outcomes
+
+    def _commit_once(self, batch: _Group) -> list[Any]:
         env = self._store.env
         now_ms = int(time.time() * 1000)
         outcomes: list[Any] = []
-        try:
-            with env.begin(write=True) as txn:
-                for op, _ in batch:
-                    child = env.begin(write=True, parent=txn)
-                    try:
-                        outcomes.append(op.apply(self._store, child, now_ms))
-                        child.commit()
-                    except BrokerError as err:
-                        child.abort()
-                        outcomes.append(err)
-                    except lmdb.MapFullError:
-                        child.abort()
-                        raise
-                    except Exception:
-                        child.abort()
-                        log.exception("write_op_failed", op=type(op).__name__)
-                        outcomes.append(BrokerError("INTERNAL", "the broker failed to apply this write; see its log"))
-        except lmdb.MapFullError:
-            log.error("storage_full", map_size=env.info()["map_size"])
-            full = BrokerError(
-                "STORAGE_FULL",
-                "the broker's storage map is full; delete topics or restart the broker with a larger --map-size",
-            )
-            return [full] * len(batch)
-        except lmdb.Error:
-            log.exception("commit_failed", ops=len(batch))
-            return [BrokerError("INTERNAL", "the broker could not commit this write; see its log")] * len(batch)
+        with env.begin(write=True) as txn:
+            for op, _ in batch:
+                child = env.begin(write=True, parent=txn)
+                try:
+                    outcomes.append(op.apply(self._store, child, now_ms))
+                    child.commit()
+                except BrokerError as err:
+                    child.abort()
+                    outcomes.append(err)
+                except (lmdb.MapFullError, lmdb.DiskError):
+                    child.abort()
+                    raise
+                except Exception:
+                    child.abort()
+                    log.exception("write_op_failed", op=type(op).__name__)
+                    outcomes.append(BrokerError("INTERNAL", "the broker failed to apply this write; see its log"))
         self.commits += 1
         self.ops_committed += len(batch)
         return outcomes
+
+    def _grow_map(self, into_reserve: bool) -> bool:
+        """Grow the map with no transaction open in this process: on the event loop, where reads run
+        in short synchronous transactions, while this thread (the only writer) has none open."""
+        if threading.get_ident() == self._loop_thread:
+            return self._store.grow_map(into_reserve)
+
+        async def grow() -> bool:
+            return self._store.grow_map(into_reserve)
+
+        try:
+            return asyncio.run_coroutine_threadsafe(grow(), self._loop).result()
+        except RuntimeError:  # the loop is gone
+            return False
 
     def _publish_from_thread(self, batch: _Group, outcomes: list[Any]) -> None:
         self._thread_ops -= len(batch)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -51,9 +51,12 @@ class BrokerProcess:
     clients that reconnect find the broker again.
     """
 
-    def __init__(self, data_dir: Path, *extra_args: str) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, wrapper: Sequence[str] = ()) -> None:
+        """`extra_args` go to `tidelog serve`; `wrapper` is a command the broker runs under
+        (it must end by running the command line it is given)."""
         self.data_dir = Path(data_dir)
         self.extra_args = extra_args
+        self.wrapper = tuple(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
         self.address = ""
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
@@ -66,6 +69,7 @@ class BrokerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "broker",
