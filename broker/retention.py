@@ -1,5 +1,5 @@
 """Retention: which head batches of a partition may go (pure), the op that lets them go, and the
-cleaner that runs it every --cleaner-interval-ms.
+cleaner that runs it — and compaction (broker.compaction) — every --cleaner-interval-ms.
 
 As in Kafka, whole batches leave from the head only: a batch goes when its newest timestamp is
 older than retention.ms, or while the partition without it still holds at least retention.bytes.
@@ -16,16 +16,19 @@ from typing import Any
 
 import structlog
 
+from broker import compaction
 from broker.batches import VALUE_HEADER
 from broker.errors import BrokerError
 from broker.store import LOG_KEY, PARTITION_KEY, PartitionStats, Store
-from broker.topics import TopicRegistry, TopicState
+from broker.topics import PartitionState, TopicRegistry, TopicState
 from broker.writer import Writer
 
 log = structlog.get_logger("tidelog.retention")
 
 # Batches looked at per partition and pass: bounds the time one pass keeps the loop.
 HEADS_PER_PASS = 2000
+# A compacted partition with no new records is looked at again after this long (tombstones age).
+RECOMPACT_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Cleaner:
         self._interval_s = interval_s
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._compacted: dict[tuple[int, int], tuple[int, float]] = {}  # (high watermark, when) last compacted
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -147,7 +151,34 @@ class Cleaner:
                 log.exception("retention_pass_failed")
 
     async def run_once(self) -> int:
-        """One pass over every partition; how many were trimmed."""
+        """One pass over every partition (retention, then compaction); how many were changed."""
+        changed = await self._apply_retention()
+        for topic in self._registry.sorted():
+            if topic.compacted and not topic.deleted:
+                for partition in topic.partitions:
+                    changed += await self._compact(topic, partition)
+        return changed
+
+    async def _compact(self, topic: TopicState, partition: PartitionState) -> int:
+        """Compact a partition that has new records, or has not been looked at for a minute."""
+        key = (topic.id, partition.partition)
+        now = self._clock()
+        end = partition.high_watermark
+        last = self._compacted.get(key)
+        if last is not None and last[0] == end and now - last[1] < RECOMPACT_AFTER_S:
+            return 0
+        self._compacted[key] = (end, now)
+        rewrites = await asyncio.to_thread(
+            compaction.plan, self._store, topic, partition.partition, end, int(now * 1000)
+        )
+        for start in range(0, len(rewrites), compaction.BATCHES_PER_OP):
+            chunk = rewrites[start : start + compaction.BATCHES_PER_OP]
+            await self._writer.submit(compaction.CompactOp(topic, partition.partition, chunk))
+        if rewrites:
+            log.info("compacted", topic=topic.name, partition=partition.partition, batches_rewritten=len(rewrites))
+        return 1 if rewrites else 0
+
+    async def _apply_retention(self) -> int:
         trimmed = 0
         for topic in self._registry.sorted():
             if not topic.deletes or (topic.retention_ms < 0 and topic.retention_bytes < 0):

@@ -15,9 +15,12 @@ Keys are fixed-width big-endian so that LMDB's key order is log order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,9 @@ class Store:
         existing = (path / "data.mdb").stat().st_size if (path / "data.mdb").exists() else 0
         self.max_map_size = max(max_map_size or map_size, existing)
         map_size = min(self.max_map_size, max(map_size, existing * 2))
+        # Held by reads on threads other than the event loop's, and by a map resize (which must not
+        # run while any transaction of this process is open).
+        self._resize_lock = threading.Lock()
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -136,6 +142,12 @@ class Store:
                 "this one on a fresh --data-dir"
             )
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a read transaction on a worker thread: a map resize waits for it to end."""
+        with self._resize_lock:
+            yield
+
     def free_disk_bytes(self) -> int:
         stat = os.statvfs(self.path)
         return stat.f_bavail * stat.f_frsize
@@ -154,7 +166,8 @@ class Store:
         grown = min(limit, max(current * 2, current + (1 << 20)))
         if grown <= current:
             return False
-        self.env.set_mapsize(grown)
+        with self._resize_lock:
+            self.env.set_mapsize(grown)
         log.info("map_grown", map_size=grown, max_map_size=self.max_map_size)
         return True
 

@@ -89,3 +89,14 @@ def test_stored_batch_passes_through_and_slices() -> None:
         frame_batches([wire, wire]) + broker_pb2.FetchResponse(high_watermark=7).SerializeToString()
     )
     assert len(framed.batches) == 2 and framed.high_watermark == 7
+
+
+def test_compaction_keeps_runs_of_survivors_at_their_offsets() -> None:
+    from broker.compaction import _runs
+
+    batch = records_pb2.RecordBatch(records=[records_pb2.Record(key=b"k%d" % i, value=b"v%d" % i) for i in range(5)])
+    runs = _runs(batch, 100, [False, True, True, False, True], append_ms=7)
+    assert [base for base, _ in runs] == [101, 104]
+    first = records_pb2.RecordBatch.FromString(runs[0][1][HEADER_SIZE:])
+    assert first.base_offset == 101 and [r.value for r in first.records] == [b"v1", b"v2"]
+    assert first.crc32c == records_crc(records_pb2.RecordBatch(records=first.records).SerializeToString())
