@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from tidelog.v1.broker_pb2 import PartitionResult
 
+from broker import time_index
 from broker.batches import build_stored
 from broker.errors import BrokerError, topic_not_found
 from broker.store import COUNTER, LOG_KEY, PARTITION_KEY, TOPIC_ID, PartitionStats, Store, TopicRecord
@@ -93,6 +94,7 @@ class ProduceOp:
                 max_ts = part.max_timestamp_ms
             value = build_stored(part.records, part.count, base, now_ms, max_ts, part.crc)
             txn.put(LOG_KEY.pack(self.topic.id, part.partition, base), value, db=store.log)
+            time_index.note_batch(txn, store.timeindex, self.topic.id, part.partition, max_ts, base)
             new_stats = PartitionStats(base + part.count, stats.log_start_offset, stats.size_bytes + len(value))
             txn.put(stats_key, new_stats.encode(), db=store.stats)
             if self.producer_id is not None and self.sequence is not None:
@@ -231,7 +233,7 @@ class PurgeTopicOp:
     def apply(self, store: Store, txn: Any, now_ms: int) -> bool:
         prefix = TOPIC_ID.pack(self.topic_id)
         removed = 0
-        for db in (store.log, store.producers):
+        for db in (store.log, store.producers, store.timeindex):
             cursor = txn.cursor(db=db)
             if not cursor.set_range(prefix):
                 continue

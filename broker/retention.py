@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from broker import compaction
+from broker import compaction, time_index
 from broker.batches import VALUE_HEADER
 from broker.errors import BrokerError
 from broker.store import LOG_KEY, PARTITION_KEY, PartitionStats, Store
@@ -103,6 +103,7 @@ class TrimHeadOp:
                 break  # only whole batches go
             removed += len(cursor.value())
             found = cursor.delete()
+        time_index.trim(txn, store.timeindex, self.topic.id, self.partition, new_start)
         trimmed = PartitionStats(stats.next_offset, new_start, max(0, stats.size_bytes - removed))
         txn.put(stats_key, trimmed.encode(), db=store.stats)
         return trimmed

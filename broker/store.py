@@ -9,6 +9,7 @@ Named databases:
   producers  (topic_id, partition, producer_id u64) -> idempotence state (broker.ops)
   deleting   topic_id -> b"" for deleted topics whose log is still being purged
   offsets    (group name, 0x00, topic_id, partition) -> committed offset (broker.group_offsets)
+  timeindex  (topic_id, partition, timestamp) -> base offset, as the largest timestamp grows (broker.time_index)
 
 Keys are fixed-width big-endian so that LMDB's key order is log order.
 """
@@ -29,6 +30,7 @@ import lmdb
 import structlog
 from tidelog.v1.records_pb2 import RecordBatch
 
+from broker import time_index
 from broker.batches import HEADER_SIZE, VALUE_HEADER, slice_wire
 
 log = structlog.get_logger("tidelog.store")
@@ -97,7 +99,7 @@ class Store:
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=8,
+            max_dbs=16,
             max_readers=1024,
             sync=sync,
             metasync=sync,
@@ -112,6 +114,7 @@ class Store:
         self.producers = self.env.open_db(b"producers")
         self.deleting = self.env.open_db(b"deleting")
         self.offsets = self.env.open_db(b"offsets")
+        self.timeindex = self.env.open_db(b"timeindex")
         self._check_format()
 
     def _check_format(self) -> None:
@@ -124,6 +127,7 @@ class Store:
             with self.env.begin(write=True, db=self.meta) as txn:
                 if found is None:
                     txn.put(b"format", str(FORMAT_VERSION).encode())
+                    txn.put(b"time_index", b"complete")  # every batch of a new directory is indexed
                 if found_lmdb is None:
                     txn.put(b"lmdb_format", lmdb_format)
         problems = []
@@ -134,6 +138,9 @@ class Store:
                 f"LMDB data format {bytes(found_lmdb).decode()} (this broker's LMDB library is {LMDB_FORMAT}.x, "
                 f"py-lmdb {lmdb.__version__})"
             )
+        with self.env.begin(db=self.meta) as txn:
+            # A directory from before the time index has batches it never saw: lookups scan there.
+            self.time_index_complete = txn.get(b"time_index") == b"complete"
         if problems:
             self.env.close()
             raise FormatMismatch(
@@ -253,13 +260,20 @@ class Store:
     ) -> tuple[int, int] | None:
         """The first (offset, timestamp) whose timestamp is >= timestamp_ms, or None.
 
-        Scans batch headers (max_timestamp_ms needs no parse) and parses only the batch
-        that holds the answer; a time index replaces the scan with a seek.
+        Seeks with the time index, then scans batch headers (max_timestamp_ms needs no parse)
+        and parses only the batch that holds the answer.
         """
         prefix = PARTITION_KEY.pack(topic_id, partition)
         with self.env.begin(db=self.log, buffers=True) as txn:
+            if self.time_index_complete:
+                indexed = time_index.scan_start(txn, self.timeindex, topic_id, partition, timestamp_ms, start)
+                if indexed is None:
+                    return None
+                begin = max(indexed, start)
+            else:
+                begin = start
             cursor = txn.cursor()
-            if not _seek(cursor, prefix, start):
+            if not _seek(cursor, prefix, begin):
                 return None
             while True:
                 base = LOG_KEY.unpack(cursor.key())[2]

@@ -97,3 +97,43 @@ def test_the_cleaner_applies_retention_by_bytes(cleaning_broker: BrokerProcess) 
         wait_for(lambda: describe(admin, "bounded").size_bytes < 1500)
         partition = describe(admin, "bounded")
         assert partition.size_bytes >= 1000 and partition.high_watermark == 20
+
+
+def test_time_lookups_after_retention_start_at_the_new_log_start(cleaning_broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(cleaning_broker.address) as channel:
+        admin, stub = AdminStub(channel), BrokerStub(channel)
+        admin.CreateTopic(admin_pb2.CreateTopicRequest(name="dated", configs={"retention.ms": "-1"}))
+        now = int(time.time() * 1000)
+        stamps = [now - 5000, now - 1000, now - 3000, now - 500, now - 4000]  # one batch each
+        produce(stub, "dated", *stamps)
+        size = describe(admin, "dated").size_bytes
+        one_batch = size // 5
+        admin.AlterTopicConfigs(
+            admin_pb2.AlterTopicConfigsRequest(name="dated", configs={"retention.bytes": str(size - 2 * one_batch)})
+        )
+        wait_for(lambda: describe(admin, "dated").log_start_offset == 2)
+
+        def lookup(ts: int) -> int:
+            request = broker_pb2.ListOffsetsRequest(topic="dated", partition=0, timestamp_ms=ts)
+            return stub.ListOffsets(request).offset
+
+        assert lookup(0) == 2  # the first record kept
+        assert lookup(now - 3500) == 2  # now-3000 at offset 2
+        assert lookup(now - 2000) == 3
+        assert lookup(now - 600) == 3
+        assert lookup(now) == 5  # none that new: the high watermark
+
+
+def test_time_lookups_after_retention_dropped_the_newest_batch_so_far(cleaning_broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(cleaning_broker.address) as channel:
+        admin, stub = AdminStub(channel), BrokerStub(channel)
+        admin.CreateTopic(admin_pb2.CreateTopicRequest(name="backdated", configs={"retention.ms": "-1"}))
+        now = int(time.time() * 1000)
+        produce(stub, "backdated", now, now - 9000, now - 8000)  # later batches are older
+        size = describe(admin, "backdated").size_bytes
+        admin.AlterTopicConfigs(
+            admin_pb2.AlterTopicConfigsRequest(name="backdated", configs={"retention.bytes": str(size - size // 3)})
+        )
+        wait_for(lambda: describe(admin, "backdated").log_start_offset == 1)
+        found = stub.ListOffsets(broker_pb2.ListOffsetsRequest(topic="backdated", partition=0, timestamp_ms=now - 8500))
+        assert found.offset == 2  # now-8000, although the batch that raised the newest timestamp is gone
