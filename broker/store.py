@@ -101,7 +101,10 @@ class Store:
             map_size=map_size,
             max_dbs=16,
             max_readers=1024,
-            sync=sync,
+            # --fsync interval: data pages are still synced at each commit, only the meta page waits
+            # for the timed env.sync(). A power loss then rolls back to an older, intact transaction;
+            # sync=False (MDB_NOSYNC) could leave a damaged file where writes are reordered.
+            sync=True,
             metasync=sync,
             readahead=False,
         )
