@@ -114,18 +114,23 @@ class ProduceOp:
     ) -> PartitionResult | None:
         """The original result of a retried batch, None for the next batch in order, else an error."""
         value = txn.get(self._producer_key(part), db=store.producers)
-        if value is None:
-            return None  # a new producer (or one whose state expired) starts where it says
-        entries = [
-            PRODUCER_ENTRY.unpack_from(value, PRODUCER_HEAD.size + i * PRODUCER_ENTRY.size)
-            for i in range((len(value) - PRODUCER_HEAD.size) // PRODUCER_ENTRY.size)
-        ]
+        entries = (
+            [
+                PRODUCER_ENTRY.unpack_from(value, PRODUCER_HEAD.size + i * PRODUCER_ENTRY.size)
+                for i in range((len(value) - PRODUCER_HEAD.size) // PRODUCER_ENTRY.size)
+            ]
+            if value is not None
+            else []
+        )
         for first_seq, count, base, append_ms in entries:
             if first_seq == self.sequence and count == part.count:
                 return PartitionResult(
                     partition=part.partition, base_offset=base, record_count=count, log_append_time_ms=append_ms
                 )
-        expected = entries[-1][0] + entries[-1][1]
+        # A producer the partition has no state for starts at 0: a later batch arriving first (its
+        # predecessor refused) must not be written, or the producer, which resends both in order,
+        # would see them out of order.
+        expected = entries[-1][0] + entries[-1][1] if entries else 0
         if self.sequence != expected:
             raise BrokerError(
                 "OUT_OF_ORDER_SEQUENCE",

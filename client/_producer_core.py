@@ -112,7 +112,7 @@ class _Partition:
         "next_sequence",
         "paused",
         "queue",
-        "reset_sequence",
+        "renumber_from",
         "retry",
     )
 
@@ -121,8 +121,11 @@ class _Partition:
         self.in_flight = 0
         self.is_ready = False  # listed in the core's ready queue
         self.next_sequence = 0
-        self.held = False  # a batch failed: wait for the in-flight ones, then continue from reset_sequence
-        self.reset_sequence = 0
+        self.held = False  # a batch was refused: wait for the in-flight ones, then resend in order
+        # Set when the broker expects a sequence the batches to resend do not start at (a batch failed
+        # for good, or the broker lost records): they are numbered again from there. Otherwise a
+        # batch keeps its sequence for life, so a resend of one already written is recognised.
+        self.renumber_from: int | None = None
         self.retry: list[Batch] = []  # refused batches to send again once the hold ends
         self.attempts = 0  # consecutive retriable refusals, for backoff
         self.paused = False  # backing off after a retriable refusal
@@ -504,23 +507,21 @@ class ProducerCore:
         with self._lock:
             part = self._parts[tp]
             part.in_flight -= 1
+            part.held = True
             if error.reason == "OUT_OF_ORDER_SEQUENCE":
-                # Behind a refused batch (held), or the broker lost records it had (a crash with
-                # --fsync interval): either way this batch was not written; send it again in order.
-                if not part.held:
+                # Behind a refused batch (then the broker expects the first batch to resend), after a
+                # batch that failed for good, or the broker lost records (a crash with --fsync interval).
+                expected = int(error.metadata.get("expected_sequence", batch.sequence or 0))
+                first_to_resend = min(b.sequence or 0 for b in [*part.retry, batch])
+                if expected != first_to_resend:
                     log.warning(
                         "sequence reset by the broker", topic=batch.topic, partition=batch.partition, error=str(error)
                     )
-                    part.held = True
-                    part.reset_sequence = int(error.metadata.get("expected_sequence", batch.sequence or 0))
+                    part.renumber_from = expected if part.renumber_from is None else min(part.renumber_from, expected)
                 part.retry.append(batch)
             else:
                 if error.reason == "TOPIC_NOT_FOUND":
                     self._partitions.pop(batch.topic, None)
-                if not part.held:
-                    part.held = True
-                    expected = error.metadata.get("expected_sequence")
-                    part.reset_sequence = int(expected) if expected else (batch.sequence or 0)
                 if error.retriable and not self._expired(batch):
                     part.attempts += 1
                     part.retry.append(batch)
@@ -534,8 +535,9 @@ class ProducerCore:
         """Release a hold once nothing of the partition is in flight (lock held)."""
         if part.held and part.in_flight == 0:
             part.held = False
-            if self._idempotent:
-                part.next_sequence = part.reset_sequence
+            if self._idempotent and part.renumber_from is not None:
+                part.next_sequence = part.renumber_from
+                part.renumber_from = None
                 for batch in part.retry:
                     batch.sequence = None
             part.queue.extendleft(reversed(part.retry))
@@ -571,9 +573,7 @@ class ProducerCore:
                 if reconnect:
                     part.queue.appendleft(batch)
                 else:
-                    failed.append(batch)
-                    if batch.sequence is not None:
-                        part.next_sequence = batch.sequence
+                    failed.append(batch)  # it may have been written: its sequence is not used again
             for tp, part in self._parts.items():
                 part.is_ready = False
                 self._after_answer(tp, part)

@@ -1,7 +1,8 @@
 """The producer's retry and idempotence logic against a model broker that misbehaves at random.
 
 The model keeps the broker's rules (per producer and partition: the last five batches, the next
-expected sequence, OUT_OF_ORDER_SEQUENCE on a gap) and, with fixed seeds, refuses batches with a
+expected sequence, 0 for a producer new to the partition, OUT_OF_ORDER_SEQUENCE on a gap) and, with
+fixed seeds, refuses batches with a
 retriable error, loses answers after writing, and breaks the stream before writing. Whatever
 happens, every record must end up in the log exactly once, in send order per partition.
 """
@@ -43,23 +44,22 @@ class ModelBroker:
             answer.error.CopyFrom(broker_pb2.ProduceError(code=14, message="shutting down", reason="SHUTTING_DOWN"))
             return answer
         partition, count = request.partition, len(request.records)
-        seen = self.producers.get((request.producer_id, partition))
-        if seen:
-            for first, n, base in seen:
-                if first == request.sequence and n == count:
-                    answer.results.add(partition=partition, base_offset=base, record_count=n)
-                    return answer
-            expected = seen[-1][0] + seen[-1][1]
-            if request.sequence != expected:
-                answer.error.CopyFrom(
-                    broker_pb2.ProduceError(
-                        code=9,
-                        message="gap",
-                        reason="OUT_OF_ORDER_SEQUENCE",
-                        metadata={"expected_sequence": str(expected)},
-                    )
-                )
+        seen = self.producers.get((request.producer_id, partition), [])
+        for first, n, base in seen:
+            if first == request.sequence and n == count:
+                answer.results.add(partition=partition, base_offset=base, record_count=n)
                 return answer
+        expected = seen[-1][0] + seen[-1][1] if seen else 0  # a producer new to the partition starts at 0
+        if request.sequence != expected:
+            answer.error.CopyFrom(
+                broker_pb2.ProduceError(
+                    code=9,
+                    message="gap",
+                    reason="OUT_OF_ORDER_SEQUENCE",
+                    metadata={"expected_sequence": str(expected)},
+                )
+            )
+            return answer
         base = len(self.log[partition])
         self.log[partition].extend(r.value for r in request.records)
         batches = self.producers.setdefault((request.producer_id, partition), [])
@@ -131,7 +131,7 @@ async def produce_through(broker: ModelBroker, records: int) -> list[Any]:
     return futures
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(24))
 def test_every_record_lands_once_in_order_whatever_fails(seed: int) -> None:
     broker = ModelBroker(random.Random(seed), refuse=0.05, lose_answer=0.03, break_before=0.03)
     futures = asyncio.run(produce_through(broker, 3000))
