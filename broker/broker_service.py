@@ -15,6 +15,7 @@ from broker import config
 from broker.batches import frame_batches
 from broker.config import Settings
 from broker.errors import BrokerError, invalid_request, topic_not_found
+from broker.metrics import Metrics
 from broker.names import check_limit
 from broker.ops import InitProducerOp, ProduceOp
 from broker.produce import check_partition, prepare_produce
@@ -54,8 +55,15 @@ def offset_out_of_range(topic: TopicState, partition: PartitionState, offset: in
 
 class BrokerService:
     def __init__(
-        self, settings: Settings, registry: TopicRegistry, store: Store, writer: Writer, advertised: str
+        self,
+        settings: Settings,
+        registry: TopicRegistry,
+        store: Store,
+        writer: Writer,
+        advertised: str,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -82,7 +90,13 @@ class BrokerService:
 
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
         op = prepare_produce(request, self._registry, request.ByteSize())
-        return produce_response(op, await self._writer.submit(op), 0)
+        results = await self._writer.submit(op)
+        self._count_produced(op, results)
+        return produce_response(op, results, 0)
+
+    def _count_produced(self, op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]]) -> None:
+        records = sum(result.record_count for result, _, _ in results)
+        self._metrics.produced(op.topic.name, records, op.write_bytes)
 
     async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
         return broker_pb2.InitProducerResponse(producer_id=await self._writer.submit(InitProducerOp()))
@@ -101,9 +115,9 @@ class BrokerService:
                     request_id, topic = request.request_id, request.topic
                     try:
                         op = prepare_produce(request, self._registry, len(raw))
-                        await pipeline.put((request_id, op, self._writer.submit(op)))
+                        await pipeline.put((request_id, op, self._writer.submit(op), time.perf_counter()))
                     except Exception as exc:
-                        await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream")))
+                        await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream"), 0.0))
                 await pipeline.put(end)
             except BrokerError as err:  # undecodable bytes: a protocol violation ends the stream
                 await pipeline.put(err)
@@ -113,14 +127,18 @@ class BrokerService:
             while (item := await pipeline.get()) is not end:
                 if isinstance(item, BrokerError):
                     raise item
-                request_id, subject, outcome = item
+                request_id, subject, outcome, accepted = item
                 if isinstance(outcome, BrokerError):
                     yield _produce_error(request_id, subject, outcome)
                     continue
                 try:
-                    yield produce_response(subject, await outcome, request_id)
+                    results = await outcome
                 except BrokerError as err:
                     yield _produce_error(request_id, subject.topic.name, err)
+                    continue
+                self._count_produced(subject, results)
+                self._metrics.observe("ProduceStream", time.perf_counter() - accepted)
+                yield produce_response(subject, results, request_id)
         finally:
             acceptor.cancel()
 
@@ -150,6 +168,7 @@ class BrokerService:
         result = self._store.read(
             topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes
         )
+        self._metrics.fetched(topic.name, result.next_offset - offset, sum(len(b) for b in result.batches))
         return fetch_response(result.batches, partition, result.next_offset)
 
     async def subscribe(self, request: broker_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
@@ -175,6 +194,10 @@ class BrokerService:
                     max_bytes,
                 )
                 # No batch below the high watermark from here means nothing is left to skip to.
+                if result.batches:
+                    self._metrics.fetched(
+                        topic.name, result.next_offset - next_offset, sum(len(b) for b in result.batches)
+                    )
                 next_offset = result.next_offset if result.batches else partition.high_watermark
                 yield fetch_response(result.batches, partition, next_offset)
                 continue

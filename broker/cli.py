@@ -69,6 +69,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=int(env_default("TIDELOG_CLEANER_INTERVAL_MS", "10000")),
         help="how often retention runs (default %(default)s)",
     )
+    serve.add_argument(
+        "--metrics-listen",
+        default=env_default("TIDELOG_METRICS_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
     serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
     serve.add_argument("--heartbeat-ms", type=int, default=5000, help="Subscribe heartbeat during silence")
     serve.add_argument("--ready-file", type=Path, help="write the bound HOST:PORT here once serving")
@@ -90,6 +96,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"tidelog: {err}") from None
     if args.fsync_interval_ms < 1:
         raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
+    if args.metrics_listen:
+        try:
+            check_listen(args.metrics_listen)
+        except ValueError as err:
+            raise SystemExit(f"tidelog: --metrics-listen: {err}") from None
     if args.cleaner_interval_ms < 1:
         raise SystemExit("tidelog: --cleaner-interval-ms must be >= 1")
     if args.retention_ms < -1 or args.retention_bytes < -1:
@@ -110,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         retention_ms=args.retention_ms,
         retention_bytes=args.retention_bytes,
         cleaner_interval_ms=args.cleaner_interval_ms,
+        metrics_listen=args.metrics_listen,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

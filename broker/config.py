@@ -36,6 +36,7 @@ class Settings:
     retention_ms: int = 604_800_000  # for topics that do not set retention.ms
     retention_bytes: int = -1
     cleaner_interval_ms: int = 10_000
+    metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint; empty: none
 
     @property
     def topic_defaults(self) -> dict[str, str]:

@@ -23,6 +23,7 @@ from broker.group_offsets import (
     group_names,
 )
 from broker.groups import Coordinator, Group, Member
+from broker.metrics import Metrics
 from broker.names import check_group_name
 from broker.produce import check_partition
 from broker.rpc import Context, Response, bidi_stream, parse, unary
@@ -54,7 +55,10 @@ def group_not_found(name: str) -> BrokerError:
 
 
 class GroupService:
-    def __init__(self, registry: TopicRegistry, store: Store, writer: Writer, coordinator: Coordinator) -> None:
+    def __init__(
+        self, registry: TopicRegistry, store: Store, writer: Writer, coordinator: Coordinator, metrics: Metrics
+    ) -> None:
+        self._metrics = metrics
         self._registry = registry
         self._store = store
         self._writer = writer
@@ -230,7 +234,9 @@ class GroupService:
             member.positions[tp] = read.next_offset if read.batches else partition.high_watermark
             if not read.batches:
                 continue
-            member.credit_bytes -= sum(len(b) for b in read.batches)
+            sent = sum(len(b) for b in read.batches)
+            member.credit_bytes -= sent
+            self._metrics.fetched(tp[0], read.next_offset - position, sent)
             if member.credit_records is not None:
                 member.credit_records -= read.next_offset - position
             member.cursor = (member.cursor + step + 1) % len(tps)

@@ -10,8 +10,9 @@ answered INTERNAL without leaking a traceback.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc
 import structlog
@@ -60,6 +61,24 @@ async def abort(context: Context, err: BrokerError) -> None:
     await context.abort(err.code, err.message, trailing_metadata=status_metadata(err))
 
 
+class Observer(Protocol):
+    def observe(self, method: str, seconds: float) -> None: ...
+
+    def stream_opened(self, method: str, delta: int) -> None: ...
+
+
+class _NoObserver:
+    def observe(self, method: str, seconds: float) -> None:
+        pass
+
+    def stream_opened(self, method: str, delta: int) -> None:
+        pass
+
+
+# Request times and open streams go here (broker.metrics, once the server has set it up).
+observer: Observer = _NoObserver()
+
+
 UnaryFn = Callable[[Any, Context], Awaitable[Response]]
 StreamFn = Callable[[Any, Context], AsyncIterator[Response]]
 BidiFn = Callable[[AsyncIterator[bytes], Context], AsyncIterator[Response]]
@@ -67,12 +86,15 @@ BidiFn = Callable[[AsyncIterator[bytes], Context], AsyncIterator[Response]]
 
 def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: Context) -> Response:
+        began = time.perf_counter()
         try:
             return await fn(parse(request_cls, raw), context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             err = as_broker_error(exc, method)
+        finally:
+            observer.observe(method, time.perf_counter() - began)
         await abort(context, err)
         raise AssertionError("unreachable: abort raises")
 
@@ -81,6 +103,7 @@ def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMetho
 
 def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: Context) -> AsyncIterator[Response]:
+        observer.stream_opened(method, 1)
         try:
             async for response in fn(parse(request_cls, raw), context):
                 yield response
@@ -89,6 +112,8 @@ def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc
             raise
         except Exception as exc:
             err = as_broker_error(exc, method)
+        finally:
+            observer.stream_opened(method, -1)
         await abort(context, err)
 
     return grpc.unary_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
@@ -96,6 +121,7 @@ def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc
 
 def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
     async def handle(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Response]:
+        observer.stream_opened(method, 1)
         try:
             async for response in fn(requests, context):
                 yield response
@@ -104,6 +130,8 @@ def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
             raise
         except Exception as exc:
             err = as_broker_error(exc, method)
+        finally:
+            observer.stream_opened(method, -1)
         await abort(context, err)
 
     return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)

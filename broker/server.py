@@ -11,12 +11,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
 
-from broker import config
+from broker import config, rpc
 from broker.admin_service import AdminService, TopicPurger
 from broker.broker_service import BrokerService
 from broker.config import Settings
 from broker.group_service import GroupService
 from broker.groups import Coordinator
+from broker.metrics import Metrics
 from broker.retention import Cleaner
 from broker.rpc import register
 from broker.store import Store
@@ -45,7 +46,9 @@ async def serve(settings: Settings) -> None:
         registry.add(TopicState(record, stats, registry.broker_defaults))
 
     interval = settings.fsync_interval_ms / 1000 if settings.fsync == "interval" else None
-    writer = Writer(store, registry, loop, interval)
+    metrics = Metrics()
+    rpc.observer = metrics
+    writer = Writer(store, registry, loop, interval, metrics)
     writer.start()
     purger = TopicPurger(writer)
 
@@ -69,8 +72,9 @@ async def serve(settings: Settings) -> None:
     advertised = settings.advertise or bound
 
     register(server, ADMIN, AdminService(settings, registry, writer, purger).handlers())
-    register(server, BROKER, BrokerService(settings, registry, store, writer, advertised).handlers())
-    groups = GroupService(registry, store, writer, Coordinator(registry))
+    register(server, BROKER, BrokerService(settings, registry, store, writer, advertised, metrics).handlers())
+    coordinator = Coordinator(registry)
+    groups = GroupService(registry, store, writer, coordinator, metrics)
     register(server, GROUPS, groups.handlers())
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -80,6 +84,9 @@ async def serve(settings: Settings) -> None:
     )
     await server.start()
     groups.start()
+    if settings.metrics_listen:
+        metrics.watch_state(loop, registry, store, coordinator)
+        metrics.serve(settings.metrics_listen)
     cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
     cleaner.start()
     for service in ("", ADMIN, BROKER, GROUPS):

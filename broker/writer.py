@@ -24,6 +24,7 @@ import lmdb
 import structlog
 
 from broker.errors import BrokerError
+from broker.metrics import Metrics
 from broker.ops import WriteOp
 from broker.store import Store
 from broker.topics import TopicRegistry
@@ -49,8 +50,14 @@ def _group_bytes(batch: _Group) -> int:
 
 class Writer:
     def __init__(
-        self, store: Store, registry: TopicRegistry, loop: asyncio.AbstractEventLoop, fsync_interval_s: float | None
+        self,
+        store: Store,
+        registry: TopicRegistry,
+        loop: asyncio.AbstractEventLoop,
+        fsync_interval_s: float | None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._registry = registry
         self._loop = loop
@@ -147,7 +154,12 @@ class Writer:
         """
         while True:
             try:
-                return self._commit_once(batch)
+                began = time.perf_counter()
+                outcomes = self._commit_once(batch)
+                if self._metrics is not None:
+                    self._metrics.commit_seconds.observe(time.perf_counter() - began)
+                    self._metrics.commit_ops.observe(len(batch))
+                return outcomes
             except lmdb.MapFullError:
                 if self._grow_map(into_reserve=False):
                     continue

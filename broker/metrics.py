@@ -1,0 +1,143 @@
+"""Prometheus metrics (`--metrics-listen HOST:PORT`, prometheus-client).
+
+Counters and histograms are updated where the work happens, once per request or commit, never per
+record. Gauges of state (partition offsets and sizes, group lag) are read at scrape time: the HTTP
+thread asks the event loop for a snapshot, since only the loop may touch that state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from broker.groups import Coordinator
+    from broker.store import Store
+    from broker.topics import TopicRegistry
+
+log = structlog.get_logger("tidelog.metrics")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.produced_records = Counter(
+            "tidelog_produced_records", "Records appended, per topic", ["topic"], registry=r
+        )
+        self.produced_bytes = Counter(
+            "tidelog_produced_bytes", "Record bytes appended, per topic", ["topic"], registry=r
+        )
+        self.fetched_records = Counter(
+            "tidelog_fetched_records",
+            "Records sent to readers (Fetch, Subscribe, groups), per topic",
+            ["topic"],
+            registry=r,
+        )
+        self.fetched_bytes = Counter(
+            "tidelog_fetched_bytes", "Batch bytes sent to readers, per topic", ["topic"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "tidelog_request_seconds",
+            "Time to answer a request, per RPC (ProduceStream: per request on the stream)",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_ops = Histogram(
+            "tidelog_commit_ops",
+            "Write ops per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "tidelog_commit_seconds", "Time of a group commit, fsync included", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.open_streams = Gauge("tidelog_open_streams", "Open streams, per RPC", ["method"], registry=r)
+
+    def produced(self, topic: str, records: int, size: int) -> None:
+        self.produced_records.labels(topic).inc(records)
+        self.produced_bytes.labels(topic).inc(size)
+
+    def fetched(self, topic: str, records: int, size: int) -> None:
+        if records > 0:
+            self.fetched_records.labels(topic).inc(records)
+            self.fetched_bytes.labels(topic).inc(size)
+
+    def watch_state(
+        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, store: Store, coordinator: Coordinator
+    ) -> None:
+        self.registry.register(_StateCollector(loop, registry, store, coordinator))
+
+    def observe(self, method: str, seconds: float) -> None:
+        self.request_seconds.labels(method).observe(seconds)
+
+    def stream_opened(self, method: str, delta: int) -> None:
+        self.open_streams.labels(method).inc(delta)
+
+    def serve(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        start_http_server(int(port), host.strip("[]") or "127.0.0.1", registry=self.registry)
+        log.info("metrics_serving", listen=address)
+
+
+class _StateCollector(Collector):
+    """Partition offsets and sizes and group lag, read on the event loop at scrape time."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, store: Store, coordinator: Coordinator
+    ) -> None:
+        self._loop = loop
+        self._registry = registry
+        self._store = store
+        self._coordinator = coordinator
+
+    def collect(self) -> Iterator[Metric]:
+        async def snapshot() -> list[Metric]:
+            return self._snapshot()
+
+        try:
+            metrics = asyncio.run_coroutine_threadsafe(snapshot(), self._loop).result(timeout=5)
+        except Exception:  # the loop is stopping or busy: a scrape without state beats a failed one
+            log.warning("metrics_snapshot_failed")
+            return iter(())
+        return iter(metrics)
+
+    def _snapshot(self) -> list[Metric]:
+        from broker.group_offsets import committed, group_names
+
+        labels = ["topic", "partition"]
+        end = GaugeMetricFamily("tidelog_partition_high_watermark", "Offset after the last record", labels=labels)
+        start = GaugeMetricFamily("tidelog_partition_log_start_offset", "First offset still kept", labels=labels)
+        size = GaugeMetricFamily("tidelog_partition_size_bytes", "Stored bytes", labels=labels)
+        topics = self._registry.sorted()
+        by_id = {topic.id: topic for topic in topics}
+        for topic in topics:
+            for p in topic.partitions:
+                key = [topic.name, str(p.partition)]
+                end.add_metric(key, p.high_watermark)
+                start.add_metric(key, p.log_start_offset)
+                size.add_metric(key, p.size_bytes)
+        lag = GaugeMetricFamily(
+            "tidelog_group_lag", "Records between a group's committed offset and the end", labels=["group", *labels]
+        )
+        members = GaugeMetricFamily("tidelog_group_members", "Live members of a group", labels=["group"])
+        for group in self._coordinator.groups():
+            members.add_metric([group.name], len(group.members))
+        for name in group_names(self._store):
+            for (topic_id, partition), offset in committed(self._store, name).items():
+                read = by_id.get(topic_id)
+                if read is not None and partition < len(read.partitions):
+                    behind = read.partitions[partition].high_watermark - offset
+                    lag.add_metric([name, read.name, str(partition)], max(0, behind))
+        return [end, start, size, lag, members]
