@@ -75,6 +75,27 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
+    serve.add_argument(
+        "--tls-cert", type=Path, default=env_path("TIDELOG_TLS_CERT"), help="serve TLS with this PEM certificate"
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, default=env_path("TIDELOG_TLS_KEY"), help="the certificate's PEM private key"
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=env_path("TIDELOG_TLS_CLIENT_CA"),
+        help="require client certificates signed by this PEM CA (mTLS)",
+    )
+    serve.add_argument(
+        "--insecure", action="store_true", help="allow plaintext on a non-loopback address (not recommended)"
+    )
+    serve.add_argument(
+        "--auth-tokens",
+        type=Path,
+        default=env_path("TIDELOG_AUTH_TOKENS"),
+        help="require bearer tokens: a file of `principal sha256-hex-of-token` lines (reloaded on SIGHUP)",
+    )
     serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
     serve.add_argument("--heartbeat-ms", type=int, default=5000, help="Subscribe heartbeat during silence")
     serve.add_argument("--ready-file", type=Path, help="write the bound HOST:PORT here once serving")
@@ -87,6 +108,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _serve(args: argparse.Namespace) -> int:
     from broker import logs
+    from broker.security import TokenFile, is_loopback
     from broker.server import serve
     from broker.store import FormatMismatch
 
@@ -96,6 +118,23 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"tidelog: {err}") from None
     if args.fsync_interval_ms < 1:
         raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("tidelog: --tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise SystemExit("tidelog: --tls-client-ca needs --tls-cert and --tls-key")
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"tidelog: {path}: no such file")
+    if not args.tls_cert and not args.insecure and not is_loopback(args.listen):
+        raise SystemExit(
+            f"tidelog: refusing plaintext on {args.listen}, which is not a loopback address: give --tls-cert and "
+            "--tls-key (and --tls-client-ca for mTLS), or --insecure if the network is yours alone"
+        )
+    if args.auth_tokens is not None:
+        try:
+            TokenFile(args.auth_tokens)
+        except ValueError as err:
+            raise SystemExit(f"tidelog: {err}") from None
     if args.metrics_listen:
         try:
             check_listen(args.metrics_listen)
@@ -122,6 +161,10 @@ def _serve(args: argparse.Namespace) -> int:
         retention_bytes=args.retention_bytes,
         cleaner_interval_ms=args.cleaner_interval_ms,
         metrics_listen=args.metrics_listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_tokens=args.auth_tokens,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:
@@ -190,6 +233,11 @@ def _backup(args: argparse.Namespace) -> int:
         store.close()
     print(f"backed up {args.data_dir} to {args.destination} ({size} bytes)")
     return 0
+
+
+def env_path(name: str) -> Path | None:
+    value = env_default(name, "")
+    return Path(value) if value else None
 
 
 def build_parser() -> argparse.ArgumentParser:

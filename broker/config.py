@@ -37,6 +37,10 @@ class Settings:
     retention_bytes: int = -1
     cleaner_interval_ms: int = 10_000
     metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint; empty: none
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)
+    auth_tokens: Path | None = None  # principal -> sha256(token) file; empty: no authentication
 
     @property
     def topic_defaults(self) -> dict[str, str]:

@@ -20,6 +20,7 @@ from broker.groups import Coordinator
 from broker.metrics import Metrics
 from broker.retention import Cleaner
 from broker.rpc import register
+from broker.security import AuthInterceptor, TokenFile, server_credentials
 from broker.store import Store
 from broker.topics import TopicRegistry, TopicState
 from broker.writer import Writer
@@ -30,6 +31,13 @@ ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 BROKER = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
 GROUPS = groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name
 SHUTDOWN_GRACE_S = 5.0
+
+
+def _reload_tokens(tokens: TokenFile) -> None:
+    try:
+        tokens.reload()
+    except (OSError, ValueError) as err:  # keep the tokens we have
+        log.error("tokens_reload_failed", path=str(tokens.path), error=str(err))
 
 
 async def serve(settings: Settings) -> None:
@@ -52,15 +60,21 @@ async def serve(settings: Settings) -> None:
     writer.start()
     purger = TopicPurger(writer)
 
+    tokens = TokenFile(settings.auth_tokens) if settings.auth_tokens else None
     server = grpc.aio.server(
+        interceptors=[AuthInterceptor(tokens)] if tokens else None,
         options=[
             ("grpc.max_receive_message_length", config.MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", config.MAX_RECEIVE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     try:
-        port = server.add_insecure_port(settings.listen)
+        if settings.tls_cert and settings.tls_key:
+            credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            port = server.add_secure_port(settings.listen, credentials)
+        else:
+            port = server.add_insecure_port(settings.listen)
     except RuntimeError:
         port = 0
     if port == 0 and not settings.listen.endswith(":0"):
@@ -97,6 +111,8 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if tokens is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload_tokens, tokens)
     log.info(
         "serving",
         listen=bound,

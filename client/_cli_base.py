@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from enum import IntEnum
+from typing import Any
 
 import grpc
 
@@ -41,8 +42,18 @@ def exit_code(err: TidelogError) -> Exit:
     return EXIT_BY_CODE.get(err.code, Exit.ERROR)
 
 
+def security(args: Args) -> dict[str, Any]:
+    """The client security settings of --token (or TIDELOG_TOKEN) and --tls-* for any client."""
+    return {
+        "token": args.token,
+        "tls_ca_file": args.tls_ca,
+        "tls_cert_file": args.tls_cert,
+        "tls_key_file": args.tls_key,
+    }
+
+
 def open_admin(args: Args) -> AdminClient:
-    return AdminClient(args.bootstrap, timeout=args.timeout)
+    return AdminClient(args.bootstrap, timeout=args.timeout, **security(args))
 
 
 def partitions(admin: AdminClient, topic: str, only: int | None) -> list[int]:

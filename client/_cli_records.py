@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from client import AdminClient, Consumer, Message, Producer, RecordFuture
-from client._cli_base import Args, CliError, Exit, exit_code, open_admin, partitions
+from client._cli_base import Args, CliError, Exit, exit_code, open_admin, partitions, security
 from client._cli_output import ProduceProgress, record_formatter
 from client.consumer import OffsetReset
 from client.errors import TidelogError
@@ -74,7 +74,7 @@ def produce(args: Args) -> int:
     with (
         _input(args.file) as (lines, size),
         ProduceProgress(size, args.topic) as progress,
-        Producer(args.bootstrap) as producer,
+        Producer(args.bootstrap, **security(args)) as producer,
     ):
         count = _send_lines(args, producer, lines, progress, deliveries)
         producer.flush()
@@ -124,7 +124,7 @@ def consume(args: Args) -> int:
         starts, floors = _start_offsets(admin, args, assigned)
     reset: OffsetReset = "earliest" if args.from_beginning or starts else "latest"
     seen = 0
-    with Consumer(args.bootstrap, auto_offset_reset=reset) as consumer:
+    with Consumer(args.bootstrap, auto_offset_reset=reset, **security(args)) as consumer:
         consumer.assign([(args.topic, p) for p in assigned])
         for partition, offset in starts.items():
             consumer.seek((args.topic, partition), offset)
@@ -154,7 +154,12 @@ def _consume_in_group(args: Args, formatter: Callable[[Message], bytes]) -> int:
     seen = 0
     reset: OffsetReset = "earliest" if args.from_beginning else "latest"
     with Consumer(
-        args.bootstrap, topics=[args.topic], group=args.group, auto_offset_reset=reset, enable_auto_commit=False
+        args.bootstrap,
+        topics=[args.topic],
+        group=args.group,
+        auto_offset_reset=reset,
+        enable_auto_commit=False,
+        **security(args),
     ) as consumer:
         out = sys.stdout.buffer
         while args.max is None or seen < args.max:

@@ -41,7 +41,7 @@ from google.protobuf import empty_pb2
 from tidelog.v1 import broker_pb2, broker_pb2_grpc
 
 from client._batch import Batch, RecordFuture, RecordFutures
-from client._channel import backoff_delay, call, open_channel
+from client._channel import Security, backoff_delay, call, open_channel
 from client.errors import (
     BufferFullError,
     DeadlineExceededError,
@@ -132,12 +132,14 @@ class _Partition:
 
 
 class ProducerCore:
-    def __init__(self, bootstrap: str, loop: asyncio.AbstractEventLoop, config: ProducerConfig) -> None:
+    def __init__(
+        self, bootstrap: str, loop: asyncio.AbstractEventLoop, config: ProducerConfig, security: Security | None = None
+    ) -> None:
         self._loop = loop
         self._config = config
         self._idempotent = config.enable_idempotence
         self._per_partition_cap = IDEMPOTENT_IN_FLIGHT_PER_PARTITION if self._idempotent else config.max_in_flight
-        self._channel = open_channel(bootstrap)
+        self._channel = open_channel(bootstrap, security)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._produce_stream = self._channel.stream_stream(
             "/tidelog.v1.Broker/ProduceStream",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from google.protobuf import empty_pb2
 from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, groups_pb2, groups_pb2_grpc, records_pb2
 
-from client._channel import DEFAULT_BOOTSTRAP, call, open_channel
+from client._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
 from client._loop import LoopThread
 from client.types import (
     GroupDescription,
@@ -34,8 +35,12 @@ class AsyncAdminClient:
     >>> await admin.create_topic("orders", partitions=3, configs={"retention.ms": "86400000"})
     """
 
-    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, timeout: float = 30.0) -> None:
-        self._channel = open_channel(bootstrap)
+    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, timeout: float = 30.0, **security: Any) -> None:
+        """`security`: tls_ca_file, tls_cert_file, tls_key_file, token (client._channel.Security)."""
+        settings = dict(security)
+        self._channel = open_channel(bootstrap, Security.take(settings))
+        if settings:
+            raise TypeError(f"unknown AdminClient settings: {', '.join(sorted(settings))}")
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._broker = broker_pb2_grpc.BrokerStub(self._channel)
         self._groups = groups_pb2_grpc.GroupsStub(self._channel)
@@ -175,13 +180,13 @@ class AdminClient:
     ...     admin.create_topic("orders", partitions=3)
     """
 
-    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, timeout: float = 30.0) -> None:
+    def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, timeout: float = 30.0, **security: Any) -> None:
         self._loop = LoopThread("tidelog-admin")
-        self._async = self._loop.run(self._open(bootstrap, timeout))
+        self._async = self._loop.run(self._open(bootstrap, timeout, security))
 
     @staticmethod
-    async def _open(bootstrap: str, timeout: float) -> AsyncAdminClient:
-        return AsyncAdminClient(bootstrap, timeout=timeout)
+    async def _open(bootstrap: str, timeout: float, security: dict[str, Any]) -> AsyncAdminClient:
+        return AsyncAdminClient(bootstrap, timeout=timeout, **security)
 
     def create_topic(self, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None) -> TopicInfo:
         """Create a topic; raises TopicExistsError, InvalidNameError, InvalidConfigError."""

@@ -99,6 +99,10 @@ def add_commands(commands: Commands) -> None:
         metavar="SECONDS",
         help="how long to wait for the broker to answer a request (default %(default)s)",
     )
+    common.add_argument("--token", help="bearer token for a broker that requires one (env TIDELOG_TOKEN)")
+    common.add_argument("--tls-ca", metavar="PEM", help="connect with TLS, trusting this CA")
+    common.add_argument("--tls-cert", metavar="PEM", help="client certificate for mTLS (with --tls-key)")
+    common.add_argument("--tls-key", metavar="PEM", help="the client certificate's private key")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text or a table")
     _add_topics(commands, [common, as_json])

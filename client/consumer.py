@@ -26,7 +26,7 @@ import grpc
 import structlog
 from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 
-from client._channel import DEFAULT_BOOTSTRAP, backoff_delay, call, open_channel
+from client._channel import DEFAULT_BOOTSTRAP, Security, backoff_delay, call, open_channel
 from client._group import GroupDelivery, GroupSession, PartitionsCallback
 from client._loop import LoopThread
 from client.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
@@ -102,6 +102,10 @@ class AsyncConsumer:
         session_timeout_ms: int = 10_000,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        token: str | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
@@ -109,7 +113,8 @@ class AsyncConsumer:
             raise ValueError("a group consumer needs topics")
         if group is not None and not 100 <= session_timeout_ms <= 300_000:
             raise ValueError("session_timeout_ms must be 100-300000")
-        self._channel = open_channel(bootstrap)
+        security = {"tls_ca_file": tls_ca_file, "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file}
+        self._channel = open_channel(bootstrap, Security.take({**security, "token": token}))
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._subscribe = self._channel.unary_stream(
             "/tidelog.v1.Broker/Subscribe",
@@ -505,7 +510,11 @@ class Consumer:
 
     def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, **settings: object) -> None:
         self._io = LoopThread("tidelog-consumer")
-        self._async = self._io.run(self._open(bootstrap, settings))
+        try:
+            self._async = self._io.run(self._open(bootstrap, settings))
+        except BaseException:
+            self._io.close()
+            raise
 
     @staticmethod
     async def _open(bootstrap: str, settings: dict[str, object]) -> AsyncConsumer:

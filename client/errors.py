@@ -199,6 +199,7 @@ REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {
     "GROUP_NOT_EMPTY": (grpc.StatusCode.FAILED_PRECONDITION, GroupNotEmptyError),
     "GROUP_NOT_FOUND": (grpc.StatusCode.NOT_FOUND, GroupNotFoundError),
     "STORAGE_FULL": (grpc.StatusCode.RESOURCE_EXHAUSTED, StorageFullError),
+    "UNAUTHENTICATED": (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
     "SHUTTING_DOWN": (grpc.StatusCode.UNAVAILABLE, UnavailableError),
     "INTERNAL": (grpc.StatusCode.INTERNAL, InternalError),
 }

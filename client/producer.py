@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from client._batch import DeliveryCallback, RecordFuture, RecordFutures
-from client._channel import DEFAULT_BOOTSTRAP
+from client._channel import DEFAULT_BOOTSTRAP, Security
 from client._loop import LoopThread
 from client._producer_core import MetadataMissing, ProducerConfig, ProducerCore
 from client._wire import encode_record, encode_values
@@ -100,6 +100,7 @@ class AsyncProducer:
         value_serializer: Serializer | None = None,
         **settings: Any,
     ) -> None:
+        self._security = Security.take(settings)
         self._config = ProducerConfig(**settings)
         self._bootstrap = bootstrap
         self._encoder = _Encoder(key_serializer, value_serializer)
@@ -107,7 +108,7 @@ class AsyncProducer:
 
     def _ensure_core(self) -> ProducerCore:
         if self._core is None:
-            self._core = ProducerCore(self._bootstrap, asyncio.get_running_loop(), self._config)
+            self._core = ProducerCore(self._bootstrap, asyncio.get_running_loop(), self._config, self._security)
             self._core.start()
         return self._core
 
@@ -206,14 +207,15 @@ class Producer:
         value_serializer: Serializer | None = None,
         **settings: Any,
     ) -> None:
+        security = Security.take(settings)
         config = ProducerConfig(**settings)
         self._encoder = _Encoder(key_serializer, value_serializer)
         self._io = LoopThread("tidelog-producer")
-        self._core = self._io.run(self._open(bootstrap, config))
+        self._core = self._io.run(self._open(bootstrap, config, security))
 
     @staticmethod
-    async def _open(bootstrap: str, config: ProducerConfig) -> ProducerCore:
-        core = ProducerCore(bootstrap, asyncio.get_running_loop(), config)
+    async def _open(bootstrap: str, config: ProducerConfig, security: Security) -> ProducerCore:
+        core = ProducerCore(bootstrap, asyncio.get_running_loop(), config, security)
         core.start()
         return core
 

@@ -1,0 +1,130 @@
+"""Transport security and authentication: TLS/mTLS server credentials, the loopback rule for
+plaintext, and bearer tokens checked by a server interceptor on every RPC kind.
+
+Token file (--auth-tokens): one `principal sha256-hex-of-token` per line, `#` comments; the
+broker never sees a token in clear at rest. `tidelog token hash TOKEN` prints the line's hash.
+Reloaded on SIGHUP. With mTLS the client certificate's subject CN is the principal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+
+from broker.errors import BrokerError
+from broker.rpc import status_metadata
+
+log = structlog.get_logger("tidelog.security")
+
+# Probes and API discovery answer without a token (they reveal no data).
+OPEN_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.ServerCredentials:
+    """TLS with this certificate; with `client_ca`, clients must present a certificate it signed (mTLS)."""
+    return grpc.ssl_server_credentials(
+        [(key.read_bytes(), cert.read_bytes())],
+        root_certificates=client_ca.read_bytes() if client_ca else None,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenFile:
+    """principal -> sha256(token), from a file; `reload()` reads it again (SIGHUP)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._by_hash: dict[str, str] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        by_hash: dict[str, str] = {}
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 2 or len(parts[1]) != 64:
+                raise ValueError(f"{self.path}:{number}: expected `principal sha256-hex-of-token`")
+            by_hash[parts[1].lower()] = parts[0]
+        self._by_hash = by_hash
+        log.info("tokens_loaded", path=str(self.path), principals=len(by_hash))
+
+    def principal(self, token: str) -> str | None:
+        digest = hash_token(token)
+        for known, principal in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return principal
+        return None
+
+
+def _unauthenticated(message: str) -> BrokerError:
+    return BrokerError("UNAUTHENTICATED", message)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every RPC but probes needs `authorization: Bearer <token>` naming a known principal."""
+
+    def __init__(self, tokens: TokenFile) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method in OPEN_METHODS:
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            missing = _unauthenticated("this broker needs a token: send `authorization: Bearer <token>`")
+            return _refusing(handler, missing)
+        if scheme.lower() != "bearer" or self._tokens.principal(token.strip()) is None:
+            return _refusing(handler, _unauthenticated("the token is not valid for this broker"))
+        return handler
+
+
+def _refusing(handler: grpc.RpcMethodHandler, err: BrokerError) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that only aborts with `err`."""
+
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(err.code, err.message, trailing_metadata=status_metadata(err))
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(abort)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(abort)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(abort)
+    return grpc.stream_stream_rpc_method_handler(abort)
