@@ -97,6 +97,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="require bearer tokens: a file of `principal sha256-hex-of-token` lines (reloaded on SIGHUP)",
     )
     serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
+    serve.add_argument("--max-streams", type=int, default=100_000, help="most open streams in total")
+    serve.add_argument(
+        "--max-streams-per-connection", type=int, default=20_000, help="most open streams from one connection"
+    )
     serve.add_argument("--heartbeat-ms", type=int, default=5000, help="Subscribe heartbeat during silence")
     serve.add_argument("--ready-file", type=Path, help="write the bound HOST:PORT here once serving")
     serve.add_argument(
@@ -140,6 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
             check_listen(args.metrics_listen)
         except ValueError as err:
             raise SystemExit(f"tidelog: --metrics-listen: {err}") from None
+    if args.max_streams < 1 or args.max_streams_per_connection < 1:
+        raise SystemExit("tidelog: --max-streams and --max-streams-per-connection must be >= 1")
     if args.cleaner_interval_ms < 1:
         raise SystemExit("tidelog: --cleaner-interval-ms must be >= 1")
     if args.retention_ms < -1 or args.retention_bytes < -1:
@@ -165,6 +171,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         auth_tokens=args.auth_tokens,
+        max_streams=args.max_streams,
+        max_streams_per_connection=args.max_streams_per_connection,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

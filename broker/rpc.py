@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
@@ -42,11 +42,20 @@ def parse(cls: type[Req], raw: bytes) -> Req:
         raise invalid_request(f"the request is not a valid {cls.DESCRIPTOR.full_name}: {err}") from None
 
 
+# Refusals that waiting cures: their status also carries a google.rpc.RetryInfo.
+_RETRY_AFTER_S = {"TOO_MANY_STREAMS": 1, "STORAGE_FULL": 5, "SHUTTING_DOWN": 1}
+
+
 def status_metadata(err: BrokerError) -> tuple[tuple[str, bytes], ...]:
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    details = [detail]
+    if err.reason in _RETRY_AFTER_S:
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=_RETRY_AFTER_S[err.reason])))
+        details.append(retry)
+    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
@@ -79,6 +88,46 @@ class _NoObserver:
 observer: Observer = _NoObserver()
 
 
+class StreamLimits:
+    """At most `total` open streams, and `per_connection` from one client connection (its peer)."""
+
+    def __init__(self, total: int, per_connection: int) -> None:
+        self.total = total
+        self.per_connection = per_connection
+        self._open = 0
+        self._by_peer: dict[str, int] = {}
+
+    def acquire(self, peer: str) -> None:
+        if self._open >= self.total:
+            raise BrokerError(
+                "TOO_MANY_STREAMS",
+                f"the broker has {self._open} streams open, its limit (--max-streams); close some or retry later",
+                limit=self.total,
+            )
+        held = self._by_peer.get(peer, 0)
+        if held >= self.per_connection:
+            raise BrokerError(
+                "TOO_MANY_STREAMS",
+                f"this connection has {held} streams open, the broker's limit per connection "
+                "(--max-streams-per-connection); close some, or spread them over more connections",
+                limit=self.per_connection,
+            )
+        self._open += 1
+        self._by_peer[peer] = held + 1
+
+    def release(self, peer: str) -> None:
+        self._open -= 1
+        left = self._by_peer[peer] - 1
+        if left:
+            self._by_peer[peer] = left
+        else:
+            del self._by_peer[peer]
+
+
+# Open streams are counted against these (the server sets them from its flags).
+stream_limits = StreamLimits(total=1 << 62, per_connection=1 << 62)
+
+
 UnaryFn = Callable[[Any, Context], Awaitable[Response]]
 StreamFn = Callable[[Any, Context], AsyncIterator[Response]]
 BidiFn = Callable[[AsyncIterator[bytes], Context], AsyncIterator[Response]]
@@ -103,6 +152,11 @@ def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMetho
 
 def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: Context) -> AsyncIterator[Response]:
+        peer = context.peer()
+        try:
+            stream_limits.acquire(peer)
+        except BrokerError as refused:
+            await abort(context, refused)
         observer.stream_opened(method, 1)
         try:
             async for response in fn(parse(request_cls, raw), context):
@@ -114,6 +168,7 @@ def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc
             err = as_broker_error(exc, method)
         finally:
             observer.stream_opened(method, -1)
+            stream_limits.release(peer)
         await abort(context, err)
 
     return grpc.unary_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
@@ -121,6 +176,11 @@ def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc
 
 def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
     async def handle(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Response]:
+        peer = context.peer()
+        try:
+            stream_limits.acquire(peer)
+        except BrokerError as refused:
+            await abort(context, refused)
         observer.stream_opened(method, 1)
         try:
             async for response in fn(requests, context):
@@ -132,6 +192,7 @@ def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
             err = as_broker_error(exc, method)
         finally:
             observer.stream_opened(method, -1)
+            stream_limits.release(peer)
         await abort(context, err)
 
     return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)

@@ -56,6 +56,7 @@ async def serve(settings: Settings) -> None:
     interval = settings.fsync_interval_ms / 1000 if settings.fsync == "interval" else None
     metrics = Metrics()
     rpc.observer = metrics
+    rpc.stream_limits = rpc.StreamLimits(settings.max_streams, settings.max_streams_per_connection)
     writer = Writer(store, registry, loop, interval, metrics)
     writer.start()
     purger = TopicPurger(writer)
@@ -67,6 +68,11 @@ async def serve(settings: Settings) -> None:
             ("grpc.max_receive_message_length", config.MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", config.MAX_RECEIVE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Keepalive: find dead clients of idle streams, and refuse clients that ping too often.
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
         ],
     )
     try:
@@ -96,6 +102,8 @@ async def serve(settings: Settings) -> None:
         (ADMIN, BROKER, GROUPS, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
+    for service in ("", ADMIN, BROKER, GROUPS):  # until everything below is up
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     groups.start()
     if settings.metrics_listen:

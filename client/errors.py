@@ -122,6 +122,10 @@ class ResourceExhaustedError(TidelogError):
     retriable = True
 
 
+class TooManyStreamsError(ResourceExhaustedError):
+    """The broker's limit of open streams (in total or per connection) is reached."""
+
+
 class StorageFullError(ResourceExhaustedError):
     pass
 
@@ -200,6 +204,7 @@ REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {
     "GROUP_NOT_FOUND": (grpc.StatusCode.NOT_FOUND, GroupNotFoundError),
     "STORAGE_FULL": (grpc.StatusCode.RESOURCE_EXHAUSTED, StorageFullError),
     "UNAUTHENTICATED": (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
+    "TOO_MANY_STREAMS": (grpc.StatusCode.RESOURCE_EXHAUSTED, TooManyStreamsError),
     "SHUTTING_DOWN": (grpc.StatusCode.UNAVAILABLE, UnavailableError),
     "INTERNAL": (grpc.StatusCode.INTERNAL, InternalError),
 }

@@ -1,0 +1,62 @@
+"""Stream limits: in total and per connection, answered RESOURCE_EXHAUSTED with a retry hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from tidelog.v1 import admin_pb2, broker_pb2
+from tidelog.v1.admin_pb2_grpc import AdminStub
+from tidelog.v1.broker_pb2_grpc import BrokerStub
+
+from tests.errors_util import expect_status
+from tests.harness import BrokerProcess, wait_for
+
+
+def test_stream_limits_in_total_and_per_connection(tmp_path: Path) -> None:
+    broker = BrokerProcess(
+        tmp_path / "data", "--max-streams", "5", "--max-streams-per-connection", "3", "--retention-ms", "-1"
+    ).start()
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]  # two channels, two TCP connections
+    first = grpc.insecure_channel(broker.address, options=own_connection)
+    second = grpc.insecure_channel(broker.address, options=own_connection)
+    try:
+        AdminStub(first).CreateTopic(admin_pb2.CreateTopicRequest(name="t"))
+        request = broker_pb2.SubscribeRequest(topic="t")
+
+        def open_stream(channel: grpc.Channel) -> grpc.Future:
+            stream = BrokerStub(channel).Subscribe(request)
+            next(stream)  # live
+            return stream
+
+        mine = [open_stream(first) for _ in range(3)]
+        err = expect_status(C := grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS", lambda: open_stream(first))
+        assert "per connection" in err.details()  # type: ignore[attr-defined]
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        assert status is not None
+        retry = error_details_pb2.RetryInfo()
+        assert any(detail.Unpack(retry) for detail in status.details) and retry.retry_delay.seconds >= 1
+
+        theirs = [open_stream(second) for _ in range(2)]
+        err = expect_status(C, "TOO_MANY_STREAMS", lambda: open_stream(second))
+        assert "--max-streams" in err.details()  # type: ignore[attr-defined]
+
+        mine.pop().cancel()
+
+        def one_more() -> bool:
+            try:
+                theirs.append(open_stream(second))
+                return True
+            except grpc.RpcError:
+                return False
+
+        wait_for(one_more)
+        assert BrokerStub(first).Fetch(broker_pb2.FetchRequest(topic="t")).high_watermark == 0  # unary still served
+        for stream in mine + theirs:
+            stream.cancel()
+    finally:
+        first.close()
+        second.close()
+        broker.stop()
