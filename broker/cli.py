@@ -8,14 +8,22 @@ import asyncio
 import dataclasses
 import json
 import sys
+import tomllib
 from pathlib import Path
 
 from broker.config import Settings, check_listen, env_default
 from client import cli as client_cli
 
 
-def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the broker")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=env_path("TIDELOG_CONFIG"),
+        help="a TOML file of serve settings, keyed by flag name (`retention-ms = 86400000`); flags beat it, "
+        "it beats the environment",
+    )
     serve.add_argument(
         "--data-dir",
         type=Path,
@@ -108,6 +116,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--log-level", default=env_default("TIDELOG_LOG_LEVEL", "info"))
     serve.set_defaults(run=_serve)
+    return serve
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -249,16 +258,62 @@ def env_path(name: str) -> Path | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(prog="tidelog", description="Tidelog: a Kafka-style log broker over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_serve(commands)
+    serve = _add_serve(commands)
     _add_maintenance(commands)
     client_cli.add_commands(commands)
-    return parser
+    return parser, serve
+
+
+def config_defaults(serve: argparse.ArgumentParser, path: Path) -> dict[str, object]:
+    """The serve settings of a TOML file, checked against the flags: each error names its key."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise SystemExit(f"tidelog: --config {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SystemExit(f"tidelog: --config {path}: not valid TOML: {err}") from None
+    flags = {
+        option[2:]: action
+        for action in serve._actions
+        for option in action.option_strings
+        if option.startswith("--") and option not in ("--help", "--config")
+    }
+    defaults: dict[str, object] = {}
+    for key, value in document.items():
+        action = flags.get(key.replace("_", "-"))
+        if action is None:
+            raise SystemExit(
+                f"tidelog: --config {path}: unknown key {key!r}; keys are serve's flags: {', '.join(sorted(flags))}"
+            )
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise SystemExit(f"tidelog: --config {path}: {key} must be true or false")
+            defaults[action.dest] = value
+            continue
+        if isinstance(value, dict | list):
+            raise SystemExit(f"tidelog: --config {path}: {key} must be a single value")
+        try:
+            converted = action.type(str(value)) if callable(action.type) else str(value)
+        except (TypeError, ValueError):
+            raise SystemExit(f"tidelog: --config {path}: {key} = {value!r} is not valid") from None
+        if action.choices is not None and converted not in action.choices:
+            raise SystemExit(f"tidelog: --config {path}: {key} must be one of {', '.join(map(str, action.choices))}")
+        defaults[action.dest] = converted
+    return defaults
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser, serve = _build()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.config is not None:
+        serve.set_defaults(**config_defaults(serve, args.config))
+        args = parser.parse_args(argv)  # flags given on the command line still win
     if args.command == "serve":
         sys.exit(_serve(args))
     if args.command in ("verify", "backup"):

@@ -60,3 +60,40 @@ def test_stream_limits_in_total_and_per_connection(tmp_path: Path) -> None:
         first.close()
         second.close()
         broker.stop()
+
+
+def test_settings_from_a_toml_file_and_errors_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "tidelog.toml"
+    config.write_text('max-streams = 1\nretention_ms = -1\nfsync = "interval"\n')
+    broker = BrokerProcess(tmp_path / "data", "--config", str(config)).start()
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            AdminStub(channel).CreateTopic(admin_pb2.CreateTopicRequest(name="t"))
+            described = AdminStub(channel).DescribeTopic(admin_pb2.DescribeTopicRequest(name="t"))
+            assert described.topic.configs["retention.ms"] == "-1"
+            first = BrokerStub(channel).Subscribe(broker_pb2.SubscribeRequest(topic="t"))
+            next(first)
+            expect_status(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "TOO_MANY_STREAMS",
+                lambda: next(BrokerStub(channel).Subscribe(broker_pb2.SubscribeRequest(topic="t"))),
+            )
+            first.cancel()
+    finally:
+        broker.stop()
+    assert '"fsync": "interval"' in broker.log()
+
+    for text, fragment in (
+        ("max-stream = 1\n", "unknown key 'max-stream'"),
+        ('max-streams = "many"\n', "max-streams = 'many' is not valid"),
+        ('fsync = "sometimes"\n', "fsync must be one of always, interval"),
+        ("max-streams = \n", "not valid TOML"),
+    ):
+        config.write_text(text)
+        refused = BrokerProcess(tmp_path / "refused", "--config", str(config))
+        try:
+            refused.start(timeout=10)
+            raise AssertionError("a bad config file must stop the broker")
+        except RuntimeError:
+            pass
+        assert fragment in refused.log(), refused.log()
