@@ -10,6 +10,7 @@ from google.protobuf import empty_pb2
 from tidelog.v1 import admin_pb2
 
 from broker import topic_config
+from broker.acls import require
 from broker.config import Settings
 from broker.errors import BrokerError
 from broker.names import check_topic_name
@@ -75,6 +76,7 @@ class AdminService:
         }
 
     async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
+        require("create", "topic", request.name)
         check_topic_name(request.name)
         partitions = request.partitions if request.HasField("partitions") else 1
         limit = self._settings.max_partitions
@@ -88,6 +90,7 @@ class AdminService:
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
 
     async def delete_topic(self, request: admin_pb2.DeleteTopicRequest, context: Context) -> empty_pb2.Empty:
+        require("delete", "topic", request.name)
         self._registry.get(request.name)
         record: TopicRecord = await self._writer.submit(DeleteTopicOp(request.name))
         log.info("topic_deleted", topic=record.name, topic_id=record.id)
@@ -95,11 +98,13 @@ class AdminService:
         return empty_pb2.Empty()
 
     async def list_topics(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListTopicsResponse:
+        require("describe", "cluster")
         return admin_pb2.ListTopicsResponse(topics=[state_message(t) for t in self._registry.sorted()])
 
     async def describe_topic(
         self, request: admin_pb2.DescribeTopicRequest, context: Context
     ) -> admin_pb2.DescribeTopicResponse:
+        require("describe", "topic", request.name)
         topic = self._registry.get(request.name)
         return admin_pb2.DescribeTopicResponse(
             topic=state_message(topic),
@@ -115,6 +120,7 @@ class AdminService:
         )
 
     async def alter_configs(self, request: admin_pb2.AlterTopicConfigsRequest, context: Context) -> admin_pb2.Topic:
+        require("alter", "topic", request.name)
         self._registry.get(request.name)
         configs = topic_config.validate(request.configs)
         record: TopicRecord = await self._writer.submit(AlterTopicConfigsOp(request.name, configs))

@@ -12,6 +12,7 @@ from google.protobuf import empty_pb2
 from tidelog.v1 import broker_pb2, records_pb2
 
 from broker import config
+from broker.acls import require
 from broker.batches import frame_batches
 from broker.config import Settings
 from broker.errors import BrokerError, invalid_request, topic_not_found
@@ -89,6 +90,7 @@ class BrokerService:
     # -- produce -------------------------------------------------------------------
 
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
+        require("produce", "topic", request.topic)
         op = prepare_produce(request, self._registry, request.ByteSize())
         results = await self._writer.submit(op)
         self._count_produced(op, results)
@@ -114,6 +116,7 @@ class BrokerService:
                     request = parse(broker_pb2.ProduceRequest, raw)
                     request_id, topic = request.request_id, request.topic
                     try:
+                        require("produce", "topic", topic)
                         op = prepare_produce(request, self._registry, len(raw))
                         await pipeline.put((request_id, op, self._writer.submit(op), time.perf_counter()))
                     except Exception as exc:
@@ -145,6 +148,7 @@ class BrokerService:
     # -- read ----------------------------------------------------------------------
 
     async def fetch(self, request: broker_pb2.FetchRequest, context: Context) -> bytes:
+        require("consume", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         max_records = check_limit(
             "max_records", request.max_records, config.DEFAULT_FETCH_MAX_RECORDS, config.MAX_FETCH_MAX_RECORDS
@@ -172,6 +176,7 @@ class BrokerService:
         return fetch_response(result.batches, partition, result.next_offset)
 
     async def subscribe(self, request: broker_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
+        require("consume", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         max_bytes = check_limit(
             "max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES
@@ -238,6 +243,7 @@ class BrokerService:
     async def list_offsets(
         self, request: broker_pb2.ListOffsetsRequest, context: Context
     ) -> broker_pb2.ListOffsetsResponse:
+        require("describe", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         if request.WhichOneof("target") == "timestamp_ms":
             offset, timestamp_ms = self._offset_for_time(topic, partition, request.timestamp_ms)
@@ -247,6 +253,11 @@ class BrokerService:
     async def get_metadata(
         self, request: broker_pb2.GetMetadataRequest, context: Context
     ) -> broker_pb2.GetMetadataResponse:
+        if request.topics:
+            for name in request.topics:
+                require("describe", "topic", name)
+        else:
+            require("describe", "cluster")
         topics = [self._registry.get(name) for name in request.topics] if request.topics else self._registry.sorted()
         return broker_pb2.GetMetadataResponse(
             brokers=[broker_pb2.BrokerInfo(id=0, address=self._advertised)],

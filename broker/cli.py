@@ -104,6 +104,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=env_path("TIDELOG_AUTH_TOKENS"),
         help="require bearer tokens: a file of `principal sha256-hex-of-token` lines (reloaded on SIGHUP)",
     )
+    serve.add_argument(
+        "--acls",
+        type=Path,
+        default=env_path("TIDELOG_ACLS"),
+        help="authorize by this ACL file (needs --auth-tokens or --tls-client-ca; reloaded on SIGHUP)",
+    )
     serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
     serve.add_argument("--max-streams", type=int, default=100_000, help="most open streams in total")
     serve.add_argument(
@@ -121,6 +127,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _serve(args: argparse.Namespace) -> int:
     from broker import logs
+    from broker.acls import Authorizer
     from broker.security import TokenFile, is_loopback
     from broker.server import serve
     from broker.store import FormatMismatch
@@ -135,7 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit("tidelog: --tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise SystemExit("tidelog: --tls-client-ca needs --tls-cert and --tls-key")
-    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens):
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls):
         if path is not None and not path.is_file():
             raise SystemExit(f"tidelog: {path}: no such file")
     if not args.tls_cert and not args.insecure and not is_loopback(args.listen):
@@ -143,11 +150,15 @@ def _serve(args: argparse.Namespace) -> int:
             f"tidelog: refusing plaintext on {args.listen}, which is not a loopback address: give --tls-cert and "
             "--tls-key (and --tls-client-ca for mTLS), or --insecure if the network is yours alone"
         )
-    if args.auth_tokens is not None:
-        try:
+    if args.acls is not None and args.auth_tokens is None and args.tls_client_ca is None:
+        raise SystemExit("tidelog: --acls needs principals: give --auth-tokens or --tls-client-ca too")
+    try:
+        if args.auth_tokens is not None:
             TokenFile(args.auth_tokens)
-        except ValueError as err:
-            raise SystemExit(f"tidelog: {err}") from None
+        if args.acls is not None:
+            Authorizer(args.acls)
+    except ValueError as err:
+        raise SystemExit(f"tidelog: {err}") from None
     if args.metrics_listen:
         try:
             check_listen(args.metrics_listen)
@@ -180,6 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         auth_tokens=args.auth_tokens,
+        acls=args.acls,
         max_streams=args.max_streams,
         max_streams_per_connection=args.max_streams_per_connection,
     )

@@ -11,6 +11,7 @@ from google.protobuf import empty_pb2
 from tidelog.v1 import groups_pb2, records_pb2
 
 from broker import config
+from broker.acls import require
 from broker.batches import frame_batches, varint
 from broker.broker_service import offset_out_of_range
 from broker.errors import BrokerError, invalid_request
@@ -105,6 +106,9 @@ class GroupService:
             return
         if first.WhichOneof("message") != "join":
             raise invalid_request("the first message of a Consume stream must be join")
+        require("consume", "group", first.join.group)
+        for topic in first.join.topics:
+            require("consume", "topic", topic)
         await self._coordinator.admin_writes_done(first.join.group)
         member = self._coordinator.join(first.join, context.peer())
         reader = asyncio.create_task(self._read_requests(incoming, member))
@@ -252,6 +256,7 @@ class GroupService:
     # -- offsets and admin ---------------------------------------------------------
 
     async def commit_offsets(self, request: groups_pb2.CommitOffsetsRequest, context: Context) -> empty_pb2.Empty:
+        require("consume", "group", request.group)
         await self._submit_commit(request.group, request.member_id, request.generation, request.offsets)
         return empty_pb2.Empty()
 
@@ -261,6 +266,7 @@ class GroupService:
     async def fetch_offsets(
         self, request: groups_pb2.FetchOffsetsRequest, context: Context
     ) -> groups_pb2.FetchOffsetsResponse:
+        require("describe", "group", request.group)
         check_group_name(request.group)
         wanted = set(request.topics)
         for name in wanted:
@@ -275,6 +281,7 @@ class GroupService:
         return groups_pb2.FetchOffsetsResponse(offsets=offsets)
 
     async def list_groups(self, request: empty_pb2.Empty, context: Context) -> groups_pb2.ListGroupsResponse:
+        require("describe", "cluster")
         names = set(group_names(self._store)) | {g.name for g in self._coordinator.groups() if g.members}
         summaries = []
         for name in sorted(names):
@@ -292,6 +299,7 @@ class GroupService:
     async def describe_group(
         self, request: groups_pb2.DescribeGroupRequest, context: Context
     ) -> groups_pb2.DescribeGroupResponse:
+        require("describe", "group", request.group)
         check_group_name(request.group)
         group = self._coordinator.group(request.group)
         offsets = committed(self._store, request.group)
@@ -349,6 +357,7 @@ class GroupService:
             )
 
     async def delete_group(self, request: groups_pb2.DeleteGroupRequest, context: Context) -> empty_pb2.Empty:
+        require("delete", "group", request.group)
         check_group_name(request.group)
         self._check_no_members(request.group, "delete it")
         async with self._coordinator.admin_write(request.group):
@@ -361,6 +370,7 @@ class GroupService:
     async def reset_offsets(
         self, request: groups_pb2.ResetOffsetsRequest, context: Context
     ) -> groups_pb2.ResetOffsetsResponse:
+        require("alter", "group", request.group)
         check_group_name(request.group)
         self._check_no_members(request.group, "reset its offsets")
         topic = self._registry.get(request.topic)

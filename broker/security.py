@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import structlog
 
+from broker import acls
 from broker.errors import BrokerError
 from broker.rpc import status_metadata
 
@@ -91,9 +92,13 @@ def _unauthenticated(message: str) -> BrokerError:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Every RPC but probes needs `authorization: Bearer <token>` naming a known principal."""
+    """Finds each call's principal and runs its handler with it (broker.acls.current_principal).
 
-    def __init__(self, tokens: TokenFile) -> None:
+    With tokens, every RPC but probes needs `authorization: Bearer <token>` naming a known principal;
+    without, the principal is the client certificate's CN (mTLS).
+    """
+
+    def __init__(self, tokens: TokenFile | None) -> None:
         self._tokens = tokens
 
     async def intercept_service(
@@ -104,15 +109,51 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or details.method in OPEN_METHODS:
             return handler
-        metadata = dict(details.invocation_metadata or ())
-        header = metadata.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header:
-            missing = _unauthenticated("this broker needs a token: send `authorization: Bearer <token>`")
-            return _refusing(handler, missing)
-        if scheme.lower() != "bearer" or self._tokens.principal(token.strip()) is None:
-            return _refusing(handler, _unauthenticated("the token is not valid for this broker"))
-        return handler
+        principal = None
+        if self._tokens is not None:
+            metadata = dict(details.invocation_metadata or ())
+            header = metadata.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if not header:
+                missing = _unauthenticated("this broker needs a token: send `authorization: Bearer <token>`")
+                return _refusing(handler, missing)
+            principal = self._tokens.principal(token.strip()) if scheme.lower() == "bearer" else None
+            if principal is None:
+                return _refusing(handler, _unauthenticated("the token is not valid for this broker"))
+        return _as_principal(handler, principal)
+
+
+def _certificate_principal(context: grpc.aio.ServicerContext) -> str | None:
+    names = context.auth_context().get("x509_common_name")
+    return names[0].decode() if names else None
+
+
+def _as_principal(handler: grpc.RpcMethodHandler, token_principal: str | None) -> grpc.RpcMethodHandler:
+    """The same handler, run with the call's principal set for broker.acls."""
+
+    def principal_of(context: grpc.aio.ServicerContext) -> str | None:
+        return token_principal or _certificate_principal(context)
+
+    if handler.unary_unary:
+        behaviour = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            acls.current_principal.set(principal_of(context))
+            return await behaviour(request, context)
+
+        return handler._replace(unary_unary=unary)
+    streaming = handler.unary_stream or handler.stream_stream
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        acls.current_principal.set(principal_of(context))
+        async for response in streaming(request, context):
+            yield response
+
+    if handler.unary_stream:
+        return handler._replace(unary_stream=stream)
+    if handler.stream_stream:
+        return handler._replace(stream_stream=stream)
+    return handler
 
 
 def _refusing(handler: grpc.RpcMethodHandler, err: BrokerError) -> grpc.RpcMethodHandler:

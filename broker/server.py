@@ -11,7 +11,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
 
-from broker import config, rpc
+from broker import acls, config, rpc
+from broker.acls import Authorizer
 from broker.admin_service import AdminService, TopicPurger
 from broker.broker_service import BrokerService
 from broker.config import Settings
@@ -33,11 +34,15 @@ GROUPS = groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name
 SHUTDOWN_GRACE_S = 5.0
 
 
-def _reload_tokens(tokens: TokenFile) -> None:
-    try:
-        tokens.reload()
-    except (OSError, ValueError) as err:  # keep the tokens we have
-        log.error("tokens_reload_failed", path=str(tokens.path), error=str(err))
+def _reload(tokens: TokenFile | None, authorizer: Authorizer | None) -> None:
+    """SIGHUP: read the token and ACL files again; a file that fails to read keeps what was loaded."""
+    for source in (tokens, authorizer):
+        if source is None:
+            continue
+        try:
+            source.reload()
+        except (OSError, ValueError) as err:
+            log.error("reload_failed", path=str(source.path), error=str(err))
 
 
 async def serve(settings: Settings) -> None:
@@ -62,8 +67,10 @@ async def serve(settings: Settings) -> None:
     purger = TopicPurger(writer)
 
     tokens = TokenFile(settings.auth_tokens) if settings.auth_tokens else None
+    acls.authorizer = Authorizer(settings.acls) if settings.acls else None
+    authenticating = tokens is not None or acls.authorizer is not None
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(tokens)] if tokens else None,
+        interceptors=[AuthInterceptor(tokens)] if authenticating else None,
         options=[
             ("grpc.max_receive_message_length", config.MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", config.MAX_RECEIVE_BYTES),
@@ -119,8 +126,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if tokens is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload_tokens, tokens)
+    loop.add_signal_handler(signal.SIGHUP, _reload, tokens, acls.authorizer)
     log.info(
         "serving",
         listen=bound,

@@ -205,6 +205,7 @@ REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {
     "STORAGE_FULL": (grpc.StatusCode.RESOURCE_EXHAUSTED, StorageFullError),
     "UNAUTHENTICATED": (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
     "TOO_MANY_STREAMS": (grpc.StatusCode.RESOURCE_EXHAUSTED, TooManyStreamsError),
+    "NOT_AUTHORIZED": (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
     "SHUTTING_DOWN": (grpc.StatusCode.UNAVAILABLE, UnavailableError),
     "INTERNAL": (grpc.StatusCode.INTERNAL, InternalError),
 }
