@@ -20,6 +20,7 @@ from broker.metrics import Metrics
 from broker.names import check_limit
 from broker.ops import InitProducerOp, ProduceOp
 from broker.produce import check_partition, prepare_produce
+from broker.quotas import throttle
 from broker.rpc import Context, as_broker_error, bidi_stream, parse, server_stream, unary
 from broker.store import Store
 from broker.topics import PartitionState, TopicRegistry, TopicState
@@ -94,6 +95,9 @@ class BrokerService:
         op = prepare_produce(request, self._registry, request.ByteSize())
         results = await self._writer.submit(op)
         self._count_produced(op, results)
+        held = await throttle("produce", op.write_bytes)
+        if held:
+            context.set_trailing_metadata((("tidelog-throttle-ms", str(round(held * 1000))),))
         return produce_response(op, results, 0)
 
     def _count_produced(self, op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]]) -> None:
@@ -141,6 +145,7 @@ class BrokerService:
                     continue
                 self._count_produced(subject, results)
                 self._metrics.observe("ProduceStream", time.perf_counter() - accepted)
+                await throttle("produce", subject.write_bytes)
                 yield produce_response(subject, results, request_id)
         finally:
             acceptor.cancel()
@@ -172,7 +177,11 @@ class BrokerService:
         result = self._store.read(
             topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes
         )
-        self._metrics.fetched(topic.name, result.next_offset - offset, sum(len(b) for b in result.batches))
+        size = sum(len(b) for b in result.batches)
+        self._metrics.fetched(topic.name, result.next_offset - offset, size)
+        held = await throttle("consume", size)
+        if held:
+            context.set_trailing_metadata((("tidelog-throttle-ms", str(round(held * 1000))),))
         return fetch_response(result.batches, partition, result.next_offset)
 
     async def subscribe(self, request: broker_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
@@ -200,9 +209,9 @@ class BrokerService:
                 )
                 # No batch below the high watermark from here means nothing is left to skip to.
                 if result.batches:
-                    self._metrics.fetched(
-                        topic.name, result.next_offset - next_offset, sum(len(b) for b in result.batches)
-                    )
+                    size = sum(len(b) for b in result.batches)
+                    self._metrics.fetched(topic.name, result.next_offset - next_offset, size)
+                    await throttle("consume", size)
                 next_offset = result.next_offset if result.batches else partition.high_watermark
                 yield fetch_response(result.batches, partition, next_offset)
                 continue

@@ -110,6 +110,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=env_path("TIDELOG_ACLS"),
         help="authorize by this ACL file (needs --auth-tokens or --tls-client-ca; reloaded on SIGHUP)",
     )
+    serve.add_argument(
+        "--quotas",
+        type=Path,
+        default=env_path("TIDELOG_QUOTAS"),
+        help="produce/consume bytes per second per principal: a file of `principal produce consume` lines",
+    )
     serve.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
     serve.add_argument("--max-streams", type=int, default=100_000, help="most open streams in total")
     serve.add_argument(
@@ -128,6 +134,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _serve(args: argparse.Namespace) -> int:
     from broker import logs
     from broker.acls import Authorizer
+    from broker.quotas import Quotas
     from broker.security import TokenFile, is_loopback
     from broker.server import serve
     from broker.store import FormatMismatch
@@ -142,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit("tidelog: --tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise SystemExit("tidelog: --tls-client-ca needs --tls-cert and --tls-key")
-    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls):
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls, args.quotas):
         if path is not None and not path.is_file():
             raise SystemExit(f"tidelog: {path}: no such file")
     if not args.tls_cert and not args.insecure and not is_loopback(args.listen):
@@ -157,6 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
             TokenFile(args.auth_tokens)
         if args.acls is not None:
             Authorizer(args.acls)
+        if args.quotas is not None:
+            Quotas(args.quotas)
     except ValueError as err:
         raise SystemExit(f"tidelog: {err}") from None
     if args.metrics_listen:
@@ -192,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         auth_tokens=args.auth_tokens,
         acls=args.acls,
+        quotas=args.quotas,
         max_streams=args.max_streams,
         max_streams_per_connection=args.max_streams_per_connection,
     )

@@ -42,6 +42,7 @@ class Settings:
     tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)
     auth_tokens: Path | None = None  # principal -> sha256(token) file; empty: no authentication
     acls: Path | None = None  # ACL file; empty: every authenticated call may do anything
+    quotas: Path | None = None  # quota file; empty: no quotas
     max_streams: int = 100_000
     max_streams_per_connection: int = 20_000
 

@@ -27,6 +27,7 @@ from broker.groups import Coordinator, Group, Member
 from broker.metrics import Metrics
 from broker.names import check_group_name
 from broker.produce import check_partition
+from broker.quotas import throttle
 from broker.rpc import Context, Response, bidi_stream, parse, unary
 from broker.store import Store
 from broker.topics import PartitionState, TopicRegistry, TopicState
@@ -120,6 +121,7 @@ class GroupService:
                     raise member.ended
                 response = self._next_records(member)
                 if response is not None:
+                    await throttle("consume", len(response))
                     yield response
                     continue
                 partitions = [p for p in map(self._partition_state, member.owned) if p is not None]

@@ -63,6 +63,12 @@ class Metrics:
         self.commit_seconds = Histogram(
             "tidelog_commit_seconds", "Time of a group commit, fsync included", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.throttle_seconds = Counter(
+            "tidelog_throttle_seconds",
+            "Time answers were held back by quotas, per principal and direction",
+            ["principal", "direction"],
+            registry=r,
+        )
         self.open_streams = Gauge("tidelog_open_streams", "Open streams, per RPC", ["method"], registry=r)
 
     def produced(self, topic: str, records: int, size: int) -> None:
@@ -78,6 +84,9 @@ class Metrics:
         self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, store: Store, coordinator: Coordinator
     ) -> None:
         self.registry.register(_StateCollector(loop, registry, store, coordinator))
+
+    def throttled(self, principal: str, direction: str, seconds: float) -> None:
+        self.throttle_seconds.labels(principal, direction).inc(seconds)
 
     def observe(self, method: str, seconds: float) -> None:
         self.request_seconds.labels(method).observe(seconds)

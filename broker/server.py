@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
 
-from broker import acls, config, rpc
+from broker import acls, config, quotas, rpc
 from broker.acls import Authorizer
 from broker.admin_service import AdminService, TopicPurger
 from broker.broker_service import BrokerService
@@ -19,6 +19,7 @@ from broker.config import Settings
 from broker.group_service import GroupService
 from broker.groups import Coordinator
 from broker.metrics import Metrics
+from broker.quotas import Quotas
 from broker.retention import Cleaner
 from broker.rpc import register
 from broker.security import AuthInterceptor, TokenFile, server_credentials
@@ -34,9 +35,9 @@ GROUPS = groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name
 SHUTDOWN_GRACE_S = 5.0
 
 
-def _reload(tokens: TokenFile | None, authorizer: Authorizer | None) -> None:
-    """SIGHUP: read the token and ACL files again; a file that fails to read keeps what was loaded."""
-    for source in (tokens, authorizer):
+def _reload(tokens: TokenFile | None, authorizer: Authorizer | None, limits: Quotas | None) -> None:
+    """SIGHUP: read the token, ACL and quota files again; a file that fails to read keeps what was loaded."""
+    for source in (tokens, authorizer, limits):
         if source is None:
             continue
         try:
@@ -68,6 +69,8 @@ async def serve(settings: Settings) -> None:
 
     tokens = TokenFile(settings.auth_tokens) if settings.auth_tokens else None
     acls.authorizer = Authorizer(settings.acls) if settings.acls else None
+    quotas.active = Quotas(settings.quotas) if settings.quotas else None
+    quotas.on_throttle = metrics.throttled
     authenticating = tokens is not None or acls.authorizer is not None
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(tokens)] if authenticating else None,
@@ -126,7 +129,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, tokens, acls.authorizer)
+    loop.add_signal_handler(signal.SIGHUP, _reload, tokens, acls.authorizer, quotas.active)
     log.info(
         "serving",
         listen=bound,
