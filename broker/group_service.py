@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
+import structlog
 from google.protobuf import empty_pb2
 from tidelog.v1 import groups_pb2, records_pb2
 
@@ -33,6 +34,8 @@ from broker.store import Store
 from broker.topics import PartitionState, TopicRegistry, TopicState
 from broker.wakeups import wait_any
 from broker.writer import Writer
+
+log = structlog.get_logger("tidelog.groups")
 
 # Most bytes in one records message, whatever the credit (one batch may still go over it).
 MAX_RECORDS_MESSAGE_BYTES = 1 << 20
@@ -367,6 +370,7 @@ class GroupService:
         if not had_offsets and self._coordinator.group(request.group) is None:
             raise group_not_found(request.group)
         self._coordinator.forget(request.group)
+        log.info("group_deleted", group=request.group)
         return empty_pb2.Empty()
 
     async def reset_offsets(
@@ -387,6 +391,7 @@ class GroupService:
         async with self._coordinator.admin_write(request.group):
             self._check_no_members(request.group, "reset its offsets")  # none joined while we looked up offsets
             await self._writer.submit(ResetOffsetsOp(request.group, entries))
+        log.info("group_offsets_reset", group=request.group, topic=topic.name, offsets=[e[2] for e in entries])
         return groups_pb2.ResetOffsetsResponse(
             offsets=[
                 groups_pb2.PartitionOffset(topic=topic.name, partition=number, offset=offset)

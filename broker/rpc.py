@@ -10,6 +10,7 @@ answered INTERNAL without leaking a traceback.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeAlias, TypeVar
@@ -128,6 +129,14 @@ class StreamLimits:
 stream_limits = StreamLimits(total=1 << 62, per_connection=1 << 62)
 
 
+_request_ids = itertools.count(1)
+
+
+def _start_request(method: str) -> None:
+    """Every log line of this call (its own asyncio task) carries the method and a request id."""
+    structlog.contextvars.bind_contextvars(request_id=f"{next(_request_ids):x}", method=method)
+
+
 UnaryFn = Callable[[Any, Context], Awaitable[Response]]
 StreamFn = Callable[[Any, Context], AsyncIterator[Response]]
 BidiFn = Callable[[AsyncIterator[bytes], Context], AsyncIterator[Response]]
@@ -135,6 +144,7 @@ BidiFn = Callable[[AsyncIterator[bytes], Context], AsyncIterator[Response]]
 
 def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: Context) -> Response:
+        _start_request(method)
         began = time.perf_counter()
         try:
             return await fn(parse(request_cls, raw), context)
@@ -152,6 +162,7 @@ def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMetho
 
 def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: Context) -> AsyncIterator[Response]:
+        _start_request(method)
         peer = context.peer()
         try:
             stream_limits.acquire(peer)
@@ -176,6 +187,7 @@ def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc
 
 def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
     async def handle(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Response]:
+        _start_request(method)
         peer = context.peer()
         try:
             stream_limits.acquire(peer)

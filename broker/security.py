@@ -123,6 +123,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _as_principal(handler, principal)
 
 
+def _set_principal(principal: str | None) -> None:
+    acls.current_principal.set(principal)
+    if principal is not None:
+        structlog.contextvars.bind_contextvars(principal=principal)  # on this call's log lines
+
+
 def _certificate_principal(context: grpc.aio.ServicerContext) -> str | None:
     names = context.auth_context().get("x509_common_name")
     return names[0].decode() if names else None
@@ -138,14 +144,14 @@ def _as_principal(handler: grpc.RpcMethodHandler, token_principal: str | None) -
         behaviour = handler.unary_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            acls.current_principal.set(principal_of(context))
+            _set_principal(principal_of(context))
             return await behaviour(request, context)
 
         return handler._replace(unary_unary=unary)
     streaming = handler.unary_stream or handler.stream_stream
 
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        acls.current_principal.set(principal_of(context))
+        _set_principal(principal_of(context))
         async for response in streaming(request, context):
             yield response
 

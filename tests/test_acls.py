@@ -47,6 +47,8 @@ def test_acls_over_every_rpc_kind(tmp_path: Path) -> None:
         with AdminClient(broker.address, token="ops") as ops:
             for name in ("orders", "orders-x", "orders-secret", "payments"):
                 ops.create_topic(name)
+        created = [line for line in broker.log().splitlines() if '"event": "topic_created"' in line]
+        assert len(created) == 4 and all('"principal": "ops"' in line and '"request_id"' in line for line in created)
         denied = grpc.StatusCode.PERMISSION_DENIED
         with grpc.insecure_channel(broker.address) as channel:
             data, groups = BrokerStub(channel), GroupsStub(channel)
