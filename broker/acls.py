@@ -42,6 +42,12 @@ class Rule:
     resource_type: str
     pattern: str  # "name", "prefix*" or "*"; "" for cluster
 
+    @property
+    def text(self) -> str:
+        """The rule as a line of the ACL file."""
+        resource = self.resource_type if self.resource_type == "cluster" else f"{self.resource_type}:{self.pattern}"
+        return f"{'allow' if self.allow else 'deny'} {self.principal} {self.operation} {resource}"
+
     def matches(self, principal: str, operation: str, resource_type: str, name: str) -> bool:
         if self.principal not in ("*", principal) or self.operation not in ("*", operation):
             return False
@@ -75,14 +81,24 @@ def parse(text: str, source: str = "ACL file") -> list[Rule]:
 
 
 class Authorizer:
+    """The rules of the ACL file (reloaded on SIGHUP) and those added by CreateAcls (kept in LMDB)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.rules: list[Rule] = []
+        self.file_rules: list[Rule] = []
+        self.added_rules: list[Rule] = []
         self.reload()
 
+    @property
+    def rules(self) -> list[Rule]:
+        return [*self.file_rules, *self.added_rules]
+
     def reload(self) -> None:
-        self.rules = parse(self.path.read_text(), str(self.path))
-        log.info("acls_loaded", path=str(self.path), rules=len(self.rules))
+        self.file_rules = parse(self.path.read_text(), str(self.path))
+        log.info("acls_loaded", path=str(self.path), rules=len(self.file_rules))
+
+    def set_added(self, texts: list[str]) -> None:
+        self.added_rules = parse("\n".join(texts), "stored ACLs")
 
     def allowed(self, principal: str, operation: str, resource_type: str, name: str) -> bool:
         # As in Kafka, being allowed to do anything with a resource lets one describe it.

@@ -9,12 +9,12 @@ import structlog
 from google.protobuf import empty_pb2
 from tidelog.v1 import admin_pb2
 
-from broker import topic_config
+from broker import acls, topic_config
 from broker.acls import require
 from broker.config import Settings
-from broker.errors import BrokerError
+from broker.errors import BrokerError, invalid_request
 from broker.names import check_topic_name
-from broker.ops import AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp, PurgeTopicOp
+from broker.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp, PurgeTopicOp
 from broker.rpc import Context, unary
 from broker.store import TopicRecord
 from broker.topics import TopicRegistry, TopicState
@@ -73,6 +73,9 @@ class AdminService:
             "ListTopics": unary("ListTopics", empty_pb2.Empty, self.list_topics),
             "DescribeTopic": unary("DescribeTopic", admin_pb2.DescribeTopicRequest, self.describe_topic),
             "AlterTopicConfigs": unary("AlterTopicConfigs", admin_pb2.AlterTopicConfigsRequest, self.alter_configs),
+            "CreateAcls": unary("CreateAcls", admin_pb2.AclsRequest, self.create_acls),
+            "DeleteAcls": unary("DeleteAcls", admin_pb2.AclsRequest, self.delete_acls),
+            "ListAcls": unary("ListAcls", empty_pb2.Empty, self.list_acls),
         }
 
     async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
@@ -126,3 +129,41 @@ class AdminService:
         record: TopicRecord = await self._writer.submit(AlterTopicConfigsOp(request.name, configs))
         log.info("topic_configs_altered", topic=record.name, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
+
+    # -- ACLs ----------------------------------------------------------------------------
+
+    def _acl_texts(self, request: admin_pb2.AclsRequest) -> list[str]:
+        require("alter", "cluster")
+        if acls.authorizer is None:
+            raise BrokerError("ACLS_OFF", "this broker runs without ACLs: start it with --acls FILE to use them")
+        texts = []
+        for acl in request.acls:
+            try:
+                texts += [rule.text for rule in acls.parse(acl.rule, "the rule")]
+            except ValueError as err:
+                raise BrokerError("INVALID_ACL", str(err)) from None
+        if not texts:
+            raise invalid_request("give at least one rule, as `allow|deny PRINCIPAL OPERATION RESOURCE`")
+        return texts
+
+    async def create_acls(self, request: admin_pb2.AclsRequest, context: Context) -> empty_pb2.Empty:
+        texts = self._acl_texts(request)
+        await self._writer.submit(AclsOp(texts))
+        log.info("acls_added", rules=texts)
+        return empty_pb2.Empty()
+
+    async def delete_acls(self, request: admin_pb2.AclsRequest, context: Context) -> admin_pb2.DeleteAclsResponse:
+        texts = self._acl_texts(request)
+        deleted, _ = await self._writer.submit(AclsOp(texts, remove=True))
+        log.info("acls_removed", rules=texts, deleted=deleted)
+        return admin_pb2.DeleteAclsResponse(deleted=deleted)
+
+    async def list_acls(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListAclsResponse:
+        require("describe", "cluster")
+        authorizer = acls.authorizer
+        if authorizer is None:
+            return admin_pb2.ListAclsResponse()
+        return admin_pb2.ListAclsResponse(
+            acls=[admin_pb2.Acl(rule=r.text, source="file") for r in authorizer.file_rules]
+            + [admin_pb2.Acl(rule=r.text, source="added") for r in authorizer.added_rules]
+        )

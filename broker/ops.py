@@ -258,3 +258,30 @@ class PurgeTopicOp:
 
     def publish(self, registry: TopicRegistry, result: bool) -> None:
         pass
+
+
+@dataclass
+class AclsOp:
+    """Adds (or removes) ACL rules kept in LMDB; the result is every stored rule and how many changed."""
+
+    rules: list[str]  # canonical texts
+    remove: bool = False
+    write_bytes = 0
+
+    def apply(self, store: Store, txn: Any, now_ms: int) -> tuple[int, list[str]]:
+        changed = 0
+        for rule in self.rules:
+            key = rule.encode()
+            if self.remove:
+                changed += bool(txn.delete(key, db=store.acls))
+            elif txn.get(key, db=store.acls) is None:
+                txn.put(key, b"", db=store.acls)
+                changed += 1
+        stored = [bytes(key).decode() for key in txn.cursor(db=store.acls).iternext(values=False)]
+        return changed, stored
+
+    def publish(self, registry: TopicRegistry, result: tuple[int, list[str]]) -> None:
+        from broker import acls
+
+        if acls.authorizer is not None:
+            acls.authorizer.set_added(result[1])

@@ -69,6 +69,8 @@ async def serve(settings: Settings) -> None:
 
     tokens = TokenFile(settings.auth_tokens) if settings.auth_tokens else None
     acls.authorizer = Authorizer(settings.acls) if settings.acls else None
+    if acls.authorizer is not None:
+        acls.authorizer.set_added(store.stored_acls())
     quotas.active = Quotas(settings.quotas) if settings.quotas else None
     quotas.on_throttle = metrics.throttled
     authenticating = tokens is not None or acls.authorizer is not None

@@ -10,6 +10,7 @@ Named databases:
   deleting   topic_id -> b"" for deleted topics whose log is still being purged
   offsets    (group name, 0x00, topic_id, partition) -> committed offset (broker.group_offsets)
   timeindex  (topic_id, partition, timestamp) -> base offset, as the largest timestamp grows (broker.time_index)
+  acls       an ACL rule added by CreateAcls (its text) -> b"" (broker.acls)
 
 Keys are fixed-width big-endian so that LMDB's key order is log order.
 """
@@ -118,6 +119,7 @@ class Store:
         self.deleting = self.env.open_db(b"deleting")
         self.offsets = self.env.open_db(b"offsets")
         self.timeindex = self.env.open_db(b"timeindex")
+        self.acls = self.env.open_db(b"acls")
         self._check_format()
 
     def _check_format(self) -> None:
@@ -189,6 +191,10 @@ class Store:
         self.env.sync(True)
 
     # -- start-up -------------------------------------------------------------
+
+    def stored_acls(self) -> list[str]:
+        with self.env.begin(db=self.acls) as txn:
+            return [bytes(key).decode() for key in txn.cursor().iternext(values=False)]
 
     def load(self) -> tuple[list[tuple[TopicRecord, list[PartitionStats]]], list[int]]:
         """Every topic with its partition stats, and topic ids still being purged."""

@@ -115,3 +115,41 @@ def _delete(args: Args) -> int:
     else:
         print(f"deleted group {args.group}")
     return Exit.OK
+
+
+def add_acls(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    acls = commands.add_parser("acls", help="list, add and remove ACL rules (the broker needs --acls)")
+    actions = acls.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", parents=parents, help="every rule in force, and where it comes from").set_defaults(
+        run=_acls_list
+    )
+    add = actions.add_parser("add", parents=parents, help="add rules: 'allow alice produce topic:orders'")
+    add.add_argument("rules", nargs="+", metavar="RULE")
+    add.set_defaults(run=_acls_add)
+    remove = actions.add_parser("remove", parents=parents, help="remove added rules")
+    remove.add_argument("rules", nargs="+", metavar="RULE")
+    remove.set_defaults(run=_acls_remove)
+
+
+def _acls_list(args: Args) -> int:
+    with open_admin(args) as admin:
+        rules = admin.list_acls()
+    if args.json:
+        print_json([{"rule": rule, "source": source} for rule, source in rules])
+    else:
+        print_tables([Table(None, ("RULE", "SOURCE"), [[rule, source] for rule, source in rules])])
+    return Exit.OK
+
+
+def _acls_add(args: Args) -> int:
+    with open_admin(args) as admin:
+        admin.create_acls(args.rules)
+    print(f"added {len(args.rules)} rule(s)")
+    return Exit.OK
+
+
+def _acls_remove(args: Args) -> int:
+    with open_admin(args) as admin:
+        deleted = admin.delete_acls(args.rules)
+    print(f"removed {deleted} rule(s)")
+    return Exit.OK

@@ -163,6 +163,21 @@ class AsyncAdminClient:
         response = await call(self._groups.ResetOffsets(request, timeout=self._timeout))
         return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
 
+    async def create_acls(self, rules: list[str]) -> None:
+        """Add ACL rules (`allow alice produce topic:orders-*`) beside the broker's ACL file."""
+        request = admin_pb2.AclsRequest(acls=[admin_pb2.Acl(rule=rule) for rule in rules])
+        await call(self._admin.CreateAcls(request, timeout=self._timeout))
+
+    async def delete_acls(self, rules: list[str]) -> int:
+        """Remove added ACL rules; how many there were."""
+        request = admin_pb2.AclsRequest(acls=[admin_pb2.Acl(rule=rule) for rule in rules])
+        return int((await call(self._admin.DeleteAcls(request, timeout=self._timeout))).deleted)
+
+    async def list_acls(self) -> list[tuple[str, str]]:
+        """Every rule in force, as (rule, source) with source "file" or "added"."""
+        response = await call(self._admin.ListAcls(empty_pb2.Empty(), timeout=self._timeout))
+        return [(acl.rule, acl.source) for acl in response.acls]
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -250,6 +265,18 @@ class AdminClient:
                 name, topic, position=position, offset=offset, timestamp_ms=timestamp_ms, partitions=partitions
             )
         )
+
+    def create_acls(self, rules: list[str]) -> None:
+        """Add ACL rules (`allow alice produce topic:orders-*`) beside the broker's ACL file."""
+        self._loop.run(self._async.create_acls(rules))
+
+    def delete_acls(self, rules: list[str]) -> int:
+        """Remove added ACL rules; how many there were."""
+        return self._loop.run(self._async.delete_acls(rules))
+
+    def list_acls(self) -> list[tuple[str, str]]:
+        """Every rule in force, as (rule, source) with source "file" or "added"."""
+        return self._loop.run(self._async.list_acls())
 
     def close(self) -> None:
         if self._loop.loop.is_closed():

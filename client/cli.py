@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from client import _cli_records as records
 from client._channel import DEFAULT_BOOTSTRAP
 from client._cli_base import Args, CliError, Exit, exit_code, open_admin
-from client._cli_groups import add_groups
+from client._cli_groups import add_acls, add_groups
 from client._cli_output import (
     Table,
     configs_table,
@@ -107,6 +107,7 @@ def add_commands(commands: Commands) -> None:
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text or a table")
     _add_topics(commands, [common, as_json])
     add_groups(commands, [common, as_json], _timestamp)
+    add_acls(commands, [common, as_json])
     _add_produce(commands, [common])
     _add_consume(commands, [common])
     _add_bench(commands)

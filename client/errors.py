@@ -206,6 +206,8 @@ REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {
     "UNAUTHENTICATED": (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
     "TOO_MANY_STREAMS": (grpc.StatusCode.RESOURCE_EXHAUSTED, TooManyStreamsError),
     "NOT_AUTHORIZED": (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
+    "ACLS_OFF": (grpc.StatusCode.FAILED_PRECONDITION, FailedPreconditionError),
+    "INVALID_ACL": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
     "SHUTTING_DOWN": (grpc.StatusCode.UNAVAILABLE, UnavailableError),
     "INTERNAL": (grpc.StatusCode.INTERNAL, InternalError),
 }

@@ -4,7 +4,10 @@ whether a topic exists, reload on SIGHUP."""
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -16,7 +19,7 @@ from tidelog.v1.groups_pb2_grpc import GroupsStub
 from client import AdminClient, Producer
 from client.errors import PermissionDeniedError
 from tests.errors_util import expect_status
-from tests.harness import BrokerProcess, wait_for
+from tests.harness import ROOT, BrokerProcess, wait_for
 
 RULES = """
 allow ops * cluster
@@ -140,3 +143,45 @@ def test_rule_evaluation_and_parse_errors(tmp_path: Path) -> None:
     ):
         with pytest.raises(ValueError, match=fragment):
             parse(bad)
+
+
+def test_acls_added_by_rpc_and_cli_survive_a_restart(tmp_path: Path) -> None:
+    tokens, rules = tmp_path / "tokens", tmp_path / "acls"
+    tokens.write_text(line("ops") + line("carol"))
+    rules.write_text("allow ops * cluster\n")
+    broker = BrokerProcess(
+        tmp_path / "data", "--auth-tokens", str(tokens), "--acls", str(rules), "--retention-ms", "-1"
+    )
+    broker.start()
+    try:
+
+        def tidelog(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "broker", *args, "-b", broker.address, "--token", "ops"]
+            return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+        with AdminClient(broker.address, token="ops") as ops:
+            ops.create_topic("logs")
+        with AdminClient(broker.address, token="carol") as carol, pytest.raises(PermissionDeniedError):
+            carol.describe_topic("logs")
+        added = tidelog("acls", "add", "allow carol describe topic:log*")
+        assert added.returncode == 0, added.stderr
+        with AdminClient(broker.address, token="carol") as carol:
+            assert carol.describe_topic("logs").topic.name == "logs"
+            with pytest.raises(PermissionDeniedError):
+                carol.create_acls(["allow carol * cluster"])  # needs alter on the cluster
+        bad = tidelog("acls", "add", "allow carol fly topic:x")
+        assert bad.returncode == 1 and "unknown operation 'fly'" in bad.stderr
+
+        broker.stop()
+        broker.start()  # added rules are kept in the data directory
+        listed = json.loads(tidelog("acls", "list", "--json").stdout)
+        assert listed == [
+            {"rule": "allow ops * cluster", "source": "file"},
+            {"rule": "allow carol describe topic:log*", "source": "added"},
+        ]
+        removed = tidelog("acls", "remove", "allow carol describe topic:log*")
+        assert removed.stdout.strip() == "removed 1 rule(s)"
+        with AdminClient(broker.address, token="carol") as carol, pytest.raises(PermissionDeniedError):
+            carol.describe_topic("logs")
+    finally:
+        broker.stop()

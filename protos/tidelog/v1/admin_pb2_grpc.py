@@ -62,6 +62,21 @@ class AdminStub:
                 request_serializer=tidelog_dot_v1_dot_admin__pb2.AlterTopicConfigsRequest.SerializeToString,
                 response_deserializer=tidelog_dot_v1_dot_admin__pb2.Topic.FromString,
                 _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/tidelog.v1.Admin/CreateAcls',
+                request_serializer=tidelog_dot_v1_dot_admin__pb2.AclsRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/tidelog.v1.Admin/DeleteAcls',
+                request_serializer=tidelog_dot_v1_dot_admin__pb2.AclsRequest.SerializeToString,
+                response_deserializer=tidelog_dot_v1_dot_admin__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
+        self.ListAcls = channel.unary_unary(
+                '/tidelog.v1.Admin/ListAcls',
+                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                response_deserializer=tidelog_dot_v1_dot_admin__pb2.ListAclsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -108,6 +123,29 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAcls(self, request, context):
+        """Adds ACL rules beside those of the broker's --acls file, kept in its data
+        directory. FAILED_PRECONDITION (ACLS_OFF: the broker runs without --acls);
+        INVALID_ARGUMENT (INVALID_ACL); PERMISSION_DENIED (alter on the cluster).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Removes ACL rules added by CreateAcls (the file's are edited in the file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAcls(self, request, context):
+        """Every ACL rule in force: the file's and the added ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +173,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.AlterTopicConfigs,
                     request_deserializer=tidelog_dot_v1_dot_admin__pb2.AlterTopicConfigsRequest.FromString,
                     response_serializer=tidelog_dot_v1_dot_admin__pb2.Topic.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=tidelog_dot_v1_dot_admin__pb2.AclsRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=tidelog_dot_v1_dot_admin__pb2.AclsRequest.FromString,
+                    response_serializer=tidelog_dot_v1_dot_admin__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'ListAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAcls,
+                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=tidelog_dot_v1_dot_admin__pb2.ListAclsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +327,87 @@ class Admin:
             '/tidelog.v1.Admin/AlterTopicConfigs',
             tidelog_dot_v1_dot_admin__pb2.AlterTopicConfigsRequest.SerializeToString,
             tidelog_dot_v1_dot_admin__pb2.Topic.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.Admin/CreateAcls',
+            tidelog_dot_v1_dot_admin__pb2.AclsRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.Admin/DeleteAcls',
+            tidelog_dot_v1_dot_admin__pb2.AclsRequest.SerializeToString,
+            tidelog_dot_v1_dot_admin__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.Admin/ListAcls',
+            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            tidelog_dot_v1_dot_admin__pb2.ListAclsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,15 @@ class AdminStub:
     """Changes topic configs (merged into the current ones).
     NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (UNKNOWN_CONFIG, INVALID_CONFIG).
     """
+    CreateAcls: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AclsRequest, _empty_pb2.Empty]
+    """Adds ACL rules beside those of the broker's --acls file, kept in its data
+    directory. FAILED_PRECONDITION (ACLS_OFF: the broker runs without --acls);
+    INVALID_ARGUMENT (INVALID_ACL); PERMISSION_DENIED (alter on the cluster).
+    """
+    DeleteAcls: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AclsRequest, _admin_pb2.DeleteAclsResponse]
+    """Removes ACL rules added by CreateAcls (the file's are edited in the file)."""
+    ListAcls: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _admin_pb2.ListAclsResponse]
+    """Every ACL rule in force: the file's and the added ones."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -78,6 +87,15 @@ class AdminAsyncStub(AdminStub):
     """Changes topic configs (merged into the current ones).
     NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (UNKNOWN_CONFIG, INVALID_CONFIG).
     """
+    CreateAcls: _aio.UnaryUnaryMultiCallable[_admin_pb2.AclsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Adds ACL rules beside those of the broker's --acls file, kept in its data
+    directory. FAILED_PRECONDITION (ACLS_OFF: the broker runs without --acls);
+    INVALID_ARGUMENT (INVALID_ACL); PERMISSION_DENIED (alter on the cluster).
+    """
+    DeleteAcls: _aio.UnaryUnaryMultiCallable[_admin_pb2.AclsRequest, _admin_pb2.DeleteAclsResponse]  # type: ignore[assignment]
+    """Removes ACL rules added by CreateAcls (the file's are edited in the file)."""
+    ListAcls: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _admin_pb2.ListAclsResponse]  # type: ignore[assignment]
+    """Every ACL rule in force: the file's and the added ones."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Topic management. Every error carries a google.rpc.ErrorInfo (domain
@@ -130,5 +148,32 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """Changes topic configs (merged into the current ones).
         NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (UNKNOWN_CONFIG, INVALID_CONFIG).
         """
+
+    @_abc_1.abstractmethod
+    def CreateAcls(
+        self,
+        request: _admin_pb2.AclsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Adds ACL rules beside those of the broker's --acls file, kept in its data
+        directory. FAILED_PRECONDITION (ACLS_OFF: the broker runs without --acls);
+        INVALID_ARGUMENT (INVALID_ACL); PERMISSION_DENIED (alter on the cluster).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAcls(
+        self,
+        request: _admin_pb2.AclsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteAclsResponse, _abc.Awaitable[_admin_pb2.DeleteAclsResponse]]:
+        """Removes ACL rules added by CreateAcls (the file's are edited in the file)."""
+
+    @_abc_1.abstractmethod
+    def ListAcls(
+        self,
+        request: _empty_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAclsResponse, _abc.Awaitable[_admin_pb2.ListAclsResponse]]:
+        """Every ACL rule in force: the file's and the added ones."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
