@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from client import AdminClient, Consumer, Producer
-from client.errors import TidelogError, UnauthenticatedError, UnavailableError
+from client.errors import PermissionDeniedError, TidelogError, UnauthenticatedError, UnavailableError
 from tests.certs import CertificateAuthority
 from tests.harness import ROOT, BrokerProcess, wait_for
 
@@ -122,3 +122,30 @@ def test_tokens_on_every_rpc_kind_and_reload_on_sighup(tmp_path: Path) -> None:
         wait_for(bob_gets_in)
     finally:
         broker.stop()
+
+
+def test_the_principal_of_an_mtls_client_is_its_certificate_cn(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path)
+    server_cert, server_key = ca.issue("127.0.0.1", server=True)
+    alice = dict(zip(("tls_cert_file", "tls_key_file"), map(str, ca.issue("alice")), strict=True))
+    mallory = dict(zip(("tls_cert_file", "tls_key_file"), map(str, ca.issue("mallory")), strict=True))
+    rules = tmp_path / "acls"
+    rules.write_text("allow alice * cluster\n")
+    broker = BrokerProcess(
+        tmp_path / "data",
+        "--tls-cert", str(server_cert), "--tls-key", str(server_key), "--tls-client-ca", str(ca.pem),
+        "--acls", str(rules), "--retention-ms", "-1",
+    )  # fmt: skip
+    with pytest.raises(grpc.RpcError):  # the harness's plaintext health check cannot get in
+        broker.start(timeout=2)
+    try:
+        with AdminClient(broker.address, tls_ca_file=str(ca.pem), **alice) as admin:
+            admin.create_topic("certified")
+        with (
+            AdminClient(broker.address, tls_ca_file=str(ca.pem), **mallory) as admin,
+            pytest.raises(PermissionDeniedError) as refused,
+        ):
+            admin.describe_topic("certified")
+        assert "'mallory'" in str(refused.value)
+    finally:
+        broker.kill()
