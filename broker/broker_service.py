@@ -55,6 +55,28 @@ def offset_out_of_range(topic: TopicState, partition: PartitionState, offset: in
     )
 
 
+def position_offset(partition: PartitionState, position: int) -> int:
+    """The offset of a records_pb2.Position: the log start, or the high watermark (unspecified: latest)."""
+    if position == records_pb2.POSITION_EARLIEST:
+        return partition.log_start_offset
+    if position in (records_pb2.POSITION_LATEST, records_pb2.POSITION_UNSPECIFIED):
+        return partition.high_watermark
+    raise invalid_request(f"unknown position {position}: use POSITION_EARLIEST or POSITION_LATEST")
+
+
+def offset_for_time(store: Store, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
+    """The first (offset, timestamp) at or after `timestamp_ms`; (high watermark, -1) when none is."""
+    found = store.offset_for_timestamp(
+        topic.id,
+        partition.partition,
+        partition.log_start_offset,
+        partition.high_watermark,
+        timestamp_ms,
+        topic.log_append_time,
+    )
+    return found if found is not None else (partition.high_watermark, -1)
+
+
 class BrokerService:
     def __init__(
         self,
@@ -225,29 +247,10 @@ class BrokerService:
                 raise offset_out_of_range(topic, partition, request.offset)
             return request.offset
         if start == "position":
-            return self._position_offset(partition, request.position)
+            return position_offset(partition, request.position)
         if start == "timestamp_ms":
-            return self._offset_for_time(topic, partition, request.timestamp_ms)[0]
+            return offset_for_time(self._store, topic, partition, request.timestamp_ms)[0]
         return partition.high_watermark
-
-    @staticmethod
-    def _position_offset(partition: PartitionState, position: int) -> int:
-        if position == records_pb2.POSITION_EARLIEST:
-            return partition.log_start_offset
-        if position in (records_pb2.POSITION_LATEST, records_pb2.POSITION_UNSPECIFIED):
-            return partition.high_watermark
-        raise invalid_request(f"unknown position {position}: use POSITION_EARLIEST or POSITION_LATEST")
-
-    def _offset_for_time(self, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
-        found = self._store.offset_for_timestamp(
-            topic.id,
-            partition.partition,
-            partition.log_start_offset,
-            partition.high_watermark,
-            timestamp_ms,
-            topic.log_append_time,
-        )
-        return found if found is not None else (partition.high_watermark, -1)
 
     async def list_offsets(
         self, request: broker_pb2.ListOffsetsRequest, context: Context
@@ -255,9 +258,9 @@ class BrokerService:
         require("describe", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         if request.WhichOneof("target") == "timestamp_ms":
-            offset, timestamp_ms = self._offset_for_time(topic, partition, request.timestamp_ms)
+            offset, timestamp_ms = offset_for_time(self._store, topic, partition, request.timestamp_ms)
             return broker_pb2.ListOffsetsResponse(offset=offset, timestamp_ms=timestamp_ms)
-        return broker_pb2.ListOffsetsResponse(offset=self._position_offset(partition, request.position))
+        return broker_pb2.ListOffsetsResponse(offset=position_offset(partition, request.position))
 
     async def get_metadata(
         self, request: broker_pb2.GetMetadataRequest, context: Context

@@ -14,7 +14,7 @@ from tidelog.v1 import groups_pb2, records_pb2
 from broker import config
 from broker.acls import require
 from broker.batches import frame_batches, varint
-from broker.broker_service import offset_out_of_range
+from broker.broker_service import offset_for_time, offset_out_of_range, position_offset
 from broker.errors import BrokerError, invalid_request
 from broker.group_offsets import (
     CommitOffsetsOp,
@@ -367,9 +367,8 @@ class GroupService:
         self._check_no_members(request.group, "delete it")
         async with self._coordinator.admin_write(request.group):
             had_offsets = await self._writer.submit(DeleteGroupOffsetsOp(request.group))
-        if not had_offsets and self._coordinator.group(request.group) is None:
+        if not had_offsets:  # and no members (checked above): an empty group is not kept in memory
             raise group_not_found(request.group)
-        self._coordinator.forget(request.group)
         log.info("group_deleted", group=request.group)
         return empty_pb2.Empty()
 
@@ -403,21 +402,11 @@ class GroupService:
         self, topic: TopicState, partition: PartitionState, request: groups_pb2.ResetOffsetsRequest, target: str
     ) -> int:
         if target == "position":
-            if request.position == records_pb2.POSITION_EARLIEST:
-                return partition.log_start_offset
-            if request.position == records_pb2.POSITION_LATEST:
-                return partition.high_watermark
-            raise invalid_request("position must be POSITION_EARLIEST or POSITION_LATEST")
+            if request.position == records_pb2.POSITION_UNSPECIFIED:  # a reset says where, explicitly
+                raise invalid_request("position must be POSITION_EARLIEST or POSITION_LATEST")
+            return position_offset(partition, request.position)
         if target == "timestamp_ms":
-            found = self._store.offset_for_timestamp(
-                topic.id,
-                partition.partition,
-                partition.log_start_offset,
-                partition.high_watermark,
-                request.timestamp_ms,
-                topic.log_append_time,
-            )
-            return found[0] if found is not None else partition.high_watermark
+            return offset_for_time(self._store, topic, partition, request.timestamp_ms)[0]
         if not partition.log_start_offset <= request.offset <= partition.high_watermark:
             raise offset_out_of_range(topic, partition, request.offset)
         return request.offset

@@ -174,12 +174,6 @@ class Coordinator:
             for member in group.members.values():
                 member.end(error)
 
-    def forget(self, name: str) -> None:
-        """Drop an empty group's in-memory state (its offsets are deleted separately)."""
-        group = self._groups.get(name)
-        if group is not None and not group.members:
-            del self._groups[name]
-
     # -- membership ---------------------------------------------------------------
 
     def join(self, request: groups_pb2.JoinGroup, peer: str) -> Member:

@@ -6,25 +6,25 @@ import re
 
 from broker.errors import BrokerError
 
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _check_name(kind: str, name: str) -> None:
+    """Topic and group names follow Kafka's rule."""
+    if name in (".", "..") or not _NAME.fullmatch(name):
+        raise BrokerError(
+            "INVALID_NAME",
+            f"invalid {kind} name {name!r}: use 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..')",
+            **{kind: name},
+        )
 
 
 def check_topic_name(name: str) -> None:
-    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
-        raise BrokerError(
-            "INVALID_NAME",
-            f"invalid topic name {name!r}: use 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..')",
-            topic=name,
-        )
+    _check_name("topic", name)
 
 
 def check_group_name(name: str) -> None:
-    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
-        raise BrokerError(
-            "INVALID_NAME",
-            f"invalid group name {name!r}: use 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..')",
-            group=name,
-        )
+    _check_name("group", name)
 
 
 def check_limit(field: str, value: int, default: int, maximum: int) -> int:

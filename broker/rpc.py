@@ -162,52 +162,43 @@ def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMetho
 
 def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
     async def handle(raw: bytes, context: Context) -> AsyncIterator[Response]:
-        _start_request(method)
-        peer = context.peer()
-        try:
-            stream_limits.acquire(peer)
-        except BrokerError as refused:
-            await abort(context, refused)
-        observer.stream_opened(method, 1)
-        try:
-            async for response in fn(parse(request_cls, raw), context):
-                yield response
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            err = as_broker_error(exc, method)
-        finally:
-            observer.stream_opened(method, -1)
-            stream_limits.release(peer)
-        await abort(context, err)
+        async for response in _stream(method, context, lambda: fn(parse(request_cls, raw), context)):
+            yield response
 
     return grpc.unary_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
 
 
 def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
     async def handle(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Response]:
-        _start_request(method)
-        peer = context.peer()
-        try:
-            stream_limits.acquire(peer)
-        except BrokerError as refused:
-            await abort(context, refused)
-        observer.stream_opened(method, 1)
-        try:
-            async for response in fn(requests, context):
-                yield response
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            err = as_broker_error(exc, method)
-        finally:
-            observer.stream_opened(method, -1)
-            stream_limits.release(peer)
-        await abort(context, err)
+        async for response in _stream(method, context, lambda: fn(requests, context)):
+            yield response
 
     return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
+
+
+async def _stream(
+    method: str, context: Context, responses: Callable[[], AsyncIterator[Response]]
+) -> AsyncIterator[Response]:
+    """A streaming call: counted against the stream limits and in the metrics, its errors as statuses."""
+    _start_request(method)
+    peer = context.peer()
+    try:
+        stream_limits.acquire(peer)
+    except BrokerError as refused:
+        await abort(context, refused)
+    observer.stream_opened(method, 1)
+    try:
+        async for response in responses():  # a bad request raises here, inside the try
+            yield response
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        err = as_broker_error(exc, method)
+    finally:
+        observer.stream_opened(method, -1)
+        stream_limits.release(peer)
+    await abort(context, err)
 
 
 def register(server: grpc.aio.Server, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:

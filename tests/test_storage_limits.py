@@ -19,6 +19,14 @@ from tests.errors_util import expect_status
 from tests.harness import BrokerProcess, new_topic, wait_for
 
 
+def produce_succeeds(stub: BrokerStub, request: broker_pb2.ProduceRequest) -> bool:
+    try:
+        stub.Produce(request)
+        return True
+    except grpc.RpcError:
+        return False
+
+
 def test_the_map_grows_from_a_tiny_start_under_load_with_100_subscribers(tmp_path: Path) -> None:
     broker = BrokerProcess(tmp_path / "data", "--initial-map-size-mb", "1", "--retention-ms", "-1").start()
     try:
@@ -93,14 +101,7 @@ def test_a_full_map_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp_
                 topic="kept", partition=0, records=[records_pb2.Record(value=b"k" * 100_000)]
             )
 
-            def produce_works() -> bool:
-                try:
-                    stub.Produce(small)
-                    return True
-                except grpc.RpcError:
-                    return False
-
-            wait_for(produce_works, timeout=30)  # the purge frees the deleted topic's pages
+            wait_for(lambda: produce_succeeds(stub, small), timeout=30)  # the purge frees the deleted topic's pages
         assert '"event": "storage_full"' in broker.log()
     finally:
         broker.stop()
@@ -165,14 +166,7 @@ def test_a_full_disk_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp
                 topic="kept", partition=0, records=[records_pb2.Record(value=b"k" * 1000)] * 5
             )
 
-            def produce_works() -> bool:
-                try:
-                    stub.Produce(small)
-                    return True
-                except grpc.RpcError:
-                    return False
-
-            wait_for(produce_works, timeout=30)
+            wait_for(lambda: produce_succeeds(stub, small), timeout=30)
             every = stub.Fetch(broker_pb2.FetchRequest(topic="kept", partition=0, offset=0, max_records=100))
             assert sum(len(b.records) for b in every.batches) == 6  # nothing acknowledged was lost
         assert '"event": "disk_full"' in broker.log()
