@@ -128,6 +128,9 @@ class Store:
         lmdb_format = LMDB_FORMAT.encode()
         with self.env.begin(db=self.meta) as txn:
             found, found_lmdb = txn.get(b"format"), txn.get(b"lmdb_format")
+            indexed = txn.get(b"time_index") == b"complete"
+        # A directory from before the time index has batches it never saw: lookups scan there.
+        self.time_index_complete = found is None or indexed
         if found is None or found_lmdb is None:  # a new directory, or one from before the LMDB check
             with self.env.begin(write=True, db=self.meta) as txn:
                 if found is None:
@@ -143,9 +146,6 @@ class Store:
                 f"LMDB data format {bytes(found_lmdb).decode()} (this broker's LMDB library is {LMDB_FORMAT}.x, "
                 f"py-lmdb {lmdb.__version__})"
             )
-        with self.env.begin(db=self.meta) as txn:
-            # A directory from before the time index has batches it never saw: lookups scan there.
-            self.time_index_complete = txn.get(b"time_index") == b"complete"
         if problems:
             self.env.close()
             raise FormatMismatch(
