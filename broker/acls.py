@@ -17,12 +17,13 @@ The principal is the token's (--auth-tokens) or the client certificate's CN (mTL
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from broker.errors import BrokerError
+from broker.names import check_group_name, check_topic_name
 
 log = structlog.get_logger("tidelog.acls")
 
@@ -32,6 +33,19 @@ IMPLIES_DESCRIBE = frozenset({"describe", "produce", "consume", "alter", "delete
 
 # The principal of the call being handled (set by the authentication interceptor).
 current_principal: contextvars.ContextVar[str | None] = contextvars.ContextVar("principal", default=None)
+
+
+@dataclass
+class CallGrants:
+    """Who a call is and what it was allowed to do: judged again when tokens or ACLs are reloaded,
+    so a stream whose principal lost its token or its rights ends (broker.rpc)."""
+
+    principal: str | None
+    token_hash: str | None  # None: not authenticated by a token (mTLS, or authentication off)
+    checks: list[tuple[str, str, str]] = field(default_factory=list)  # (operation, resource type, name)
+
+
+current_grants: contextvars.ContextVar[CallGrants | None] = contextvars.ContextVar("grants", default=None)
 
 
 @dataclass(frozen=True)
@@ -107,21 +121,82 @@ class Authorizer:
         denies = any(not r.allow and r.matches(principal, operation, resource_type, name) for r in self.rules)
         return allows and not denies
 
+    def may_produce_somewhere(self, principal: str) -> bool:
+        """Kafka's rule for an idempotent producer id: produce on some topic (a cluster rule counts).
+        Each allowing rule is judged on the topic name its pattern names (a prefix: the prefix itself)."""
+        for rule in self.rules:
+            if not rule.allow or rule.operation not in ("*", "produce") or rule.principal not in ("*", principal):
+                continue
+            name = "" if rule.resource_type == "cluster" else rule.pattern.removesuffix("*")
+            if rule.resource_type in ("cluster", "topic") and self.allowed(principal, "produce", "topic", name):
+                return True
+        return False
+
 
 # Set by the server when --acls is given; None: every authenticated call may do anything.
 authorizer: Authorizer | None = None
 
+_NAME_CHECKS = {"topic": check_topic_name, "group": check_group_name}
+
+
+def _principal() -> str:
+    return current_principal.get() or "anonymous"
+
+
+def _refusal(principal: str, operation: str, what: str) -> BrokerError:
+    return BrokerError(
+        "NOT_AUTHORIZED",
+        f"principal {principal!r} may not {operation} {what}: ask for an ACL that allows it",
+        principal=principal,
+        operation=operation,
+    )
+
 
 def require(operation: str, resource_type: str, name: str = "") -> None:
-    """Refuse the call being handled unless its principal may do `operation` on the resource."""
+    """Refuse the call being handled unless its principal may do `operation` on the resource.
+
+    The name is checked first (INVALID_NAME says nothing of what exists); the refusal is worded the
+    same whether the resource exists or not. What was allowed is recorded for a later reload to judge.
+    """
+    if resource_type in _NAME_CHECKS:
+        _NAME_CHECKS[resource_type](name)
+    grants = current_grants.get()
+    if grants is not None:
+        grants.checks.append((operation, resource_type, name))
     if authorizer is None:
         return
-    principal = current_principal.get() or "anonymous"
+    principal = _principal()
     if not authorizer.allowed(principal, operation, resource_type, name):
         what = "the cluster" if resource_type == "cluster" else f"{resource_type} {name!r}"
-        raise BrokerError(
-            "NOT_AUTHORIZED",
-            f"principal {principal!r} may not {operation} {what}: ask for an ACL that allows it",
-            principal=principal,
-            operation=operation,
-        )
+        raise _refusal(principal, operation, what)
+
+
+def permitted(operation: str, resource_type: str, name: str) -> bool:
+    """May the call's principal do this? For leaving out what it may not see (no error, no trace)."""
+    return authorizer is None or authorizer.allowed(_principal(), operation, resource_type, name)
+
+
+def require_produce_somewhere() -> None:
+    """InitProducer: an idempotent producer id is for a principal that may produce to some topic."""
+    grants = current_grants.get()
+    if grants is not None:
+        grants.checks.append(("produce", "any-topic", ""))
+    if authorizer is None:
+        return
+    principal = _principal()
+    if not authorizer.may_produce_somewhere(principal):
+        raise _refusal(principal, "produce", "any topic, so it gets no idempotent producer id")
+
+
+def still_allowed(checks: list[tuple[str, str, str]], principal: str | None) -> bool:
+    """Whether every check a call passed passes again (after the ACLs were reloaded)."""
+    if authorizer is None:
+        return True
+    who = principal or "anonymous"
+    for operation, resource_type, name in checks:
+        if resource_type == "any-topic":
+            if not authorizer.may_produce_somewhere(who):
+                return False
+        elif not authorizer.allowed(who, operation, resource_type, name):
+            return False
+    return True

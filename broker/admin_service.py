@@ -33,6 +33,10 @@ def state_message(topic: TopicState) -> admin_pb2.Topic:
     return topic_message(topic.name, len(topic.partitions), topic.overrides, topic.broker_defaults)
 
 
+# A purge the disk or map refused tries again, backing off to this.
+PURGE_RETRY_MAX_S = 10.0
+
+
 class TopicPurger:
     """Deletes a deleted topic's records in the background, in small writer ops."""
 
@@ -46,12 +50,20 @@ class TopicPurger:
         task.add_done_callback(self._tasks.discard)
 
     async def _purge(self, topic_id: int) -> None:
-        try:
-            while not await self._writer.submit(PurgeTopicOp(topic_id)):
-                pass
-            log.info("topic_purged", topic_id=topic_id)
-        except BrokerError as err:
-            log.warning("topic_purge_paused", topic_id=topic_id, reason=err.reason)
+        failures = 0
+        while True:
+            try:
+                if await self._writer.submit(PurgeTopicOp(topic_id)):
+                    break
+                failures = 0
+            except BrokerError as err:
+                if err.reason == "SHUTTING_DOWN":
+                    return  # carried on at the next start
+                failures += 1
+                delay = min(PURGE_RETRY_MAX_S, 0.1 * 2**failures)
+                log.warning("topic_purge_paused", topic_id=topic_id, reason=err.reason, retry_in_s=delay)
+                await asyncio.sleep(delay)
+        log.info("topic_purged", topic_id=topic_id)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -12,7 +12,7 @@ from google.protobuf import empty_pb2
 from tidelog.v1 import broker_pb2, records_pb2
 
 from broker import config
-from broker.acls import require
+from broker.acls import require, require_produce_somewhere
 from broker.batches import frame_batches
 from broker.config import Settings
 from broker.errors import BrokerError, invalid_request, topic_not_found
@@ -127,6 +127,7 @@ class BrokerService:
         self._metrics.produced(op.topic.name, records, op.write_bytes)
 
     async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
+        require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
         return broker_pb2.InitProducerResponse(producer_id=await self._writer.submit(InitProducerOp()))
 
     async def produce_stream(

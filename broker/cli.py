@@ -60,6 +60,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="where the map starts (at least twice the data already there); it doubles when full",
     )
     serve.add_argument(
+        "--disk-reserve-mb",
+        type=float,
+        default=float(env_default("TIDELOG_DISK_RESERVE_MB", "64")),
+        help="disk space held back so that deletes and retention can commit on a full disk "
+        "(at most 10%% of the filesystem; 0 = none; default %(default)s)",
+    )
+    serve.add_argument(
         "--retention-ms",
         type=int,
         default=int(env_default("TIDELOG_RETENTION_MS", "604800000")),
@@ -173,8 +180,16 @@ def _serve(args: argparse.Namespace) -> int:
             check_listen(args.metrics_listen)
         except ValueError as err:
             raise SystemExit(f"tidelog: --metrics-listen: {err}") from None
+        if not args.tls_cert and not args.insecure and not is_loopback(args.metrics_listen):
+            raise SystemExit(
+                f"tidelog: refusing plaintext metrics on {args.metrics_listen}, which is not a loopback address: "
+                "with --tls-cert and --tls-key the metrics are served over HTTPS, or give --insecure if the network "
+                "is yours alone"
+            )
     if args.max_streams < 1 or args.max_streams_per_connection < 1:
         raise SystemExit("tidelog: --max-streams and --max-streams-per-connection must be >= 1")
+    if args.disk_reserve_mb < 0:
+        raise SystemExit("tidelog: --disk-reserve-mb must be >= 0 (0 = no reserve)")
     if args.cleaner_interval_ms < 1:
         raise SystemExit("tidelog: --cleaner-interval-ms must be >= 1")
     if args.retention_ms < -1 or args.retention_bytes < -1:
@@ -187,6 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
         fsync_interval_ms=args.fsync_interval_ms,
         map_size_bytes=int(args.map_size_gb * (1 << 30)),
         initial_map_size_bytes=max(1 << 20, int(args.initial_map_size_mb * (1 << 20))),
+        disk_reserve_bytes=int(args.disk_reserve_mb * (1 << 20)),
         max_partitions=args.max_partitions,
         subscribe_heartbeat_ms=args.heartbeat_ms,
         ready_file=args.ready_file,

@@ -28,6 +28,7 @@ class Settings:
     fsync_interval_ms: int = 1000
     map_size_bytes: int = 64 << 30  # the most the map may grow to
     initial_map_size_bytes: int = 64 << 20
+    disk_reserve_bytes: int = 64 << 20  # held back on the disk for deletes (broker.disk_reserve)
     max_partitions: int = 10_000
     subscribe_heartbeat_ms: int = 5000
     ready_file: Path | None = None

@@ -6,15 +6,26 @@ import grpc
 
 from client.errors import REASONS
 
+# A status travels in HTTP/2 trailers, which clients cap (grpc: 8 KiB by default); messages and
+# metadata echo what the client sent, so both are cut to fit whatever the client sent.
+MAX_MESSAGE_CHARS = 1000
+MAX_METADATA_VALUE_CHARS = 200
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, or its start and how much was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
 
 class BrokerError(Exception):
     """Raised anywhere in the broker; the service layer turns it into a gRPC status."""
 
     def __init__(self, reason: str, message: str, **metadata: object) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.metadata = {k: str(v) for k, v in metadata.items()}
+        self.metadata = {k: clip(str(v), MAX_METADATA_VALUE_CHARS) for k, v in metadata.items()}
 
     @property
     def code(self) -> grpc.StatusCode:

@@ -12,7 +12,7 @@ from google.protobuf import empty_pb2
 from tidelog.v1 import groups_pb2, records_pb2
 
 from broker import config
-from broker.acls import require
+from broker.acls import permitted, require
 from broker.batches import frame_batches, varint
 from broker.broker_service import offset_for_time, offset_out_of_range, position_offset
 from broker.errors import BrokerError, invalid_request
@@ -26,7 +26,6 @@ from broker.group_offsets import (
 )
 from broker.groups import Coordinator, Group, Member
 from broker.metrics import Metrics
-from broker.names import check_group_name
 from broker.produce import check_partition
 from broker.quotas import throttle
 from broker.rpc import Context, Response, bidi_stream, parse, unary
@@ -170,6 +169,8 @@ class GroupService:
     ) -> asyncio.Future[list[groups_pb2.PartitionOffset]]:
         """Check (fencing, ranges) and queue a commit; the future holds what is committed now."""
         offsets = list(offsets)
+        for o in offsets:  # before anything is looked up: a refusal must not tell whether the topic exists
+            require("consume", "topic", o.topic)
         topics = [self._registry.get(o.topic) for o in offsets]  # TOPIC_NOT_FOUND before any fencing
         self._coordinator.check_commit(group, member_id, generation, [(o.topic, o.partition) for o in offsets])
         entries = []
@@ -265,18 +266,20 @@ class GroupService:
         await self._submit_commit(request.group, request.member_id, request.generation, request.offsets)
         return empty_pb2.Empty()
 
-    def _topics_by_id(self) -> dict[int, TopicState]:
-        return {topic.id: topic for topic in self._registry.sorted()}
+    def _visible_topics_by_id(self) -> dict[int, TopicState]:
+        """The topics the caller may describe: a group's answers leave the others out, without a trace."""
+        return {topic.id: topic for topic in self._registry.sorted() if permitted("describe", "topic", topic.name)}
 
     async def fetch_offsets(
         self, request: groups_pb2.FetchOffsetsRequest, context: Context
     ) -> groups_pb2.FetchOffsetsResponse:
         require("describe", "group", request.group)
-        check_group_name(request.group)
         wanted = set(request.topics)
+        for name in sorted(wanted):
+            require("describe", "topic", name)
         for name in wanted:
             self._registry.get(name)
-        by_id = self._topics_by_id()
+        by_id = self._visible_topics_by_id()
         offsets = [
             groups_pb2.PartitionOffset(topic=by_id[topic_id].name, partition=partition, offset=offset)
             for (topic_id, partition), offset in committed(self._store, request.group).items()
@@ -305,15 +308,15 @@ class GroupService:
         self, request: groups_pb2.DescribeGroupRequest, context: Context
     ) -> groups_pb2.DescribeGroupResponse:
         require("describe", "group", request.group)
-        check_group_name(request.group)
         group = self._coordinator.group(request.group)
         offsets = committed(self._store, request.group)
         if (group is None or not group.members) and not offsets:
             raise group_not_found(request.group)
-        by_id = self._topics_by_id()
+        by_id = self._visible_topics_by_id()
+        visible = {topic.name for topic in by_id.values()}
         owners = _owners(group)
         topics = {by_id[topic_id].name for topic_id, _ in offsets if topic_id in by_id}
-        topics |= {t for m in (group.members.values() if group else ()) for t in m.topics}
+        topics |= {t for m in (group.members.values() if group else ()) for t in m.topics if t in visible}
         lags = []
         for name in sorted(topics):
             try:
@@ -336,8 +339,10 @@ class GroupService:
         members = [
             groups_pb2.GroupMember(
                 member_id=m.id,
-                topics=sorted(m.topics),
-                partitions=[groups_pb2.TopicPartition(topic=t, partition=p) for t, p in sorted(m.owned)],
+                topics=sorted(t for t in m.topics if t in visible),
+                partitions=[
+                    groups_pb2.TopicPartition(topic=t, partition=p) for t, p in sorted(m.owned) if t in visible
+                ],
                 peer=m.peer,
                 session_timeout_ms=round(m.session_timeout_s * 1000),
             )
@@ -363,7 +368,6 @@ class GroupService:
 
     async def delete_group(self, request: groups_pb2.DeleteGroupRequest, context: Context) -> empty_pb2.Empty:
         require("delete", "group", request.group)
-        check_group_name(request.group)
         self._check_no_members(request.group, "delete it")
         async with self._coordinator.admin_write(request.group):
             had_offsets = await self._writer.submit(DeleteGroupOffsetsOp(request.group))
@@ -376,7 +380,7 @@ class GroupService:
         self, request: groups_pb2.ResetOffsetsRequest, context: Context
     ) -> groups_pb2.ResetOffsetsResponse:
         require("alter", "group", request.group)
-        check_group_name(request.group)
+        require("consume", "topic", request.topic)  # it moves where the group reads this topic
         self._check_no_members(request.group, "reset its offsets")
         topic = self._registry.get(request.topic)
         numbers = list(request.partitions) or range(len(topic.partitions))

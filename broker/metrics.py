@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -94,10 +95,22 @@ class Metrics:
     def stream_opened(self, method: str, delta: int) -> None:
         self.open_streams.labels(method).inc(delta)
 
-    def serve(self, address: str) -> None:
+    def serve(
+        self, address: str, tls_cert: Path | None = None, tls_key: Path | None = None, client_ca: Path | None = None
+    ) -> None:
+        """HTTP on `address`; HTTPS with the broker's certificate when it has one (client certificates
+        required with `client_ca`, as on the gRPC listener)."""
         host, _, port = address.rpartition(":")
-        start_http_server(int(port), host.strip("[]") or "127.0.0.1", registry=self.registry)
-        log.info("metrics_serving", listen=address)
+        start_http_server(
+            int(port),
+            host.strip("[]") or "127.0.0.1",
+            registry=self.registry,
+            certfile=str(tls_cert) if tls_cert else None,
+            keyfile=str(tls_key) if tls_key else None,
+            client_cafile=str(client_ca) if client_ca else None,
+            client_auth_required=client_ca is not None,
+        )
+        log.info("metrics_serving", listen=address, tls=tls_cert is not None)
 
 
 class _StateCollector(Collector):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from broker.errors import BrokerError
+from broker.errors import BrokerError, clip
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -14,7 +14,8 @@ def _check_name(kind: str, name: str) -> None:
     if name in (".", "..") or not _NAME.fullmatch(name):
         raise BrokerError(
             "INVALID_NAME",
-            f"invalid {kind} name {name!r}: use 1-249 characters of A-Z a-z 0-9 . _ - (not '.' or '..')",
+            f"invalid {kind} name {clip(repr(name), 60)} ({len(name)} characters): use 1-249 characters of "
+            "A-Z a-z 0-9 . _ - (not '.' or '..')",
             **{kind: name},
         )
 

@@ -215,6 +215,7 @@ class AlterTopicConfigsOp:
     name: str
     configs: dict[str, str]
     write_bytes = 0
+    frees_space = True  # lowering retention is how space is freed: it must commit on a full disk
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> TopicRecord:
         topic = _require_topic(store, txn, self.name)
@@ -233,7 +234,7 @@ class PurgeTopicOp:
     topic_id: int
     limit: int = 2000
     write_bytes = 1 << 30  # deleting thousands of keys: never on the event loop
-    frees_space = True  # may use the map's reserve when it is full
+    frees_space = True  # may use the map's and the disk's reserve when they are full
 
     def apply(self, store: Store, txn: Any, now_ms: int) -> bool:
         prefix = TOPIC_ID.pack(self.topic_id)

@@ -21,6 +21,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
+from broker.acls import CallGrants, current_grants
 from broker.errors import BrokerError, invalid_request
 from client.errors import ERROR_DOMAIN
 
@@ -89,14 +90,42 @@ class _NoObserver:
 observer: Observer = _NoObserver()
 
 
+class OpenStream:
+    """A streaming call in progress: its task, and why it was ended from outside (if it was)."""
+
+    __slots__ = ("ended", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.ended: BrokerError | None = None
+
+    def end(self, err: BrokerError) -> None:
+        """End the call with `err` (its handler sees a cancellation and answers with the status)."""
+        if self.ended is None and self.task is not None:
+            self.ended = err
+            self.task.cancel()
+
+
 class StreamLimits:
-    """At most `total` open streams, and `per_connection` from one client connection (its peer)."""
+    """At most `total` open streams, and `per_connection` from one client connection (its peer);
+    keeps the open streams, so a reload can end those whose principal lost its token or rights."""
 
     def __init__(self, total: int, per_connection: int) -> None:
         self.total = total
         self.per_connection = per_connection
         self._open = 0
         self._by_peer: dict[str, int] = {}
+        self.streams: dict[OpenStream, CallGrants | None] = {}
+
+    def end_where(self, judge: Callable[[CallGrants], BrokerError | None]) -> int:
+        """End every open stream whose grants `judge` refuses now; how many were ended."""
+        ended = 0
+        for stream, grants in list(self.streams.items()):
+            err = judge(grants) if grants is not None else None
+            if err is not None:
+                stream.end(err)
+                ended += 1
+        return ended
 
     def acquire(self, peer: str) -> None:
         if self._open >= self.total:
@@ -187,17 +216,23 @@ async def _stream(
     except BrokerError as refused:
         await abort(context, refused)
     observer.stream_opened(method, 1)
+    limits = stream_limits
+    stream = OpenStream(asyncio.current_task())
+    limits.streams[stream] = current_grants.get()
     try:
         async for response in responses():  # a bad request raises here, inside the try
             yield response
         return
     except asyncio.CancelledError:
-        raise
+        if stream.ended is None:
+            raise
+        err = stream.ended  # ended by the broker (a revoked token), not by the client
     except Exception as exc:
         err = as_broker_error(exc, method)
     finally:
+        del limits.streams[stream]
         observer.stream_opened(method, -1)
-        stream_limits.release(peer)
+        limits.release(peer)
     await abort(context, err)
 
 

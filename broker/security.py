@@ -80,7 +80,9 @@ class TokenFile:
         log.info("tokens_loaded", path=str(self.path), principals=len(by_hash))
 
     def principal(self, token: str) -> str | None:
-        digest = hash_token(token)
+        return self.principal_of_hash(hash_token(token))
+
+    def principal_of_hash(self, digest: str) -> str | None:
         for known, principal in self._by_hash.items():
             if hmac.compare_digest(known, digest):
                 return principal
@@ -120,11 +122,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             principal = self._tokens.principal(token.strip()) if scheme.lower() == "bearer" else None
             if principal is None:
                 return _refusing(handler, _unauthenticated("the token is not valid for this broker"))
-        return _as_principal(handler, principal)
+            return _as_principal(handler, principal, hash_token(token.strip()))
+        return _as_principal(handler, None, None)
 
 
-def _set_principal(principal: str | None) -> None:
+def _set_principal(principal: str | None, token_hash: str | None) -> None:
     acls.current_principal.set(principal)
+    acls.current_grants.set(acls.CallGrants(principal, token_hash))
     if principal is not None:
         structlog.contextvars.bind_contextvars(principal=principal)  # on this call's log lines
 
@@ -134,8 +138,10 @@ def _certificate_principal(context: grpc.aio.ServicerContext) -> str | None:
     return names[0].decode() if names else None
 
 
-def _as_principal(handler: grpc.RpcMethodHandler, token_principal: str | None) -> grpc.RpcMethodHandler:
-    """The same handler, run with the call's principal set for broker.acls."""
+def _as_principal(
+    handler: grpc.RpcMethodHandler, token_principal: str | None, token_hash: str | None
+) -> grpc.RpcMethodHandler:
+    """The same handler, run with the call's principal (and the token's hash) set for broker.acls."""
 
     def principal_of(context: grpc.aio.ServicerContext) -> str | None:
         return token_principal or _certificate_principal(context)
@@ -144,14 +150,14 @@ def _as_principal(handler: grpc.RpcMethodHandler, token_principal: str | None) -
         behaviour = handler.unary_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            _set_principal(principal_of(context))
+            _set_principal(principal_of(context), token_hash)
             return await behaviour(request, context)
 
         return handler._replace(unary_unary=unary)
     streaming = handler.unary_stream or handler.stream_stream
 
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        _set_principal(principal_of(context))
+        _set_principal(principal_of(context), token_hash)
         async for response in streaming(request, context):
             yield response
 
@@ -175,3 +181,17 @@ def _refusing(handler: grpc.RpcMethodHandler, err: BrokerError) -> grpc.RpcMetho
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(abort)
     return grpc.stream_stream_rpc_method_handler(abort)
+
+
+def revoked(grants: acls.CallGrants, tokens: TokenFile | None) -> BrokerError | None:
+    """Why a call opened with these grants may go on no longer (its token or its rights are gone), or None."""
+    token_hash = grants.token_hash
+    if tokens is not None and token_hash is not None and tokens.principal_of_hash(token_hash) != grants.principal:
+        return _unauthenticated("the token this stream was opened with is no longer valid (revoked on reload)")
+    if not acls.still_allowed(grants.checks, grants.principal):
+        return BrokerError(
+            "NOT_AUTHORIZED",
+            f"principal {grants.principal or 'anonymous'!r} lost a right this stream needs (ACLs reloaded)",
+            principal=grants.principal or "anonymous",
+        )
+    return None

@@ -16,13 +16,14 @@ from broker.acls import Authorizer
 from broker.admin_service import AdminService, TopicPurger
 from broker.broker_service import BrokerService
 from broker.config import Settings
+from broker.disk_reserve import DiskReserve
 from broker.group_service import GroupService
 from broker.groups import Coordinator
 from broker.metrics import Metrics
 from broker.quotas import Quotas
 from broker.retention import Cleaner
 from broker.rpc import register
-from broker.security import AuthInterceptor, TokenFile, server_credentials
+from broker.security import AuthInterceptor, TokenFile, revoked, server_credentials
 from broker.store import Store
 from broker.topics import TopicRegistry, TopicState
 from broker.writer import Writer
@@ -36,7 +37,8 @@ SHUTDOWN_GRACE_S = 5.0
 
 
 def _reload(tokens: TokenFile | None, authorizer: Authorizer | None, limits: Quotas | None) -> None:
-    """SIGHUP: read the token, ACL and quota files again; a file that fails to read keeps what was loaded."""
+    """SIGHUP: read the token, ACL and quota files again; a file that fails to read keeps what was loaded.
+    Open streams whose token was revoked, or whose principal lost a right they need, end."""
     for source in (tokens, authorizer, limits):
         if source is None:
             continue
@@ -44,6 +46,9 @@ def _reload(tokens: TokenFile | None, authorizer: Authorizer | None, limits: Quo
             source.reload()
         except (OSError, ValueError) as err:
             log.error("reload_failed", path=str(source.path), error=str(err))
+    ended = rpc.stream_limits.end_where(lambda grants: revoked(grants, tokens))
+    if ended:
+        log.info("streams_revoked", streams=ended)
 
 
 async def serve(settings: Settings) -> None:
@@ -63,7 +68,9 @@ async def serve(settings: Settings) -> None:
     metrics = Metrics()
     rpc.observer = metrics
     rpc.stream_limits = rpc.StreamLimits(settings.max_streams, settings.max_streams_per_connection)
-    writer = Writer(store, registry, loop, interval, metrics)
+    disk_reserve = DiskReserve(settings.data_dir, settings.disk_reserve_bytes)
+    disk_reserve.fill()
+    writer = Writer(store, registry, loop, interval, metrics, disk_reserve)
     writer.start()
     purger = TopicPurger(writer)
 
@@ -85,6 +92,11 @@ async def serve(settings: Settings) -> None:
             ("grpc.keepalive_timeout_ms", 20_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.http2.max_ping_strikes", 2),
+            # grpc-core queues calls the Python server has not picked up yet and, past 1,000 queued
+            # (3,000 hard), cancels them at random: a burst of Subscribe streams (a consumer of
+            # thousands of partitions reconnecting) came back CANCELLED. --max-streams is the limit.
+            ("grpc.server.max_pending_requests", settings.max_streams),
+            ("grpc.server.max_pending_requests_hard_limit", settings.max_streams),
         ],
     )
     try:
@@ -120,7 +132,7 @@ async def serve(settings: Settings) -> None:
     groups.start()
     if settings.metrics_listen:
         metrics.watch_state(loop, registry, store, coordinator)
-        metrics.serve(settings.metrics_listen)
+        metrics.serve(settings.metrics_listen, settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
     cleaner.start()
     for service in ("", ADMIN, BROKER, GROUPS):

@@ -22,6 +22,7 @@ import json
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,12 @@ class Store:
             self.env.set_mapsize(grown)
         log.info("map_grown", map_size=grown, max_map_size=self.max_map_size)
         return True
+
+    def release_freed_pages(self) -> None:
+        """Commit a tiny transaction. LMDB reuses the pages a commit freed only once a later transaction
+        has committed; on a full disk no other write could, so the freed space would never be used."""
+        with self.env.begin(write=True, db=self.meta) as txn:
+            txn.put(b"freed_at_ns", str(time.time_ns()).encode())
 
     def close(self) -> None:
         self.env.sync(True)

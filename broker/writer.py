@@ -23,6 +23,7 @@ from typing import Any
 import lmdb
 import structlog
 
+from broker.disk_reserve import DiskReserve
 from broker.errors import BrokerError
 from broker.metrics import Metrics
 from broker.ops import WriteOp
@@ -37,6 +38,8 @@ MAX_OPS_PER_COMMIT = 4096
 # Groups writing at most this much commit on the event loop when the writer thread is idle.
 INLINE_COMMIT_MAX_BYTES = 64 << 10
 
+# How often a short disk reserve is topped up again (after commits, so only while writes come in).
+RESERVE_CHECK_S = 5.0
 # A commit that fails while the disk has less than this (plus the group's size) free is a full disk.
 DISK_FULL_BELOW_BYTES = 16 << 20
 
@@ -56,8 +59,11 @@ class Writer:
         loop: asyncio.AbstractEventLoop,
         fsync_interval_s: float | None,
         metrics: Metrics | None = None,
+        disk_reserve: DiskReserve | None = None,
     ) -> None:
         self._metrics = metrics
+        self._disk_reserve = disk_reserve
+        self._next_reserve_check = 0.0
         self._store = store
         self._registry = registry
         self._loop = loop
@@ -150,7 +156,8 @@ class Writer:
         A full map grows (up to --map-size-gb, less a reserve) and the group is committed again. A
         map that cannot grow answers STORAGE_FULL, except to ops that free space (deleting a topic,
         retention): they are committed on their own, into the reserve. A full disk answers
-        STORAGE_FULL too. The next commit tries afresh, so writes go through again once pages are free.
+        STORAGE_FULL too, except to those ops again: the disk reserve is given up for them
+        (broker.disk_reserve). The next commit tries afresh, so writes go through again once pages are free.
         """
         while True:
             try:
@@ -159,6 +166,7 @@ class Writer:
                 if self._metrics is not None:
                     self._metrics.commit_seconds.observe(time.perf_counter() - began)
                     self._metrics.commit_ops.observe(len(batch))
+                self._refill_reserve_now_and_then()
                 return outcomes
             except lmdb.MapFullError:
                 if self._grow_map(into_reserve=False):
@@ -174,7 +182,7 @@ class Writer:
                         f"the disk holding {self._store.path} is full ({free >> 20} MiB free): free space there, "
                         "delete topics or lower retention; writes resume once there is room",
                     )
-                    return [full] * len(batch)
+                    return self._commit_when_disk_full(batch, full)
                 log.exception("commit_failed", ops=len(batch))
                 return [BrokerError("INTERNAL", "the broker could not commit this write; see its log")] * len(batch)
 
@@ -192,6 +200,7 @@ class Writer:
             while True:
                 try:
                     results = self._commit_once(group)
+                    self._store.release_freed_pages()
                     break
                 except lmdb.MapFullError:
                     if not self._grow_map(into_reserve=True):
@@ -201,6 +210,34 @@ class Writer:
                     return outcomes
             for (i, _), result in zip(freeing, results, strict=True):
                 outcomes[i] = result
+        return outcomes
+
+    def _refill_reserve_now_and_then(self) -> None:
+        """Take back the disk reserve, once the disk has room again (looked at every few seconds)."""
+        now = time.monotonic()
+        if self._disk_reserve is None or now < self._next_reserve_check:
+            return
+        self._next_reserve_check = now + RESERVE_CHECK_S
+        if self._disk_reserve.short:
+            self._disk_reserve.fill()
+
+    def _commit_when_disk_full(self, batch: _Group, full: BrokerError) -> list[Any]:
+        """Commit the ops that free space on their own, in the space the disk reserve gives back."""
+        outcomes: list[Any] = [full] * len(batch)
+        freeing = [(i, item) for i, item in enumerate(batch) if getattr(item[0], "frees_space", False)]
+        if not freeing or self._disk_reserve is None:
+            return outcomes
+        self._disk_reserve.release()
+        try:
+            results = self._commit_once([item for _, item in freeing])
+            self._store.release_freed_pages()
+        except lmdb.Error as err:
+            log.error("commit_failed_on_full_disk", ops=len(freeing), error=str(err))
+            return outcomes
+        finally:
+            self._disk_reserve.fill()  # what the commit left free: held again for the next one
+        for (i, _), result in zip(freeing, results, strict=True):
+            outcomes[i] = result
         return outcomes
 
     def _commit_once(self, batch: _Group) -> list[Any]:

@@ -28,13 +28,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("client.group")
 
 PartitionsCallback = Callable[[list[TopicPartition]], Any]
-_RECONNECT_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.ABORTED,
-}
 # Credit is granted back in steps of at least this much, to keep credit messages few.
 _CREDIT_STEP_BYTES = 64 << 10
 
@@ -118,7 +111,7 @@ class GroupSession:
                 stream.cancel()
             self._lose_everything(error)
             # FENCED: the session ended (a long pause, a broker restart); join again.
-            if error.code not in _RECONNECT_CODES and error.reason != "FENCED":
+            if not error.retriable and error.reason != "FENCED":
                 self._consumer._queue.put_nowait(error)
                 return
             failures += 1

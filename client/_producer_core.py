@@ -61,15 +61,6 @@ log = structlog.get_logger("client.producer")
 TP = tuple[str, int]
 # The broker remembers this many batches per producer and partition (API.md).
 IDEMPOTENT_IN_FLIGHT_PER_PARTITION = 5
-# Stream failures worth reconnecting for: the broker went away, or the transport broke mid-call.
-_RECONNECT_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.ABORTED,
-}
 
 
 @dataclass(frozen=True)
@@ -557,7 +548,7 @@ class ProducerCore:
 
     def _on_stream_broken(self, error: TidelogError) -> None:
         """Take back what was in flight: resend it (same sequences), or fail it if retrying cannot help."""
-        reconnect = error.code in _RECONNECT_CODES or error.retriable
+        reconnect = error.retriable
         failed: list[Batch] = []
         with self._lock:
             batches = list(self._in_flight)

@@ -36,14 +36,6 @@ from client.types import Message, MessageBatch, TopicPartition
 log = structlog.get_logger("client.consumer")
 
 OffsetReset = Literal["earliest", "latest", "none"]
-_RECONNECT_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 # Parsed responses buffered between the streams and the caller.
 _QUEUE_RESPONSES = 64
 
@@ -380,7 +372,7 @@ class AsyncConsumer:
                 self._positions[tp] = None
                 self._known[tp].clear()
                 continue
-            if error.code not in _RECONNECT_CODES:
+            if not error.retriable:  # a broken stream (even one the transport CANCELLED) is reopened
                 await self._queue.put(error)
                 return
             failures += 1

@@ -171,7 +171,20 @@ class CancelledError(TidelogError):
 
 
 class InternalError(TidelogError):
+    """The broker failed while handling the call (a broker bug, reported with its ErrorInfo): not retriable."""
+
     code = grpc.StatusCode.INTERNAL
+
+
+class AbortedError(TidelogError):
+    code = grpc.StatusCode.ABORTED
+    retriable = True
+
+
+class TransportError(UnavailableError):
+    """The connection failed mid-call (grpc's own INTERNAL, UNKNOWN or CANCELLED, with no broker
+    ErrorInfo attached): the broker may never have seen the call. Retriable, like UnavailableError;
+    ``code`` keeps what grpc said."""
 
 
 # The names of the SDK's error families, as Kafka and NATS users look for them.
@@ -226,7 +239,12 @@ _BY_CODE: dict[grpc.StatusCode, type[TidelogError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.INTERNAL: InternalError,
+    grpc.StatusCode.ABORTED: AbortedError,
 }
+# Statuses that, without a broker's ErrorInfo, come from the transport: a broken connection, a call
+# the server's transport dropped before the broker saw it (grpc's own wording: "Internal error from
+# Core", "Socket closed", "CANCELLED").
+_TRANSPORT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED})
 
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -261,9 +279,15 @@ def from_rpc_error(err: grpc.RpcError) -> TidelogError:
             if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
                 reason = info.reason
                 metadata = dict(info.metadata)
-    if not reason:
-        message = _transport_hint(code, message)
-    return make_error(code, message, reason, metadata)
+    if reason:
+        return make_error(code, message, reason, metadata)
+    message = _transport_hint(code, message)
+    if code in _TRANSPORT_CODES:
+        return TransportError(message, code=code)
+    error = make_error(code, message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        error.retriable = False  # grpc's own size limits (a message or its metadata too large): permanent
+    return error
 
 
 def _transport_hint(code: grpc.StatusCode, message: str) -> str:
@@ -272,6 +296,10 @@ def _transport_hint(code: grpc.StatusCode, message: str) -> str:
         return f"{message} (is the broker running at that address and reachable?)"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"{message} (the broker did not answer in time: is it overloaded or unreachable?)"
+    if code in _TRANSPORT_CODES:
+        return f"{message} (the connection to the broker failed mid-call; retrying is safe)"
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return f"{message} (a gRPC size limit of this client or the broker: send less in one message)"
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return f"{message} (the server does not speak this Tidelog API: is that address a Tidelog broker?)"
     return message

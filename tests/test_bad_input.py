@@ -161,3 +161,32 @@ def test_broker_still_serves_after_bad_input(broker_stub: BrokerStub, topic_fact
     topic = topic_factory()
     response = broker_stub.Produce(broker_pb2.ProduceRequest(topic=topic, partition=0, records=[rec(b"alive")]))
     assert response.results[0].record_count == 1
+
+
+def test_names_of_any_length_are_refused_with_a_short_message(channel: grpc.Channel) -> None:
+    from tidelog.v1 import groups_pb2
+    from tidelog.v1.groups_pb2_grpc import GroupsStub
+
+    admin, data, groups = AdminStub(channel), BrokerStub(channel), GroupsStub(channel)
+    huge = "n" * 5000
+    calls = {
+        "DescribeTopic": lambda: admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=huge)),
+        "CreateTopic": lambda: admin.CreateTopic(admin_pb2.CreateTopicRequest(name=huge)),
+        "Produce": lambda: data.Produce(broker_pb2.ProduceRequest(topic=huge, records=[rec()])),
+        "Fetch": lambda: data.Fetch(broker_pb2.FetchRequest(topic=huge)),
+        "DescribeGroup": lambda: groups.DescribeGroup(groups_pb2.DescribeGroupRequest(group=huge)),
+        "FetchOffsets": lambda: groups.FetchOffsets(groups_pb2.FetchOffsetsRequest(group="g", topics=[huge])),
+    }
+    for method, call in calls.items():
+        err = expect_status(C.INVALID_ARGUMENT, "INVALID_NAME", call)
+        assert len(err.details()) < 300, method  # type: ignore[attr-defined]
+        assert "5000 characters" in err.details(), method  # type: ignore[attr-defined]
+        assert all(len(v) <= 300 for v in error_info(err).metadata.values()), method
+
+
+def test_every_error_message_is_cut_to_fit_a_status() -> None:
+    from broker.errors import MAX_MESSAGE_CHARS, BrokerError
+
+    err = BrokerError("INVALID_CONFIG", "bad value " + "v" * 20_000, value="v" * 20_000)
+    assert len(err.message) < MAX_MESSAGE_CHARS + 50 and "more characters" in err.message
+    assert len(err.metadata["value"]) < 300

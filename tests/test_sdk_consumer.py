@@ -168,3 +168,42 @@ def test_poll_batches_hands_out_stored_batches_and_moves_positions(broker: Broke
         assert first is not None and [m.offset for m in first][:2] == [10, 11] and first.keys[0] == b""
         produce(broker.address, topic, range(1000, 1002))
         assert [int(m.value) for m in take(consumer, 2)] == [1000, 1001]  # records after batches, as usual
+
+
+def test_a_consumer_of_thousands_of_partitions_reads_every_record_once_across_a_broker_kill(
+    own_broker: BrokerProcess,
+) -> None:
+    # Thousands of Subscribe streams open in one burst, at the start and again when the broker is back;
+    # the server's transport once cancelled part of such a burst, and the consumer dropped those partitions.
+    partitions = 3000
+    own_broker.start()
+    topic = new_topic(own_broker.address, partitions=partitions)
+
+    def produce_round(value: bytes) -> None:
+        with Producer(own_broker.address) as producer:
+            for p in range(partitions):
+                producer.send(topic, value, partition=p)
+            producer.flush()
+
+    seen: dict[tuple[int, int], int] = {}
+
+    def read_until(total: int, consumer: Consumer) -> None:
+        def progress() -> bool:
+            for message in consumer.poll(0.2):
+                key = (message.partition, message.offset)
+                seen[key] = seen.get(key, 0) + 1
+            return len(seen) >= total
+
+        wait_for(progress, 180, what=f"{total} distinct records (have {len(seen)})")
+
+    produce_round(b"a")
+    produce_round(b"b")
+    with Consumer(own_broker.address, topics=[topic], auto_offset_reset="earliest") as consumer:
+        read_until(2 * partitions, consumer)
+        own_broker.kill()
+        own_broker.start()
+        produce_round(b"c")
+        read_until(3 * partitions, consumer)
+        assert not consumer.poll(0.5)  # nothing more, and nothing twice
+    assert sorted(seen) == [(p, o) for p in range(partitions) for o in range(3)]
+    assert set(seen.values()) == {1}

@@ -82,6 +82,15 @@ def test_plaintext_is_refused_off_loopback_unless_insecure(tmp_path: Path) -> No
     assert "not a loopback address" in result.stderr and "--tls-cert" in result.stderr and "--insecure" in result.stderr
 
 
+def test_plaintext_metrics_are_refused_off_loopback_unless_insecure(tmp_path: Path) -> None:
+    serve = [sys.executable, "-m", "broker", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
+    result = subprocess.run(
+        [*serve, "--metrics-listen", "0.0.0.0:0"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert "refusing plaintext metrics on 0.0.0.0:0" in result.stderr and "--insecure" in result.stderr
+
+
 def test_tokens_on_every_rpc_kind_and_reload_on_sighup(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("# principal sha256(token)\n" + token_line("alice", "alice-secret"))

@@ -127,7 +127,7 @@ def _private_tmpfs_works() -> bool:
 def test_a_full_disk_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    # The broker runs in its own mount namespace, with its data directory on an 8 MiB tmpfs.
+    # The broker runs in its own mount namespace, with its data directory on a 12 MiB tmpfs.
     small_disk = [
         "unshare",
         "-m",
@@ -135,7 +135,7 @@ def test_a_full_disk_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp
         "private",
         "sh",
         "-c",
-        f'mount -t tmpfs -o size=8m tmpfs "{data}" && exec "$@"',
+        f'mount -t tmpfs -o size=12m tmpfs "{data}" && exec "$@"',
         "sh",
     ]
     broker = BrokerProcess(data, "--retention-ms", "-1", wrapper=small_disk).start()
@@ -145,30 +145,35 @@ def test_a_full_disk_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp
             admin.CreateTopic(admin_pb2.CreateTopicRequest(name="filler"))
             admin.CreateTopic(admin_pb2.CreateTopicRequest(name="kept"))
             stub.Produce(broker_pb2.ProduceRequest(topic="kept", partition=0, records=[records_pb2.Record(value=b"k")]))
-            chunk = broker_pb2.ProduceRequest(
-                topic="filler", partition=0, records=[records_pb2.Record(value=b"f" * 100_000)] * 5
-            )
-            err = None
-            for _ in range(100):
-                try:
-                    stub.Produce(chunk)
-                except grpc.RpcError as refused:
-                    err = refused
-                    break
-            assert err is not None, "the disk never filled"
+
+            def fill_with(value_bytes: int, records: int) -> grpc.RpcError:
+                chunk = broker_pb2.ProduceRequest(
+                    topic="filler", partition=0, records=[records_pb2.Record(value=b"f" * value_bytes)] * records
+                )
+                for _ in range(100_000):  # bounded; a 12 MiB disk fills long before
+                    try:
+                        stub.Produce(chunk)
+                    except grpc.RpcError as refused:
+                        return refused
+                raise AssertionError("the disk never filled")
+
+            err = fill_with(100_000, 5)
             assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
             assert "disk" in err.details() and "full" in err.details()  # type: ignore[attr-defined]
+            fill_with(1_000, 1)  # then to the last page: even a small write is refused
             fetched = stub.Fetch(broker_pb2.FetchRequest(topic="kept", partition=0, offset=0))
             assert fetched.batches[0].records[0].value == b"k"  # reads go on
 
-            admin.DeleteTopic(admin_pb2.DeleteTopicRequest(name="filler"))
-            small = broker_pb2.ProduceRequest(
-                topic="kept", partition=0, records=[records_pb2.Record(value=b"k" * 1000)] * 5
+            admin.DeleteTopic(admin_pb2.DeleteTopicRequest(name="filler"))  # commits in the disk's reserve
+            largest = broker_pb2.ProduceRequest(
+                topic="kept", partition=0, records=[records_pb2.Record(value=b"k" * (1_048_576 - 16))]
             )
+            assert largest.records[0].ByteSize() <= 1_048_576  # max.message.bytes
 
-            wait_for(lambda: produce_succeeds(stub, small), timeout=30)
-            every = stub.Fetch(broker_pb2.FetchRequest(topic="kept", partition=0, offset=0, max_records=100))
-            assert sum(len(b.records) for b in every.batches) == 6  # nothing acknowledged was lost
+            wait_for(lambda: produce_succeeds(stub, largest), timeout=60, what="a max.message.bytes record to fit")
+            every = stub.Fetch(broker_pb2.FetchRequest(topic="kept", partition=0, offset=0, max_bytes=4 << 20))
+            assert sum(len(b.records) for b in every.batches) == 2  # nothing acknowledged was lost
         assert '"event": "disk_full"' in broker.log()
+        assert '"event": "topic_purged"' in broker.log()
     finally:
         broker.stop()
