@@ -5,15 +5,26 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test test-fault lint proto bench bench-deps bench-peers clean
+.PHONY: install run test test-fault lint proto bench bench-deps bench-peers clean FORCE
+
+MODULES := $(VENV)/.modules
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The editable install is a tree of links to each module (setuptools' strict mode, so that mypy sees
+# the tidelog package too): a module added or removed means installing again. This list changes then.
+$(MODULES): FORCE
+	@mkdir -p $(VENV)
+	@find client broker scripts/bench protos/tidelog -name '*.py' -not -path '*/__pycache__/*' | sort > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+
+$(STAMP): pyproject.toml $(MODULES)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
+
+FORCE:
 
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
@@ -43,7 +54,7 @@ proto: install
 
 ## bench: produce and consume throughput, end-to-end latency
 bench: install
-	$(PY) scripts/bench.py
+	$(BIN)/tidelog bench $(BENCH_ARGS)
 
 ## bench-deps: Debian's redis-server and nats-server, and their Python clients (for bench-peers)
 bench-deps: install
@@ -54,7 +65,7 @@ bench-deps: install
 
 ## bench-peers: the benchmark beside Redis Streams and NATS JetStream, in the same run
 bench-peers: bench-deps
-	$(PY) scripts/bench.py --vs redis,nats $(BENCH_ARGS)
+	$(BIN)/tidelog bench --vs redis,nats $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -15,20 +15,12 @@ from __future__ import annotations
 import struct
 
 import crc32c
+
+from tidelog.common.varint import varint
 from tidelog.v1.records_pb2 import RecordBatch
 
 VALUE_HEADER = struct.Struct(">Iqq")
 HEADER_SIZE = VALUE_HEADER.size
-
-
-def varint(value: int) -> bytes:
-    """Protobuf's base-128 varint of a non-negative int."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def frame_batches(wire_batches: list[bytes]) -> bytes:

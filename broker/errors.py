@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from client.errors import REASONS
+from tidelog.common.reasons import Reason
 
 # A status travels in HTTP/2 trailers, which clients cap (grpc: 8 KiB by default); messages and
 # metadata echo what the client sent, so both are cut to fit whatever the client sent.
@@ -20,7 +20,7 @@ def clip(text: str, limit: int) -> str:
 class BrokerError(Exception):
     """Raised anywhere in the broker; the service layer turns it into a gRPC status."""
 
-    def __init__(self, reason: str, message: str, **metadata: object) -> None:
+    def __init__(self, reason: Reason, message: str, **metadata: object) -> None:
         message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.reason = reason
@@ -29,12 +29,12 @@ class BrokerError(Exception):
 
     @property
     def code(self) -> grpc.StatusCode:
-        return REASONS[self.reason][0]
+        return self.reason.code
 
 
 def topic_not_found(name: str) -> BrokerError:
-    return BrokerError("TOPIC_NOT_FOUND", f"topic {name!r} does not exist", topic=name)
+    return BrokerError(Reason.TOPIC_NOT_FOUND, f"topic {name!r} does not exist", topic=name)
 
 
 def invalid_request(message: str) -> BrokerError:
-    return BrokerError("INVALID_REQUEST", message)
+    return BrokerError(Reason.INVALID_REQUEST, message)

@@ -20,9 +20,9 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from broker.groups import Coordinator
-    from broker.store import Store
-    from broker.topics import TopicRegistry
+    from tidelog.broker.groups.coordinator import Coordinator
+    from tidelog.broker.log.topics import TopicRegistry
+    from tidelog.broker.storage.lmdb_store import Store
 
 log = structlog.get_logger("tidelog.metrics")
 
@@ -136,7 +136,7 @@ class _StateCollector(Collector):
         return iter(metrics)
 
     def _snapshot(self) -> list[Metric]:
-        from broker.group_offsets import committed, group_names
+        from tidelog.broker.groups.offsets import committed, group_names
 
         labels = ["topic", "partition"]
         end = GaugeMetricFamily("tidelog_partition_high_watermark", "Offset after the last record", labels=labels)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from broker.errors import BrokerError, clip
+from tidelog.broker.errors import BrokerError, clip
+from tidelog.common.reasons import Reason
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -13,7 +14,7 @@ def _check_name(kind: str, name: str) -> None:
     """Topic and group names follow Kafka's rule."""
     if name in (".", "..") or not _NAME.fullmatch(name):
         raise BrokerError(
-            "INVALID_NAME",
+            Reason.INVALID_NAME,
             f"invalid {kind} name {clip(repr(name), 60)} ({len(name)} characters): use 1-249 characters of "
             "A-Z a-z 0-9 . _ - (not '.' or '..')",
             **{kind: name},
@@ -31,7 +32,7 @@ def check_group_name(name: str) -> None:
 def check_limit(field: str, value: int, default: int, maximum: int) -> int:
     """0 means the default; negatives are refused; values above the bound are clamped to it."""
     if value < 0:
-        raise BrokerError("INVALID_REQUEST", f"{field} must be >= 0 (0 = default {default}), got {value}")
+        raise BrokerError(Reason.INVALID_REQUEST, f"{field} must be >= 0 (0 = default {default}), got {value}")
     if value == 0:
         return default
     return min(value, maximum)

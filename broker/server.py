@@ -9,24 +9,26 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
 
-from broker import acls, config, quotas, rpc
-from broker.acls import Authorizer
-from broker.admin_service import AdminService, TopicPurger
-from broker.broker_service import BrokerService
-from broker.config import Settings
-from broker.disk_reserve import DiskReserve
-from broker.group_service import GroupService
-from broker.groups import Coordinator
-from broker.metrics import Metrics
-from broker.quotas import Quotas
-from broker.retention import Cleaner
-from broker.rpc import register
-from broker.security import AuthInterceptor, TokenFile, revoked, server_credentials
-from broker.store import Store
-from broker.topics import TopicRegistry, TopicState
-from broker.writer import Writer
+from tidelog.broker import config
+from tidelog.broker.api import rpc
+from tidelog.broker.api.admin import AdminService, TopicPurger
+from tidelog.broker.api.data import BrokerService
+from tidelog.broker.api.groups import GroupService
+from tidelog.broker.api.rpc import register
+from tidelog.broker.config import Settings
+from tidelog.broker.groups.coordinator import Coordinator
+from tidelog.broker.log.retention import Cleaner
+from tidelog.broker.log.topics import TopicRegistry, TopicState
+from tidelog.broker.metrics import Metrics
+from tidelog.broker.security import acls, quotas
+from tidelog.broker.security.acls import Authorizer
+from tidelog.broker.security.auth import AuthInterceptor, TokenFile, revoked, server_credentials
+from tidelog.broker.security.quotas import Quotas
+from tidelog.broker.storage.disk_reserve import DiskReserve
+from tidelog.broker.storage.lmdb_store import Store
+from tidelog.broker.storage.writer import Writer
+from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
 
 log = structlog.get_logger("tidelog.server")
 

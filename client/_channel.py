@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from client.errors import from_rpc_error
+from tidelog.errors import from_rpc_error
 
 T = TypeVar("T")
 DEFAULT_BOOTSTRAP = "127.0.0.1:50051"

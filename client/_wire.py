@@ -9,19 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-_SMALL = [bytes((n,)) for n in range(128)]
-
-
-def varint(value: int) -> bytes:
-    if value < 128:
-        return _SMALL[value]
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
+from tidelog.common.varint import _SMALL, varint
 
 # (timestamp_ms, its encoded field): records sent in the same millisecond share it. A tuple, so
 # that threads swapping it never see a timestamp paired with another's encoding.

@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import empty_pb2
-from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, groups_pb2, groups_pb2_grpc, records_pb2
 
-from client._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
-from client._loop import LoopThread
-from client.types import (
+from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
+from tidelog._loop import LoopThread
+from tidelog.types import (
     GroupDescription,
     GroupMemberInfo,
     GroupSummary,
@@ -20,6 +19,7 @@ from client.types import (
     TopicInfo,
     TopicPartition,
 )
+from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, groups_pb2, groups_pb2_grpc, records_pb2
 
 _POSITIONS = {"earliest": records_pb2.POSITION_EARLIEST, "latest": records_pb2.POSITION_LATEST}
 

@@ -1,7 +1,7 @@
 """Tidelog's errors: one table maps a broker reason to its gRPC code and SDK exception.
 
 Every broker error carries a ``google.rpc.ErrorInfo`` (domain ``tidelog``) whose
-``reason`` is a key of :data:`REASONS`. The SDK turns a failed call into the
+``reason`` is a :class:`tidelog.common.reasons.Reason`. The SDK turns a failed call into the
 exception class named there, so callers can catch as broadly or narrowly as they
 like::
 
@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-ERROR_DOMAIN = "tidelog"
+from tidelog.common.reasons import ERROR_DOMAIN, Reason
 
 
 class TidelogError(Exception):
@@ -196,33 +196,33 @@ NotAuthorized = NotAuthorizedError
 BrokerUnavailable = UnavailableError
 Timeout = DeadlineExceededError
 
-# reason -> (gRPC code, SDK exception). The broker raises by reason; the SDK maps back.
-REASONS: dict[str, tuple[grpc.StatusCode, type[TidelogError]]] = {
-    "TOPIC_NOT_FOUND": (grpc.StatusCode.NOT_FOUND, TopicNotFoundError),
-    "TOPIC_EXISTS": (grpc.StatusCode.ALREADY_EXISTS, TopicExistsError),
-    "INVALID_NAME": (grpc.StatusCode.INVALID_ARGUMENT, InvalidNameError),
-    "INVALID_PARTITIONS": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
-    "PARTITION_OUT_OF_RANGE": (grpc.StatusCode.INVALID_ARGUMENT, PartitionOutOfRangeError),
-    "RECORD_TOO_LARGE": (grpc.StatusCode.INVALID_ARGUMENT, RecordTooLargeError),
-    "EMPTY_RECORDS": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
-    "KEY_REQUIRED": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
-    "UNKNOWN_CONFIG": (grpc.StatusCode.INVALID_ARGUMENT, InvalidConfigError),
-    "INVALID_CONFIG": (grpc.StatusCode.INVALID_ARGUMENT, InvalidConfigError),
-    "INVALID_REQUEST": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
-    "OFFSET_OUT_OF_RANGE": (grpc.StatusCode.OUT_OF_RANGE, OffsetOutOfRangeError),
-    "OUT_OF_ORDER_SEQUENCE": (grpc.StatusCode.FAILED_PRECONDITION, OutOfOrderSequenceError),
-    "FENCED": (grpc.StatusCode.FAILED_PRECONDITION, FencedError),
-    "NOT_OWNER": (grpc.StatusCode.FAILED_PRECONDITION, NotOwnerError),
-    "GROUP_NOT_EMPTY": (grpc.StatusCode.FAILED_PRECONDITION, GroupNotEmptyError),
-    "GROUP_NOT_FOUND": (grpc.StatusCode.NOT_FOUND, GroupNotFoundError),
-    "STORAGE_FULL": (grpc.StatusCode.RESOURCE_EXHAUSTED, StorageFullError),
-    "UNAUTHENTICATED": (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
-    "TOO_MANY_STREAMS": (grpc.StatusCode.RESOURCE_EXHAUSTED, TooManyStreamsError),
-    "NOT_AUTHORIZED": (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
-    "ACLS_OFF": (grpc.StatusCode.FAILED_PRECONDITION, FailedPreconditionError),
-    "INVALID_ACL": (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
-    "SHUTTING_DOWN": (grpc.StatusCode.UNAVAILABLE, UnavailableError),
-    "INTERNAL": (grpc.StatusCode.INTERNAL, InternalError),
+# reason -> SDK exception (the gRPC code is the reason's own: tidelog.common.reasons).
+EXCEPTIONS: dict[Reason, type[TidelogError]] = {
+    Reason.TOPIC_NOT_FOUND: TopicNotFoundError,
+    Reason.TOPIC_EXISTS: TopicExistsError,
+    Reason.INVALID_NAME: InvalidNameError,
+    Reason.INVALID_PARTITIONS: InvalidArgumentError,
+    Reason.PARTITION_OUT_OF_RANGE: PartitionOutOfRangeError,
+    Reason.RECORD_TOO_LARGE: RecordTooLargeError,
+    Reason.EMPTY_RECORDS: InvalidArgumentError,
+    Reason.KEY_REQUIRED: InvalidArgumentError,
+    Reason.UNKNOWN_CONFIG: InvalidConfigError,
+    Reason.INVALID_CONFIG: InvalidConfigError,
+    Reason.INVALID_REQUEST: InvalidArgumentError,
+    Reason.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
+    Reason.OUT_OF_ORDER_SEQUENCE: OutOfOrderSequenceError,
+    Reason.FENCED: FencedError,
+    Reason.NOT_OWNER: NotOwnerError,
+    Reason.GROUP_NOT_EMPTY: GroupNotEmptyError,
+    Reason.GROUP_NOT_FOUND: GroupNotFoundError,
+    Reason.STORAGE_FULL: StorageFullError,
+    Reason.UNAUTHENTICATED: UnauthenticatedError,
+    Reason.TOO_MANY_STREAMS: TooManyStreamsError,
+    Reason.NOT_AUTHORIZED: PermissionDeniedError,
+    Reason.ACLS_OFF: FailedPreconditionError,
+    Reason.INVALID_ACL: InvalidArgumentError,
+    Reason.SHUTTING_DOWN: UnavailableError,
+    Reason.INTERNAL: InternalError,
 }
 
 # For errors without a known reason (transport failures, older brokers).
@@ -257,7 +257,7 @@ def make_error(
     code: grpc.StatusCode, message: str, reason: str = "", metadata: Mapping[str, str] | None = None
 ) -> TidelogError:
     """The SDK exception for a status code and (optional) ErrorInfo reason."""
-    cls = REASONS[reason][1] if reason in REASONS else _BY_CODE.get(code, TidelogError)
+    cls = EXCEPTIONS.get(reason) or _BY_CODE.get(code, TidelogError)  # type: ignore[call-overload]
     return cls(message, reason=reason, code=code, metadata=metadata)
 
 

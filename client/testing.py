@@ -1,6 +1,6 @@
 """Test your code against a real Tidelog broker.
 
-    from client.testing import run_broker
+    from tidelog.testing import run_broker
 
     def test_orders_flow():
         with run_broker() as address:
@@ -72,7 +72,7 @@ class BrokerProcess:
                 *self.wrapper,
                 sys.executable,
                 "-m",
-                "broker",
+                "tidelog",
                 "serve",
                 "--data-dir",
                 str(self.data_dir),

@@ -6,9 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from tidelog.serde import Deserializer
 from tidelog.v1.records_pb2 import Record
-
-from client.serde import Deserializer
 
 
 class TopicPartition(NamedTuple):

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client import AdminClient, Consumer, Producer, RecordFuture
-from client.testing import BrokerProcess
 from scripts.history import Request, Verdict, judge
+from tidelog import AdminClient, Consumer, Producer, RecordFuture
+from tidelog.testing import BrokerProcess
 
 TOPIC = "crash"
 

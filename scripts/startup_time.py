@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client import AdminClient, Producer
-from client.testing import BrokerProcess
+from tidelog import AdminClient, Producer
+from tidelog.testing import BrokerProcess
 
 VALUE = b"x" * 1000
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2_grpc
 
 from tests.harness import BrokerProcess
+from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2_grpc
 
 _names = itertools.count()
 

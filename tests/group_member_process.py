@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from client import Consumer
+from tidelog import Consumer
 
 
 def main() -> None:

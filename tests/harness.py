@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from client import AdminClient
-from client.testing import BrokerProcess, run_broker, wait_for
+from tidelog import AdminClient
+from tidelog.testing import BrokerProcess, run_broker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from client._loop import LoopThread
+from tidelog._loop import LoopThread
 
 
 class TcpProxy:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+from tests.errors_util import expect_status
+from tests.harness import ROOT, BrokerProcess, wait_for
+from tidelog import AdminClient, Producer
+from tidelog.errors import PermissionDeniedError
 from tidelog.v1 import broker_pb2, groups_pb2, records_pb2
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 from tidelog.v1.groups_pb2_grpc import GroupsStub
-
-from client import AdminClient, Producer
-from client.errors import PermissionDeniedError
-from tests.errors_util import expect_status
-from tests.harness import ROOT, BrokerProcess, wait_for
 
 RULES = """
 allow ops * cluster
@@ -120,7 +120,7 @@ def test_acls_need_principals(tmp_path: Path) -> None:
 
 
 def test_rule_evaluation_and_parse_errors(tmp_path: Path) -> None:
-    from broker.acls import Authorizer, parse
+    from tidelog.broker.security.acls import Authorizer, parse
 
     path = tmp_path / "acls"
     path.write_text(RULES + "allow carol describe group:team-*\n")
@@ -156,7 +156,7 @@ def test_acls_added_by_rpc_and_cli_survive_a_restart(tmp_path: Path) -> None:
     try:
 
         def tidelog(*args: str) -> subprocess.CompletedProcess[str]:
-            command = [sys.executable, "-m", "broker", *args, "-b", broker.address, "--token", "ops"]
+            command = [sys.executable, "-m", "tidelog", *args, "-b", broker.address, "--token", "ops"]
             return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
         with AdminClient(broker.address, token="ops") as ops:

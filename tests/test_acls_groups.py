@@ -17,13 +17,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+
+from tests.errors_util import error_reason, expect_status
+from tests.harness import BrokerProcess, wait_for
+from tidelog import AdminClient
 from tidelog.v1 import broker_pb2, groups_pb2, records_pb2
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 from tidelog.v1.groups_pb2_grpc import GroupsStub
-
-from client import AdminClient
-from tests.errors_util import error_reason, expect_status
-from tests.harness import BrokerProcess, wait_for
 
 RULES = """
 allow ops * cluster

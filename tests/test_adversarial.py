@@ -11,13 +11,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+
+from tests.errors_util import expect_status
+from tests.harness import BrokerProcess
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 from tidelog.v1.groups_pb2_grpc import GroupsStub
-
-from tests.errors_util import expect_status
-from tests.harness import BrokerProcess
 
 C = grpc.StatusCode
 INT64_MAX = 2**63 - 1

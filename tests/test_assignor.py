@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.assignor import TP, assign
+from tidelog.broker.groups.assignor import TP, assign
 
 
 def moved(before: dict[str, set[TP]], after: dict[str, set[TP]]) -> int:

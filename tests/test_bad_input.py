@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
+from tests.errors_util import error_info, expect_status
+from tidelog.common.reasons import Reason
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-from tests.errors_util import error_info, expect_status
 
 C = grpc.StatusCode
 
@@ -185,8 +186,8 @@ def test_names_of_any_length_are_refused_with_a_short_message(channel: grpc.Chan
 
 
 def test_every_error_message_is_cut_to_fit_a_status() -> None:
-    from broker.errors import MAX_MESSAGE_CHARS, BrokerError
+    from tidelog.broker.errors import MAX_MESSAGE_CHARS, BrokerError
 
-    err = BrokerError("INVALID_CONFIG", "bad value " + "v" * 20_000, value="v" * 20_000)
+    err = BrokerError(Reason.INVALID_CONFIG, "bad value " + "v" * 20_000, value="v" * 20_000)
     assert len(err.message) < MAX_MESSAGE_CHARS + 50 and "more characters" in err.message
     assert len(err.metadata["value"]) < 300

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from client.bench.run import main, ratio_rows
 from tests.harness import BrokerProcess
+from tidelog.bench.run import main, ratio_rows
 
 
 def bench_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:  # type: ignore[type-arg]

@@ -1,4 +1,4 @@
-"""The benchmark's peers (client/bench/peers.py): each starts, produces, reads back and measures e2e.
+"""The benchmark's peers (scripts/bench/peers.py): each starts, produces, reads back and measures e2e.
 
 Skipped where a peer's server or Python client is not installed (`make bench-peers` installs them).
 No timing assertions: only the shapes of the figures and that every record was read.
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from client.bench import peers
+from tidelog.bench import peers
 
 THROUGHPUT = {"records_per_s", "mb_per_s", "records"}
 LATENCY = {"p50_ms", "p99_ms", "p999_ms"}

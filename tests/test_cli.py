@@ -1,6 +1,6 @@
 """The `tidelog` command line against the real broker.
 
-Every command is the real `python -m broker ...` process. Commands that do not
+Every command is the real `python -m tidelog ...` process. Commands that do not
 depend on each other run concurrently (`tidelog_all`) to keep the file fast.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from broker.cli import build_parser
-from client import Producer
-from client._cli_output import ProduceProgress, Table, print_tables, record_formatter
-from client.partitioner import partition_for_key
 from tests.harness import ROOT, BrokerProcess
+from tidelog import Producer
+from tidelog.cli.main import build_parser
+from tidelog.cli.output import ProduceProgress, Table, print_tables, record_formatter
+from tidelog.common.partitioner import partition_for_key
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Result:
 def _popen(args: Sequence[str], env: dict[str, str] | None) -> subprocess.Popen[bytes]:
     environ = {k: v for k, v in os.environ.items() if k != "TIDELOG_BOOTSTRAP"}
     return subprocess.Popen(
-        [sys.executable, "-m", "broker", *args],
+        [sys.executable, "-m", "tidelog", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

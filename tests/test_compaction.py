@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+
+from tests.harness import ROOT, BrokerProcess, wait_for
+from tidelog import Producer
 from tidelog.v1 import admin_pb2, broker_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-from client import Producer
-from tests.harness import ROOT, BrokerProcess, wait_for
 
 Read = list[tuple[int, bytes, bytes | None]]  # (offset, key, value or None for a tombstone)
 
@@ -111,7 +111,7 @@ def test_compaction_keeps_the_latest_per_key_at_its_offset(
         high_watermark = admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic)).partitions[0].high_watermark
         assert high_watermark == 3000  # offsets are never reused
     checked = subprocess.run(
-        [sys.executable, "-m", "broker", "verify", "--data-dir", str(compacting_broker.data_dir)],
+        [sys.executable, "-m", "tidelog", "verify", "--data-dir", str(compacting_broker.data_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -12,8 +12,8 @@ import threading
 import time
 from collections import Counter
 
-from client import AdminClient, AsyncConsumer, Consumer, Producer
 from tests.harness import ROOT, BrokerProcess, new_topic, wait_for
+from tidelog import AdminClient, AsyncConsumer, Consumer, Producer
 
 Processed = list[tuple[int, int]]  # (partition, offset)
 
@@ -102,37 +102,47 @@ def test_killed_members_partitions_move_to_the_others(broker: BrokerProcess) -> 
 
 def test_every_record_is_processed_at_least_once_while_members_are_killed(broker: BrokerProcess) -> None:
     topic = new_topic(broker.address, partitions=6)
-    total = 100_000
     steady = MemberThread(broker.address, topic, "alo-g")
     killed: list[MemberProcess] = []
     snapshots: list[dict[str, set[tuple[str, int]]]] = []
-    produced = threading.Event()
+    kills_done = threading.Event()
+    sent: Counter[int] = Counter()  # partition -> records produced
+    cap = 5_000_000  # a bound, should the members never get going
 
     def produce() -> None:
+        # Records flow until every kill has happened, however fast this machine starts the members.
         with Producer(broker.address) as producer:
-            for start in range(0, total, 1000):
-                producer.send_many(topic, [b"%d" % i for i in range(start, start + 1000)], partition=start // 1000 % 6)
-                time.sleep(0.01)  # a steady flow over ~1 s, so kills land mid-stream
+            chunk = 0
+            while (not kills_done.is_set() or chunk < 12) and sum(sent.values()) < cap:
+                partition = chunk % 6
+                start = sent[partition]
+                producer.send_many(topic, [b"%d" % i for i in range(start, start + 1000)], partition=partition)
+                sent[partition] += 1000
+                chunk += 1
+                time.sleep(0.01)  # pacing, not synchronisation: a steady flow that kills land in
             producer.flush()
-        produced.set()
 
     sender = threading.Thread(target=produce)
     sender.start()
     try:
-        for _ in range(3):  # members join, process a while, and are killed mid-stream
+        for number in range(3):  # members join, process a while, and are killed mid-stream
             member = MemberProcess(broker.address, topic, "alo-g")
             killed.append(member)
-            wait_for(lambda m=member: len(m.processed) > 2000, timeout=30)  # type: ignore[misc]
+            wait_for(
+                lambda m=member: len(m.processed) > 2000,  # type: ignore[misc]
+                timeout=60,
+                what=f"member {number + 1} to process 2,000 records",
+            )
             snapshots.append(owners(broker.address, "alo-g"))
             member.kill()
+        kills_done.set()
         sender.join()
-        per_partition = Counter(start // 1000 % 6 for start in range(0, total, 1000))
-        everything = {(p, o) for p, chunks in per_partition.items() for o in range(chunks * 1000)}
+        everything = {(p, o) for p, count in sent.items() for o in range(count)}
 
         def seen() -> set[tuple[int, int]]:
             return set(steady.processed).union(*(m.processed for m in killed))
 
-        wait_for(lambda: len(seen()) >= total, timeout=60)
+        wait_for(lambda: len(seen()) >= len(everything), timeout=60, what=f"all {len(everything)} records processed")
         processed = seen()
         assert processed == everything
         for snapshot in snapshots:  # no partition held by two members at once
@@ -142,7 +152,8 @@ def test_every_record_is_processed_at_least_once_while_members_are_killed(broker
         in_steady = Counter(steady.processed)
         assert all(count == 1 for count in in_steady.values()), "the steady member processed a record twice"
     finally:
-        produced.wait(30)
+        kills_done.set()
+        sender.join(60)
         for member in killed:
             member.kill()
         steady.stop()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from broker.group_offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, ResetOffsetsOp, committed, group_names
-from broker.ops import PurgeTopicOp
-from broker.store import Store
-from broker.topics import TopicRegistry
-from broker.writer import Writer
+from tidelog.broker.groups.offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, ResetOffsetsOp, committed, group_names
+from tidelog.broker.log.topics import TopicRegistry
+from tidelog.broker.storage.lmdb_store import Store
+from tidelog.broker.storage.ops import PurgeTopicOp
+from tidelog.broker.storage.writer import Writer
 
 
 def test_commit_keeps_the_highest_reset_moves_back_delete_forgets(tmp_path: Path) -> None:

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+
+from tests.errors_util import error_reason, expect_status
+from tests.harness import BrokerProcess, new_topic, wait_for
+from tidelog.common.reasons import Reason
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 from tidelog.v1.groups_pb2_grpc import GroupsStub
-
-from tests.errors_util import error_reason, expect_status
-from tests.harness import BrokerProcess, new_topic, wait_for
 
 TP = tuple[str, int]
 
@@ -201,7 +202,7 @@ def test_commit_by_a_member_that_does_not_own_the_partition_is_refused(
         expect_status(grpc.StatusCode.FAILED_PRECONDITION, "NOT_OWNER", lambda: groups_stub.CommitOffsets(request))
         a.commit(not_a[0], not_a[1], 0)  # on the stream: an error answer, and the stream goes on
         wait_for(lambda: a.commit_results)
-        assert a.commit_results[0].error.reason == "NOT_OWNER"
+        assert a.commit_results[0].error.reason == Reason.NOT_OWNER
         assert a.error is None
     finally:
         a.close()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from tidelog.v1 import groups_pb2
 
-from broker.errors import BrokerError
-from broker.groups import Coordinator, Member
-from broker.store import PartitionStats, TopicRecord
-from broker.topics import TopicRegistry, TopicState
+from tidelog.broker.errors import BrokerError
+from tidelog.broker.groups.coordinator import Coordinator, Member
+from tidelog.broker.log.topics import TopicRegistry, TopicState
+from tidelog.broker.storage.lmdb_store import PartitionStats, TopicRecord
+from tidelog.common.reasons import Reason
+from tidelog.v1 import groups_pb2
 
 
 class Clock:
@@ -84,7 +85,7 @@ def test_silent_member_is_removed_and_its_partitions_move() -> None:
     clock.now += 0.2  # a has now been silent for 0.6 s
     b.last_seen = clock.now
     coord.expire()
-    assert a.ended is not None and a.ended.reason == "FENCED"
+    assert a.ended is not None and a.ended.reason == Reason.FENCED
     assert len(b.owned) == 12
 
 
@@ -107,21 +108,21 @@ def test_commit_fencing() -> None:
     assert coord.check_commit("g", a.id, a.generation, [revoking]) is a  # may commit before letting go
     with pytest.raises(BrokerError) as not_owner:
         coord.check_commit("g", b.id, b.generation, [revoking])
-    assert not_owner.value.reason == "NOT_OWNER"
+    assert not_owner.value.reason == Reason.NOT_OWNER
     with pytest.raises(BrokerError) as stale:
         coord.check_commit("g", b.id, b.joined_generation - 1, [])
-    assert stale.value.reason == "FENCED"
+    assert stale.value.reason == Reason.FENCED
     coord.leave(a)
     with pytest.raises(BrokerError) as gone:
         coord.check_commit("g", a.id, a.generation, [])
-    assert gone.value.reason == "FENCED"
+    assert gone.value.reason == Reason.FENCED
 
 
 def test_rejoining_with_a_live_member_id_ends_the_old_stream() -> None:
     coord, _ = coordinator()
     a = join(coord)
     again = join(coord, member_id=a.id)
-    assert a.ended is not None and a.ended.reason == "FENCED"
+    assert a.ended is not None and a.ended.reason == Reason.FENCED
     assert again.id == a.id and len(again.owned) == 12
 
 
@@ -145,4 +146,4 @@ def test_unknown_topic_is_not_found() -> None:
     coord, _ = coordinator()
     with pytest.raises(BrokerError) as refused:
         coord.join(groups_pb2.JoinGroup(group="g", topics=["nope"]), "test")
-    assert refused.value.reason == "TOPIC_NOT_FOUND"
+    assert refused.value.reason == Reason.TOPIC_NOT_FOUND

@@ -7,12 +7,12 @@ from pathlib import Path
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from tidelog.v1 import admin_pb2, broker_pb2
-from tidelog.v1.admin_pb2_grpc import AdminStub
-from tidelog.v1.broker_pb2_grpc import BrokerStub
 
 from tests.errors_util import expect_status
 from tests.harness import BrokerProcess, wait_for
+from tidelog.v1 import admin_pb2, broker_pb2
+from tidelog.v1.admin_pb2_grpc import AdminStub
+from tidelog.v1.broker_pb2_grpc import BrokerStub
 
 
 def test_stream_limits_in_total_and_per_connection(tmp_path: Path) -> None:

@@ -7,14 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from broker.batches import HEADER_SIZE
-from broker.store import Store
-from client import AdminClient, Consumer, Producer
 from tests.harness import ROOT, BrokerProcess, wait_for
+from tidelog import AdminClient, Consumer, Producer
+from tidelog.broker.batches import HEADER_SIZE
+from tidelog.broker.storage.lmdb_store import Store
 
 
 def tidelog(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tidelog", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_verify_and_backup_a_live_broker_then_serve_the_backup(own_broker: BrokerProcess, tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import Consumer, Producer
 from tests.harness import BrokerProcess, new_topic, wait_for
+from tidelog import Consumer, Producer
 
 
 def free_port() -> int:

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from client import AdminClient, Producer, TopicPartition
 from tests.harness import ROOT, BrokerProcess, new_topic
+from tidelog import AdminClient, Producer, TopicPartition
 
 NODE_DIR = ROOT / "tests" / "node"
 

@@ -7,12 +7,12 @@ import threading
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+
+from tests.harness import BrokerProcess, wait_for
+from tidelog.broker.storage.lmdb_store import LMDB_FORMAT, Store
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-from broker.store import LMDB_FORMAT, Store
-from tests.harness import BrokerProcess, wait_for
 
 
 def read_all(address: str, topic: str, partition: int = 0) -> list[bytes]:

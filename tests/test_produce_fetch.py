@@ -7,10 +7,11 @@ import time
 
 import grpc
 from google.protobuf import empty_pb2
-from tidelog.v1 import broker_pb2, records_pb2
-from tidelog.v1.broker_pb2_grpc import BrokerStub
 
 from tests.errors_util import error_info, expect_status
+from tidelog.common.reasons import Reason
+from tidelog.v1 import broker_pb2, records_pb2
+from tidelog.v1.broker_pb2_grpc import BrokerStub
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -106,7 +107,7 @@ def test_long_poll_without_data_returns_empty_after_its_wait(broker_stub: Broker
 
 
 def test_keyed_records_go_to_the_murmur2_partition(broker_stub: BrokerStub, topic_factory) -> None:
-    from client.partitioner import partition_for_key
+    from tidelog.common.partitioner import partition_for_key
 
     topic = topic_factory(partitions=4)
     keys = [f"key-{i}".encode() for i in range(40)]
@@ -184,8 +185,8 @@ def test_produce_stream_answers_in_order_and_survives_bad_requests(broker_stub: 
     assert [a.request_id for a in answers] == [1, 2, 3, 4, 5]
     assert answers[0].results[0].base_offset == 0
     assert (answers[1].error.reason, answers[1].error.code) == ("TOPIC_NOT_FOUND", grpc.StatusCode.NOT_FOUND.value[0])
-    assert answers[2].error.reason == "PARTITION_OUT_OF_RANGE"
-    assert answers[3].error.reason == "EMPTY_RECORDS"
+    assert answers[2].error.reason == Reason.PARTITION_OUT_OF_RANGE
+    assert answers[3].error.reason == Reason.EMPTY_RECORDS
     assert answers[4].results[0].base_offset == 1
     assert fetch_values(broker_stub, topic, 0)[0] == [b"1", b"2", b"3"]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import grpc
 import pytest
-from tidelog.v1 import broker_pb2
 
-from client._producer_core import ProducerConfig, ProducerCore
-from client._wire import encode_record
+from tidelog._wire import encode_record
+from tidelog.producer._core import ProducerConfig, ProducerCore
+from tidelog.v1 import broker_pb2
 
 PARTITIONS = 3
 

@@ -37,4 +37,4 @@ def test_import_path_equals_proto_path() -> None:
     from tidelog.v1 import broker_pb2
 
     assert broker_pb2.DESCRIPTOR.name == "tidelog/v1/broker.proto"
-    assert broker_pb2.__file__ is not None and Path(broker_pb2.__file__).parent == GENERATED
+    assert broker_pb2.__file__ is not None and Path(broker_pb2.__file__).resolve().parent == GENERATED

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+from tests.harness import BrokerProcess
+from tidelog.broker.security.quotas import Quotas, parse
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-from broker.quotas import Quotas, parse
-from tests.harness import BrokerProcess
 
 
 class Clock:

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+
+from tests.errors_util import error_info, expect_status
+from tests.harness import BrokerProcess, wait_for
+from tidelog.broker.log.retention import BatchHead, retention_cut
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-from broker.retention import BatchHead, retention_cut
-from tests.errors_util import error_info, expect_status
-from tests.harness import BrokerProcess, wait_for
 
 HOUR_MS = 3_600_000
 

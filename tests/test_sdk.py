@@ -6,15 +6,16 @@ import asyncio
 
 import pytest
 
-from client import AdminClient, AsyncAdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer
-from client.errors import (
+from tests.harness import BrokerProcess
+from tidelog import AdminClient, AsyncAdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer
+from tidelog.common.partitioner import partition_for_key
+from tidelog.common.reasons import Reason
+from tidelog.errors import (
     InvalidNameError,
     PartitionOutOfRangeError,
     TopicExistsError,
     TopicNotFoundError,
 )
-from client.partitioner import partition_for_key
-from tests.harness import BrokerProcess
 
 
 def collect(consumer: Consumer, count: int, timeout: float = 20.0) -> list:  # type: ignore[type-arg]
@@ -35,7 +36,7 @@ def test_admin_client(broker: BrokerProcess) -> None:
             admin.create_topic("sdk-admin")
         with pytest.raises(InvalidNameError) as caught:
             admin.create_topic("no spaces")
-        assert caught.value.reason == "INVALID_NAME" and "no spaces" in caught.value.message
+        assert caught.value.reason == Reason.INVALID_NAME and "no spaces" in caught.value.message
         assert "sdk-admin" in [t.name for t in admin.list_topics()]
         description = admin.describe_topic("sdk-admin")
         assert [p.partition for p in description.partitions] == [0, 1, 2]

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from client import AsyncConsumer, Consumer, Producer
-from client.errors import OffsetOutOfRangeError, TopicNotFoundError
-from client.types import Message, TopicPartition
 from tests import harness
 from tests.harness import BrokerProcess, wait_for
 from tests.proxy import TcpProxy
+from tidelog import AsyncConsumer, Consumer, Producer
+from tidelog.errors import OffsetOutOfRangeError, TopicNotFoundError
+from tidelog.types import Message, TopicPartition
 
 
 def new_topic(address: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:

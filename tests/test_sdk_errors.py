@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from client.errors import (
+from tidelog.errors import (
     CancelledError,
     InternalError,
     ResourceExhaustedError,

@@ -6,10 +6,10 @@ import asyncio
 import itertools
 import threading
 
-from client import AdminClient, AsyncConsumer, Consumer, MessageBatch, Producer, TopicPartition
-from client.errors import UnavailableError
 from tests.harness import BrokerProcess, new_topic, wait_for
 from tests.proxy import TcpProxy
+from tidelog import AdminClient, AsyncConsumer, Consumer, MessageBatch, Producer, TopicPartition
+from tidelog.errors import UnavailableError
 
 _groups = itertools.count()
 

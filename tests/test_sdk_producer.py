@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import AdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer, serde
-from client.errors import BufferFullError, DeliveryTimeoutError, RecordTooLargeError
-from client.types import Message
 from tests import harness
 from tests.harness import BrokerProcess, wait_for
 from tests.proxy import TcpProxy
+from tidelog import AdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer, serde
+from tidelog.errors import BufferFullError, DeliveryTimeoutError, RecordTooLargeError
+from tidelog.types import Message
 
 
 def new_topic(address: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:

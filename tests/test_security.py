@@ -11,10 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import AdminClient, Consumer, Producer
-from client.errors import PermissionDeniedError, TidelogError, UnauthenticatedError, UnavailableError
 from tests.certs import CertificateAuthority
 from tests.harness import ROOT, BrokerProcess, wait_for
+from tidelog import AdminClient, Consumer, Producer
+from tidelog.errors import PermissionDeniedError, TidelogError, UnauthenticatedError, UnavailableError
 
 
 def token_line(principal: str, token: str) -> str:
@@ -72,7 +72,7 @@ def test_tls_and_mtls(tmp_path: Path) -> None:
 
 def test_plaintext_is_refused_off_loopback_unless_insecure(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "broker", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "0.0.0.0:0"],
+        [sys.executable, "-m", "tidelog", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "0.0.0.0:0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -83,7 +83,7 @@ def test_plaintext_is_refused_off_loopback_unless_insecure(tmp_path: Path) -> No
 
 
 def test_plaintext_metrics_are_refused_off_loopback_unless_insecure(tmp_path: Path) -> None:
-    serve = [sys.executable, "-m", "broker", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
+    serve = [sys.executable, "-m", "tidelog", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
     result = subprocess.run(
         [*serve, "--metrics-listen", "0.0.0.0:0"], cwd=ROOT, capture_output=True, text=True, timeout=30
     )

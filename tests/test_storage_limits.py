@@ -10,13 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+from tests.errors_util import expect_status
+from tests.harness import BrokerProcess, new_topic, wait_for
+from tidelog import AsyncConsumer, Producer
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-from client import AsyncConsumer, Producer
-from tests.errors_util import expect_status
-from tests.harness import BrokerProcess, new_topic, wait_for
 
 
 def produce_succeeds(stub: BrokerStub, request: broker_pb2.ProduceRequest) -> bool:

@@ -7,12 +7,12 @@ import threading
 from collections.abc import Iterator
 
 import grpc
-from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
-from tidelog.v1.admin_pb2_grpc import AdminStub
-from tidelog.v1.broker_pb2_grpc import BrokerStub
 
 from tests.errors_util import expect_status
 from tests.harness import wait_for
+from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
+from tidelog.v1.admin_pb2_grpc import AdminStub
+from tidelog.v1.broker_pb2_grpc import BrokerStub
 
 
 def produce(stub: BrokerStub, topic: str, *values: bytes, ts: int = 0) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 
 import grpc
+
+from tests.harness import BrokerProcess
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-from tests.harness import BrokerProcess
 
 
 def first_at_or_after(timestamps: list[int], target: int, start: int = 0) -> int:

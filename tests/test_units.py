@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from tidelog.v1 import broker_pb2, records_pb2
 
-from broker import topic_config
-from broker.batches import HEADER_SIZE, build_stored, frame_batches, records_crc, slice_wire
-from broker.errors import BrokerError
-from broker.names import check_limit, check_topic_name
-from client._wire import encode_record, varint
-from client.partitioner import murmur2, partition_for_key
+from tidelog._wire import encode_record, varint
+from tidelog.broker.batches import HEADER_SIZE, build_stored, frame_batches, records_crc, slice_wire
+from tidelog.broker.errors import BrokerError
+from tidelog.broker.log import topic_config
+from tidelog.broker.names import check_limit, check_topic_name
+from tidelog.common.partitioner import murmur2, partition_for_key
+from tidelog.common.reasons import Reason
+from tidelog.v1 import broker_pb2, records_pb2
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,7 @@ def test_topic_config_table() -> None:
     assert topic_config.validate({"cleanup.policy": "compact,delete"}) == {"cleanup.policy": "compact,delete"}
     with pytest.raises(BrokerError) as caught:
         topic_config.validate({"segment.bytes": "1"})
-    assert caught.value.reason == "UNKNOWN_CONFIG"
+    assert caught.value.reason == Reason.UNKNOWN_CONFIG
 
 
 @pytest.mark.parametrize("name", ["a", "A-b_c.9", "x" * 249, "..."])
@@ -92,7 +93,7 @@ def test_stored_batch_passes_through_and_slices() -> None:
 
 
 def test_compaction_keeps_runs_of_survivors_at_their_offsets() -> None:
-    from broker.compaction import _runs
+    from tidelog.broker.log.compaction import _runs
 
     batch = records_pb2.RecordBatch(records=[records_pb2.Record(key=b"k%d" % i, value=b"v%d" % i) for i in range(5)])
     runs = _runs(batch, 100, [False, True, True, False, True], append_ms=7)

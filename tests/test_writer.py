@@ -7,13 +7,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tidelog.broker.log.produce import prepare_produce
+from tidelog.broker.log.topics import TopicRegistry
+from tidelog.broker.storage.lmdb_store import Store
+from tidelog.broker.storage.ops import CreateTopicOp, ProduceOp
+from tidelog.broker.storage.writer import INLINE_COMMIT_MAX_BYTES, Writer
 from tidelog.v1 import broker_pb2, records_pb2
-
-from broker.ops import CreateTopicOp, ProduceOp
-from broker.produce import prepare_produce
-from broker.store import Store
-from broker.topics import TopicRegistry
-from broker.writer import INLINE_COMMIT_MAX_BYTES, Writer
 
 
 def produce_op(registry: TopicRegistry, value_bytes: int) -> ProduceOp:

@@ -1,0 +1,185 @@
+"""The Admin service: topic create, delete, list, describe, alter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import structlog
+from google.protobuf import empty_pb2
+
+from tidelog.broker.api.rpc import Context, unary
+from tidelog.broker.config import Settings
+from tidelog.broker.errors import BrokerError, invalid_request
+from tidelog.broker.log import topic_config
+from tidelog.broker.log.topics import TopicRegistry, TopicState
+from tidelog.broker.names import check_topic_name
+from tidelog.broker.security import acls
+from tidelog.broker.security.acls import require
+from tidelog.broker.storage.lmdb_store import TopicRecord
+from tidelog.broker.storage.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp, PurgeTopicOp
+from tidelog.broker.storage.writer import Writer
+from tidelog.common.reasons import Reason
+from tidelog.v1 import admin_pb2
+
+log = structlog.get_logger("tidelog.admin")
+
+
+def topic_message(
+    name: str, partitions: int, overrides: dict[str, str], broker_defaults: dict[str, str]
+) -> admin_pb2.Topic:
+    return admin_pb2.Topic(name=name, partitions=partitions, configs=topic_config.effective(overrides, broker_defaults))
+
+
+def state_message(topic: TopicState) -> admin_pb2.Topic:
+    return topic_message(topic.name, len(topic.partitions), topic.overrides, topic.broker_defaults)
+
+
+# A purge the disk or map refused tries again, backing off to this.
+PURGE_RETRY_MAX_S = 10.0
+
+
+class TopicPurger:
+    """Deletes a deleted topic's records in the background, in small writer ops."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, topic_id: int) -> None:
+        task = asyncio.create_task(self._purge(topic_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _purge(self, topic_id: int) -> None:
+        failures = 0
+        while True:
+            try:
+                if await self._writer.submit(PurgeTopicOp(topic_id)):
+                    break
+                failures = 0
+            except BrokerError as err:
+                if err.reason == Reason.SHUTTING_DOWN:
+                    return  # carried on at the next start
+                failures += 1
+                delay = min(PURGE_RETRY_MAX_S, 0.1 * 2**failures)
+                log.warning("topic_purge_paused", topic_id=topic_id, reason=err.reason, retry_in_s=delay)
+                await asyncio.sleep(delay)
+        log.info("topic_purged", topic_id=topic_id)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class AdminService:
+    def __init__(self, settings: Settings, registry: TopicRegistry, writer: Writer, purger: TopicPurger) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._writer = writer
+        self._purger = purger
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "CreateTopic": unary("CreateTopic", admin_pb2.CreateTopicRequest, self.create_topic),
+            "DeleteTopic": unary("DeleteTopic", admin_pb2.DeleteTopicRequest, self.delete_topic),
+            "ListTopics": unary("ListTopics", empty_pb2.Empty, self.list_topics),
+            "DescribeTopic": unary("DescribeTopic", admin_pb2.DescribeTopicRequest, self.describe_topic),
+            "AlterTopicConfigs": unary("AlterTopicConfigs", admin_pb2.AlterTopicConfigsRequest, self.alter_configs),
+            "CreateAcls": unary("CreateAcls", admin_pb2.AclsRequest, self.create_acls),
+            "DeleteAcls": unary("DeleteAcls", admin_pb2.AclsRequest, self.delete_acls),
+            "ListAcls": unary("ListAcls", empty_pb2.Empty, self.list_acls),
+        }
+
+    async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
+        require("create", "topic", request.name)
+        check_topic_name(request.name)
+        partitions = request.partitions if request.HasField("partitions") else 1
+        limit = self._settings.max_partitions
+        if not 1 <= partitions <= limit:
+            raise BrokerError(
+                Reason.INVALID_PARTITIONS,
+                f"partitions must be between 1 and {limit}, got {partitions}",
+                topic=request.name,
+            )
+        configs = topic_config.validate(request.configs)
+        record: TopicRecord = await self._writer.submit(CreateTopicOp(request.name, partitions, configs))
+        log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
+        return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
+
+    async def delete_topic(self, request: admin_pb2.DeleteTopicRequest, context: Context) -> empty_pb2.Empty:
+        require("delete", "topic", request.name)
+        self._registry.get(request.name)
+        record: TopicRecord = await self._writer.submit(DeleteTopicOp(request.name))
+        log.info("topic_deleted", topic=record.name, topic_id=record.id)
+        self._purger.start(record.id)
+        return empty_pb2.Empty()
+
+    async def list_topics(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListTopicsResponse:
+        require("describe", "cluster")
+        return admin_pb2.ListTopicsResponse(topics=[state_message(t) for t in self._registry.sorted()])
+
+    async def describe_topic(
+        self, request: admin_pb2.DescribeTopicRequest, context: Context
+    ) -> admin_pb2.DescribeTopicResponse:
+        require("describe", "topic", request.name)
+        topic = self._registry.get(request.name)
+        return admin_pb2.DescribeTopicResponse(
+            topic=state_message(topic),
+            partitions=[
+                admin_pb2.PartitionInfo(
+                    partition=p.partition,
+                    log_start_offset=p.log_start_offset,
+                    high_watermark=p.high_watermark,
+                    size_bytes=p.size_bytes,
+                )
+                for p in topic.partitions
+            ],
+        )
+
+    async def alter_configs(self, request: admin_pb2.AlterTopicConfigsRequest, context: Context) -> admin_pb2.Topic:
+        require("alter", "topic", request.name)
+        self._registry.get(request.name)
+        configs = topic_config.validate(request.configs)
+        record: TopicRecord = await self._writer.submit(AlterTopicConfigsOp(request.name, configs))
+        log.info("topic_configs_altered", topic=record.name, configs=configs)
+        return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
+
+    # -- ACLs ----------------------------------------------------------------------------
+
+    def _acl_texts(self, request: admin_pb2.AclsRequest) -> list[str]:
+        require("alter", "cluster")
+        if acls.authorizer is None:
+            raise BrokerError(Reason.ACLS_OFF, "this broker runs without ACLs: start it with --acls FILE to use them")
+        texts = []
+        for acl in request.acls:
+            try:
+                texts += [rule.text for rule in acls.parse(acl.rule, "the rule")]
+            except ValueError as err:
+                raise BrokerError(Reason.INVALID_ACL, str(err)) from None
+        if not texts:
+            raise invalid_request("give at least one rule, as `allow|deny PRINCIPAL OPERATION RESOURCE`")
+        return texts
+
+    async def create_acls(self, request: admin_pb2.AclsRequest, context: Context) -> empty_pb2.Empty:
+        texts = self._acl_texts(request)
+        await self._writer.submit(AclsOp(texts))
+        log.info("acls_added", rules=texts)
+        return empty_pb2.Empty()
+
+    async def delete_acls(self, request: admin_pb2.AclsRequest, context: Context) -> admin_pb2.DeleteAclsResponse:
+        texts = self._acl_texts(request)
+        deleted, _ = await self._writer.submit(AclsOp(texts, remove=True))
+        log.info("acls_removed", rules=texts, deleted=deleted)
+        return admin_pb2.DeleteAclsResponse(deleted=deleted)
+
+    async def list_acls(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListAclsResponse:
+        require("describe", "cluster")
+        authorizer = acls.authorizer
+        if authorizer is None:
+            return admin_pb2.ListAclsResponse()
+        return admin_pb2.ListAclsResponse(
+            acls=[admin_pb2.Acl(rule=r.text, source="file") for r in authorizer.file_rules]
+            + [admin_pb2.Acl(rule=r.text, source="added") for r in authorizer.added_rules]
+        )

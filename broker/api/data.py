@@ -1,0 +1,295 @@
+"""The Broker service: the data plane (produce, fetch, subscribe, offsets, metadata)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+
+from tidelog.broker import config
+from tidelog.broker.api.rpc import Context, as_broker_error, bidi_stream, parse, server_stream, unary
+from tidelog.broker.batches import frame_batches
+from tidelog.broker.config import Settings
+from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
+from tidelog.broker.log.produce import check_partition, prepare_produce
+from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
+from tidelog.broker.metrics import Metrics
+from tidelog.broker.names import check_limit
+from tidelog.broker.security.acls import require, require_produce_somewhere
+from tidelog.broker.security.quotas import throttle
+from tidelog.broker.storage.lmdb_store import Store
+from tidelog.broker.storage.ops import InitProducerOp, ProduceOp
+from tidelog.broker.storage.writer import Writer
+from tidelog.common.reasons import Reason
+from tidelog.v1 import broker_pb2, records_pb2
+
+# Requests of one ProduceStream accepted ahead of their answers.
+PRODUCE_STREAM_PIPELINE = 64
+
+
+def fetch_response(batches: list[bytes], partition: PartitionState, next_offset: int) -> bytes:
+    trailer = broker_pb2.FetchResponse(
+        high_watermark=partition.high_watermark,
+        log_start_offset=partition.log_start_offset,
+        next_offset=next_offset,
+    ).SerializeToString()
+    return frame_batches(batches) + trailer
+
+
+def produce_response(
+    op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]], request_id: int
+) -> broker_pb2.ProduceResponse:
+    return broker_pb2.ProduceResponse(topic=op.topic.name, results=[r for r, _, _ in results], request_id=request_id)
+
+
+def offset_out_of_range(topic: TopicState, partition: PartitionState, offset: int) -> BrokerError:
+    return BrokerError(
+        Reason.OFFSET_OUT_OF_RANGE,
+        f"offset {offset} is outside {topic.name}/{partition.partition}: valid offsets are "
+        f"{partition.log_start_offset} (log start) to {partition.high_watermark} (high watermark)",
+        log_start_offset=partition.log_start_offset,
+        high_watermark=partition.high_watermark,
+    )
+
+
+def position_offset(partition: PartitionState, position: int) -> int:
+    """The offset of a records_pb2.Position: the log start, or the high watermark (unspecified: latest)."""
+    if position == records_pb2.POSITION_EARLIEST:
+        return partition.log_start_offset
+    if position in (records_pb2.POSITION_LATEST, records_pb2.POSITION_UNSPECIFIED):
+        return partition.high_watermark
+    raise invalid_request(f"unknown position {position}: use POSITION_EARLIEST or POSITION_LATEST")
+
+
+def offset_for_time(store: Store, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
+    """The first (offset, timestamp) at or after `timestamp_ms`; (high watermark, -1) when none is."""
+    found = store.offset_for_timestamp(
+        topic.id,
+        partition.partition,
+        partition.log_start_offset,
+        partition.high_watermark,
+        timestamp_ms,
+        topic.log_append_time,
+    )
+    return found if found is not None else (partition.high_watermark, -1)
+
+
+class BrokerService:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: TopicRegistry,
+        store: Store,
+        writer: Writer,
+        advertised: str,
+        metrics: Metrics,
+    ) -> None:
+        self._metrics = metrics
+        self._settings = settings
+        self._registry = registry
+        self._store = store
+        self._writer = writer
+        self._advertised = advertised
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "Produce": unary("Produce", broker_pb2.ProduceRequest, self.produce),
+            "InitProducer": unary("InitProducer", empty_pb2.Empty, self.init_producer),
+            "ProduceStream": bidi_stream("ProduceStream", self.produce_stream),
+            "Fetch": unary("Fetch", broker_pb2.FetchRequest, self.fetch),
+            "Subscribe": server_stream("Subscribe", broker_pb2.SubscribeRequest, self.subscribe),
+            "ListOffsets": unary("ListOffsets", broker_pb2.ListOffsetsRequest, self.list_offsets),
+            "GetMetadata": unary("GetMetadata", broker_pb2.GetMetadataRequest, self.get_metadata),
+        }
+
+    def _partition(self, topic_name: str, partition: int) -> tuple[TopicState, PartitionState]:
+        topic = self._registry.get(topic_name)
+        check_partition(topic, partition)
+        return topic, topic.partitions[partition]
+
+    # -- produce -------------------------------------------------------------------
+
+    async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
+        require("produce", "topic", request.topic)
+        op = prepare_produce(request, self._registry, request.ByteSize())
+        results = await self._writer.submit(op)
+        self._count_produced(op, results)
+        held = await throttle("produce", op.write_bytes)
+        if held:
+            context.set_trailing_metadata((("tidelog-throttle-ms", str(round(held * 1000))),))
+        return produce_response(op, results, 0)
+
+    def _count_produced(self, op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]]) -> None:
+        records = sum(result.record_count for result, _, _ in results)
+        self._metrics.produced(op.topic.name, records, op.write_bytes)
+
+    async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
+        require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
+        return broker_pb2.InitProducerResponse(producer_id=await self._writer.submit(InitProducerOp()))
+
+    async def produce_stream(
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[broker_pb2.ProduceResponse]:
+        """Accept requests ahead of their answers (bounded), answer strictly in order."""
+        pipeline: asyncio.Queue[Any] = asyncio.Queue(PRODUCE_STREAM_PIPELINE)
+        end = object()
+
+        async def accept() -> None:
+            try:
+                async for raw in requests:
+                    request = parse(broker_pb2.ProduceRequest, raw)
+                    request_id, topic = request.request_id, request.topic
+                    try:
+                        require("produce", "topic", topic)
+                        op = prepare_produce(request, self._registry, len(raw))
+                        await pipeline.put((request_id, op, self._writer.submit(op), time.perf_counter()))
+                    except Exception as exc:
+                        await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream"), 0.0))
+                await pipeline.put(end)
+            except BrokerError as err:  # undecodable bytes: a protocol violation ends the stream
+                await pipeline.put(err)
+
+        acceptor = asyncio.create_task(accept())
+        try:
+            while (item := await pipeline.get()) is not end:
+                if isinstance(item, BrokerError):
+                    raise item
+                request_id, subject, outcome, accepted = item
+                if isinstance(outcome, BrokerError):
+                    yield _produce_error(request_id, subject, outcome)
+                    continue
+                try:
+                    results = await outcome
+                except BrokerError as err:
+                    yield _produce_error(request_id, subject.topic.name, err)
+                    continue
+                self._count_produced(subject, results)
+                self._metrics.observe("ProduceStream", time.perf_counter() - accepted)
+                await throttle("produce", subject.write_bytes)
+                yield produce_response(subject, results, request_id)
+        finally:
+            acceptor.cancel()
+
+    # -- read ----------------------------------------------------------------------
+
+    async def fetch(self, request: broker_pb2.FetchRequest, context: Context) -> bytes:
+        require("consume", "topic", request.topic)
+        topic, partition = self._partition(request.topic, request.partition)
+        max_records = check_limit(
+            "max_records", request.max_records, config.DEFAULT_FETCH_MAX_RECORDS, config.MAX_FETCH_MAX_RECORDS
+        )
+        max_bytes = check_limit(
+            "max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES
+        )
+        max_wait_ms = check_limit("max_wait_ms", request.max_wait_ms, 0, config.MAX_FETCH_WAIT_MS)
+        offset = request.offset
+        if not partition.log_start_offset <= offset <= partition.high_watermark:
+            raise offset_out_of_range(topic, partition, offset)
+        if offset == partition.high_watermark and max_wait_ms:
+            deadline = time.monotonic() + max_wait_ms / 1000
+            while partition.high_watermark == offset and not topic.deleted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await partition.wait_for_change(remaining)
+            if topic.deleted:
+                raise topic_not_found(topic.name)
+        result = self._store.read(
+            topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes
+        )
+        size = sum(len(b) for b in result.batches)
+        self._metrics.fetched(topic.name, result.next_offset - offset, size)
+        held = await throttle("consume", size)
+        if held:
+            context.set_trailing_metadata((("tidelog-throttle-ms", str(round(held * 1000))),))
+        return fetch_response(result.batches, partition, result.next_offset)
+
+    async def subscribe(self, request: broker_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
+        require("consume", "topic", request.topic)
+        topic, partition = self._partition(request.topic, request.partition)
+        max_bytes = check_limit(
+            "max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES
+        )
+        next_offset = self._resolve_start(topic, partition, request)
+        yield fetch_response([], partition, next_offset)
+        heartbeat_s = self._settings.subscribe_heartbeat_ms / 1000
+        while True:
+            if topic.deleted:
+                raise topic_not_found(topic.name)
+            if next_offset < partition.log_start_offset:
+                raise offset_out_of_range(topic, partition, next_offset)
+            if next_offset < partition.high_watermark:
+                result = self._store.read(
+                    topic.id,
+                    partition.partition,
+                    next_offset,
+                    partition.high_watermark,
+                    config.MAX_FETCH_MAX_RECORDS,
+                    max_bytes,
+                )
+                # No batch below the high watermark from here means nothing is left to skip to.
+                if result.batches:
+                    size = sum(len(b) for b in result.batches)
+                    self._metrics.fetched(topic.name, result.next_offset - next_offset, size)
+                    await throttle("consume", size)
+                next_offset = result.next_offset if result.batches else partition.high_watermark
+                yield fetch_response(result.batches, partition, next_offset)
+                continue
+            if not await partition.wait_for_change(heartbeat_s) and next_offset >= partition.high_watermark:
+                yield fetch_response([], partition, next_offset)
+
+    def _resolve_start(self, topic: TopicState, partition: PartitionState, request: broker_pb2.SubscribeRequest) -> int:
+        start = request.WhichOneof("start")
+        if start == "offset":
+            if not partition.log_start_offset <= request.offset <= partition.high_watermark:
+                raise offset_out_of_range(topic, partition, request.offset)
+            return request.offset
+        if start == "position":
+            return position_offset(partition, request.position)
+        if start == "timestamp_ms":
+            return offset_for_time(self._store, topic, partition, request.timestamp_ms)[0]
+        return partition.high_watermark
+
+    async def list_offsets(
+        self, request: broker_pb2.ListOffsetsRequest, context: Context
+    ) -> broker_pb2.ListOffsetsResponse:
+        require("describe", "topic", request.topic)
+        topic, partition = self._partition(request.topic, request.partition)
+        if request.WhichOneof("target") == "timestamp_ms":
+            offset, timestamp_ms = offset_for_time(self._store, topic, partition, request.timestamp_ms)
+            return broker_pb2.ListOffsetsResponse(offset=offset, timestamp_ms=timestamp_ms)
+        return broker_pb2.ListOffsetsResponse(offset=position_offset(partition, request.position))
+
+    async def get_metadata(
+        self, request: broker_pb2.GetMetadataRequest, context: Context
+    ) -> broker_pb2.GetMetadataResponse:
+        if request.topics:
+            for name in request.topics:
+                require("describe", "topic", name)
+        else:
+            require("describe", "cluster")
+        topics = [self._registry.get(name) for name in request.topics] if request.topics else self._registry.sorted()
+        return broker_pb2.GetMetadataResponse(
+            brokers=[broker_pb2.BrokerInfo(id=0, address=self._advertised)],
+            topics=[
+                broker_pb2.TopicMetadata(
+                    name=t.name,
+                    partitions=[broker_pb2.PartitionMetadata(partition=p.partition, leader=0) for p in t.partitions],
+                )
+                for t in topics
+            ],
+        )
+
+
+def _produce_error(request_id: int, topic: str, err: BrokerError) -> broker_pb2.ProduceResponse:
+    return broker_pb2.ProduceResponse(
+        topic=topic,
+        request_id=request_id,
+        error=broker_pb2.ProduceError(
+            code=err.code.value[0], message=err.message, reason=err.reason, metadata=err.metadata
+        ),
+    )

@@ -1,0 +1,218 @@
+"""Retention: which head batches of a partition may go (pure), the op that lets them go, and the
+cleaner that runs it — and compaction (broker.compaction) — every --cleaner-interval-ms.
+
+As in Kafka, whole batches leave from the head only: a batch goes when its newest timestamp is
+older than retention.ms, or while the partition without it still holds at least retention.bytes.
+The log start then moves to the first batch kept, and never back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from tidelog.broker.batches import VALUE_HEADER
+from tidelog.broker.errors import BrokerError
+from tidelog.broker.log import compaction
+from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
+from tidelog.broker.storage import time_index
+from tidelog.broker.storage.lmdb_store import LOG_KEY, PARTITION_KEY, PartitionStats, Store
+from tidelog.broker.storage.writer import Writer
+from tidelog.common.reasons import Reason
+
+log = structlog.get_logger("tidelog.retention")
+
+# Batches looked at per partition and pass: bounds the time one pass keeps the loop.
+HEADS_PER_PASS = 2000
+# A compacted partition with no new records is looked at again after this long (tombstones age).
+RECOMPACT_AFTER_S = 60.0
+
+
+@dataclass(frozen=True)
+class BatchHead:
+    base_offset: int
+    count: int
+    timestamp_ms: int  # the newest record's (the append time on a LogAppendTime topic)
+    size: int  # stored bytes
+
+
+def retention_cut(
+    heads: Iterable[BatchHead], *, now_ms: int, retention_ms: int, retention_bytes: int, total_bytes: int
+) -> int | None:
+    """The new log start, if retention lets head batches go (-1 disables a limit)."""
+    new_start = None
+    kept_bytes = total_bytes
+    for head in heads:
+        expired = retention_ms >= 0 and head.timestamp_ms < now_ms - retention_ms
+        oversize = retention_bytes >= 0 and kept_bytes - head.size >= retention_bytes
+        if not (expired or oversize):
+            break
+        kept_bytes -= head.size
+        new_start = head.base_offset + head.count
+    return new_start
+
+
+def head_batches(store: Store, topic: TopicState, partition: int, start: int, end: int, limit: int) -> list[BatchHead]:
+    """The headers of the first `limit` batches from `start`, below `end`; no record is parsed."""
+    prefix = PARTITION_KEY.pack(topic.id, partition)
+    heads: list[BatchHead] = []
+    with store.env.begin(db=store.log, buffers=True) as txn:
+        cursor = txn.cursor()
+        found = cursor.set_range(LOG_KEY.pack(topic.id, partition, start))
+        while found and len(heads) < limit and cursor.key()[:8] == prefix:
+            base = LOG_KEY.unpack(cursor.key())[2]
+            if base >= end:
+                break
+            value = cursor.value()
+            count, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
+            heads.append(BatchHead(base, count, append_ms if topic.log_append_time else max_ts, len(value)))
+            found = cursor.next()
+    return heads
+
+
+@dataclass
+class TrimHeadOp:
+    """Deletes a partition's batches below `new_start` and moves its log start there."""
+
+    topic: TopicState
+    partition: int
+    new_start: int
+    write_bytes = 1 << 30  # many deletes: on the writer thread
+    frees_space = True  # may use the map's reserve when it is full
+
+    def apply(self, store: Store, txn: Any, now_ms: int) -> PartitionStats:
+        stats_key = PARTITION_KEY.pack(self.topic.id, self.partition)
+        raw = txn.get(stats_key, db=store.stats)
+        if raw is None:
+            raise BrokerError(
+                Reason.TOPIC_NOT_FOUND, f"topic {self.topic.name!r} does not exist", topic=self.topic.name
+            )
+        stats = PartitionStats.decode(raw)
+        if self.new_start <= stats.log_start_offset:
+            return stats
+        new_start = min(self.new_start, stats.next_offset)
+        prefix = PARTITION_KEY.pack(self.topic.id, self.partition)
+        cursor = txn.cursor(db=store.log)
+        removed = 0
+        found = cursor.set_range(prefix)
+        while found and cursor.key()[:8] == prefix:
+            base = LOG_KEY.unpack(cursor.key())[2]
+            count = VALUE_HEADER.unpack_from(cursor.value())[0]
+            if base + count > new_start:
+                break  # only whole batches go
+            removed += len(cursor.value())
+            found = cursor.delete()
+        time_index.trim(txn, store.timeindex, self.topic.id, self.partition, new_start)
+        trimmed = PartitionStats(stats.next_offset, new_start, max(0, stats.size_bytes - removed))
+        txn.put(stats_key, trimmed.encode(), db=store.stats)
+        return trimmed
+
+    def publish(self, registry: TopicRegistry, result: PartitionStats) -> None:
+        partition = self.topic.partitions[self.partition]
+        if result.log_start_offset > partition.log_start_offset:
+            partition.log_start_offset = result.log_start_offset
+            partition.size_bytes = result.size_bytes
+            partition.wake()  # readers below the new start learn it now
+
+
+class Cleaner:
+    """Applies retention to every partition every `interval_s`, one partition at a time."""
+
+    def __init__(
+        self,
+        registry: TopicRegistry,
+        store: Store,
+        writer: Writer,
+        interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._writer = writer
+        self._interval_s = interval_s
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._compacted: dict[tuple[int, int], tuple[int, float]] = {}  # (high watermark, when) last compacted
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.run_once()
+            except Exception:  # a failed pass must not stop retention for good
+                log.exception("retention_pass_failed")
+
+    async def run_once(self) -> int:
+        """One pass over every partition (retention, then compaction); how many were changed."""
+        changed = await self._apply_retention()
+        for topic in self._registry.sorted():
+            if topic.compacted and not topic.deleted:
+                for partition in topic.partitions:
+                    changed += await self._compact(topic, partition)
+        return changed
+
+    async def _compact(self, topic: TopicState, partition: PartitionState) -> int:
+        """Compact a partition that has new records, or has not been looked at for a minute."""
+        key = (topic.id, partition.partition)
+        now = self._clock()
+        end = partition.high_watermark
+        last = self._compacted.get(key)
+        if last is not None and last[0] == end and now - last[1] < RECOMPACT_AFTER_S:
+            return 0
+        self._compacted[key] = (end, now)
+        rewrites = await asyncio.to_thread(
+            compaction.plan, self._store, topic, partition.partition, end, int(now * 1000)
+        )
+        for start in range(0, len(rewrites), compaction.BATCHES_PER_OP):
+            chunk = rewrites[start : start + compaction.BATCHES_PER_OP]
+            await self._writer.submit(compaction.CompactOp(topic, partition.partition, chunk))
+        if rewrites:
+            log.info("compacted", topic=topic.name, partition=partition.partition, batches_rewritten=len(rewrites))
+        return 1 if rewrites else 0
+
+    async def _apply_retention(self) -> int:
+        trimmed = 0
+        for topic in self._registry.sorted():
+            if not topic.deletes or (topic.retention_ms < 0 and topic.retention_bytes < 0):
+                continue
+            for partition in topic.partitions:
+                start, end = partition.log_start_offset, partition.high_watermark
+                if start >= end or topic.deleted:
+                    continue
+                heads = head_batches(self._store, topic, partition.partition, start, end, HEADS_PER_PASS)
+                new_start = retention_cut(
+                    heads,
+                    now_ms=int(self._clock() * 1000),
+                    retention_ms=topic.retention_ms,
+                    retention_bytes=topic.retention_bytes,
+                    total_bytes=partition.size_bytes,
+                )
+                if new_start is None or new_start <= start:
+                    continue
+                try:
+                    stats = await self._writer.submit(TrimHeadOp(topic, partition.partition, new_start))
+                except BrokerError as err:
+                    log.info("retention_skipped", topic=topic.name, partition=partition.partition, error=str(err))
+                    continue
+                trimmed += 1
+                log.info(
+                    "retention_trimmed",
+                    topic=topic.name,
+                    partition=partition.partition,
+                    log_start_offset=stats.log_start_offset,
+                    size_bytes=stats.size_bytes,
+                )
+        return trimmed

@@ -1,0 +1,3 @@
+from tidelog.cli.main import main
+
+main()

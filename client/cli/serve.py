@@ -1,0 +1,291 @@
+"""`tidelog serve`, `verify` and `backup`: the commands that run or read a broker's data directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+from tidelog.broker.config import Settings, check_listen, env_default
+
+
+def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    parser = commands.add_parser("serve", help="run the broker")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=env_path("TIDELOG_CONFIG"),
+        help="a TOML file of serve settings, keyed by flag name (`retention-ms = 86400000`); flags beat it, "
+        "it beats the environment",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env_default("TIDELOG_DATA_DIR", "./data")),
+        help="LMDB data directory (env TIDELOG_DATA_DIR; default ./data)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=env_default("TIDELOG_LISTEN", "127.0.0.1:50051"),
+        help="HOST:PORT to listen on (env TIDELOG_LISTEN; default %(default)s)",
+    )
+    parser.add_argument(
+        "--advertise",
+        default=env_default("TIDELOG_ADVERTISE", ""),
+        help="address clients are told to use (GetMetadata); default: the listen address",
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=("always", "interval"),
+        default=env_default("TIDELOG_FSYNC", "always"),
+        help="always: acknowledge after fsync (default); interval: fsync every --fsync-interval-ms",
+    )
+    parser.add_argument("--fsync-interval-ms", type=int, default=int(env_default("TIDELOG_FSYNC_INTERVAL_MS", "1000")))
+    parser.add_argument(
+        "--map-size-gb",
+        type=float,
+        default=float(env_default("TIDELOG_MAP_SIZE_GB", "64")),
+        help="the most the LMDB map may grow to (address space, not disk; default %(default)s)",
+    )
+    parser.add_argument(
+        "--initial-map-size-mb",
+        type=float,
+        default=float(env_default("TIDELOG_INITIAL_MAP_SIZE_MB", "64")),
+        help="where the map starts (at least twice the data already there); it doubles when full",
+    )
+    parser.add_argument(
+        "--disk-reserve-mb",
+        type=float,
+        default=float(env_default("TIDELOG_DISK_RESERVE_MB", "64")),
+        help="disk space held back so that deletes and retention can commit on a full disk "
+        "(at most 10%% of the filesystem; 0 = none; default %(default)s)",
+    )
+    parser.add_argument(
+        "--retention-ms",
+        type=int,
+        default=int(env_default("TIDELOG_RETENTION_MS", "604800000")),
+        help="retention.ms of topics that do not set it (-1 = forever; default %(default)s, 7 days)",
+    )
+    parser.add_argument(
+        "--retention-bytes",
+        type=int,
+        default=int(env_default("TIDELOG_RETENTION_BYTES", "-1")),
+        help="retention.bytes per partition of topics that do not set it (-1 = no limit; the default)",
+    )
+    parser.add_argument(
+        "--cleaner-interval-ms",
+        type=int,
+        default=int(env_default("TIDELOG_CLEANER_INTERVAL_MS", "10000")),
+        help="how often retention runs (default %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=env_default("TIDELOG_METRICS_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, default=env_path("TIDELOG_TLS_CERT"), help="serve TLS with this PEM certificate"
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, default=env_path("TIDELOG_TLS_KEY"), help="the certificate's PEM private key"
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=env_path("TIDELOG_TLS_CLIENT_CA"),
+        help="require client certificates signed by this PEM CA (mTLS)",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="allow plaintext on a non-loopback address (not recommended)"
+    )
+    parser.add_argument(
+        "--auth-tokens",
+        type=Path,
+        default=env_path("TIDELOG_AUTH_TOKENS"),
+        help="require bearer tokens: a file of `principal sha256-hex-of-token` lines (reloaded on SIGHUP)",
+    )
+    parser.add_argument(
+        "--acls",
+        type=Path,
+        default=env_path("TIDELOG_ACLS"),
+        help="authorize by this ACL file (needs --auth-tokens or --tls-client-ca; reloaded on SIGHUP)",
+    )
+    parser.add_argument(
+        "--quotas",
+        type=Path,
+        default=env_path("TIDELOG_QUOTAS"),
+        help="produce/consume bytes per second per principal: a file of `principal produce consume` lines",
+    )
+    parser.add_argument("--max-partitions", type=int, default=10_000, help="most partitions a topic may have")
+    parser.add_argument("--max-streams", type=int, default=100_000, help="most open streams in total")
+    parser.add_argument(
+        "--max-streams-per-connection", type=int, default=20_000, help="most open streams from one connection"
+    )
+    parser.add_argument("--heartbeat-ms", type=int, default=5000, help="Subscribe heartbeat during silence")
+    parser.add_argument("--ready-file", type=Path, help="write the bound HOST:PORT here once serving")
+    parser.add_argument(
+        "--log-format", choices=("auto", "json", "console"), default=env_default("TIDELOG_LOG_FORMAT", "auto")
+    )
+    parser.add_argument("--log-level", default=env_default("TIDELOG_LOG_LEVEL", "info"))
+    parser.set_defaults(run=serve)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    from tidelog.broker.security.acls import Authorizer
+    from tidelog.broker.security.auth import TokenFile, is_loopback
+    from tidelog.broker.security.quotas import Quotas
+    from tidelog.broker.server import serve as run_broker
+    from tidelog.broker.storage.lmdb_store import FormatMismatch
+    from tidelog.cli import logs
+
+    try:
+        check_listen(args.listen)
+    except ValueError as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    if args.fsync_interval_ms < 1:
+        raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("tidelog: --tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise SystemExit("tidelog: --tls-client-ca needs --tls-cert and --tls-key")
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls, args.quotas):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"tidelog: {path}: no such file")
+    if not args.tls_cert and not args.insecure and not is_loopback(args.listen):
+        raise SystemExit(
+            f"tidelog: refusing plaintext on {args.listen}, which is not a loopback address: give --tls-cert and "
+            "--tls-key (and --tls-client-ca for mTLS), or --insecure if the network is yours alone"
+        )
+    if args.acls is not None and args.auth_tokens is None and args.tls_client_ca is None:
+        raise SystemExit("tidelog: --acls needs principals: give --auth-tokens or --tls-client-ca too")
+    try:
+        if args.auth_tokens is not None:
+            TokenFile(args.auth_tokens)
+        if args.acls is not None:
+            Authorizer(args.acls)
+        if args.quotas is not None:
+            Quotas(args.quotas)
+    except ValueError as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    if args.metrics_listen:
+        try:
+            check_listen(args.metrics_listen)
+        except ValueError as err:
+            raise SystemExit(f"tidelog: --metrics-listen: {err}") from None
+        if not args.tls_cert and not args.insecure and not is_loopback(args.metrics_listen):
+            raise SystemExit(
+                f"tidelog: refusing plaintext metrics on {args.metrics_listen}, which is not a loopback address: "
+                "with --tls-cert and --tls-key the metrics are served over HTTPS, or give --insecure if the network "
+                "is yours alone"
+            )
+    if args.max_streams < 1 or args.max_streams_per_connection < 1:
+        raise SystemExit("tidelog: --max-streams and --max-streams-per-connection must be >= 1")
+    if args.disk_reserve_mb < 0:
+        raise SystemExit("tidelog: --disk-reserve-mb must be >= 0 (0 = no reserve)")
+    if args.cleaner_interval_ms < 1:
+        raise SystemExit("tidelog: --cleaner-interval-ms must be >= 1")
+    if args.retention_ms < -1 or args.retention_bytes < -1:
+        raise SystemExit("tidelog: --retention-ms and --retention-bytes must be >= -1 (-1 = no limit)")
+    settings = Settings(
+        data_dir=args.data_dir,
+        listen=args.listen,
+        advertise=args.advertise,
+        fsync=args.fsync,
+        fsync_interval_ms=args.fsync_interval_ms,
+        map_size_bytes=int(args.map_size_gb * (1 << 30)),
+        initial_map_size_bytes=max(1 << 20, int(args.initial_map_size_mb * (1 << 20))),
+        disk_reserve_bytes=int(args.disk_reserve_mb * (1 << 20)),
+        max_partitions=args.max_partitions,
+        subscribe_heartbeat_ms=args.heartbeat_ms,
+        ready_file=args.ready_file,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        retention_ms=args.retention_ms,
+        retention_bytes=args.retention_bytes,
+        cleaner_interval_ms=args.cleaner_interval_ms,
+        metrics_listen=args.metrics_listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_tokens=args.auth_tokens,
+        acls=args.acls,
+        quotas=args.quotas,
+        max_streams=args.max_streams,
+        max_streams_per_connection=args.max_streams_per_connection,
+    )
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(run_broker(settings))
+    except FormatMismatch as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    return 0
+
+
+def add_maintenance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env_default("TIDELOG_DATA_DIR", "./data")),
+        help="the broker's data directory (env TIDELOG_DATA_DIR; default ./data); the broker may be running",
+    )
+    verify = commands.add_parser(
+        "verify", parents=[data_dir], help="check every stored batch (CRC32C, offsets) and the partition stats"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(run=_verify)
+    backup = commands.add_parser("backup", parents=[data_dir], help="a hot, compacted copy of the data directory")
+    backup.add_argument("destination", type=Path, help="a new or empty directory")
+    backup.set_defaults(run=_backup)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tidelog.broker.storage import maintenance
+    from tidelog.broker.storage.lmdb_store import FormatMismatch
+
+    try:
+        store = maintenance.open_existing(args.data_dir)
+    except (FileNotFoundError, FormatMismatch) as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    try:
+        report = maintenance.verify(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        print(
+            f"{report.topics} topic(s), {report.partitions} partition(s), {report.batches} batch(es), "
+            f"{report.records} record(s), {report.bytes} bytes: "
+            + ("no problems" if not report.problems else f"{len(report.problems)} problem(s)")
+        )
+        for problem in report.problems:
+            print(f"  {problem}")
+    return 1 if report.problems else 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from tidelog.broker.storage import maintenance
+    from tidelog.broker.storage.lmdb_store import FormatMismatch
+
+    try:
+        store = maintenance.open_existing(args.data_dir)
+    except (FileNotFoundError, FormatMismatch) as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    try:
+        size = maintenance.backup(store, args.destination)
+    except (FileExistsError, OSError) as err:
+        raise SystemExit(f"tidelog: {err}") from None
+    finally:
+        store.close()
+    print(f"backed up {args.data_dir} to {args.destination} ({size} bytes)")
+    return 0
+
+
+def env_path(name: str) -> Path | None:
+    value = env_default(name, "")
+    return Path(value) if value else None

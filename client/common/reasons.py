@@ -1,0 +1,53 @@
+"""Error reasons: what the broker puts in a status's google.rpc.ErrorInfo, and the gRPC code it goes with.
+
+The broker raises by reason; clients branch on it (the SDK maps each to an exception class). The
+values are the names, as they travel on the wire; a Reason compares equal to its name.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import grpc
+
+ERROR_DOMAIN = "tidelog"
+
+_C = grpc.StatusCode
+
+
+class Reason(StrEnum):
+    code: grpc.StatusCode
+    summary: str
+
+    def __new__(cls, name: str, code: grpc.StatusCode, summary: str) -> Reason:
+        reason = str.__new__(cls, name)
+        reason._value_ = name
+        reason.code = code
+        reason.summary = summary
+        return reason
+
+    TOPIC_NOT_FOUND = ("TOPIC_NOT_FOUND", _C.NOT_FOUND, "no such topic")
+    TOPIC_EXISTS = ("TOPIC_EXISTS", _C.ALREADY_EXISTS, "a topic of that name exists")
+    INVALID_NAME = ("INVALID_NAME", _C.INVALID_ARGUMENT, "a topic or group name breaks the naming rule")
+    INVALID_PARTITIONS = ("INVALID_PARTITIONS", _C.INVALID_ARGUMENT, "a partition count out of bounds")
+    PARTITION_OUT_OF_RANGE = ("PARTITION_OUT_OF_RANGE", _C.INVALID_ARGUMENT, "no such partition in the topic")
+    RECORD_TOO_LARGE = ("RECORD_TOO_LARGE", _C.INVALID_ARGUMENT, "a record above max.message.bytes")
+    EMPTY_RECORDS = ("EMPTY_RECORDS", _C.INVALID_ARGUMENT, "a produce request with no record")
+    KEY_REQUIRED = ("KEY_REQUIRED", _C.INVALID_ARGUMENT, "a keyless record for a compacted topic")
+    UNKNOWN_CONFIG = ("UNKNOWN_CONFIG", _C.INVALID_ARGUMENT, "a topic config key that does not exist")
+    INVALID_CONFIG = ("INVALID_CONFIG", _C.INVALID_ARGUMENT, "a bad topic config value")
+    INVALID_REQUEST = ("INVALID_REQUEST", _C.INVALID_ARGUMENT, "a malformed or contradictory request")
+    OFFSET_OUT_OF_RANGE = ("OFFSET_OUT_OF_RANGE", _C.OUT_OF_RANGE, "an offset outside the log")
+    OUT_OF_ORDER_SEQUENCE = ("OUT_OF_ORDER_SEQUENCE", _C.FAILED_PRECONDITION, "an idempotent producer's gap")
+    FENCED = ("FENCED", _C.FAILED_PRECONDITION, "a group member that is no longer one, or a stale generation")
+    NOT_OWNER = ("NOT_OWNER", _C.FAILED_PRECONDITION, "a commit for a partition the member does not own")
+    GROUP_NOT_EMPTY = ("GROUP_NOT_EMPTY", _C.FAILED_PRECONDITION, "a group with live members")
+    GROUP_NOT_FOUND = ("GROUP_NOT_FOUND", _C.NOT_FOUND, "no such group")
+    STORAGE_FULL = ("STORAGE_FULL", _C.RESOURCE_EXHAUSTED, "the broker's map or disk is full")
+    UNAUTHENTICATED = ("UNAUTHENTICATED", _C.UNAUTHENTICATED, "no token, or one the broker does not know")
+    TOO_MANY_STREAMS = ("TOO_MANY_STREAMS", _C.RESOURCE_EXHAUSTED, "the broker's limit of open streams")
+    NOT_AUTHORIZED = ("NOT_AUTHORIZED", _C.PERMISSION_DENIED, "an ACL does not allow it")
+    ACLS_OFF = ("ACLS_OFF", _C.FAILED_PRECONDITION, "ACLs are not enabled on this broker")
+    INVALID_ACL = ("INVALID_ACL", _C.INVALID_ARGUMENT, "an ACL rule that does not parse")
+    SHUTTING_DOWN = ("SHUTTING_DOWN", _C.UNAVAILABLE, "the broker is stopping")
+    INTERNAL = ("INTERNAL", _C.INTERNAL, "a broker bug")

@@ -1,0 +1,305 @@
+"""The benchmark's command line: what to run, running it, and the table (or JSON) it prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from tidelog import AdminClient
+from tidelog.bench import tidelog_modes
+from tidelog.bench.peers import PEER_NAMES
+from tidelog.bench.stats import Figures, summarize
+from tidelog.bench.tidelog_modes import Workload
+from tidelog.testing import BrokerProcess
+
+MODES = ("produce", "consume", "e2e", "fanout")
+PEER_MODES = ("produce", "consume", "e2e")
+Results = dict[str, dict[str, list[Figures]]]  # system -> mode -> one Figures per run
+# Figures where lower is better: their ratio is peer / Tidelog, so a ratio above 1 always favours Tidelog.
+_LOWER_IS_BETTER = {"p50_ms", "p99_ms", "p999_ms"}
+_RATIO_FIGURES = ("records_per_s", "p50_ms", "p99_ms", "p999_ms")
+_TABLE_FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "rss_mb")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode", default="produce,consume,e2e", help=f"comma-separated, of {', '.join(MODES)} (default %(default)s)"
+    )
+    parser.add_argument("--bootstrap", help="benchmark a running broker instead of starting one")
+    parser.add_argument("--records", type=int, default=500_000, help="records to produce (default %(default)s)")
+    parser.add_argument("--duration", type=float, help="produce for this many seconds instead of --records")
+    parser.add_argument("--size", type=int, default=100, help="value bytes per record (default %(default)s)")
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--producers", type=int, default=1, help="producer processes (default %(default)s)")
+    parser.add_argument("--keys", action="store_true", help="keyed records (1024 distinct keys)")
+    parser.add_argument(
+        "--send-many", type=int, default=0, metavar="N", help="produce with Producer.send_many() in calls of N records"
+    )
+    parser.add_argument(
+        "--group", action="store_true", help="consume: read as the one member of a new consumer group (Groups.Consume)"
+    )
+    parser.add_argument("--linger-ms", type=float, default=5)
+    parser.add_argument("--batch-bytes", type=int, default=256 << 10)
+    parser.add_argument("--rate", type=float, default=5000, help="e2e: records per second (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=5, help="e2e: how long to send (default %(default)s)")
+    parser.add_argument("--subscribers", type=int, default=8, help="fanout: readers (default %(default)s)")
+    parser.add_argument("--fsync", choices=("always", "interval"), default="always")
+    parser.add_argument("--idle-subscribers", type=int, default=0, help="hold this many idle Subscribe streams open")
+    parser.add_argument("--runs", type=int, default=3, help="repeat; figures are medians (default %(default)s)")
+    parser.add_argument("--vs", default="", help="peers in the same run: redis, nats (comma-separated)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidelog bench",
+        description="Tidelog's throughput and latency through the Python SDK, optionally beside Redis Streams "
+        "and NATS JetStream. Starts its own broker (127.0.0.1, a temp data dir) unless --bootstrap is given.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    modes = _choices(args.mode, MODES, "--mode")
+    peers = _choices(args.vs, PEER_NAMES, "--vs") if args.vs else []
+    workload = Workload(
+        records=args.records,
+        size=args.size,
+        partitions=args.partitions,
+        producers=args.producers,
+        keys=args.keys,
+        linger_ms=args.linger_ms,
+        batch_bytes=args.batch_bytes,
+        duration=args.duration,
+        rate=args.rate,
+        seconds=args.seconds,
+        subscribers=args.subscribers,
+        send_many=args.send_many,
+        group=args.group,
+    )
+    if peers:
+        from tidelog.bench.peers import missing_requirements
+
+        missing = [message for spec in peers if (message := missing_requirements(spec))]
+        if missing:
+            raise SystemExit("tidelog bench: " + "; ".join(missing))
+    steps = args.runs * (len(modes) + sum(len([m for m in modes if m in PEER_MODES]) for _ in peers))
+    with _progress(steps, quiet=args.json) as advance:
+        results: Results = {"tidelog": run_tidelog(args, modes, workload, advance)}
+        for spec in peers:
+            results.update(run_peer(spec, args, modes, workload, advance))
+    if args.json:
+        print(json.dumps(_as_json(results, args), indent=2))
+    else:
+        print_table(results, args)
+    return 0
+
+
+def _choices(text: str, allowed: Sequence[str], option: str) -> list[str]:
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in allowed]
+    if unknown or not chosen:
+        raise SystemExit(f"tidelog bench: {option} takes a comma-separated list of {', '.join(allowed)}")
+    return chosen
+
+
+def run_tidelog(
+    args: argparse.Namespace, modes: list[str], w: Workload, advance: Callable[[str], None]
+) -> dict[str, list[Figures]]:
+    out: dict[str, list[Figures]] = {}
+    with ExitStack() as stack:
+        broker = None if args.bootstrap else stack.enter_context(_broker(args.fsync))
+        bootstrap: str = args.bootstrap if broker is None else broker.address
+        if args.idle_subscribers:
+            stack.enter_context(_idle_subscribers(bootstrap, args.idle_subscribers))
+        for run in range(args.runs):
+            topic = f"bench-{run}-{id(out)}"
+            with AdminClient(bootstrap) as admin:
+                admin.create_topic(topic, partitions=w.partitions)
+                admin.create_topic(f"{topic}-e2e")
+            written = 0
+            for mode in modes:
+                advance(f"tidelog {mode} (run {run + 1}/{args.runs})")
+                if mode in ("consume", "fanout") and not written:
+                    written = int(tidelog_modes.produce(bootstrap, topic, w)["records"]) + 1  # untimed fill
+                if mode == "produce":
+                    figures = tidelog_modes.produce(bootstrap, topic, w)
+                    written += int(figures["records"]) + 1  # + the warm-up record
+                elif mode == "consume":
+                    figures = tidelog_modes.consume(bootstrap, topic, w, written)
+                elif mode == "fanout":
+                    figures = tidelog_modes.fanout(bootstrap, topic, w, written)
+                else:
+                    figures = tidelog_modes.end_to_end(bootstrap, f"{topic}-e2e", w)
+                out.setdefault(mode, []).append(figures)
+            if broker is not None and broker.proc is not None:
+                out.setdefault("broker", []).append({"rss_mb": _rss_mb(broker.proc.pid)})
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    """The broker's resident memory after a run (Linux /proc), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_peer(
+    spec: str, args: argparse.Namespace, modes: list[str], w: Workload, advance: Callable[[str], None]
+) -> Results:
+    from tidelog.bench.peers import open_peer
+
+    out: dict[str, list[Figures]] = {}
+    with open_peer(spec, args.fsync) as peer:
+        for run in range(args.runs):
+            for mode in [m for m in modes if m in PEER_MODES]:
+                advance(f"{peer.name} {mode} (run {run + 1}/{args.runs})")
+                if mode == "produce":
+                    out.setdefault(mode, []).append(peer.produce(w.records, w.size))
+                elif mode == "consume":
+                    if "produce" not in modes:
+                        peer.produce(w.records, w.size)
+                    out.setdefault(mode, []).append(peer.consume(w.records, w.size))
+                else:
+                    out.setdefault(mode, []).append(peer.e2e(w.rate, w.seconds, w.size))
+        return {peer.name: out}
+
+
+@contextmanager
+def _broker(fsync: str) -> Iterator[BrokerProcess]:
+    with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as tmp:
+        broker = BrokerProcess(Path(tmp) / "data", "--fsync", fsync, "--log-level", "warning").start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
+
+
+@contextmanager
+def _idle_subscribers(bootstrap: str, count: int) -> Iterator[None]:
+    """N live Subscribe streams on a topic nobody writes to: what idle consumers cost the broker."""
+    import grpc
+
+    from tidelog.v1.broker_pb2 import SubscribeRequest
+    from tidelog.v1.broker_pb2_grpc import BrokerStub
+
+    with AdminClient(bootstrap) as admin:
+        if "bench-idle" not in [t.name for t in admin.list_topics()]:
+            admin.create_topic("bench-idle")
+    with grpc.insecure_channel(bootstrap) as channel:
+        stub = BrokerStub(channel)
+        streams = []
+        for _ in range(count):  # one at a time: each is live (its first response read) before the next opens
+            stream = stub.Subscribe(SubscribeRequest(topic="bench-idle"))
+            next(stream)
+            streams.append(stream)
+        try:
+            yield
+        finally:
+            for stream in streams:
+                stream.cancel()
+
+
+@contextmanager
+def _progress(steps: int, quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr when it is a terminal; `advance(label)` starts the next step."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda label: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+    ) as progress:
+        task = progress.add_task("starting", total=steps)
+        started = False
+
+        def advance(label: str) -> None:
+            nonlocal started
+            progress.update(task, description=label, advance=1 if started else 0)
+            started = True
+
+        yield advance
+
+
+def _settings_line(args: argparse.Namespace) -> str:
+    amount = f"{args.duration:g} s of records" if args.duration else f"{args.records:,} records"
+    return (
+        f"{amount} of {args.size} B, {args.partitions} partition(s), {args.producers} producer(s), "
+        f"keys {'on' if args.keys else 'off'}, "
+        f"{f'send_many({args.send_many})' if args.send_many else 'send()'}, "
+        f"{'consume through a group, ' if args.group else ''}fsync={args.fsync}, linger={args.linger_ms:g} ms, "
+        f"batch={args.batch_bytes:,} B, e2e at {args.rate:,.0f}/s for {args.seconds:g} s, "
+        f"median of {args.runs} run(s) (min-max)"
+    )
+
+
+def print_table(results: Results, args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"tidelog bench: {_settings_line(args)}", title_justify="left")
+    for column in ("system", "mode", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB"):
+        table.add_column(column, justify="left" if column in ("system", "mode") else "right")
+    for system, modes in results.items():
+        for mode, runs in modes.items():
+            s = summarize(runs)
+            cells = [s[k].format() if k in s else "" for k in _TABLE_FIGURES]
+            table.add_row(system, mode, *cells)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    ratios = ratio_rows(results)
+    if ratios:
+        ratio_table = Table(
+            title="Tidelog's advantage (x over the peer; above 1 means Tidelog is better)", title_justify="left"
+        )
+        for column in ("peer", "mode", "figure", "x"):
+            ratio_table.add_column(column, justify="right" if column == "x" else "left")
+        for peer, mode, figure, ratio in ratios:
+            ratio_table.add_row(peer, mode, figure, f"{ratio:.2f}")
+        console.print(ratio_table)
+
+
+def ratio_rows(results: Results) -> list[tuple[str, str, str, float]]:
+    """(peer, mode, figure, Tidelog's advantage) for each figure both sides have."""
+    ours = {mode: summarize(runs) for mode, runs in results.get("tidelog", {}).items()}
+    rows = []
+    for peer, modes in results.items():
+        if peer == "tidelog":
+            continue
+        for mode, runs in modes.items():
+            theirs = summarize(runs)
+            for figure in _RATIO_FIGURES:
+                if figure in theirs and figure in ours.get(mode, {}):
+                    a, b = ours[mode][figure].median, theirs[figure].median
+                    ratio = b / a if figure in _LOWER_IS_BETTER else a / b
+                    rows.append((peer, mode, figure, ratio))
+    return rows
+
+
+def _as_json(results: Results, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "settings": {k: v for k, v in vars(args).items() if not callable(v)},
+        "median": {
+            system: {mode: {k: s.median for k, s in summarize(runs).items()} for mode, runs in modes.items()}
+            for system, modes in results.items()
+        },
+        "range": {
+            system: {mode: {k: [s.low, s.high] for k, s in summarize(runs).items()} for mode, runs in modes.items()}
+            for system, modes in results.items()
+        },
+        "advantage": [{"peer": p, "mode": m, "figure": f, "ratio": r} for p, m, f, r in ratio_rows(results)],
+        "runs": results,
+    }
