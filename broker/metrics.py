@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -71,6 +72,13 @@ class Metrics:
             registry=r,
         )
         self.open_streams = Gauge("tidelog_open_streams", "Open streams, per RPC", ["method"], registry=r)
+        self._http: WSGIServer | None = None
+
+    def stop_serving(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
 
     def produced(self, topic: str, records: int, size: int) -> None:
         self.produced_records.labels(topic).inc(records)
@@ -101,7 +109,7 @@ class Metrics:
         """HTTP on `address`; HTTPS with the broker's certificate when it has one (client certificates
         required with `client_ca`, as on the gRPC listener)."""
         host, _, port = address.rpartition(":")
-        start_http_server(
+        self._http, _ = start_http_server(
             int(port),
             host.strip("[]") or "127.0.0.1",
             registry=self.registry,

@@ -8,14 +8,14 @@ import grpc
 import structlog
 from google.protobuf import empty_pb2
 
-from tidelog.broker.api.rpc import Context, unary
+from tidelog.broker.api.rpc import Context, Rpc
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.log import topic_config
 from tidelog.broker.log.topics import TopicRegistry, TopicState
 from tidelog.broker.names import check_topic_name
 from tidelog.broker.security import acls
-from tidelog.broker.security.acls import require
+from tidelog.broker.security.access import Access
 from tidelog.broker.storage.lmdb_store import TopicRecord
 from tidelog.broker.storage.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp, PurgeTopicOp
 from tidelog.broker.storage.writer import Writer
@@ -74,7 +74,11 @@ class TopicPurger:
 
 
 class AdminService:
-    def __init__(self, settings: Settings, registry: TopicRegistry, writer: Writer, purger: TopicPurger) -> None:
+    def __init__(
+        self, settings: Settings, registry: TopicRegistry, writer: Writer, purger: TopicPurger, rpc: Rpc, access: Access
+    ) -> None:
+        self._rpc = rpc
+        self._access = access
         self._settings = settings
         self._registry = registry
         self._writer = writer
@@ -82,18 +86,20 @@ class AdminService:
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
-            "CreateTopic": unary("CreateTopic", admin_pb2.CreateTopicRequest, self.create_topic),
-            "DeleteTopic": unary("DeleteTopic", admin_pb2.DeleteTopicRequest, self.delete_topic),
-            "ListTopics": unary("ListTopics", empty_pb2.Empty, self.list_topics),
-            "DescribeTopic": unary("DescribeTopic", admin_pb2.DescribeTopicRequest, self.describe_topic),
-            "AlterTopicConfigs": unary("AlterTopicConfigs", admin_pb2.AlterTopicConfigsRequest, self.alter_configs),
-            "CreateAcls": unary("CreateAcls", admin_pb2.AclsRequest, self.create_acls),
-            "DeleteAcls": unary("DeleteAcls", admin_pb2.AclsRequest, self.delete_acls),
-            "ListAcls": unary("ListAcls", empty_pb2.Empty, self.list_acls),
+            "CreateTopic": self._rpc.unary("CreateTopic", admin_pb2.CreateTopicRequest, self.create_topic),
+            "DeleteTopic": self._rpc.unary("DeleteTopic", admin_pb2.DeleteTopicRequest, self.delete_topic),
+            "ListTopics": self._rpc.unary("ListTopics", empty_pb2.Empty, self.list_topics),
+            "DescribeTopic": self._rpc.unary("DescribeTopic", admin_pb2.DescribeTopicRequest, self.describe_topic),
+            "AlterTopicConfigs": self._rpc.unary(
+                "AlterTopicConfigs", admin_pb2.AlterTopicConfigsRequest, self.alter_configs
+            ),
+            "CreateAcls": self._rpc.unary("CreateAcls", admin_pb2.AclsRequest, self.create_acls),
+            "DeleteAcls": self._rpc.unary("DeleteAcls", admin_pb2.AclsRequest, self.delete_acls),
+            "ListAcls": self._rpc.unary("ListAcls", empty_pb2.Empty, self.list_acls),
         }
 
     async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
-        require("create", "topic", request.name)
+        self._access.require("create", "topic", request.name)
         check_topic_name(request.name)
         partitions = request.partitions if request.HasField("partitions") else 1
         limit = self._settings.max_partitions
@@ -109,7 +115,7 @@ class AdminService:
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
 
     async def delete_topic(self, request: admin_pb2.DeleteTopicRequest, context: Context) -> empty_pb2.Empty:
-        require("delete", "topic", request.name)
+        self._access.require("delete", "topic", request.name)
         self._registry.get(request.name)
         record: TopicRecord = await self._writer.submit(DeleteTopicOp(request.name))
         log.info("topic_deleted", topic=record.name, topic_id=record.id)
@@ -117,13 +123,13 @@ class AdminService:
         return empty_pb2.Empty()
 
     async def list_topics(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListTopicsResponse:
-        require("describe", "cluster")
+        self._access.require("describe", "cluster")
         return admin_pb2.ListTopicsResponse(topics=[state_message(t) for t in self._registry.sorted()])
 
     async def describe_topic(
         self, request: admin_pb2.DescribeTopicRequest, context: Context
     ) -> admin_pb2.DescribeTopicResponse:
-        require("describe", "topic", request.name)
+        self._access.require("describe", "topic", request.name)
         topic = self._registry.get(request.name)
         return admin_pb2.DescribeTopicResponse(
             topic=state_message(topic),
@@ -139,7 +145,7 @@ class AdminService:
         )
 
     async def alter_configs(self, request: admin_pb2.AlterTopicConfigsRequest, context: Context) -> admin_pb2.Topic:
-        require("alter", "topic", request.name)
+        self._access.require("alter", "topic", request.name)
         self._registry.get(request.name)
         configs = topic_config.validate(request.configs)
         record: TopicRecord = await self._writer.submit(AlterTopicConfigsOp(request.name, configs))
@@ -149,8 +155,8 @@ class AdminService:
     # -- ACLs ----------------------------------------------------------------------------
 
     def _acl_texts(self, request: admin_pb2.AclsRequest) -> list[str]:
-        require("alter", "cluster")
-        if acls.authorizer is None:
+        self._access.require("alter", "cluster")
+        if self._access.authorizer is None:
             raise BrokerError(Reason.ACLS_OFF, "this broker runs without ACLs: start it with --acls FILE to use them")
         texts = []
         for acl in request.acls:
@@ -162,21 +168,27 @@ class AdminService:
             raise invalid_request("give at least one rule, as `allow|deny PRINCIPAL OPERATION RESOURCE`")
         return texts
 
+    def _set_stored_acls(self, stored: list[str]) -> None:
+        if self._access.authorizer is not None:
+            self._access.authorizer.set_added(stored)
+
     async def create_acls(self, request: admin_pb2.AclsRequest, context: Context) -> empty_pb2.Empty:
         texts = self._acl_texts(request)
-        await self._writer.submit(AclsOp(texts))
+        _, stored = await self._writer.submit(AclsOp(texts))
+        self._set_stored_acls(stored)
         log.info("acls_added", rules=texts)
         return empty_pb2.Empty()
 
     async def delete_acls(self, request: admin_pb2.AclsRequest, context: Context) -> admin_pb2.DeleteAclsResponse:
         texts = self._acl_texts(request)
-        deleted, _ = await self._writer.submit(AclsOp(texts, remove=True))
+        deleted, stored = await self._writer.submit(AclsOp(texts, remove=True))
+        self._set_stored_acls(stored)
         log.info("acls_removed", rules=texts, deleted=deleted)
         return admin_pb2.DeleteAclsResponse(deleted=deleted)
 
     async def list_acls(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListAclsResponse:
-        require("describe", "cluster")
-        authorizer = acls.authorizer
+        self._access.require("describe", "cluster")
+        authorizer = self._access.authorizer
         if authorizer is None:
             return admin_pb2.ListAclsResponse()
         return admin_pb2.ListAclsResponse(

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from tidelog.broker import config
-from tidelog.broker.api.rpc import Context, as_broker_error, bidi_stream, parse, server_stream, unary
+from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
@@ -19,8 +19,7 @@ from tidelog.broker.log.produce import check_partition, prepare_produce
 from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.names import check_limit
-from tidelog.broker.security.acls import require, require_produce_somewhere
-from tidelog.broker.security.quotas import throttle
+from tidelog.broker.security.access import Access
 from tidelog.broker.storage.lmdb_store import Store
 from tidelog.broker.storage.ops import InitProducerOp, ProduceOp
 from tidelog.broker.storage.writer import Writer
@@ -87,7 +86,11 @@ class BrokerService:
         writer: Writer,
         advertised: str,
         metrics: Metrics,
+        rpc: Rpc,
+        access: Access,
     ) -> None:
+        self._rpc = rpc
+        self._access = access
         self._metrics = metrics
         self._settings = settings
         self._registry = registry
@@ -97,13 +100,13 @@ class BrokerService:
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
-            "Produce": unary("Produce", broker_pb2.ProduceRequest, self.produce),
-            "InitProducer": unary("InitProducer", empty_pb2.Empty, self.init_producer),
-            "ProduceStream": bidi_stream("ProduceStream", self.produce_stream),
-            "Fetch": unary("Fetch", broker_pb2.FetchRequest, self.fetch),
-            "Subscribe": server_stream("Subscribe", broker_pb2.SubscribeRequest, self.subscribe),
-            "ListOffsets": unary("ListOffsets", broker_pb2.ListOffsetsRequest, self.list_offsets),
-            "GetMetadata": unary("GetMetadata", broker_pb2.GetMetadataRequest, self.get_metadata),
+            "Produce": self._rpc.unary("Produce", broker_pb2.ProduceRequest, self.produce),
+            "InitProducer": self._rpc.unary("InitProducer", empty_pb2.Empty, self.init_producer),
+            "ProduceStream": self._rpc.bidi_stream("ProduceStream", self.produce_stream),
+            "Fetch": self._rpc.unary("Fetch", broker_pb2.FetchRequest, self.fetch),
+            "Subscribe": self._rpc.server_stream("Subscribe", broker_pb2.SubscribeRequest, self.subscribe),
+            "ListOffsets": self._rpc.unary("ListOffsets", broker_pb2.ListOffsetsRequest, self.list_offsets),
+            "GetMetadata": self._rpc.unary("GetMetadata", broker_pb2.GetMetadataRequest, self.get_metadata),
         }
 
     def _partition(self, topic_name: str, partition: int) -> tuple[TopicState, PartitionState]:
@@ -114,11 +117,11 @@ class BrokerService:
     # -- produce -------------------------------------------------------------------
 
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
-        require("produce", "topic", request.topic)
+        self._access.require("produce", "topic", request.topic)
         op = prepare_produce(request, self._registry, request.ByteSize())
         results = await self._writer.submit(op)
         self._count_produced(op, results)
-        held = await throttle("produce", op.write_bytes)
+        held = await self._access.throttle("produce", op.write_bytes)
         if held:
             context.set_trailing_metadata((("tidelog-throttle-ms", str(round(held * 1000))),))
         return produce_response(op, results, 0)
@@ -128,7 +131,7 @@ class BrokerService:
         self._metrics.produced(op.topic.name, records, op.write_bytes)
 
     async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
-        require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
+        self._access.require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
         return broker_pb2.InitProducerResponse(producer_id=await self._writer.submit(InitProducerOp()))
 
     async def produce_stream(
@@ -144,7 +147,7 @@ class BrokerService:
                     request = parse(broker_pb2.ProduceRequest, raw)
                     request_id, topic = request.request_id, request.topic
                     try:
-                        require("produce", "topic", topic)
+                        self._access.require("produce", "topic", topic)
                         op = prepare_produce(request, self._registry, len(raw))
                         await pipeline.put((request_id, op, self._writer.submit(op), time.perf_counter()))
                     except Exception as exc:
@@ -169,7 +172,7 @@ class BrokerService:
                     continue
                 self._count_produced(subject, results)
                 self._metrics.observe("ProduceStream", time.perf_counter() - accepted)
-                await throttle("produce", subject.write_bytes)
+                await self._access.throttle("produce", subject.write_bytes)
                 yield produce_response(subject, results, request_id)
         finally:
             acceptor.cancel()
@@ -177,7 +180,7 @@ class BrokerService:
     # -- read ----------------------------------------------------------------------
 
     async def fetch(self, request: broker_pb2.FetchRequest, context: Context) -> bytes:
-        require("consume", "topic", request.topic)
+        self._access.require("consume", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         max_records = check_limit(
             "max_records", request.max_records, config.DEFAULT_FETCH_MAX_RECORDS, config.MAX_FETCH_MAX_RECORDS
@@ -203,13 +206,13 @@ class BrokerService:
         )
         size = sum(len(b) for b in result.batches)
         self._metrics.fetched(topic.name, result.next_offset - offset, size)
-        held = await throttle("consume", size)
+        held = await self._access.throttle("consume", size)
         if held:
             context.set_trailing_metadata((("tidelog-throttle-ms", str(round(held * 1000))),))
         return fetch_response(result.batches, partition, result.next_offset)
 
     async def subscribe(self, request: broker_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
-        require("consume", "topic", request.topic)
+        self._access.require("consume", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         max_bytes = check_limit(
             "max_bytes", request.max_bytes, config.DEFAULT_FETCH_MAX_BYTES, config.MAX_FETCH_MAX_BYTES
@@ -235,7 +238,7 @@ class BrokerService:
                 if result.batches:
                     size = sum(len(b) for b in result.batches)
                     self._metrics.fetched(topic.name, result.next_offset - next_offset, size)
-                    await throttle("consume", size)
+                    await self._access.throttle("consume", size)
                 next_offset = result.next_offset if result.batches else partition.high_watermark
                 yield fetch_response(result.batches, partition, next_offset)
                 continue
@@ -257,7 +260,7 @@ class BrokerService:
     async def list_offsets(
         self, request: broker_pb2.ListOffsetsRequest, context: Context
     ) -> broker_pb2.ListOffsetsResponse:
-        require("describe", "topic", request.topic)
+        self._access.require("describe", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         if request.WhichOneof("target") == "timestamp_ms":
             offset, timestamp_ms = offset_for_time(self._store, topic, partition, request.timestamp_ms)
@@ -269,9 +272,9 @@ class BrokerService:
     ) -> broker_pb2.GetMetadataResponse:
         if request.topics:
             for name in request.topics:
-                require("describe", "topic", name)
+                self._access.require("describe", "topic", name)
         else:
-            require("describe", "cluster")
+            self._access.require("describe", "cluster")
         topics = [self._registry.get(name) for name in request.topics] if request.topics else self._registry.sorted()
         return broker_pb2.GetMetadataResponse(
             brokers=[broker_pb2.BrokerInfo(id=0, address=self._advertised)],

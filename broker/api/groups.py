@@ -12,7 +12,7 @@ from google.protobuf import empty_pb2
 
 from tidelog.broker import config
 from tidelog.broker.api.data import offset_for_time, offset_out_of_range, position_offset
-from tidelog.broker.api.rpc import Context, Response, bidi_stream, parse, unary
+from tidelog.broker.api.rpc import Context, Response, Rpc, parse
 from tidelog.broker.batches import frame_batches
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.coordinator import Coordinator, Group, Member
@@ -28,8 +28,7 @@ from tidelog.broker.log.produce import check_partition
 from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
 from tidelog.broker.log.wakeups import wait_any
 from tidelog.broker.metrics import Metrics
-from tidelog.broker.security.acls import permitted, require
-from tidelog.broker.security.quotas import throttle
+from tidelog.broker.security.access import Access
 from tidelog.broker.storage.lmdb_store import Store
 from tidelog.broker.storage.writer import Writer
 from tidelog.common.reasons import Reason
@@ -62,8 +61,17 @@ def group_not_found(name: str) -> BrokerError:
 
 class GroupService:
     def __init__(
-        self, registry: TopicRegistry, store: Store, writer: Writer, coordinator: Coordinator, metrics: Metrics
+        self,
+        registry: TopicRegistry,
+        store: Store,
+        writer: Writer,
+        coordinator: Coordinator,
+        metrics: Metrics,
+        rpc: Rpc,
+        access: Access,
     ) -> None:
+        self._rpc = rpc
+        self._access = access
         self._metrics = metrics
         self._registry = registry
         self._store = store
@@ -73,13 +81,13 @@ class GroupService:
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
-            "Consume": bidi_stream("Consume", self.consume),
-            "CommitOffsets": unary("CommitOffsets", groups_pb2.CommitOffsetsRequest, self.commit_offsets),
-            "FetchOffsets": unary("FetchOffsets", groups_pb2.FetchOffsetsRequest, self.fetch_offsets),
-            "ListGroups": unary("ListGroups", empty_pb2.Empty, self.list_groups),
-            "DescribeGroup": unary("DescribeGroup", groups_pb2.DescribeGroupRequest, self.describe_group),
-            "DeleteGroup": unary("DeleteGroup", groups_pb2.DeleteGroupRequest, self.delete_group),
-            "ResetOffsets": unary("ResetOffsets", groups_pb2.ResetOffsetsRequest, self.reset_offsets),
+            "Consume": self._rpc.bidi_stream("Consume", self.consume),
+            "CommitOffsets": self._rpc.unary("CommitOffsets", groups_pb2.CommitOffsetsRequest, self.commit_offsets),
+            "FetchOffsets": self._rpc.unary("FetchOffsets", groups_pb2.FetchOffsetsRequest, self.fetch_offsets),
+            "ListGroups": self._rpc.unary("ListGroups", empty_pb2.Empty, self.list_groups),
+            "DescribeGroup": self._rpc.unary("DescribeGroup", groups_pb2.DescribeGroupRequest, self.describe_group),
+            "DeleteGroup": self._rpc.unary("DeleteGroup", groups_pb2.DeleteGroupRequest, self.delete_group),
+            "ResetOffsets": self._rpc.unary("ResetOffsets", groups_pb2.ResetOffsetsRequest, self.reset_offsets),
         }
 
     def start(self) -> None:
@@ -111,9 +119,9 @@ class GroupService:
             return
         if first.WhichOneof("message") != "join":
             raise invalid_request("the first message of a Consume stream must be join")
-        require("consume", "group", first.join.group)
+        self._access.require("consume", "group", first.join.group)
         for topic in first.join.topics:
-            require("consume", "topic", topic)
+            self._access.require("consume", "topic", topic)
         await self._coordinator.admin_writes_done(first.join.group)
         member = self._coordinator.join(first.join, context.peer())
         reader = asyncio.create_task(self._read_requests(incoming, member))
@@ -125,7 +133,7 @@ class GroupService:
                     raise member.ended
                 response = self._next_records(member)
                 if response is not None:
-                    await throttle("consume", len(response))
+                    await self._access.throttle("consume", len(response))
                     yield response
                     continue
                 partitions = [p for p in map(self._partition_state, member.owned) if p is not None]
@@ -172,7 +180,7 @@ class GroupService:
         """Check (fencing, ranges) and queue a commit; the future holds what is committed now."""
         offsets = list(offsets)
         for o in offsets:  # before anything is looked up: a refusal must not tell whether the topic exists
-            require("consume", "topic", o.topic)
+            self._access.require("consume", "topic", o.topic)
         topics = [self._registry.get(o.topic) for o in offsets]  # TOPIC_NOT_FOUND before any fencing
         self._coordinator.check_commit(group, member_id, generation, [(o.topic, o.partition) for o in offsets])
         entries = []
@@ -264,21 +272,25 @@ class GroupService:
     # -- offsets and admin ---------------------------------------------------------
 
     async def commit_offsets(self, request: groups_pb2.CommitOffsetsRequest, context: Context) -> empty_pb2.Empty:
-        require("consume", "group", request.group)
+        self._access.require("consume", "group", request.group)
         await self._submit_commit(request.group, request.member_id, request.generation, request.offsets)
         return empty_pb2.Empty()
 
     def _visible_topics_by_id(self) -> dict[int, TopicState]:
         """The topics the caller may describe: a group's answers leave the others out, without a trace."""
-        return {topic.id: topic for topic in self._registry.sorted() if permitted("describe", "topic", topic.name)}
+        return {
+            topic.id: topic
+            for topic in self._registry.sorted()
+            if self._access.permitted("describe", "topic", topic.name)
+        }
 
     async def fetch_offsets(
         self, request: groups_pb2.FetchOffsetsRequest, context: Context
     ) -> groups_pb2.FetchOffsetsResponse:
-        require("describe", "group", request.group)
+        self._access.require("describe", "group", request.group)
         wanted = set(request.topics)
         for name in sorted(wanted):
-            require("describe", "topic", name)
+            self._access.require("describe", "topic", name)
         for name in wanted:
             self._registry.get(name)
         by_id = self._visible_topics_by_id()
@@ -291,7 +303,7 @@ class GroupService:
         return groups_pb2.FetchOffsetsResponse(offsets=offsets)
 
     async def list_groups(self, request: empty_pb2.Empty, context: Context) -> groups_pb2.ListGroupsResponse:
-        require("describe", "cluster")
+        self._access.require("describe", "cluster")
         names = set(group_names(self._store)) | {g.name for g in self._coordinator.groups() if g.members}
         summaries = []
         for name in sorted(names):
@@ -309,7 +321,7 @@ class GroupService:
     async def describe_group(
         self, request: groups_pb2.DescribeGroupRequest, context: Context
     ) -> groups_pb2.DescribeGroupResponse:
-        require("describe", "group", request.group)
+        self._access.require("describe", "group", request.group)
         group = self._coordinator.group(request.group)
         offsets = committed(self._store, request.group)
         if (group is None or not group.members) and not offsets:
@@ -369,7 +381,7 @@ class GroupService:
             )
 
     async def delete_group(self, request: groups_pb2.DeleteGroupRequest, context: Context) -> empty_pb2.Empty:
-        require("delete", "group", request.group)
+        self._access.require("delete", "group", request.group)
         self._check_no_members(request.group, "delete it")
         async with self._coordinator.admin_write(request.group):
             had_offsets = await self._writer.submit(DeleteGroupOffsetsOp(request.group))
@@ -381,8 +393,8 @@ class GroupService:
     async def reset_offsets(
         self, request: groups_pb2.ResetOffsetsRequest, context: Context
     ) -> groups_pb2.ResetOffsetsResponse:
-        require("alter", "group", request.group)
-        require("consume", "topic", request.topic)  # it moves where the group reads this topic
+        self._access.require("alter", "group", request.group)
+        self._access.require("consume", "topic", request.topic)  # it moves where the group reads this topic
         self._check_no_members(request.group, "reset its offsets")
         topic = self._registry.get(request.topic)
         numbers = list(request.partitions) or range(len(topic.partitions))

@@ -17,13 +17,11 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError, Message
-from google.rpc import error_details_pb2, status_pb2
 
-from tidelog.broker.errors import BrokerError, invalid_request
+from tidelog.broker.errors import BrokerError, invalid_request, status_metadata
 from tidelog.broker.security.acls import CallGrants, current_grants
-from tidelog.common.reasons import ERROR_DOMAIN, Reason
+from tidelog.common.reasons import Reason
 
 log = structlog.get_logger("tidelog.rpc")
 
@@ -44,23 +42,6 @@ def parse(cls: type[Req], raw: bytes) -> Req:
         raise invalid_request(f"the request is not a valid {cls.DESCRIPTOR.full_name}: {err}") from None
 
 
-# Refusals that waiting cures: their status also carries a google.rpc.RetryInfo.
-_RETRY_AFTER_S = {Reason.TOO_MANY_STREAMS: 1, Reason.STORAGE_FULL: 5, Reason.SHUTTING_DOWN: 1}
-
-
-def status_metadata(err: BrokerError) -> tuple[tuple[str, bytes], ...]:
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    details = [detail]
-    if err.reason in _RETRY_AFTER_S:
-        retry = any_pb2.Any()
-        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=_RETRY_AFTER_S[err.reason])))
-        details.append(retry)
-    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
-    return (("grpc-status-details-bin", status.SerializeToString()),)
-
-
 def as_broker_error(exc: Exception, method: str) -> BrokerError:
     if isinstance(exc, BrokerError):
         return exc
@@ -78,16 +59,12 @@ class Observer(Protocol):
     def stream_opened(self, method: str, delta: int) -> None: ...
 
 
-class _NoObserver:
+class NoObserver:
     def observe(self, method: str, seconds: float) -> None:
         pass
 
     def stream_opened(self, method: str, delta: int) -> None:
         pass
-
-
-# Request times and open streams go here (broker.metrics, once the server has set it up).
-observer: Observer = _NoObserver()
 
 
 class OpenStream:
@@ -154,86 +131,85 @@ class StreamLimits:
             del self._by_peer[peer]
 
 
-# Open streams are counted against these (the server sets them from its flags).
-stream_limits = StreamLimits(total=1 << 62, per_connection=1 << 62)
-
-
-_request_ids = itertools.count(1)
-
-
-def _start_request(method: str) -> None:
-    """Every log line of this call (its own asyncio task) carries the method and a request id."""
-    structlog.contextvars.bind_contextvars(request_id=f"{next(_request_ids):x}", method=method)
-
-
 UnaryFn = Callable[[Any, Context], Awaitable[Response]]
 StreamFn = Callable[[Any, Context], AsyncIterator[Response]]
 BidiFn = Callable[[AsyncIterator[bytes], Context], AsyncIterator[Response]]
 
 
-def unary(method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMethodHandler:
-    async def handle(raw: bytes, context: Context) -> Response:
-        _start_request(method)
-        began = time.perf_counter()
+class Rpc:
+    """Makes a service's method handlers: each call timed for the metrics, given a request id for its
+    log lines, its errors turned into statuses; streams counted against the limits (and kept, so that
+    a reload can end those whose grants were revoked)."""
+
+    def __init__(self, observer: Observer | None = None, limits: StreamLimits | None = None) -> None:
+        self.observer: Observer = observer or NoObserver()
+        self.limits = limits or StreamLimits(total=1 << 62, per_connection=1 << 62)
+        self._request_ids = itertools.count(1)
+
+    def _start_request(self, method: str) -> None:
+        """Every log line of this call (its own asyncio task) carries the method and a request id."""
+        structlog.contextvars.bind_contextvars(request_id=f"{next(self._request_ids):x}", method=method)
+
+    def unary(self, method: str, request_cls: type[Message], fn: UnaryFn) -> grpc.RpcMethodHandler:
+        async def handle(raw: bytes, context: Context) -> Response:
+            self._start_request(method)
+            began = time.perf_counter()
+            try:
+                return await fn(parse(request_cls, raw), context)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                err = as_broker_error(exc, method)
+            finally:
+                self.observer.observe(method, time.perf_counter() - began)
+            await abort(context, err)
+            raise AssertionError("unreachable: abort raises")
+
+        return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
+
+    def server_stream(self, method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
+        async def handle(raw: bytes, context: Context) -> AsyncIterator[Response]:
+            async for response in self._stream(method, context, lambda: fn(parse(request_cls, raw), context)):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
+
+    def bidi_stream(self, method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
+        async def handle(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Response]:
+            async for response in self._stream(method, context, lambda: fn(requests, context)):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
+
+    async def _stream(
+        self, method: str, context: Context, responses: Callable[[], AsyncIterator[Response]]
+    ) -> AsyncIterator[Response]:
+        """A streaming call: counted against the stream limits and in the metrics, its errors as statuses."""
+        self._start_request(method)
+        peer = context.peer()
+        limits = self.limits
         try:
-            return await fn(parse(request_cls, raw), context)
+            limits.acquire(peer)
+        except BrokerError as refused:
+            await abort(context, refused)
+        self.observer.stream_opened(method, 1)
+        stream = OpenStream(asyncio.current_task())
+        limits.streams[stream] = current_grants.get()
+        try:
+            async for response in responses():  # a bad request raises here, inside the try
+                yield response
+            return
         except asyncio.CancelledError:
-            raise
+            if stream.ended is None:
+                raise
+            err = stream.ended  # ended by the broker (a revoked token), not by the client
         except Exception as exc:
             err = as_broker_error(exc, method)
         finally:
-            observer.observe(method, time.perf_counter() - began)
+            del limits.streams[stream]
+            self.observer.stream_opened(method, -1)
+            limits.release(peer)
         await abort(context, err)
-        raise AssertionError("unreachable: abort raises")
-
-    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
-
-
-def server_stream(method: str, request_cls: type[Message], fn: StreamFn) -> grpc.RpcMethodHandler:
-    async def handle(raw: bytes, context: Context) -> AsyncIterator[Response]:
-        async for response in _stream(method, context, lambda: fn(parse(request_cls, raw), context)):
-            yield response
-
-    return grpc.unary_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
-
-
-def bidi_stream(method: str, fn: BidiFn) -> grpc.RpcMethodHandler:
-    async def handle(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Response]:
-        async for response in _stream(method, context, lambda: fn(requests, context)):
-            yield response
-
-    return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
-
-
-async def _stream(
-    method: str, context: Context, responses: Callable[[], AsyncIterator[Response]]
-) -> AsyncIterator[Response]:
-    """A streaming call: counted against the stream limits and in the metrics, its errors as statuses."""
-    _start_request(method)
-    peer = context.peer()
-    try:
-        stream_limits.acquire(peer)
-    except BrokerError as refused:
-        await abort(context, refused)
-    observer.stream_opened(method, 1)
-    limits = stream_limits
-    stream = OpenStream(asyncio.current_task())
-    limits.streams[stream] = current_grants.get()
-    try:
-        async for response in responses():  # a bad request raises here, inside the try
-            yield response
-        return
-    except asyncio.CancelledError:
-        if stream.ended is None:
-            raise
-        err = stream.ended  # ended by the broker (a revoked token), not by the client
-    except Exception as exc:
-        err = as_broker_error(exc, method)
-    finally:
-        del limits.streams[stream]
-        observer.stream_opened(method, -1)
-        limits.release(peer)
-    await abort(context, err)
 
 
 def register(server: grpc.aio.Server, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:

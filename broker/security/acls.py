@@ -22,10 +22,6 @@ from pathlib import Path
 
 import structlog
 
-from tidelog.broker.errors import BrokerError
-from tidelog.broker.names import check_group_name, check_topic_name
-from tidelog.common.reasons import Reason
-
 log = structlog.get_logger("tidelog.acls")
 
 OPERATIONS = frozenset({"produce", "consume", "create", "delete", "alter", "describe"})
@@ -132,72 +128,3 @@ class Authorizer:
             if rule.resource_type in ("cluster", "topic") and self.allowed(principal, "produce", "topic", name):
                 return True
         return False
-
-
-# Set by the server when --acls is given; None: every authenticated call may do anything.
-authorizer: Authorizer | None = None
-
-_NAME_CHECKS = {"topic": check_topic_name, "group": check_group_name}
-
-
-def _principal() -> str:
-    return current_principal.get() or "anonymous"
-
-
-def _refusal(principal: str, operation: str, what: str) -> BrokerError:
-    return BrokerError(
-        Reason.NOT_AUTHORIZED,
-        f"principal {principal!r} may not {operation} {what}: ask for an ACL that allows it",
-        principal=principal,
-        operation=operation,
-    )
-
-
-def require(operation: str, resource_type: str, name: str = "") -> None:
-    """Refuse the call being handled unless its principal may do `operation` on the resource.
-
-    The name is checked first (INVALID_NAME says nothing of what exists); the refusal is worded the
-    same whether the resource exists or not. What was allowed is recorded for a later reload to judge.
-    """
-    if resource_type in _NAME_CHECKS:
-        _NAME_CHECKS[resource_type](name)
-    grants = current_grants.get()
-    if grants is not None:
-        grants.checks.append((operation, resource_type, name))
-    if authorizer is None:
-        return
-    principal = _principal()
-    if not authorizer.allowed(principal, operation, resource_type, name):
-        what = "the cluster" if resource_type == "cluster" else f"{resource_type} {name!r}"
-        raise _refusal(principal, operation, what)
-
-
-def permitted(operation: str, resource_type: str, name: str) -> bool:
-    """May the call's principal do this? For leaving out what it may not see (no error, no trace)."""
-    return authorizer is None or authorizer.allowed(_principal(), operation, resource_type, name)
-
-
-def require_produce_somewhere() -> None:
-    """InitProducer: an idempotent producer id is for a principal that may produce to some topic."""
-    grants = current_grants.get()
-    if grants is not None:
-        grants.checks.append(("produce", "any-topic", ""))
-    if authorizer is None:
-        return
-    principal = _principal()
-    if not authorizer.may_produce_somewhere(principal):
-        raise _refusal(principal, "produce", "any topic, so it gets no idempotent producer id")
-
-
-def still_allowed(checks: list[tuple[str, str, str]], principal: str | None) -> bool:
-    """Whether every check a call passed passes again (after the ACLs were reloaded)."""
-    if authorizer is None:
-        return True
-    who = principal or "anonymous"
-    for operation, resource_type, name in checks:
-        if resource_type == "any-topic":
-            if not authorizer.may_produce_somewhere(who):
-                return False
-        elif not authorizer.allowed(who, operation, resource_type, name):
-            return False
-    return True

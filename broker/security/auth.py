@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 import structlog
 
-from tidelog.broker.api.rpc import status_metadata
-from tidelog.broker.errors import BrokerError
+from tidelog.broker.errors import BrokerError, status_metadata
 from tidelog.broker.security import acls
+from tidelog.broker.security.access import Access
 from tidelog.common.reasons import Reason
 
 log = structlog.get_logger("tidelog.security")
@@ -184,12 +184,12 @@ def _refusing(handler: grpc.RpcMethodHandler, err: BrokerError) -> grpc.RpcMetho
     return grpc.stream_stream_rpc_method_handler(abort)
 
 
-def revoked(grants: acls.CallGrants, tokens: TokenFile | None) -> BrokerError | None:
+def revoked(grants: acls.CallGrants, tokens: TokenFile | None, access: Access) -> BrokerError | None:
     """Why a call opened with these grants may go on no longer (its token or its rights are gone), or None."""
     token_hash = grants.token_hash
     if tokens is not None and token_hash is not None and tokens.principal_of_hash(token_hash) != grants.principal:
         return _unauthenticated("the token this stream was opened with is no longer valid (revoked on reload)")
-    if not acls.still_allowed(grants.checks, grants.principal):
+    if not access.still_allowed(grants.checks, grants.principal):
         return BrokerError(
             Reason.NOT_AUTHORIZED,
             f"principal {grants.principal or 'anonymous'!r} lost a right this stream needs (ACLs reloaded)",

@@ -10,15 +10,12 @@ Quota file (--quotas), one line per principal, `*` for everyone without a line o
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-
-from tidelog.broker.security.acls import current_principal
 
 log = structlog.get_logger("tidelog.quotas")
 
@@ -91,22 +88,3 @@ class Quotas:
         if bucket is None or bucket.rate != rate:
             bucket = self._buckets[(principal, direction)] = _Bucket(rate, self._clock)
         return bucket.take(size)
-
-
-# Set by the server when --quotas is given.
-active: Quotas | None = None
-# Told (principal, direction, seconds) of every throttle (broker.metrics).
-on_throttle: Callable[[str, str, float], None] | None = None
-
-
-async def throttle(direction: str, size: int) -> float:
-    """Hold the call being handled as long as its principal's quota needs; the seconds held."""
-    if active is None or size <= 0:
-        return 0.0
-    principal = current_principal.get() or "anonymous"
-    delay = active.delay(principal, direction, size)
-    if delay > 0:
-        if on_throttle is not None:
-            on_throttle(principal, direction, delay)
-        await asyncio.sleep(delay)
-    return delay

@@ -290,7 +290,4 @@ class AclsOp:
         return changed, stored
 
     def publish(self, registry: TopicRegistry, result: tuple[int, list[str]]) -> None:
-        from tidelog.broker.security import acls
-
-        if acls.authorizer is not None:
-            acls.authorizer.set_added(result[1])
+        pass  # the admin service hands the stored rules to the authorizer
