@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from tidelog.broker.groups.coordinator import Coordinator
+    from tidelog.broker.groups.offsets import GroupOffsets
     from tidelog.broker.log.topics import TopicRegistry
-    from tidelog.broker.storage.lmdb_store import Store
 
 log = structlog.get_logger("tidelog.metrics")
 
@@ -90,9 +90,9 @@ class Metrics:
             self.fetched_bytes.labels(topic).inc(size)
 
     def watch_state(
-        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, store: Store, coordinator: Coordinator
+        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: GroupOffsets, coordinator: Coordinator
     ) -> None:
-        self.registry.register(_StateCollector(loop, registry, store, coordinator))
+        self.registry.register(_StateCollector(loop, registry, offsets, coordinator))
 
     def throttled(self, principal: str, direction: str, seconds: float) -> None:
         self.throttle_seconds.labels(principal, direction).inc(seconds)
@@ -125,11 +125,11 @@ class _StateCollector(Collector):
     """Partition offsets and sizes and group lag, read on the event loop at scrape time."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, store: Store, coordinator: Coordinator
+        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: GroupOffsets, coordinator: Coordinator
     ) -> None:
         self._loop = loop
         self._registry = registry
-        self._store = store
+        self._offsets = offsets
         self._coordinator = coordinator
 
     def collect(self) -> Iterator[Metric]:
@@ -144,8 +144,6 @@ class _StateCollector(Collector):
         return iter(metrics)
 
     def _snapshot(self) -> list[Metric]:
-        from tidelog.broker.groups.offsets import committed, group_names
-
         labels = ["topic", "partition"]
         end = GaugeMetricFamily("tidelog_partition_high_watermark", "Offset after the last record", labels=labels)
         start = GaugeMetricFamily("tidelog_partition_log_start_offset", "First offset still kept", labels=labels)
@@ -164,8 +162,8 @@ class _StateCollector(Collector):
         members = GaugeMetricFamily("tidelog_group_members", "Live members of a group", labels=["group"])
         for group in self._coordinator.groups():
             members.add_metric([group.name], len(group.members))
-        for name in group_names(self._store):
-            for (topic_id, partition), offset in committed(self._store, name).items():
+        for name in self._offsets.group_names():
+            for (topic_id, partition), offset in self._offsets.committed(name).items():
                 read = by_id.get(topic_id)
                 if read is not None and partition < len(read.partitions):
                     behind = read.partitions[partition].high_watermark - offset

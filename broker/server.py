@@ -15,13 +15,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tidelog.broker import config
-from tidelog.broker.api.admin import AdminService, TopicPurger
+from tidelog.broker.api.admin import AdminService
 from tidelog.broker.api.data import BrokerService
 from tidelog.broker.api.groups import GroupService
 from tidelog.broker.api.rpc import Rpc, StreamLimits, register
 from tidelog.broker.config import Settings
 from tidelog.broker.groups.coordinator import Coordinator
+from tidelog.broker.groups.offsets import GroupOffsets
+from tidelog.broker.log.purge import TopicPurger
 from tidelog.broker.log.retention import Cleaner
+from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import TopicRegistry, TopicState
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
@@ -29,7 +32,7 @@ from tidelog.broker.security.acls import Authorizer
 from tidelog.broker.security.auth import AuthInterceptor, TokenFile, revoked, server_credentials
 from tidelog.broker.security.quotas import Quotas
 from tidelog.broker.storage.disk_reserve import DiskReserve
-from tidelog.broker.storage.lmdb_store import Store
+from tidelog.broker.storage.lmdb_store import LmdbStore
 from tidelog.broker.storage.writer import Writer
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
 
@@ -75,7 +78,7 @@ class Broker:
 
     async def start(self) -> str:
         settings, loop = self.settings, asyncio.get_running_loop()
-        self.store = store = Store(
+        self.store = store = LmdbStore(
             settings.data_dir,
             sync=settings.fsync == "always",
             map_size=settings.initial_map_size_bytes,
@@ -91,9 +94,11 @@ class Broker:
         interval = settings.fsync_interval_ms / 1000 if settings.fsync == "interval" else None
         disk_reserve = DiskReserve(settings.data_dir, settings.disk_reserve_bytes)
         disk_reserve.fill()
-        self.writer = writer = Writer(store, registry, loop, interval, self.metrics, disk_reserve)
+        self.writer = writer = Writer(store, loop, interval, self.metrics, disk_reserve)
         writer.start()
-        self.purger = purger = TopicPurger(writer)
+        log_ = Log(registry, store, writer)
+        offsets = GroupOffsets(store)
+        self.purger = purger = TopicPurger(log_)
 
         authenticating = self.tokens is not None or self.access.authorizer is not None
         self.server = server = grpc.aio.server(
@@ -109,11 +114,11 @@ class Broker:
         advertised = settings.advertise or self.address
 
         rpc, access = self.rpc, self.access
-        register(server, ADMIN, AdminService(settings, registry, writer, purger, rpc, access).handlers())
-        data = BrokerService(settings, registry, store, writer, advertised, self.metrics, rpc, access)
+        register(server, ADMIN, AdminService(settings, log_, purger, rpc, access).handlers())
+        data = BrokerService(settings, log_, advertised, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
         self.coordinator = coordinator = Coordinator(registry)
-        self.groups = groups = GroupService(registry, store, writer, coordinator, self.metrics, rpc, access)
+        self.groups = groups = GroupService(log_, offsets, coordinator, self.metrics, rpc, access)
         register(server, GROUPS, groups.handlers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -132,7 +137,7 @@ class Broker:
         await server.start()
         groups.start()
         if settings.metrics_listen:
-            self.metrics.watch_state(loop, registry, store, coordinator)
+            self.metrics.watch_state(loop, registry, offsets, coordinator)
             self.metrics.serve(settings.metrics_listen, settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
         self.cleaner.start()

@@ -7,7 +7,7 @@ import pytest
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.coordinator import Coordinator, Member
 from tidelog.broker.log.topics import TopicRegistry, TopicState
-from tidelog.broker.storage.lmdb_store import PartitionStats, TopicRecord
+from tidelog.broker.storage.interface import PartitionStats, TopicRecord
 from tidelog.common.reasons import Reason
 from tidelog.v1 import groups_pb2
 

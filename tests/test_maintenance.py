@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.harness import ROOT, BrokerProcess, wait_for
 from tidelog import AdminClient, Consumer, Producer
 from tidelog.broker.batches import HEADER_SIZE
-from tidelog.broker.storage.lmdb_store import Store
+from tidelog.broker.storage.lmdb_store import LmdbStore
 
 
 def tidelog(*args: str) -> subprocess.CompletedProcess[str]:
@@ -58,7 +58,7 @@ def test_verify_finds_a_damaged_record(own_broker: BrokerProcess) -> None:
         producer.send("fragile", b"precious value", partition=0).result(10)
     assert own_broker.stop() == 0
 
-    store = Store(own_broker.data_dir, sync=True, map_size=1 << 30)
+    store = LmdbStore(own_broker.data_dir, sync=True, map_size=1 << 30)
     with store.env.begin(write=True, db=store.log) as txn:
         key, value = next(iter(txn.cursor()))
         damaged = bytearray(value)

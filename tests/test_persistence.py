@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import empty_pb2
 
 from tests.harness import BrokerProcess, wait_for
-from tidelog.broker.storage.lmdb_store import LMDB_FORMAT, Store
+from tidelog.broker.storage.lmdb_store import LMDB_FORMAT, LmdbStore
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
@@ -110,7 +110,7 @@ def test_a_data_directory_of_another_format_is_refused_naming_both(
 ) -> None:
     own_broker.start()
     assert own_broker.stop() == 0
-    store = Store(own_broker.data_dir, sync=True, map_size=1 << 30)
+    store = LmdbStore(own_broker.data_dir, sync=True, map_size=1 << 30)
     assert LMDB_FORMAT.count(".") == 1
     with store.env.begin(write=True, db=store.meta) as txn:
         txn.put(key, value)

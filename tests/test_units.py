@@ -97,7 +97,7 @@ def test_compaction_keeps_runs_of_survivors_at_their_offsets() -> None:
 
     batch = records_pb2.RecordBatch(records=[records_pb2.Record(key=b"k%d" % i, value=b"v%d" % i) for i in range(5)])
     runs = _runs(batch, 100, [False, True, True, False, True], append_ms=7)
-    assert [base for base, _ in runs] == [101, 104]
-    first = records_pb2.RecordBatch.FromString(runs[0][1][HEADER_SIZE:])
+    assert [run.base_offset for run in runs] == [101, 104] and [run.count for run in runs] == [2, 1]
+    first = records_pb2.RecordBatch.FromString(runs[0].value[HEADER_SIZE:])
     assert first.base_offset == 101 and [r.value for r in first.records] == [b"v1", b"v2"]
     assert first.crc32c == records_crc(records_pb2.RecordBatch(records=first.records).SerializeToString())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import structlog
 from google.protobuf import empty_pb2
@@ -12,13 +10,13 @@ from tidelog.broker.api.rpc import Context, Rpc
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.log import topic_config
-from tidelog.broker.log.topics import TopicRegistry, TopicState
+from tidelog.broker.log.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp
+from tidelog.broker.log.purge import TopicPurger
+from tidelog.broker.log.service import Log
+from tidelog.broker.log.topics import TopicRecord, TopicState
 from tidelog.broker.names import check_topic_name
 from tidelog.broker.security import acls
 from tidelog.broker.security.access import Access
-from tidelog.broker.storage.lmdb_store import TopicRecord
-from tidelog.broker.storage.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp, PurgeTopicOp
-from tidelog.broker.storage.writer import Writer
 from tidelog.common.reasons import Reason
 from tidelog.v1 import admin_pb2
 
@@ -35,53 +33,13 @@ def state_message(topic: TopicState) -> admin_pb2.Topic:
     return topic_message(topic.name, len(topic.partitions), topic.overrides, topic.broker_defaults)
 
 
-# A purge the disk or map refused tries again, backing off to this.
-PURGE_RETRY_MAX_S = 10.0
-
-
-class TopicPurger:
-    """Deletes a deleted topic's records in the background, in small writer ops."""
-
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self, topic_id: int) -> None:
-        task = asyncio.create_task(self._purge(topic_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _purge(self, topic_id: int) -> None:
-        failures = 0
-        while True:
-            try:
-                if await self._writer.submit(PurgeTopicOp(topic_id)):
-                    break
-                failures = 0
-            except BrokerError as err:
-                if err.reason == Reason.SHUTTING_DOWN:
-                    return  # carried on at the next start
-                failures += 1
-                delay = min(PURGE_RETRY_MAX_S, 0.1 * 2**failures)
-                log.warning("topic_purge_paused", topic_id=topic_id, reason=err.reason, retry_in_s=delay)
-                await asyncio.sleep(delay)
-        log.info("topic_purged", topic_id=topic_id)
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 class AdminService:
-    def __init__(
-        self, settings: Settings, registry: TopicRegistry, writer: Writer, purger: TopicPurger, rpc: Rpc, access: Access
-    ) -> None:
+    def __init__(self, settings: Settings, log_: Log, purger: TopicPurger, rpc: Rpc, access: Access) -> None:
         self._rpc = rpc
         self._access = access
         self._settings = settings
-        self._registry = registry
-        self._writer = writer
+        self._log = log_
+        self._registry = log_.registry
         self._purger = purger
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
@@ -110,14 +68,14 @@ class AdminService:
                 topic=request.name,
             )
         configs = topic_config.validate(request.configs)
-        record: TopicRecord = await self._writer.submit(CreateTopicOp(request.name, partitions, configs))
+        record: TopicRecord = await self._log.submit(CreateTopicOp(self._registry, request.name, partitions, configs))
         log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
 
     async def delete_topic(self, request: admin_pb2.DeleteTopicRequest, context: Context) -> empty_pb2.Empty:
         self._access.require("delete", "topic", request.name)
         self._registry.get(request.name)
-        record: TopicRecord = await self._writer.submit(DeleteTopicOp(request.name))
+        record: TopicRecord = await self._log.submit(DeleteTopicOp(self._registry, request.name))
         log.info("topic_deleted", topic=record.name, topic_id=record.id)
         self._purger.start(record.id)
         return empty_pb2.Empty()
@@ -148,7 +106,7 @@ class AdminService:
         self._access.require("alter", "topic", request.name)
         self._registry.get(request.name)
         configs = topic_config.validate(request.configs)
-        record: TopicRecord = await self._writer.submit(AlterTopicConfigsOp(request.name, configs))
+        record: TopicRecord = await self._log.submit(AlterTopicConfigsOp(self._registry, request.name, configs))
         log.info("topic_configs_altered", topic=record.name, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
 
@@ -174,14 +132,14 @@ class AdminService:
 
     async def create_acls(self, request: admin_pb2.AclsRequest, context: Context) -> empty_pb2.Empty:
         texts = self._acl_texts(request)
-        _, stored = await self._writer.submit(AclsOp(texts))
+        _, stored = await self._log.submit(AclsOp(texts))
         self._set_stored_acls(stored)
         log.info("acls_added", rules=texts)
         return empty_pb2.Empty()
 
     async def delete_acls(self, request: admin_pb2.AclsRequest, context: Context) -> admin_pb2.DeleteAclsResponse:
         texts = self._acl_texts(request)
-        deleted, stored = await self._writer.submit(AclsOp(texts, remove=True))
+        deleted, stored = await self._log.submit(AclsOp(texts, remove=True))
         self._set_stored_acls(stored)
         log.info("acls_removed", rules=texts, deleted=deleted)
         return admin_pb2.DeleteAclsResponse(deleted=deleted)

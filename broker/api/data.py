@@ -15,14 +15,13 @@ from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
+from tidelog.broker.log.ops import InitProducerOp, ProduceOp
 from tidelog.broker.log.produce import check_partition, prepare_produce
-from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
+from tidelog.broker.log.service import Log
+from tidelog.broker.log.topics import PartitionState, TopicState
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.names import check_limit
 from tidelog.broker.security.access import Access
-from tidelog.broker.storage.lmdb_store import Store
-from tidelog.broker.storage.ops import InitProducerOp, ProduceOp
-from tidelog.broker.storage.writer import Writer
 from tidelog.common.reasons import Reason
 from tidelog.v1 import broker_pb2, records_pb2
 
@@ -64,26 +63,11 @@ def position_offset(partition: PartitionState, position: int) -> int:
     raise invalid_request(f"unknown position {position}: use POSITION_EARLIEST or POSITION_LATEST")
 
 
-def offset_for_time(store: Store, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
-    """The first (offset, timestamp) at or after `timestamp_ms`; (high watermark, -1) when none is."""
-    found = store.offset_for_timestamp(
-        topic.id,
-        partition.partition,
-        partition.log_start_offset,
-        partition.high_watermark,
-        timestamp_ms,
-        topic.log_append_time,
-    )
-    return found if found is not None else (partition.high_watermark, -1)
-
-
 class BrokerService:
     def __init__(
         self,
         settings: Settings,
-        registry: TopicRegistry,
-        store: Store,
-        writer: Writer,
+        log_: Log,
         advertised: str,
         metrics: Metrics,
         rpc: Rpc,
@@ -93,9 +77,8 @@ class BrokerService:
         self._access = access
         self._metrics = metrics
         self._settings = settings
-        self._registry = registry
-        self._store = store
-        self._writer = writer
+        self._log = log_
+        self._registry = log_.registry
         self._advertised = advertised
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
@@ -119,7 +102,7 @@ class BrokerService:
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
         self._access.require("produce", "topic", request.topic)
         op = prepare_produce(request, self._registry, request.ByteSize())
-        results = await self._writer.submit(op)
+        results = await self._log.submit(op)
         self._count_produced(op, results)
         held = await self._access.throttle("produce", op.write_bytes)
         if held:
@@ -132,7 +115,7 @@ class BrokerService:
 
     async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
         self._access.require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
-        return broker_pb2.InitProducerResponse(producer_id=await self._writer.submit(InitProducerOp()))
+        return broker_pb2.InitProducerResponse(producer_id=await self._log.submit(InitProducerOp()))
 
     async def produce_stream(
         self, requests: AsyncIterator[bytes], context: Context
@@ -149,7 +132,7 @@ class BrokerService:
                     try:
                         self._access.require("produce", "topic", topic)
                         op = prepare_produce(request, self._registry, len(raw))
-                        await pipeline.put((request_id, op, self._writer.submit(op), time.perf_counter()))
+                        await pipeline.put((request_id, op, self._log.submit(op), time.perf_counter()))
                     except Exception as exc:
                         await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream"), 0.0))
                 await pipeline.put(end)
@@ -201,9 +184,7 @@ class BrokerService:
                 await partition.wait_for_change(remaining)
             if topic.deleted:
                 raise topic_not_found(topic.name)
-        result = self._store.read(
-            topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes
-        )
+        result = self._log.read(topic, partition, offset, max_records, max_bytes)
         size = sum(len(b) for b in result.batches)
         self._metrics.fetched(topic.name, result.next_offset - offset, size)
         held = await self._access.throttle("consume", size)
@@ -226,14 +207,7 @@ class BrokerService:
             if next_offset < partition.log_start_offset:
                 raise offset_out_of_range(topic, partition, next_offset)
             if next_offset < partition.high_watermark:
-                result = self._store.read(
-                    topic.id,
-                    partition.partition,
-                    next_offset,
-                    partition.high_watermark,
-                    config.MAX_FETCH_MAX_RECORDS,
-                    max_bytes,
-                )
+                result = self._log.read(topic, partition, next_offset, config.MAX_FETCH_MAX_RECORDS, max_bytes)
                 # No batch below the high watermark from here means nothing is left to skip to.
                 if result.batches:
                     size = sum(len(b) for b in result.batches)
@@ -254,7 +228,7 @@ class BrokerService:
         if start == "position":
             return position_offset(partition, request.position)
         if start == "timestamp_ms":
-            return offset_for_time(self._store, topic, partition, request.timestamp_ms)[0]
+            return self._log.offset_for_time(topic, partition, request.timestamp_ms)[0]
         return partition.high_watermark
 
     async def list_offsets(
@@ -263,7 +237,7 @@ class BrokerService:
         self._access.require("describe", "topic", request.topic)
         topic, partition = self._partition(request.topic, request.partition)
         if request.WhichOneof("target") == "timestamp_ms":
-            offset, timestamp_ms = offset_for_time(self._store, topic, partition, request.timestamp_ms)
+            offset, timestamp_ms = self._log.offset_for_time(topic, partition, request.timestamp_ms)
             return broker_pb2.ListOffsetsResponse(offset=offset, timestamp_ms=timestamp_ms)
         return broker_pb2.ListOffsetsResponse(offset=position_offset(partition, request.position))
 

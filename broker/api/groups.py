@@ -11,26 +11,18 @@ import structlog
 from google.protobuf import empty_pb2
 
 from tidelog.broker import config
-from tidelog.broker.api.data import offset_for_time, offset_out_of_range, position_offset
+from tidelog.broker.api.data import offset_out_of_range, position_offset
 from tidelog.broker.api.rpc import Context, Response, Rpc, parse
 from tidelog.broker.batches import frame_batches
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.coordinator import Coordinator, Group, Member
-from tidelog.broker.groups.offsets import (
-    CommitOffsetsOp,
-    DeleteGroupOffsetsOp,
-    ResetOffsetsOp,
-    committed,
-    committed_offset,
-    group_names,
-)
+from tidelog.broker.groups.offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, GroupOffsets, ResetOffsetsOp
 from tidelog.broker.log.produce import check_partition
-from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
+from tidelog.broker.log.service import Log
+from tidelog.broker.log.topics import PartitionState, TopicState
 from tidelog.broker.log.wakeups import wait_any
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
-from tidelog.broker.storage.lmdb_store import Store
-from tidelog.broker.storage.writer import Writer
 from tidelog.common.reasons import Reason
 from tidelog.common.varint import varint
 from tidelog.v1 import groups_pb2, records_pb2
@@ -62,9 +54,8 @@ def group_not_found(name: str) -> BrokerError:
 class GroupService:
     def __init__(
         self,
-        registry: TopicRegistry,
-        store: Store,
-        writer: Writer,
+        log_: Log,
+        offsets: GroupOffsets,
         coordinator: Coordinator,
         metrics: Metrics,
         rpc: Rpc,
@@ -73,9 +64,9 @@ class GroupService:
         self._rpc = rpc
         self._access = access
         self._metrics = metrics
-        self._registry = registry
-        self._store = store
-        self._writer = writer
+        self._log = log_
+        self._registry = log_.registry
+        self._offsets = offsets
         self._coordinator = coordinator
         self._expiry: asyncio.Task[None] | None = None
 
@@ -196,7 +187,7 @@ class GroupService:
                     high_watermark=partition.high_watermark,
                 )
             entries.append((topic.id, o.partition, o.offset))
-        written = self._writer.submit(CommitOffsetsOp(group, entries))
+        written = self._log.submit(CommitOffsetsOp(group, entries))
         result: asyncio.Future[list[groups_pb2.PartitionOffset]] = asyncio.get_running_loop().create_future()
 
         def done(outcome: asyncio.Future[list[int]]) -> None:
@@ -243,13 +234,8 @@ class GroupService:
             max_records = config.MAX_FETCH_MAX_RECORDS
             if member.credit_records is not None:
                 max_records = min(max_records, member.credit_records)
-            read = self._store.read(
-                topic.id,
-                tp[1],
-                position,
-                partition.high_watermark,
-                max_records,
-                min(member.credit_bytes, MAX_RECORDS_MESSAGE_BYTES),
+            read = self._log.read(
+                topic, partition, position, max_records, min(member.credit_bytes, MAX_RECORDS_MESSAGE_BYTES)
             )
             member.positions[tp] = read.next_offset if read.batches else partition.high_watermark
             if not read.batches:
@@ -264,7 +250,7 @@ class GroupService:
         return None
 
     def _start_offset(self, member: Member, topic: TopicState, partition: PartitionState) -> int:
-        offset = committed_offset(self._store, member.group, topic.id, partition.partition)
+        offset = self._offsets.committed_offset(member.group, topic.id, partition.partition)
         if offset is not None:
             return min(offset, partition.high_watermark)
         return partition.log_start_offset if member.reset == "earliest" else partition.high_watermark
@@ -296,7 +282,7 @@ class GroupService:
         by_id = self._visible_topics_by_id()
         offsets = [
             groups_pb2.PartitionOffset(topic=by_id[topic_id].name, partition=partition, offset=offset)
-            for (topic_id, partition), offset in committed(self._store, request.group).items()
+            for (topic_id, partition), offset in self._offsets.committed(request.group).items()
             if topic_id in by_id and (not wanted or by_id[topic_id].name in wanted)
         ]
         offsets.sort(key=lambda o: (o.topic, o.partition))
@@ -304,7 +290,7 @@ class GroupService:
 
     async def list_groups(self, request: empty_pb2.Empty, context: Context) -> groups_pb2.ListGroupsResponse:
         self._access.require("describe", "cluster")
-        names = set(group_names(self._store)) | {g.name for g in self._coordinator.groups() if g.members}
+        names = set(self._offsets.group_names()) | {g.name for g in self._coordinator.groups() if g.members}
         summaries = []
         for name in sorted(names):
             group = self._coordinator.group(name)
@@ -323,7 +309,7 @@ class GroupService:
     ) -> groups_pb2.DescribeGroupResponse:
         self._access.require("describe", "group", request.group)
         group = self._coordinator.group(request.group)
-        offsets = committed(self._store, request.group)
+        offsets = self._offsets.committed(request.group)
         if (group is None or not group.members) and not offsets:
             raise group_not_found(request.group)
         by_id = self._visible_topics_by_id()
@@ -384,7 +370,7 @@ class GroupService:
         self._access.require("delete", "group", request.group)
         self._check_no_members(request.group, "delete it")
         async with self._coordinator.admin_write(request.group):
-            had_offsets = await self._writer.submit(DeleteGroupOffsetsOp(request.group))
+            had_offsets = await self._log.submit(DeleteGroupOffsetsOp(request.group))
         if not had_offsets:  # and no members (checked above): an empty group is not kept in memory
             raise group_not_found(request.group)
         log.info("group_deleted", group=request.group)
@@ -407,7 +393,7 @@ class GroupService:
             entries.append((topic.id, number, self._reset_target(topic, topic.partitions[number], request, target)))
         async with self._coordinator.admin_write(request.group):
             self._check_no_members(request.group, "reset its offsets")  # none joined while we looked up offsets
-            await self._writer.submit(ResetOffsetsOp(request.group, entries))
+            await self._log.submit(ResetOffsetsOp(request.group, entries))
         log.info("group_offsets_reset", group=request.group, topic=topic.name, offsets=[e[2] for e in entries])
         return groups_pb2.ResetOffsetsResponse(
             offsets=[
@@ -424,7 +410,7 @@ class GroupService:
                 raise invalid_request("position must be POSITION_EARLIEST or POSITION_LATEST")
             return position_offset(partition, request.position)
         if target == "timestamp_ms":
-            return offset_for_time(self._store, topic, partition, request.timestamp_ms)[0]
+            return self._log.offset_for_time(topic, partition, request.timestamp_ms)[0]
         if not partition.log_start_offset <= request.offset <= partition.high_watermark:
             raise offset_out_of_range(topic, partition, request.offset)
         return request.offset

@@ -1,63 +1,30 @@
-"""Committed group offsets in LMDB: key layout, reads, and the write ops that change them.
-
-Key: group name (UTF-8, no NUL) · 0x00 · topic_id u32 · partition u32, so one group's offsets
-are one key range and a topic deleted and created again (new id) starts with none.
-Value: offset i64 · commit time ms i64.
+"""Committed group offsets: the reads the group service and the metrics make, and the write ops that
+change them (through the store's LogWrite). A topic deleted and created again (a new id) starts with none.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
-from typing import Any
 
-from tidelog.broker.log.topics import TopicRegistry
-from tidelog.broker.storage.lmdb_store import PARTITION_KEY, Store
-
-OFFSET_VALUE = struct.Struct(">qq")
-TPKey = tuple[int, int]  # (topic_id, partition)
+from tidelog.broker.storage.interface import LogStore, LogWrite
 
 
-def group_prefix(group: str) -> bytes:
-    return group.encode() + b"\x00"
+class GroupOffsets:
+    """What is committed, read from the store (the last durable commit)."""
 
+    def __init__(self, store: LogStore) -> None:
+        self._store = store
 
-def offset_key(group: str, topic_id: int, partition: int) -> bytes:
-    return group_prefix(group) + PARTITION_KEY.pack(topic_id, partition)
+    def committed(self, group: str) -> dict[tuple[int, int], int]:
+        """Every committed offset of `group`, by (topic_id, partition)."""
+        return self._store.committed(group)
 
+    def committed_offset(self, group: str, topic_id: int, partition: int) -> int | None:
+        return self._store.committed_offset(group, topic_id, partition)
 
-def committed(store: Store, group: str) -> dict[TPKey, int]:
-    """Every committed offset of `group`, by (topic_id, partition)."""
-    prefix = group_prefix(group)
-    out: dict[TPKey, int] = {}
-    with store.env.begin(db=store.offsets) as txn:
-        cursor = txn.cursor()
-        if not cursor.set_range(prefix):
-            return out
-        for key, value in cursor:
-            if not key.startswith(prefix):
-                break
-            out[PARTITION_KEY.unpack_from(key, len(prefix))] = OFFSET_VALUE.unpack(value)[0]
-    return out
-
-
-def committed_offset(store: Store, group: str, topic_id: int, partition: int) -> int | None:
-    with store.env.begin(db=store.offsets) as txn:
-        value = txn.get(offset_key(group, topic_id, partition))
-    return None if value is None else int(OFFSET_VALUE.unpack(value)[0])
-
-
-def group_names(store: Store) -> list[str]:
-    """Groups with at least one committed offset, in name order."""
-    names: list[str] = []
-    with store.env.begin(db=store.offsets) as txn:
-        cursor = txn.cursor()
-        found = cursor.first()
-        while found:
-            name = bytes(cursor.key()).split(b"\x00", 1)[0]
-            names.append(name.decode())
-            found = cursor.set_range(name + b"\x01")  # past this group's keys
-    return names
+    def group_names(self) -> list[str]:
+        """Groups with at least one committed offset, in name order."""
+        return self._store.group_names()
 
 
 @dataclass
@@ -68,19 +35,18 @@ class CommitOffsetsOp:
     offsets: list[tuple[int, int, int]]  # (topic_id, partition, offset)
     write_bytes = 0
 
-    def apply(self, store: Store, txn: Any, now_ms: int) -> list[int]:
+    def apply(self, txn: LogWrite, now_ms: int) -> list[int]:
         stored: list[int] = []
         for topic_id, partition, offset in self.offsets:
-            key = offset_key(self.group, topic_id, partition)
-            old = txn.get(key, db=store.offsets)
-            if old is not None and OFFSET_VALUE.unpack(old)[0] > offset:
-                stored.append(OFFSET_VALUE.unpack(old)[0])
+            old = txn.committed_offset(self.group, topic_id, partition)
+            if old is not None and old > offset:
+                stored.append(old)
                 continue
-            txn.put(key, OFFSET_VALUE.pack(offset, now_ms), db=store.offsets)
+            txn.commit_offset(self.group, topic_id, partition, offset, now_ms)
             stored.append(offset)
         return stored
 
-    def publish(self, registry: TopicRegistry, result: list[int]) -> None:
+    def publish(self, result: list[int]) -> None:
         pass
 
 
@@ -92,11 +58,11 @@ class ResetOffsetsOp:
     offsets: list[tuple[int, int, int]]
     write_bytes = 0
 
-    def apply(self, store: Store, txn: Any, now_ms: int) -> None:
+    def apply(self, txn: LogWrite, now_ms: int) -> None:
         for topic_id, partition, offset in self.offsets:
-            txn.put(offset_key(self.group, topic_id, partition), OFFSET_VALUE.pack(offset, now_ms), db=store.offsets)
+            txn.commit_offset(self.group, topic_id, partition, offset, now_ms)
 
-    def publish(self, registry: TopicRegistry, result: None) -> None:
+    def publish(self, result: None) -> None:
         pass
 
 
@@ -108,16 +74,8 @@ class DeleteGroupOffsetsOp:
     write_bytes = 0
     frees_space = True
 
-    def apply(self, store: Store, txn: Any, now_ms: int) -> bool:
-        prefix = group_prefix(self.group)
-        cursor = txn.cursor(db=store.offsets)
-        found = False
-        if cursor.set_range(prefix):
-            while cursor.key()[: len(prefix)] == prefix:
-                found = True
-                if not cursor.delete():
-                    break
-        return found
+    def apply(self, txn: LogWrite, now_ms: int) -> bool:
+        return txn.delete_group(self.group)
 
-    def publish(self, registry: TopicRegistry, result: bool) -> None:
+    def publish(self, result: bool) -> None:
         pass

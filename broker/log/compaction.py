@@ -11,11 +11,10 @@ is one writer op (one transaction): a reader sees a batch before or after, never
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc
-from tidelog.broker.log.topics import TopicRegistry, TopicState
-from tidelog.broker.storage.lmdb_store import LOG_KEY, PARTITION_KEY, PartitionStats, Store
+from tidelog.broker.batches import HEADER_SIZE, build_stored, records_crc
+from tidelog.broker.log.topics import TopicState
+from tidelog.broker.storage.interface import LogStore, LogWrite, PartitionStats, StoredBatch
 from tidelog.v1.records_pb2 import Record, RecordBatch
 
 # Batches rewritten per writer op: bounds the time one op holds the writer.
@@ -28,34 +27,24 @@ class Rewrite:
 
     base: int
     count: int
-    batches: tuple[tuple[int, bytes], ...]
+    batches: tuple[StoredBatch, ...]
 
 
 def _is_tombstone(record: Record) -> bool:
     return not record.HasField("value")
 
 
-def plan(store: Store, topic: TopicState, partition: int, end: int, now_ms: int) -> list[Rewrite]:
+def plan(store: LogStore, topic: TopicState, partition: int, end: int, now_ms: int) -> list[Rewrite]:
     """What a compaction pass would rewrite in a partition, below offset `end` (the high watermark).
 
     Parses the partition's whole log: the cleaner runs it on a worker thread."""
-    prefix = PARTITION_KEY.pack(topic.id, partition)
     batches: list[tuple[int, int, int, RecordBatch]] = []  # (base, count, append_ms, batch)
     latest: dict[bytes, int] = {}
-    with store.reading(), store.env.begin(db=store.log) as txn:
-        cursor = txn.cursor()
-        found = cursor.set_range(prefix)
-        while found and cursor.key()[:8] == prefix:
-            base = LOG_KEY.unpack(cursor.key())[2]
-            if base >= end:
-                break
-            value = cursor.value()
-            count, _, append_ms = VALUE_HEADER.unpack_from(value)
-            batch = RecordBatch.FromString(value[HEADER_SIZE:])
-            batches.append((base, count, append_ms, batch))
-            for i, record in enumerate(batch.records):
-                latest[record.key] = base + i
-            found = cursor.next()
+    for stored in store.scan(topic.id, partition, 0, end):
+        batch = RecordBatch.FromString(stored.value[HEADER_SIZE:])
+        batches.append((stored.base_offset, stored.count, stored.append_time_ms, batch))
+        for i, record in enumerate(batch.records):
+            latest[record.key] = stored.base_offset + i
     clean_before = now_ms - int(topic.configs["min.compaction.lag.ms"])
     forget_tombstones_before = now_ms - int(topic.configs["delete.retention.ms"])
     rewrites: list[Rewrite] = []
@@ -73,9 +62,9 @@ def plan(store: Store, topic: TopicState, partition: int, end: int, now_ms: int)
     return rewrites
 
 
-def _runs(batch: RecordBatch, base: int, keep: list[bool], append_ms: int) -> list[tuple[int, bytes]]:
+def _runs(batch: RecordBatch, base: int, keep: list[bool], append_ms: int) -> list[StoredBatch]:
     """Each run of consecutive survivors as a stored batch keyed by its first offset."""
-    out: list[tuple[int, bytes]] = []
+    out: list[StoredBatch] = []
     start = None
     for i in range(len(keep) + 1):
         if i < len(keep) and keep[i]:
@@ -87,7 +76,7 @@ def _runs(batch: RecordBatch, base: int, keep: list[bool], append_ms: int) -> li
             encoded = RecordBatch(records=records).SerializeToString()
             max_ts = max(r.timestamp_ms or append_ms for r in records)
             stored = build_stored(encoded, len(records), base + start, append_ms, max_ts, records_crc(encoded))
-            out.append((base + start, stored))
+            out.append(StoredBatch(base + start, len(records), max_ts, append_ms, stored))
             start = None
     return out
 
@@ -102,27 +91,17 @@ class CompactOp:
     write_bytes = 1 << 30  # many rewrites: on the writer thread
     frees_space = True
 
-    def apply(self, store: Store, txn: Any, now_ms: int) -> PartitionStats | None:
-        stats_key = PARTITION_KEY.pack(self.topic.id, self.partition)
-        raw = txn.get(stats_key, db=store.stats)
-        if raw is None:
+    def apply(self, txn: LogWrite, now_ms: int) -> PartitionStats | None:
+        topic_id, partition = self.topic.id, self.partition
+        stats = txn.stats(topic_id, partition)
+        if stats is None:
             return None  # the topic was deleted
-        stats = PartitionStats.decode(raw)
         size = stats.size_bytes
         for rewrite in self.rewrites:
-            key = LOG_KEY.pack(self.topic.id, self.partition, rewrite.base)
-            old = txn.get(key, db=store.log)
-            if old is None or VALUE_HEADER.unpack_from(old)[0] != rewrite.count:
-                continue
-            txn.delete(key, db=store.log)
-            size -= len(old)
-            for base, stored in rewrite.batches:
-                txn.put(LOG_KEY.pack(self.topic.id, self.partition, base), stored, db=store.log)
-                size += len(stored)
-        compacted = PartitionStats(stats.next_offset, stats.log_start_offset, size)
-        txn.put(stats_key, compacted.encode(), db=store.stats)
-        return compacted
+            delta = txn.replace_batch(topic_id, partition, rewrite.base, rewrite.count, list(rewrite.batches))
+            size += delta or 0
+        return txn.set_size(topic_id, partition, size)
 
-    def publish(self, registry: TopicRegistry, result: PartitionStats | None) -> None:
+    def publish(self, result: PartitionStats | None) -> None:
         if result is not None and not self.topic.deleted:
             self.topic.partitions[self.partition].size_bytes = result.size_bytes

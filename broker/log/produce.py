@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from tidelog.broker.batches import records_crc
 from tidelog.broker.errors import BrokerError, invalid_request
+from tidelog.broker.log.ops import PartitionAppend, ProduceOp
 from tidelog.broker.log.topics import TopicRegistry, TopicState
-from tidelog.broker.storage.ops import PartitionAppend, ProduceOp
 from tidelog.common.partitioner import partition_for_key
 from tidelog.common.reasons import Reason
 from tidelog.v1.broker_pb2 import ProduceRequest

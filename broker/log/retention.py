@@ -12,18 +12,14 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
-from tidelog.broker.batches import VALUE_HEADER
-from tidelog.broker.errors import BrokerError
+from tidelog.broker.errors import BrokerError, topic_not_found
 from tidelog.broker.log import compaction
 from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
-from tidelog.broker.storage import time_index
-from tidelog.broker.storage.lmdb_store import LOG_KEY, PARTITION_KEY, PartitionStats, Store
+from tidelog.broker.storage.interface import LogStore, LogWrite, PartitionStats
 from tidelog.broker.storage.writer import Writer
-from tidelog.common.reasons import Reason
 
 log = structlog.get_logger("tidelog.retention")
 
@@ -57,22 +53,16 @@ def retention_cut(
     return new_start
 
 
-def head_batches(store: Store, topic: TopicState, partition: int, start: int, end: int, limit: int) -> list[BatchHead]:
+def head_batches(
+    store: LogStore, topic: TopicState, partition: int, start: int, end: int, limit: int
+) -> list[BatchHead]:
     """The headers of the first `limit` batches from `start`, below `end`; no record is parsed."""
-    prefix = PARTITION_KEY.pack(topic.id, partition)
-    heads: list[BatchHead] = []
-    with store.env.begin(db=store.log, buffers=True) as txn:
-        cursor = txn.cursor()
-        found = cursor.set_range(LOG_KEY.pack(topic.id, partition, start))
-        while found and len(heads) < limit and cursor.key()[:8] == prefix:
-            base = LOG_KEY.unpack(cursor.key())[2]
-            if base >= end:
-                break
-            value = cursor.value()
-            count, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
-            heads.append(BatchHead(base, count, append_ms if topic.log_append_time else max_ts, len(value)))
-            found = cursor.next()
-    return heads
+    return [
+        BatchHead(
+            b.base_offset, b.count, b.append_time_ms if topic.log_append_time else b.max_timestamp_ms, b.stored_bytes
+        )
+        for b in store.scan(topic.id, partition, start, end, limit, values=False)
+    ]
 
 
 @dataclass
@@ -85,34 +75,13 @@ class TrimHeadOp:
     write_bytes = 1 << 30  # many deletes: on the writer thread
     frees_space = True  # may use the map's reserve when it is full
 
-    def apply(self, store: Store, txn: Any, now_ms: int) -> PartitionStats:
-        stats_key = PARTITION_KEY.pack(self.topic.id, self.partition)
-        raw = txn.get(stats_key, db=store.stats)
-        if raw is None:
-            raise BrokerError(
-                Reason.TOPIC_NOT_FOUND, f"topic {self.topic.name!r} does not exist", topic=self.topic.name
-            )
-        stats = PartitionStats.decode(raw)
-        if self.new_start <= stats.log_start_offset:
-            return stats
-        new_start = min(self.new_start, stats.next_offset)
-        prefix = PARTITION_KEY.pack(self.topic.id, self.partition)
-        cursor = txn.cursor(db=store.log)
-        removed = 0
-        found = cursor.set_range(prefix)
-        while found and cursor.key()[:8] == prefix:
-            base = LOG_KEY.unpack(cursor.key())[2]
-            count = VALUE_HEADER.unpack_from(cursor.value())[0]
-            if base + count > new_start:
-                break  # only whole batches go
-            removed += len(cursor.value())
-            found = cursor.delete()
-        time_index.trim(txn, store.timeindex, self.topic.id, self.partition, new_start)
-        trimmed = PartitionStats(stats.next_offset, new_start, max(0, stats.size_bytes - removed))
-        txn.put(stats_key, trimmed.encode(), db=store.stats)
+    def apply(self, txn: LogWrite, now_ms: int) -> PartitionStats:
+        trimmed = txn.trim_head(self.topic.id, self.partition, self.new_start)
+        if trimmed is None:
+            raise topic_not_found(self.topic.name)
         return trimmed
 
-    def publish(self, registry: TopicRegistry, result: PartitionStats) -> None:
+    def publish(self, result: PartitionStats) -> None:
         partition = self.topic.partitions[self.partition]
         if result.log_start_offset > partition.log_start_offset:
             partition.log_start_offset = result.log_start_offset
@@ -126,7 +95,7 @@ class Cleaner:
     def __init__(
         self,
         registry: TopicRegistry,
-        store: Store,
+        store: LogStore,
         writer: Writer,
         interval_s: float,
         clock: Callable[[], float] = time.time,

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from tidelog.broker.errors import topic_not_found
 from tidelog.broker.log import topic_config
 from tidelog.broker.log.wakeups import Changes
-from tidelog.broker.storage.lmdb_store import PartitionStats, TopicRecord
+from tidelog.broker.storage.interface import PartitionStats as PartitionStats
+from tidelog.broker.storage.interface import TopicRecord as TopicRecord  # re-exported: the API's view
 
 
 class PartitionState(Changes):

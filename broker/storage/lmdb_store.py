@@ -1,38 +1,36 @@
-"""The LMDB environment: schema, keys, start-up loading and the read path.
+"""The LMDB store: one environment per data directory (key layouts: storage.keys).
 
-Named databases:
-  meta       format version and id counters
-  topics     topic name -> JSON {id, partitions, configs}
-  log        (topic_id u32, partition u32, base_offset u64) -> stored batch (broker.batches)
-  stats      (topic_id, partition) -> (next_offset, log_start_offset, size_bytes), written in
-             the same transaction as the batches, so start-up never scans the log
-  producers  (topic_id, partition, producer_id u64) -> idempotence state (broker.ops)
-  deleting   topic_id -> b"" for deleted topics whose log is still being purged
-  offsets    (group name, 0x00, topic_id, partition) -> committed offset (broker.group_offsets)
-  timeindex  (topic_id, partition, timestamp) -> base offset, as the largest timestamp grows (broker.time_index)
-  acls       an ACL rule added by CreateAcls (its text) -> b"" (broker.acls)
-
-Keys are fixed-width big-endian so that LMDB's key order is log order.
+One writer transaction at a time (the writer's), readers never block it (MVCC). Reads on threads
+other than the event loop's hold a lock that a map resize takes, since LMDB resizes only with no
+transaction of the process open; a kill -9 leaves stale reader slots, freed at start-up.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lmdb
 import structlog
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, slice_wire
-from tidelog.broker.storage import time_index
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc, slice_wire
+from tidelog.broker.storage import keys, time_index
+from tidelog.broker.storage.interface import (
+    LogWrite,
+    PartitionStats,
+    ProducerBatch,
+    ReadResult,
+    StorageError,
+    StorageFull,
+    StoredBatch,
+    TopicRecord,
+)
+from tidelog.broker.storage.keys import COUNTER, LOG_KEY, PARTITION_KEY, TOPIC_ID
 from tidelog.v1.records_pb2 import RecordBatch
 
 log = structlog.get_logger("tidelog.store")
@@ -40,54 +38,17 @@ log = structlog.get_logger("tidelog.store")
 FORMAT_VERSION = 1
 # LMDB's on-disk format changes only between major.minor versions of the C library.
 LMDB_FORMAT = "{}.{}".format(*lmdb.version()[:2])
-LOG_KEY = struct.Struct(">IIQ")
-PARTITION_KEY = struct.Struct(">II")
-TOPIC_ID = struct.Struct(">I")
-COUNTER = struct.Struct(">Q")
-STATS = struct.Struct(">QQQ")
-
-
-@dataclass(frozen=True)
-class TopicRecord:
-    id: int
-    name: str
-    partitions: int
-    configs: dict[str, str]
-
-    def encode(self) -> bytes:
-        return json.dumps({"id": self.id, "partitions": self.partitions, "configs": self.configs}).encode()
-
-    @classmethod
-    def decode(cls, name: bytes, value: bytes) -> TopicRecord:
-        doc = json.loads(value)
-        return cls(doc["id"], name.decode(), doc["partitions"], doc["configs"])
-
-
-@dataclass(frozen=True)
-class PartitionStats:
-    next_offset: int = 0
-    log_start_offset: int = 0
-    size_bytes: int = 0
-
-    def encode(self) -> bytes:
-        return STATS.pack(self.next_offset, self.log_start_offset, self.size_bytes)
-
-    @classmethod
-    def decode(cls, value: bytes | None) -> PartitionStats:
-        return cls(*STATS.unpack(value)) if value else cls()
-
-
-@dataclass(frozen=True)
-class ReadResult:
-    batches: list[bytes]
-    next_offset: int
+# A commit that fails while the disk has less than this (plus what it wrote) free is a full disk.
+DISK_FULL_BELOW_BYTES = 16 << 20
 
 
 class FormatMismatch(Exception):
     pass
 
 
-class Store:
+class LmdbStore:
+    """The broker's LogStore (storage.interface)."""
+
     def __init__(self, path: Path, *, sync: bool, map_size: int, max_map_size: int | None = None) -> None:
         """`map_size`: where the map starts (at least the data already there); it grows up to `max_map_size`."""
         path.mkdir(parents=True, exist_ok=True)
@@ -98,6 +59,7 @@ class Store:
         # Held by reads on threads other than the event loop's, and by a map resize (which must not
         # run while any transaction of this process is open).
         self._resize_lock = threading.Lock()
+        self._owner_thread = threading.get_ident()
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -157,7 +119,11 @@ class Store:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
-        """Around a read transaction on a worker thread: a map resize waits for it to end."""
+        """Around a read transaction: on a worker thread, a map resize waits for it to end. Reads on the
+        thread that opened the store (the event loop's, where resizes run) cannot overlap one."""
+        if threading.get_ident() == self._owner_thread:
+            yield
+            return
         with self._resize_lock:
             yield
 
@@ -190,12 +156,34 @@ class Store:
         with self.env.begin(write=True, db=self.meta) as txn:
             txn.put(b"freed_at_ns", str(time.time_ns()).encode())
 
+    def grow(self, into_reserve: bool) -> bool:
+        return self.grow_map(into_reserve)
+
+    def limit_bytes(self) -> int:
+        return self.max_map_size
+
     def close(self) -> None:
         self.env.sync(True)
         self.env.close()
 
     def sync(self) -> None:
         self.env.sync(True)
+
+    # -- writes -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[LogWrite]:
+        try:
+            with self.env.begin(write=True) as txn:
+                yield LmdbWrite(self, txn)
+        except lmdb.MapFullError:
+            raise StorageFull(f"the LMDB map is full ({self.env.info()['map_size']} bytes)", disk=False) from None
+        except lmdb.Error as err:
+            # A full disk shows as ENOSPC, or as EIO when a write comes up short: ask the disk.
+            free = self.free_disk_bytes()
+            if isinstance(err, lmdb.DiskError) or free < DISK_FULL_BELOW_BYTES:
+                raise StorageFull(f"the disk is full: {err}", disk=True, free_bytes=free) from None
+            raise StorageError(str(err)) from err
 
     # -- start-up -------------------------------------------------------------
 
@@ -204,29 +192,71 @@ class Store:
             return [bytes(key).decode() for key in txn.cursor().iternext(values=False)]
 
     def load(self) -> tuple[list[tuple[TopicRecord, list[PartitionStats]]], list[int]]:
-        """Every topic with its partition stats, and topic ids still being purged."""
         topics: list[tuple[TopicRecord, list[PartitionStats]]] = []
         with self.env.begin() as txn:
             for name, value in txn.cursor(db=self.topics):
-                topic = TopicRecord.decode(name, value)
-                stats = [
-                    PartitionStats.decode(txn.get(PARTITION_KEY.pack(topic.id, p), db=self.stats))
-                    for p in range(topic.partitions)
-                ]
+                topic = keys.decode_topic(name, value)
+                stats = []
+                for p in range(topic.partitions):
+                    raw = txn.get(PARTITION_KEY.pack(topic.id, p), db=self.stats)
+                    stats.append(keys.decode_stats(raw) if raw else PartitionStats())
                 topics.append((topic, stats))
             deleting = [TOPIC_ID.unpack(k)[0] for k in txn.cursor(db=self.deleting).iternext(values=False)]
         return topics, deleting
 
+    # -- group offsets ----------------------------------------------------------
+
+    def committed(self, group: str) -> dict[tuple[int, int], int]:
+        prefix = keys.group_prefix(group)
+        out: dict[tuple[int, int], int] = {}
+        with self.reading(), self.env.begin(db=self.offsets) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(prefix):
+                return out
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                out[PARTITION_KEY.unpack_from(key, len(prefix))] = keys.OFFSET_VALUE.unpack(value)[0]
+        return out
+
+    def committed_offset(self, group: str, topic_id: int, partition: int) -> int | None:
+        with self.reading(), self.env.begin(db=self.offsets) as txn:
+            value = txn.get(keys.offset_key(group, topic_id, partition))
+        return None if value is None else int(keys.OFFSET_VALUE.unpack(value)[0])
+
+    def group_names(self) -> list[str]:
+        names: list[str] = []
+        with self.reading(), self.env.begin(db=self.offsets) as txn:
+            cursor = txn.cursor()
+            found = cursor.first()
+            while found:
+                name = bytes(cursor.key()).split(b"\x00", 1)[0]
+                names.append(name.decode())
+                found = cursor.set_range(name + b"\x01")  # past this group's keys
+        return names
+
     # -- read path --------------------------------------------------------------
 
+    def scan(
+        self, topic_id: int, partition: int, start: int, end: int, limit: int = 1 << 62, values: bool = True
+    ) -> Iterator[StoredBatch]:
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        out: list[StoredBatch] = []
+        with self.reading(), self.env.begin(db=self.log, buffers=True) as txn:
+            cursor = txn.cursor()
+            found = _seek(cursor, prefix, start)
+            while found and len(out) < limit:
+                base = LOG_KEY.unpack(cursor.key())[2]
+                if base >= end:
+                    break
+                value = cursor.value()
+                count, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
+                out.append(StoredBatch(base, count, max_ts, append_ms, bytes(value) if values else b"", len(value)))
+                found = cursor.next() and cursor.key()[:8] == prefix
+        return iter(out)
+
     def read(
-        self,
-        topic_id: int,
-        partition: int,
-        offset: int,
-        high_watermark: int,
-        max_records: int,
-        max_bytes: int,
+        self, topic_id: int, partition: int, offset: int, high_watermark: int, max_records: int, max_bytes: int
     ) -> ReadResult:
         """Batches from `offset` (the first re-sliced to start exactly there), below the high watermark.
 
@@ -238,7 +268,7 @@ class Store:
         next_offset = offset
         total_bytes = 0
         total_records = 0
-        with self.env.begin(db=self.log, buffers=True) as txn:
+        with self.reading(), self.env.begin(db=self.log, buffers=True) as txn:
             cursor = txn.cursor()
             if not _seek(cursor, prefix, offset):
                 return ReadResult(wire_batches, next_offset)
@@ -280,7 +310,7 @@ class Store:
         and parses only the batch that holds the answer.
         """
         prefix = PARTITION_KEY.pack(topic_id, partition)
-        with self.env.begin(db=self.log, buffers=True) as txn:
+        with self.reading(), self.env.begin(db=self.log, buffers=True) as txn:
             if self.time_index_complete:
                 indexed = time_index.scan_start(txn, self.timeindex, topic_id, partition, timestamp_ms, start)
                 if indexed is None:
@@ -325,3 +355,222 @@ def _covers(cursor: Any, offset: int) -> bool:
     base = LOG_KEY.unpack(cursor.key())[2]
     count: int = VALUE_HEADER.unpack_from(cursor.value())[0]
     return bool(base + count > offset)
+
+
+class LmdbWrite:
+    """A LogWrite over an LMDB write transaction (or a child of one)."""
+
+    __slots__ = ("_store", "_txn")
+
+    def __init__(self, store: LmdbStore, txn: Any) -> None:
+        self._store = store
+        self._txn = txn
+
+    @contextlib.contextmanager
+    def nested(self) -> Iterator[LogWrite]:
+        child = self._store.env.begin(write=True, parent=self._txn)
+        try:
+            yield LmdbWrite(self._store, child)
+        except lmdb.MapFullError:
+            child.abort()
+            raise StorageFull("the LMDB map is full", disk=False) from None
+        except lmdb.DiskError as err:
+            child.abort()
+            raise StorageFull(f"the disk is full: {err}", disk=True, free_bytes=self._store.free_disk_bytes()) from None
+        except BaseException:
+            child.abort()
+            raise
+        child.commit()
+
+    # -- topics and ids --
+
+    def topic(self, name: str) -> TopicRecord | None:
+        value = self._txn.get(name.encode(), db=self._store.topics)
+        return None if value is None else keys.decode_topic(name.encode(), value)
+
+    def create_topic(self, record: TopicRecord) -> None:
+        txn, store = self._txn, self._store
+        txn.put(record.name.encode(), keys.encode_topic(record), db=store.topics)
+        empty = keys.encode_stats(PartitionStats())
+        for p in range(record.partitions):
+            txn.put(PARTITION_KEY.pack(record.id, p), empty, db=store.stats)
+
+    def put_topic(self, record: TopicRecord) -> None:
+        self._txn.put(record.name.encode(), keys.encode_topic(record), db=self._store.topics)
+
+    def delete_topic(self, record: TopicRecord) -> None:
+        txn, store = self._txn, self._store
+        txn.delete(record.name.encode(), db=store.topics)
+        for p in range(record.partitions):
+            txn.delete(PARTITION_KEY.pack(record.id, p), db=store.stats)
+        txn.put(TOPIC_ID.pack(record.id), b"", db=store.deleting)
+
+    def purge_topic(self, topic_id: int, limit: int) -> bool:
+        txn, store = self._txn, self._store
+        prefix = TOPIC_ID.pack(topic_id)
+        removed = 0
+        for db in (store.log, store.producers, store.timeindex):
+            cursor = txn.cursor(db=db)
+            if not cursor.set_range(prefix):
+                continue
+            while removed < limit and cursor.key()[:4] == prefix:
+                removed += 1
+                if not cursor.delete():
+                    break
+            if removed >= limit:
+                return False
+        # Group offsets are keyed by group first: find this topic's by scanning (the table is small).
+        cursor = txn.cursor(db=store.offsets)
+        found = cursor.first()
+        while found:
+            found = cursor.delete() if bytes(cursor.key()[-8:-4]) == prefix else cursor.next()
+        txn.delete(prefix, db=store.deleting)
+        return True
+
+    def next_id(self, counter: str) -> int:
+        name = keys.COUNTERS[counter]
+        value = self._txn.get(name, db=self._store.meta)
+        current = keys.COUNTER.unpack(value)[0] if value else 1
+        self._txn.put(name, keys.COUNTER.pack(current + 1), db=self._store.meta)
+        return int(current)
+
+    # -- partitions --
+
+    def stats(self, topic_id: int, partition: int) -> PartitionStats | None:
+        raw = self._txn.get(PARTITION_KEY.pack(topic_id, partition), db=self._store.stats)
+        return None if raw is None else keys.decode_stats(raw)
+
+    def _put_stats(self, topic_id: int, partition: int, stats: PartitionStats) -> None:
+        self._txn.put(PARTITION_KEY.pack(topic_id, partition), keys.encode_stats(stats), db=self._store.stats)
+
+    def append(self, topic_id: int, partition: int, batch: StoredBatch, stats: PartitionStats) -> None:
+        txn, store = self._txn, self._store
+        txn.put(LOG_KEY.pack(topic_id, partition, batch.base_offset), batch.value, db=store.log)
+        time_index.note_batch(txn, store.timeindex, topic_id, partition, batch.max_timestamp_ms, batch.base_offset)
+        self._put_stats(topic_id, partition, stats)
+
+    def trim_head(self, topic_id: int, partition: int, new_start: int) -> PartitionStats | None:
+        txn, store = self._txn, self._store
+        stats = self.stats(topic_id, partition)
+        if stats is None or new_start <= stats.log_start_offset:
+            return stats
+        new_start = min(new_start, stats.next_offset)
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        cursor = txn.cursor(db=store.log)
+        removed = 0
+        found = cursor.set_range(prefix)
+        while found and cursor.key()[:8] == prefix:
+            base = LOG_KEY.unpack(cursor.key())[2]
+            count = VALUE_HEADER.unpack_from(cursor.value())[0]
+            if base + count > new_start:
+                break  # only whole batches go
+            removed += len(cursor.value())
+            found = cursor.delete()
+        time_index.trim(txn, store.timeindex, topic_id, partition, new_start)
+        trimmed = PartitionStats(stats.next_offset, new_start, max(0, stats.size_bytes - removed))
+        self._put_stats(topic_id, partition, trimmed)
+        return trimmed
+
+    def truncate(self, topic_id: int, partition: int, offset: int) -> PartitionStats | None:
+        txn, store = self._txn, self._store
+        stats = self.stats(topic_id, partition)
+        if stats is None or offset >= stats.next_offset:
+            return stats
+        offset = max(offset, stats.log_start_offset)
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        cursor = txn.cursor(db=store.log)
+        size = stats.size_bytes
+        found = _seek(cursor, prefix, offset)
+        while found:
+            base = LOG_KEY.unpack(cursor.key())[2]
+            value = bytes(cursor.value())
+            append_ms = VALUE_HEADER.unpack_from(value)[2]
+            size -= len(value)
+            if base < offset:  # the batch across the cut keeps its records below it
+                kept = _sliced(value, base, offset - base, append_ms)
+                cursor.put(bytes(cursor.key()), kept)
+                size += len(kept)
+                found = cursor.next() and cursor.key()[:8] == prefix
+            else:
+                found = cursor.delete() and cursor.key()[:8] == prefix
+        time_index.truncate(txn, store.timeindex, topic_id, partition, offset)
+        cut = PartitionStats(offset, stats.log_start_offset, max(0, size))
+        self._put_stats(topic_id, partition, cut)
+        return cut
+
+    def replace_batch(
+        self, topic_id: int, partition: int, base_offset: int, count: int, batches: list[StoredBatch]
+    ) -> int | None:
+        txn, store = self._txn, self._store
+        key = LOG_KEY.pack(topic_id, partition, base_offset)
+        old = txn.get(key, db=store.log)
+        if old is None or VALUE_HEADER.unpack_from(old)[0] != count:
+            return None
+        txn.delete(key, db=store.log)
+        delta = -len(old)
+        for batch in batches:
+            txn.put(LOG_KEY.pack(topic_id, partition, batch.base_offset), batch.value, db=store.log)
+            delta += len(batch.value)
+        return delta
+
+    def set_size(self, topic_id: int, partition: int, size_bytes: int) -> PartitionStats | None:
+        stats = self.stats(topic_id, partition)
+        if stats is None:
+            return None
+        resized = PartitionStats(stats.next_offset, stats.log_start_offset, size_bytes)
+        self._put_stats(topic_id, partition, resized)
+        return resized
+
+    def producer_batches(self, topic_id: int, partition: int, producer_id: int) -> list[ProducerBatch]:
+        value = self._txn.get(keys.PRODUCER_KEY.pack(topic_id, partition, producer_id), db=self._store.producers)
+        return [] if value is None else keys.decode_producer(bytes(value))
+
+    def put_producer_batches(
+        self, topic_id: int, partition: int, producer_id: int, batches: list[ProducerBatch], now_ms: int
+    ) -> None:
+        key = keys.PRODUCER_KEY.pack(topic_id, partition, producer_id)
+        self._txn.put(key, keys.encode_producer(batches, now_ms), db=self._store.producers)
+
+    # -- group offsets --
+
+    def committed_offset(self, group: str, topic_id: int, partition: int) -> int | None:
+        value = self._txn.get(keys.offset_key(group, topic_id, partition), db=self._store.offsets)
+        return None if value is None else int(keys.OFFSET_VALUE.unpack(value)[0])
+
+    def commit_offset(self, group: str, topic_id: int, partition: int, offset: int, now_ms: int) -> None:
+        key = keys.offset_key(group, topic_id, partition)
+        self._txn.put(key, keys.OFFSET_VALUE.pack(offset, now_ms), db=self._store.offsets)
+
+    def delete_group(self, group: str) -> bool:
+        prefix = keys.group_prefix(group)
+        cursor = self._txn.cursor(db=self._store.offsets)
+        found = False
+        if cursor.set_range(prefix):
+            while cursor.key()[: len(prefix)] == prefix:
+                found = True
+                if not cursor.delete():
+                    break
+        return found
+
+    # -- ACL rules --
+
+    def add_acl(self, rule: str) -> bool:
+        key = rule.encode()
+        if self._txn.get(key, db=self._store.acls) is not None:
+            return False
+        self._txn.put(key, b"", db=self._store.acls)
+        return True
+
+    def remove_acl(self, rule: str) -> bool:
+        return bool(self._txn.delete(rule.encode(), db=self._store.acls))
+
+    def acls(self) -> list[str]:
+        return [bytes(key).decode() for key in self._txn.cursor(db=self._store.acls).iternext(values=False)]
+
+
+def _sliced(value: bytes, base: int, keep: int, append_ms: int) -> bytes:
+    """A stored batch cut to its first `keep` records (its header's max timestamp recomputed)."""
+    records = RecordBatch.FromString(value[HEADER_SIZE:]).records[:keep]
+    encoded = RecordBatch(records=records).SerializeToString()
+    max_ts = max(r.timestamp_ms or append_ms for r in records)
+    return build_stored(encoded, keep, base, append_ms, max_ts, records_crc(encoded))

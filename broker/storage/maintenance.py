@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, records_crc
-from tidelog.broker.storage.lmdb_store import LOG_KEY, PARTITION_KEY, PartitionStats, Store, TopicRecord
+from tidelog.broker.storage import keys
+from tidelog.broker.storage.interface import TopicRecord
+from tidelog.broker.storage.keys import LOG_KEY, PARTITION_KEY
+from tidelog.broker.storage.lmdb_store import LmdbStore
 from tidelog.v1.records_pb2 import RecordBatch
 
 
@@ -24,18 +27,18 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
 
 
-def open_existing(data_dir: Path) -> Store:
+def open_existing(data_dir: Path) -> LmdbStore:
     if not (data_dir / "data.mdb").exists():
         raise FileNotFoundError(f"{data_dir} holds no Tidelog data (no data.mdb): check --data-dir")
-    return Store(data_dir, sync=True, map_size=64 << 30)
+    return LmdbStore(data_dir, sync=True, map_size=64 << 30)
 
 
-def verify(store: Store) -> VerifyReport:
+def verify(store: LmdbStore) -> VerifyReport:
     """Every batch's CRC32C, record count and offsets, and every partition's stats against its log."""
     report = VerifyReport()
     with store.env.begin(buffers=True) as txn:
         for name, value in txn.cursor(db=store.topics):
-            topic = TopicRecord.decode(bytes(name), bytes(value))
+            topic = keys.decode_topic(bytes(name), bytes(value))
             report.topics += 1
             for partition in range(topic.partitions):
                 report.partitions += 1
@@ -43,13 +46,13 @@ def verify(store: Store) -> VerifyReport:
     return report
 
 
-def _verify_partition(store: Store, txn: object, topic: TopicRecord, partition: int, report: VerifyReport) -> None:
+def _verify_partition(store: LmdbStore, txn: object, topic: TopicRecord, partition: int, report: VerifyReport) -> None:
     where = f"{topic.name}/{partition}"
     raw = txn.get(PARTITION_KEY.pack(topic.id, partition), db=store.stats)  # type: ignore[attr-defined]
     if raw is None:
         report.problems.append(f"{where}: no stats record")
         return
-    stats = PartitionStats.decode(bytes(raw))
+    stats = keys.decode_stats(bytes(raw))
     prefix = PARTITION_KEY.pack(topic.id, partition)
     cursor = txn.cursor(db=store.log)  # type: ignore[attr-defined]
     expected = None  # the base offset the next batch must have
@@ -102,7 +105,7 @@ def _check_batch(wire: bytes, base: int, count: int, max_ts: int, append_ms: int
     return ""
 
 
-def backup(store: Store, destination: Path) -> int:
+def backup(store: LmdbStore, destination: Path) -> int:
     """A compacted, consistent copy of the whole environment in `destination` (new or empty); its bytes."""
     destination.mkdir(parents=True, exist_ok=True)
     if any(destination.iterdir()):

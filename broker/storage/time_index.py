@@ -10,12 +10,10 @@ transaction as the batch.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
-TIME_KEY = struct.Struct(">IIq")  # timestamps are >= 0, so signed big-endian sorts like the numbers
-PARTITION_PREFIX = struct.Struct(">II")  # as the log's keys: topic_id, partition
-OFFSET = struct.Struct(">Q")
+from tidelog.broker.storage.keys import OFFSET, TIME_KEY
+from tidelog.broker.storage.keys import PARTITION_KEY as PARTITION_PREFIX
 
 
 def note_batch(txn: Any, db: Any, topic_id: int, partition: int, max_timestamp_ms: int, base: int) -> None:
@@ -52,3 +50,12 @@ def trim(txn: Any, db: Any, topic_id: int, partition: int, new_start: int) -> No
         found = cursor.delete()
     if last_dropped is not None:
         txn.put(last_dropped, OFFSET.pack(new_start), db=db)
+
+
+def truncate(txn: Any, db: Any, topic_id: int, partition: int, offset: int) -> None:
+    """Drop the entries of batches at or after `offset` (the log's tail was cut there)."""
+    prefix = PARTITION_PREFIX.pack(topic_id, partition)
+    cursor = txn.cursor(db=db)
+    found = cursor.set_range(prefix)
+    while found and cursor.key()[:8] == prefix:
+        found = cursor.delete() if OFFSET.unpack(cursor.value())[0] >= offset else cursor.next()

@@ -1,6 +1,6 @@
 """The writer: group-commits every pending write op in one transaction, in submission order.
 
-LMDB allows one write transaction at a time. Rather than have request handlers
+A store allows one write transaction at a time (LMDB does). Rather than have request handlers
 contend for it, handlers submit ops and await a future; the writer takes every op
 submitted so far into one transaction and one fsync, then resolves their futures.
 Under load the groups grow on their own, so fsync cost is shared.
@@ -18,17 +18,14 @@ import asyncio
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
-import lmdb
 import structlog
 
 from tidelog.broker.errors import BrokerError
-from tidelog.broker.log.topics import TopicRegistry
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.storage.disk_reserve import DiskReserve
-from tidelog.broker.storage.lmdb_store import Store
-from tidelog.broker.storage.ops import WriteOp
+from tidelog.broker.storage.interface import LogStore, LogWrite, StorageError, StorageFull
 from tidelog.common.reasons import Reason
 
 log = structlog.get_logger("tidelog.writer")
@@ -41,22 +38,31 @@ INLINE_COMMIT_MAX_BYTES = 64 << 10
 
 # How often a short disk reserve is topped up again (after commits, so only while writes come in).
 RESERVE_CHECK_S = 5.0
-# A commit that fails while the disk has less than this (plus the group's size) free is a full disk.
-DISK_FULL_BELOW_BYTES = 16 << 20
+
+
+class WriteOp(Protocol):
+    """What the writer applies: `apply` on the writer's thread (or the loop) inside a nested transaction
+    of the group commit (raising leaves nothing of the op behind); `publish` on the event loop once the
+    group commit is durable, with apply's result, to update what lives in memory and wake readers.
+    An op with a true `frees_space` attribute (deletes, retention) may use the store's reserves."""
+
+    @property
+    def write_bytes(self) -> int:
+        """About how much apply() writes: the writer commits small groups on the event loop itself."""
+        ...
+
+    def apply(self, txn: LogWrite, now_ms: int) -> Any: ...
+
+    def publish(self, result: Any) -> None: ...
+
 
 _Group = list[tuple[WriteOp, "asyncio.Future[Any]"]]
-
-
-def _group_bytes(batch: _Group) -> int:
-    """What the group's records take (ops that only delete say 1 GiB to stay off the loop: not counted)."""
-    return sum(op.write_bytes for op, _ in batch if op.write_bytes < 1 << 30)
 
 
 class Writer:
     def __init__(
         self,
-        store: Store,
-        registry: TopicRegistry,
+        store: LogStore,
         loop: asyncio.AbstractEventLoop,
         fsync_interval_s: float | None,
         metrics: Metrics | None = None,
@@ -66,7 +72,6 @@ class Writer:
         self._disk_reserve = disk_reserve
         self._next_reserve_check = 0.0
         self._store = store
-        self._registry = registry
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tidelog-writer", daemon=True)
@@ -169,31 +174,28 @@ class Writer:
                     self._metrics.commit_ops.observe(len(batch))
                 self._refill_reserve_now_and_then()
                 return outcomes
-            except lmdb.MapFullError:
-                if self._grow_map(into_reserve=False):
-                    continue
-                return self._commit_when_full(batch)
-            except lmdb.Error as err:
-                # A full disk shows as ENOSPC, or as EIO when a write comes up short: ask the disk.
-                free = self._store.free_disk_bytes()
-                if isinstance(err, lmdb.DiskError) or free < DISK_FULL_BELOW_BYTES + _group_bytes(batch):
-                    log.error("disk_full", data_dir=str(self._store.path), free_bytes=free, error=str(err))
-                    full = BrokerError(
-                        Reason.STORAGE_FULL,
-                        f"the disk holding {self._store.path} is full ({free >> 20} MiB free): free space there, "
-                        "delete topics or lower retention; writes resume once there is room",
-                    )
-                    return self._commit_when_disk_full(batch, full)
-                log.exception("commit_failed", ops=len(batch))
-                return [BrokerError(Reason.INTERNAL, "the broker could not commit this write; see its log")] * len(
-                    batch
+            except StorageFull as err:
+                if not err.disk:
+                    if self._grow(into_reserve=False):
+                        continue
+                    return self._commit_when_full(batch)
+                log.error("disk_full", data_dir=str(self._store.path), free_bytes=err.free_bytes, error=str(err))
+                full = BrokerError(
+                    Reason.STORAGE_FULL,
+                    f"the disk holding {self._store.path} is full ({err.free_bytes >> 20} MiB free): free space "
+                    "there, delete topics or lower retention; writes resume once there is room",
                 )
+                return self._commit_when_disk_full(batch, full)
+            except StorageError:
+                log.exception("commit_failed", ops=len(batch))
+                failed = BrokerError(Reason.INTERNAL, "the broker could not commit this write; see its log")
+                return [failed] * len(batch)
 
     def _commit_when_full(self, batch: _Group) -> list[Any]:
-        log.error("storage_full", map_size=self._store.env.info()["map_size"])
+        log.error("storage_full", limit_bytes=self._store.limit_bytes())
         full = BrokerError(
             Reason.STORAGE_FULL,
-            f"the broker's LMDB map is at its limit ({self._store.max_map_size >> 20} MiB): delete topics, lower "
+            f"the broker's LMDB map is at its limit ({self._store.limit_bytes() >> 20} MiB): delete topics, lower "
             "retention, or restart the broker with a larger --map-size-gb; writes resume once pages are free",
         )
         freeing = [(i, item) for i, item in enumerate(batch) if getattr(item[0], "frees_space", False)]
@@ -205,10 +207,10 @@ class Writer:
                     results = self._commit_once(group)
                     self._store.release_freed_pages()
                     break
-                except lmdb.MapFullError:
-                    if not self._grow_map(into_reserve=True):
+                except StorageFull as err:
+                    if err.disk or not self._grow(into_reserve=True):
                         return outcomes
-                except lmdb.Error:
+                except StorageError:
                     log.exception("commit_failed", ops=len(group))
                     return outcomes
             for (i, _), result in zip(freeing, results, strict=True):
@@ -234,7 +236,7 @@ class Writer:
         try:
             results = self._commit_once([item for _, item in freeing])
             self._store.release_freed_pages()
-        except lmdb.Error as err:
+        except (StorageFull, StorageError) as err:
             log.error("commit_failed_on_full_disk", ops=len(freeing), error=str(err))
             return outcomes
         finally:
@@ -244,37 +246,32 @@ class Writer:
         return outcomes
 
     def _commit_once(self, batch: _Group) -> list[Any]:
-        env = self._store.env
         now_ms = int(time.time() * 1000)
         outcomes: list[Any] = []
-        with env.begin(write=True) as txn:
+        with self._store.write() as txn:
             for op, _ in batch:
-                child = env.begin(write=True, parent=txn)
                 try:
-                    outcomes.append(op.apply(self._store, child, now_ms))
-                    child.commit()
+                    with txn.nested() as child:
+                        outcomes.append(op.apply(child, now_ms))
                 except BrokerError as err:
-                    child.abort()
                     outcomes.append(err)
-                except (lmdb.MapFullError, lmdb.DiskError):
-                    child.abort()
+                except (StorageFull, StorageError):
                     raise
                 except Exception:
-                    child.abort()
                     log.exception("write_op_failed", op=type(op).__name__)
                     outcomes.append(BrokerError(Reason.INTERNAL, "the broker failed to apply this write; see its log"))
         self.commits += 1
         self.ops_committed += len(batch)
         return outcomes
 
-    def _grow_map(self, into_reserve: bool) -> bool:
-        """Grow the map with no transaction open in this process: on the event loop, where reads run
+    def _grow(self, into_reserve: bool) -> bool:
+        """Grow the store with no transaction open in this process: on the event loop, where reads run
         in short synchronous transactions, while this thread (the only writer) has none open."""
         if threading.get_ident() == self._loop_thread:
-            return self._store.grow_map(into_reserve)
+            return self._store.grow(into_reserve)
 
         async def grow() -> bool:
-            return self._store.grow_map(into_reserve)
+            return self._store.grow(into_reserve)
 
         try:
             return asyncio.run_coroutine_threadsafe(grow(), self._loop).result()
@@ -292,7 +289,7 @@ class Writer:
                     future.set_exception(outcome)
                 continue
             try:
-                op.publish(self._registry, outcome)
+                op.publish(outcome)
             except Exception:
                 # The write is durable; a failure to wake readers must not strand the other futures.
                 log.exception("publish_failed", op=type(op).__name__)

@@ -1,4 +1,5 @@
-"""The writer's group commit: small groups on the event loop, large ones on its thread, always in order."""
+"""The writer's group commit: small groups on the event loop, large ones on its thread, always in order;
+group offsets through it, on either store."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tidelog.broker.groups.offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, ResetOffsetsOp
+from tidelog.broker.log.ops import CreateTopicOp, ProduceOp, PurgeTopicOp
 from tidelog.broker.log.produce import prepare_produce
 from tidelog.broker.log.topics import TopicRegistry
-from tidelog.broker.storage.lmdb_store import Store
-from tidelog.broker.storage.ops import CreateTopicOp, ProduceOp
+from tidelog.broker.storage.interface import LogStore
+from tidelog.broker.storage.lmdb_store import LmdbStore
 from tidelog.broker.storage.writer import INLINE_COMMIT_MAX_BYTES, Writer
 from tidelog.v1 import broker_pb2, records_pb2
 
@@ -22,9 +25,9 @@ def produce_op(registry: TopicRegistry, value_bytes: int) -> ProduceOp:
 
 def test_groups_commit_in_submission_order_wherever_they_commit(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[int], set[str]]:
-        store = Store(tmp_path / "data", sync=True, map_size=1 << 28)
+        store = LmdbStore(tmp_path / "data", sync=True, map_size=1 << 28)
         registry = TopicRegistry()
-        writer = Writer(store, registry, asyncio.get_running_loop(), None)
+        writer = Writer(store, asyncio.get_running_loop(), None)
         committed_on: set[str] = set()
         commit = writer._commit
 
@@ -34,7 +37,7 @@ def test_groups_commit_in_submission_order_wherever_they_commit(tmp_path: Path) 
 
         writer._commit = recording_commit  # type: ignore[method-assign]
         writer.start()
-        await writer.submit(CreateTopicOp("t", 1, {}))
+        await writer.submit(CreateTopicOp(registry, "t", 1, {}))
         large = writer.submit(produce_op(registry, INLINE_COMMIT_MAX_BYTES + 1))
         await asyncio.sleep(0)  # the large group is now with the thread; the small ones queue behind it
         small = [writer.submit(produce_op(registry, 10)) for _ in range(3)]
@@ -47,3 +50,22 @@ def test_groups_commit_in_submission_order_wherever_they_commit(tmp_path: Path) 
     offsets, committed_on = asyncio.run(scenario())
     assert offsets == [0, 1, 2, 3, 4]
     assert committed_on == {"MainThread", "tidelog-writer"}
+
+
+def test_group_offsets_through_the_writer(store: LogStore) -> None:
+    async def scenario() -> None:
+        writer = Writer(store, asyncio.get_running_loop(), None)
+        writer.start()
+        assert await writer.submit(CommitOffsetsOp("g1", [(7, 0, 10), (7, 1, 5)])) == [10, 5]
+        assert await writer.submit(CommitOffsetsOp("g1", [(7, 0, 4)])) == [10]  # never back by a commit
+        await writer.submit(CommitOffsetsOp("g2", [(8, 3, 2)]))
+        await writer.submit(ResetOffsetsOp("g1", [(7, 0, 0)]))  # a reset moves back
+        assert store.committed("g1") == {(7, 0): 0, (7, 1): 5}
+        assert await writer.submit(DeleteGroupOffsetsOp("g1")) is True
+        assert await writer.submit(DeleteGroupOffsetsOp("g1")) is False
+        await writer.submit(CommitOffsetsOp("g3", [(7, 3, 3)]))
+        assert await writer.submit(PurgeTopicOp(7)) is True  # a purged topic takes its offsets along
+        assert store.group_names() == ["g2"]
+        await writer.stop()
+
+    asyncio.run(scenario())

@@ -1,0 +1,207 @@
+"""The log's write operations (storage.writer.WriteOp): produce, topics, producer ids, ACL rules.
+
+Each `apply` checks everything before it writes, through the store's LogWrite (no key layout here);
+`publish` runs on the event loop once the group commit is durable and updates the in-memory topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tidelog.broker.batches import build_stored
+from tidelog.broker.errors import BrokerError, topic_not_found
+from tidelog.broker.log.topics import TopicRegistry, TopicState
+from tidelog.broker.storage.interface import LogWrite, PartitionStats, ProducerBatch, StoredBatch, TopicRecord
+from tidelog.common.reasons import Reason
+from tidelog.v1.broker_pb2 import PartitionResult
+
+
+def _require_topic(txn: LogWrite, name: str, topic_id: int | None = None) -> TopicRecord:
+    topic = txn.topic(name)
+    if topic is None or (topic_id is not None and topic.id != topic_id):
+        raise topic_not_found(name)  # (or deleted and created again since the request was checked)
+    return topic
+
+
+@dataclass(frozen=True)
+class PartitionAppend:
+    partition: int
+    records: bytes  # the encoded `records` entries
+    count: int
+    max_timestamp_ms: int  # over records with a timestamp; -1 if none has one
+    has_unstamped: bool  # some record has timestamp 0 (= append time)
+    crc: int
+
+
+@dataclass
+class ProduceOp:
+    topic: TopicState
+    appends: list[PartitionAppend]
+    producer_id: int | None = None
+    sequence: int | None = None
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(len(part.records) for part in self.appends)
+
+    def apply(self, txn: LogWrite, now_ms: int) -> list[tuple[PartitionResult, int, int]]:
+        topic_id = self.topic.id
+        _require_topic(txn, self.topic.name, topic_id)
+        out: list[tuple[PartitionResult, int, int]] = []
+        for part in self.appends:
+            stats = txn.stats(topic_id, part.partition) or PartitionStats()
+            history: list[ProducerBatch] = []
+            if self.producer_id is not None:
+                history = txn.producer_batches(topic_id, part.partition, self.producer_id)
+                duplicate = self._check_sequence(history, part)
+                if duplicate is not None:
+                    out.append((duplicate, stats.next_offset, stats.size_bytes))
+                    continue
+            base = stats.next_offset
+            if self.topic.log_append_time or part.has_unstamped:
+                max_ts = max(part.max_timestamp_ms, now_ms)
+            else:
+                max_ts = part.max_timestamp_ms
+            value = build_stored(part.records, part.count, base, now_ms, max_ts, part.crc)
+            new_stats = PartitionStats(base + part.count, stats.log_start_offset, stats.size_bytes + len(value))
+            txn.append(topic_id, part.partition, StoredBatch(base, part.count, max_ts, now_ms, value), new_stats)
+            if self.producer_id is not None and self.sequence is not None:
+                history.append(ProducerBatch(self.sequence, part.count, base, now_ms))
+                txn.put_producer_batches(topic_id, part.partition, self.producer_id, history, now_ms)
+            result = PartitionResult(
+                partition=part.partition, base_offset=base, record_count=part.count, log_append_time_ms=now_ms
+            )
+            out.append((result, new_stats.next_offset, new_stats.size_bytes))
+        return out
+
+    def _check_sequence(self, history: list[ProducerBatch], part: PartitionAppend) -> PartitionResult | None:
+        """The original result of a retried batch, None for the next batch in order, else an error."""
+        for batch in history:
+            if batch.first_sequence == self.sequence and batch.count == part.count:
+                return PartitionResult(
+                    partition=part.partition,
+                    base_offset=batch.base_offset,
+                    record_count=batch.count,
+                    log_append_time_ms=batch.append_time_ms,
+                )
+        # A producer the partition has no state for starts at 0: a later batch arriving first (its
+        # predecessor refused) must not be written, or the producer, which resends both in order,
+        # would see them out of order.
+        expected = history[-1].first_sequence + history[-1].count if history else 0
+        if self.sequence != expected:
+            raise BrokerError(
+                Reason.OUT_OF_ORDER_SEQUENCE,
+                f"producer {self.producer_id} sent sequence {self.sequence} to {self.topic.name}/"
+                f"{part.partition}, expected {expected}",
+                expected_sequence=expected,
+            )
+        return None
+
+    def publish(self, result: list[tuple[PartitionResult, int, int]]) -> None:
+        if self.topic.deleted:
+            return
+        for part_result, high_watermark, size_bytes in result:
+            partition = self.topic.partitions[part_result.partition]
+            if high_watermark > partition.high_watermark:
+                partition.advance(high_watermark, size_bytes)
+
+
+@dataclass
+class InitProducerOp:
+    write_bytes = 0
+
+    def apply(self, txn: LogWrite, now_ms: int) -> int:
+        return txn.next_id("producer")
+
+    def publish(self, result: int) -> None:
+        pass
+
+
+@dataclass
+class CreateTopicOp:
+    registry: TopicRegistry
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+    @property
+    def write_bytes(self) -> int:
+        return self.partitions * 64
+
+    def apply(self, txn: LogWrite, now_ms: int) -> TopicRecord:
+        if txn.topic(self.name) is not None:
+            raise BrokerError(Reason.TOPIC_EXISTS, f"topic {self.name!r} already exists", topic=self.name)
+        topic = TopicRecord(txn.next_id("topic"), self.name, self.partitions, self.configs)
+        txn.create_topic(topic)
+        return topic
+
+    def publish(self, result: TopicRecord) -> None:
+        registry = self.registry
+        registry.add(TopicState(result, [PartitionStats()] * result.partitions, registry.broker_defaults))
+
+
+@dataclass
+class DeleteTopicOp:
+    registry: TopicRegistry
+    name: str
+    write_bytes = 0
+    frees_space = True
+
+    def apply(self, txn: LogWrite, now_ms: int) -> TopicRecord:
+        topic = _require_topic(txn, self.name)
+        txn.delete_topic(topic)
+        return topic
+
+    def publish(self, result: TopicRecord) -> None:
+        self.registry.remove(self.name)
+
+
+@dataclass
+class AlterTopicConfigsOp:
+    registry: TopicRegistry
+    name: str
+    configs: dict[str, str]
+    write_bytes = 0
+    frees_space = True  # lowering retention is how space is freed: it must commit on a full disk
+
+    def apply(self, txn: LogWrite, now_ms: int) -> TopicRecord:
+        topic = _require_topic(txn, self.name)
+        altered = TopicRecord(topic.id, topic.name, topic.partitions, {**topic.configs, **self.configs})
+        txn.put_topic(altered)
+        return altered
+
+    def publish(self, result: TopicRecord) -> None:
+        self.registry.get(self.name).set_configs(result.configs)
+
+
+@dataclass
+class PurgeTopicOp:
+    """Deletes up to `limit` entries of a deleted topic; many small ops keep the writer responsive."""
+
+    topic_id: int
+    limit: int = 2000
+    write_bytes = 1 << 30  # deleting thousands of keys: never on the event loop
+    frees_space = True  # may use the map's and the disk's reserve when they are full
+
+    def apply(self, txn: LogWrite, now_ms: int) -> bool:
+        return txn.purge_topic(self.topic_id, self.limit)
+
+    def publish(self, result: bool) -> None:
+        pass
+
+
+@dataclass
+class AclsOp:
+    """Adds (or removes) ACL rules kept in the store; the result is how many changed and every stored rule."""
+
+    rules: list[str]  # canonical texts
+    remove: bool = False
+    write_bytes = 0
+
+    def apply(self, txn: LogWrite, now_ms: int) -> tuple[int, list[str]]:
+        change = txn.remove_acl if self.remove else txn.add_acl
+        changed = sum(change(rule) for rule in self.rules)
+        return changed, txn.acls()
+
+    def publish(self, result: tuple[int, list[str]]) -> None:
+        pass

@@ -1,0 +1,40 @@
+"""The log as the API layer sees it: the topics in memory, writes through the writer (one group commit
+for everything pending), reads straight from the store. The API never touches storage itself."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
+from tidelog.broker.storage.interface import LogStore, ReadResult
+from tidelog.broker.storage.writer import WriteOp, Writer
+
+
+class Log:
+    def __init__(self, registry: TopicRegistry, store: LogStore, writer: Writer) -> None:
+        self.registry = registry
+        self._store = store
+        self._writer = writer
+
+    def submit(self, op: WriteOp) -> asyncio.Future[Any]:
+        """Queue a write op (log.ops, groups.offsets); the future resolves once it is durable."""
+        return self._writer.submit(op)
+
+    def read(
+        self, topic: TopicState, partition: PartitionState, offset: int, max_records: int, max_bytes: int
+    ) -> ReadResult:
+        """Batches from `offset` below the partition's high watermark (at least one record, if any)."""
+        return self._store.read(topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes)
+
+    def offset_for_time(self, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
+        """The first (offset, timestamp) at or after `timestamp_ms`; (high watermark, -1) when none is."""
+        found = self._store.offset_for_timestamp(
+            topic.id,
+            partition.partition,
+            partition.log_start_offset,
+            partition.high_watermark,
+            timestamp_ms,
+            topic.log_append_time,
+        )
+        return found if found is not None else (partition.high_watermark, -1)

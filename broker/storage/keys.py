@@ -1,0 +1,78 @@
+"""Every LMDB key and value layout, in one place. Keys are fixed-width big-endian, so LMDB's byte order
+is log order; a numeric topic id (not the name) makes delete-then-recreate safe.
+
+Named databases:
+  meta       format version, LMDB's data format, the time-index mark, id counters, freed_at_ns
+  topics     topic name (UTF-8) -> JSON {id, partitions, configs}
+  log        LOG_KEY (topic_id u32, partition u32, base_offset u64) -> stored batch (broker.batches)
+  stats      PARTITION_KEY (topic_id, partition) -> STATS (next_offset, log_start_offset, size_bytes),
+             written with the batches, so start-up never scans the log
+  producers  PRODUCER_KEY (topic_id, partition, producer_id u64) -> PRODUCER_HEAD (last_seen_ms) and up
+             to 5 PRODUCER_ENTRY (first_sequence, record_count, base_offset, append_time_ms)
+  deleting   TOPIC_ID (topic_id) -> b"" for deleted topics whose data is still being purged
+  offsets    group (UTF-8, no NUL) 0x00 PARTITION_KEY -> OFFSET_VALUE (offset i64, commit time ms i64)
+  timeindex  TIME_KEY (topic_id, partition, timestamp i64) -> OFFSET (base offset u64), whenever a batch
+             raises the partition's largest timestamp (storage.time_index)
+  acls       an ACL rule added by CreateAcls (its text) -> b""
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from tidelog.broker.storage.interface import PartitionStats, ProducerBatch, TopicRecord
+
+LOG_KEY = struct.Struct(">IIQ")
+PARTITION_KEY = struct.Struct(">II")
+TOPIC_ID = struct.Struct(">I")
+COUNTER = struct.Struct(">Q")
+STATS = struct.Struct(">QQQ")
+PRODUCER_KEY = struct.Struct(">IIQ")
+PRODUCER_HEAD = struct.Struct(">q")
+PRODUCER_ENTRY = struct.Struct(">qIqq")
+PRODUCER_BATCHES_KEPT = 5
+OFFSET_VALUE = struct.Struct(">qq")
+TIME_KEY = struct.Struct(">IIq")  # timestamps are >= 0, so signed big-endian sorts like the numbers
+OFFSET = struct.Struct(">Q")
+COUNTERS = {"topic": b"next_topic_id", "producer": b"next_producer_id"}
+
+
+def encode_topic(record: TopicRecord) -> bytes:
+    return json.dumps({"id": record.id, "partitions": record.partitions, "configs": record.configs}).encode()
+
+
+def decode_topic(name: bytes, value: bytes) -> TopicRecord:
+    doc = json.loads(value)
+    return TopicRecord(doc["id"], bytes(name).decode(), doc["partitions"], doc["configs"])
+
+
+def encode_stats(stats: PartitionStats) -> bytes:
+    return STATS.pack(stats.next_offset, stats.log_start_offset, stats.size_bytes)
+
+
+def decode_stats(value: bytes) -> PartitionStats:
+    return PartitionStats(*STATS.unpack(value))
+
+
+def group_prefix(group: str) -> bytes:
+    return group.encode() + b"\x00"
+
+
+def offset_key(group: str, topic_id: int, partition: int) -> bytes:
+    return group_prefix(group) + PARTITION_KEY.pack(topic_id, partition)
+
+
+def encode_producer(batches: list[ProducerBatch], now_ms: int) -> bytes:
+    kept = batches[-PRODUCER_BATCHES_KEPT:]
+    return PRODUCER_HEAD.pack(now_ms) + b"".join(
+        PRODUCER_ENTRY.pack(b.first_sequence, b.count, b.base_offset, b.append_time_ms) for b in kept
+    )
+
+
+def decode_producer(value: bytes) -> list[ProducerBatch]:
+    entries = (len(value) - PRODUCER_HEAD.size) // PRODUCER_ENTRY.size
+    return [
+        ProducerBatch(*PRODUCER_ENTRY.unpack_from(value, PRODUCER_HEAD.size + i * PRODUCER_ENTRY.size))
+        for i in range(entries)
+    ]
