@@ -4,6 +4,8 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
+BUF_STAMP  := scripts/buf/node_modules/.installed
+BUF        := $(CURDIR)/scripts/buf/node_modules/.bin/buf
 
 .PHONY: install run test test-fault lint proto bench bench-deps bench-peers clean FORCE
 
@@ -30,6 +32,10 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+$(BUF_STAMP): scripts/buf/package.json scripts/buf/package-lock.json
+	cd scripts/buf && npm ci --no-audit --no-fund --loglevel=error
+	touch $(BUF_STAMP)
+
 ## run: start the broker on 127.0.0.1:50051 with its data in ./data
 run: install
 	$(BIN)/tidelog serve
@@ -42,11 +48,15 @@ test: install $(NODE_STAMP)
 test-fault: install
 	$(PY) scripts/crash_harness.py --kills 20 --records 1000000 --partitions 4
 
-## lint: ruff and mypy
-lint: install
+## lint: ruff, mypy, and buf (the protos' style, and no breaking change since the previous commit)
+lint: install $(BUF_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd protos && $(BUF) lint
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+		echo "buf breaking --against HEAD~1"; cd protos && $(BUF) breaking --against "../.git#ref=HEAD~1,subdir=protos"; \
+	else echo "buf breaking: no previous commit to compare with (a shallow clone?)"; fi
 
 ## proto: regenerate tidelog.v1 stubs from protos/tidelog/v1/*.proto
 proto: install
@@ -68,4 +78,4 @@ bench-peers: bench-deps
 	$(BIN)/tidelog bench --vs redis,nats $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build tests/node/node_modules scripts/buf/node_modules .pytest_cache .mypy_cache .ruff_cache

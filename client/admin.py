@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import empty_pb2
-
 from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
 from tidelog._loop import LoopThread
 from tidelog.types import (
@@ -57,7 +55,7 @@ class AsyncAdminClient:
 
     async def list_topics(self) -> list[TopicInfo]:
         """Every topic, sorted by name."""
-        response = await call(self._admin.ListTopics(empty_pb2.Empty(), timeout=self._timeout))
+        response = await call(self._admin.ListTopics(admin_pb2.ListTopicsRequest(), timeout=self._timeout))
         return [_topic_info(t) for t in response.topics]
 
     async def describe_topic(self, name: str) -> TopicDescription:
@@ -99,7 +97,7 @@ class AsyncAdminClient:
 
     async def list_groups(self) -> list[GroupSummary]:
         """Groups with live members or committed offsets, sorted by name."""
-        response = await call(self._groups.ListGroups(empty_pb2.Empty(), timeout=self._timeout))
+        response = await call(self._groups.ListGroups(groups_pb2.ListGroupsRequest(), timeout=self._timeout))
         return [GroupSummary(g.name, g.members, g.generation, g.state) for g in response.groups]
 
     async def describe_group(self, name: str) -> GroupDescription:
@@ -165,17 +163,17 @@ class AsyncAdminClient:
 
     async def create_acls(self, rules: list[str]) -> None:
         """Add ACL rules (`allow alice produce topic:orders-*`) beside the broker's ACL file."""
-        request = admin_pb2.AclsRequest(acls=[admin_pb2.Acl(rule=rule) for rule in rules])
+        request = admin_pb2.CreateAclsRequest(acls=[admin_pb2.Acl(rule=rule) for rule in rules])
         await call(self._admin.CreateAcls(request, timeout=self._timeout))
 
     async def delete_acls(self, rules: list[str]) -> int:
         """Remove added ACL rules; how many there were."""
-        request = admin_pb2.AclsRequest(acls=[admin_pb2.Acl(rule=rule) for rule in rules])
+        request = admin_pb2.DeleteAclsRequest(acls=[admin_pb2.Acl(rule=rule) for rule in rules])
         return int((await call(self._admin.DeleteAcls(request, timeout=self._timeout))).deleted)
 
     async def list_acls(self) -> list[tuple[str, str]]:
         """Every rule in force, as (rule, source) with source "file" or "added"."""
-        response = await call(self._admin.ListAcls(empty_pb2.Empty(), timeout=self._timeout))
+        response = await call(self._admin.ListAcls(admin_pb2.ListAclsRequest(), timeout=self._timeout))
         return [(acl.rule, acl.source) for acl in response.acls]
 
     async def close(self) -> None:

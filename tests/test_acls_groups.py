@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2
 
 from tests.errors_util import error_reason, expect_status
 from tests.harness import BrokerProcess, wait_for
@@ -165,14 +164,18 @@ def test_init_producer_needs_produce_on_some_topic(secured: tuple[BrokerProcess,
     broker = secured[0]
     with grpc.insecure_channel(broker.address) as channel:
         data = BrokerStub(channel)
-        assert data.InitProducer(empty_pb2.Empty(), metadata=auth("writer")).producer_id > 0  # by a prefix rule
-        assert data.InitProducer(empty_pb2.Empty(), metadata=auth("ops")).producer_id > 0  # by the cluster
+        assert (
+            data.InitProducer(broker_pb2.InitProducerRequest(), metadata=auth("writer")).producer_id > 0
+        )  # by a prefix rule
+        assert (
+            data.InitProducer(broker_pb2.InitProducerRequest(), metadata=auth("ops")).producer_id > 0
+        )  # by the cluster
         for principal in ("reader", "nobody"):
             err = expect_status(
                 DENIED,
                 "NOT_AUTHORIZED",
                 lambda p=principal: data.InitProducer(  # type: ignore[misc]
-                    empty_pb2.Empty(), metadata=auth(p)
+                    broker_pb2.InitProducerRequest(), metadata=auth(p)
                 ),
             )
             assert "idempotent producer id" in (err.details() or "")  # type: ignore[attr-defined]

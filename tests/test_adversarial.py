@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2
 
 from tests.errors_util import expect_status
 from tests.harness import BrokerProcess
@@ -135,4 +134,4 @@ def test_adversarial_requests_get_exact_statuses_and_nothing_acknowledged_is_los
 
     fetched = data.Fetch(broker_pb2.FetchRequest(topic=topic, partition=1, offset=acknowledged.base_offset))
     assert fetched.batches[0].records[0].value == b"kept"
-    assert topic in [t.name for t in admin.ListTopics(empty_pb2.Empty()).topics]
+    assert topic in [t.name for t in admin.ListTopics(admin_pb2.ListTopicsRequest()).topics]

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2
 
 from tests.errors_util import error_reason, expect_status
 from tests.harness import BrokerProcess, new_topic, wait_for
@@ -236,7 +235,7 @@ def test_reset_and_delete_a_group(broker: BrokerProcess, groups_stub: GroupsStub
     groups_stub.ResetOffsets(groups_pb2.ResetOffsetsRequest(group="g-admin", topic=topic, partitions=[0], offset=1))
     fetched = groups_stub.FetchOffsets(groups_pb2.FetchOffsetsRequest(group="g-admin", topics=[topic]))
     assert [(o.partition, o.offset) for o in fetched.offsets] == [(0, 1), (1, 0)]
-    assert "g-admin" in [g.name for g in groups_stub.ListGroups(empty_pb2.Empty()).groups]
+    assert "g-admin" in [g.name for g in groups_stub.ListGroups(groups_pb2.ListGroupsRequest()).groups]
     expect_status(
         grpc.StatusCode.OUT_OF_RANGE,
         "OFFSET_OUT_OF_RANGE",

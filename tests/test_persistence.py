@@ -6,7 +6,6 @@ import threading
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2
 
 from tests.harness import BrokerProcess, wait_for
 from tidelog.broker.storage.lmdb_store import LMDB_FORMAT, LmdbStore
@@ -41,7 +40,7 @@ def test_records_and_topics_survive_a_restart(own_broker: BrokerProcess) -> None
                     topic="kept", partition=i % 2, records=[records_pb2.Record(value=f"{i}".encode())]
                 )
             )
-        producer_id = stub.InitProducer(empty_pb2.Empty()).producer_id
+        producer_id = stub.InitProducer(broker_pb2.InitProducerRequest()).producer_id
     assert own_broker.stop() == 0
     assert '"event": "stopped"' in own_broker.log()
 
@@ -54,7 +53,7 @@ def test_records_and_topics_survive_a_restart(own_broker: BrokerProcess) -> None
         assert [p.high_watermark for p in described.partitions] == [25, 25]
         assert all(p.size_bytes > 0 for p in described.partitions)
         # Producer ids are never handed out twice, across restarts too.
-        assert BrokerStub(ch).InitProducer(empty_pb2.Empty()).producer_id > producer_id
+        assert BrokerStub(ch).InitProducer(broker_pb2.InitProducerRequest()).producer_id > producer_id
 
 
 def test_every_acknowledged_record_survives_kill_9(own_broker: BrokerProcess) -> None:

@@ -6,7 +6,6 @@ import threading
 import time
 
 import grpc
-from google.protobuf import empty_pb2
 
 from tests.errors_util import error_info, expect_status
 from tidelog.common.reasons import Reason
@@ -147,7 +146,7 @@ def test_record_fields_round_trip(broker_stub: BrokerStub, topic_factory) -> Non
 
 def test_idempotent_retry_is_written_once(broker_stub: BrokerStub, topic_factory) -> None:
     topic = topic_factory()
-    producer_id = broker_stub.InitProducer(empty_pb2.Empty()).producer_id
+    producer_id = broker_stub.InitProducer(broker_pb2.InitProducerRequest()).producer_id
     assert producer_id > 0
 
     def send(sequence: int, *values: bytes) -> broker_pb2.ProduceResponse:

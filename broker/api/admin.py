@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 import structlog
-from google.protobuf import empty_pb2
 
 from tidelog.broker.api.rpc import Context, Rpc
 from tidelog.broker.config import Settings
@@ -46,14 +45,14 @@ class AdminService:
         return {
             "CreateTopic": self._rpc.unary("CreateTopic", admin_pb2.CreateTopicRequest, self.create_topic),
             "DeleteTopic": self._rpc.unary("DeleteTopic", admin_pb2.DeleteTopicRequest, self.delete_topic),
-            "ListTopics": self._rpc.unary("ListTopics", empty_pb2.Empty, self.list_topics),
+            "ListTopics": self._rpc.unary("ListTopics", admin_pb2.ListTopicsRequest, self.list_topics),
             "DescribeTopic": self._rpc.unary("DescribeTopic", admin_pb2.DescribeTopicRequest, self.describe_topic),
             "AlterTopicConfigs": self._rpc.unary(
                 "AlterTopicConfigs", admin_pb2.AlterTopicConfigsRequest, self.alter_configs
             ),
-            "CreateAcls": self._rpc.unary("CreateAcls", admin_pb2.AclsRequest, self.create_acls),
-            "DeleteAcls": self._rpc.unary("DeleteAcls", admin_pb2.AclsRequest, self.delete_acls),
-            "ListAcls": self._rpc.unary("ListAcls", empty_pb2.Empty, self.list_acls),
+            "CreateAcls": self._rpc.unary("CreateAcls", admin_pb2.CreateAclsRequest, self.create_acls),
+            "DeleteAcls": self._rpc.unary("DeleteAcls", admin_pb2.DeleteAclsRequest, self.delete_acls),
+            "ListAcls": self._rpc.unary("ListAcls", admin_pb2.ListAclsRequest, self.list_acls),
         }
 
     async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
@@ -72,15 +71,17 @@ class AdminService:
         log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
 
-    async def delete_topic(self, request: admin_pb2.DeleteTopicRequest, context: Context) -> empty_pb2.Empty:
+    async def delete_topic(
+        self, request: admin_pb2.DeleteTopicRequest, context: Context
+    ) -> admin_pb2.DeleteTopicResponse:
         self._access.require("delete", "topic", request.name)
         self._registry.get(request.name)
         record: TopicRecord = await self._log.submit(DeleteTopicOp(self._registry, request.name))
         log.info("topic_deleted", topic=record.name, topic_id=record.id)
         self._purger.start(record.id)
-        return empty_pb2.Empty()
+        return admin_pb2.DeleteTopicResponse()
 
-    async def list_topics(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListTopicsResponse:
+    async def list_topics(self, request: admin_pb2.ListTopicsRequest, context: Context) -> admin_pb2.ListTopicsResponse:
         self._access.require("describe", "cluster")
         return admin_pb2.ListTopicsResponse(topics=[state_message(t) for t in self._registry.sorted()])
 
@@ -112,7 +113,7 @@ class AdminService:
 
     # -- ACLs ----------------------------------------------------------------------------
 
-    def _acl_texts(self, request: admin_pb2.AclsRequest) -> list[str]:
+    def _acl_texts(self, request: admin_pb2.CreateAclsRequest | admin_pb2.DeleteAclsRequest) -> list[str]:
         self._access.require("alter", "cluster")
         if self._access.authorizer is None:
             raise BrokerError(Reason.ACLS_OFF, "this broker runs without ACLs: start it with --acls FILE to use them")
@@ -130,21 +131,21 @@ class AdminService:
         if self._access.authorizer is not None:
             self._access.authorizer.set_added(stored)
 
-    async def create_acls(self, request: admin_pb2.AclsRequest, context: Context) -> empty_pb2.Empty:
+    async def create_acls(self, request: admin_pb2.CreateAclsRequest, context: Context) -> admin_pb2.CreateAclsResponse:
         texts = self._acl_texts(request)
         _, stored = await self._log.submit(AclsOp(texts))
         self._set_stored_acls(stored)
         log.info("acls_added", rules=texts)
-        return empty_pb2.Empty()
+        return admin_pb2.CreateAclsResponse()
 
-    async def delete_acls(self, request: admin_pb2.AclsRequest, context: Context) -> admin_pb2.DeleteAclsResponse:
+    async def delete_acls(self, request: admin_pb2.DeleteAclsRequest, context: Context) -> admin_pb2.DeleteAclsResponse:
         texts = self._acl_texts(request)
         deleted, stored = await self._log.submit(AclsOp(texts, remove=True))
         self._set_stored_acls(stored)
         log.info("acls_removed", rules=texts, deleted=deleted)
         return admin_pb2.DeleteAclsResponse(deleted=deleted)
 
-    async def list_acls(self, request: empty_pb2.Empty, context: Context) -> admin_pb2.ListAclsResponse:
+    async def list_acls(self, request: admin_pb2.ListAclsRequest, context: Context) -> admin_pb2.ListAclsResponse:
         self._access.require("describe", "cluster")
         authorizer = self._access.authorizer
         if authorizer is None:

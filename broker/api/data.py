@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2
 
 from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
@@ -84,7 +83,7 @@ class BrokerService:
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
             "Produce": self._rpc.unary("Produce", broker_pb2.ProduceRequest, self.produce),
-            "InitProducer": self._rpc.unary("InitProducer", empty_pb2.Empty, self.init_producer),
+            "InitProducer": self._rpc.unary("InitProducer", broker_pb2.InitProducerRequest, self.init_producer),
             "ProduceStream": self._rpc.bidi_stream("ProduceStream", self.produce_stream),
             "Fetch": self._rpc.unary("Fetch", broker_pb2.FetchRequest, self.fetch),
             "Subscribe": self._rpc.server_stream("Subscribe", broker_pb2.SubscribeRequest, self.subscribe),
@@ -113,7 +112,9 @@ class BrokerService:
         records = sum(result.record_count for result, _, _ in results)
         self._metrics.produced(op.topic.name, records, op.write_bytes)
 
-    async def init_producer(self, request: empty_pb2.Empty, context: Context) -> broker_pb2.InitProducerResponse:
+    async def init_producer(
+        self, request: broker_pb2.InitProducerRequest, context: Context
+    ) -> broker_pb2.InitProducerResponse:
         self._access.require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
         return broker_pb2.InitProducerResponse(producer_id=await self._log.submit(InitProducerOp()))
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterable
 
 import grpc
 import structlog
-from google.protobuf import empty_pb2
 
 from tidelog.broker import config
 from tidelog.broker.api.data import offset_out_of_range, position_offset
@@ -75,7 +74,7 @@ class GroupService:
             "Consume": self._rpc.bidi_stream("Consume", self.consume),
             "CommitOffsets": self._rpc.unary("CommitOffsets", groups_pb2.CommitOffsetsRequest, self.commit_offsets),
             "FetchOffsets": self._rpc.unary("FetchOffsets", groups_pb2.FetchOffsetsRequest, self.fetch_offsets),
-            "ListGroups": self._rpc.unary("ListGroups", empty_pb2.Empty, self.list_groups),
+            "ListGroups": self._rpc.unary("ListGroups", groups_pb2.ListGroupsRequest, self.list_groups),
             "DescribeGroup": self._rpc.unary("DescribeGroup", groups_pb2.DescribeGroupRequest, self.describe_group),
             "DeleteGroup": self._rpc.unary("DeleteGroup", groups_pb2.DeleteGroupRequest, self.delete_group),
             "ResetOffsets": self._rpc.unary("ResetOffsets", groups_pb2.ResetOffsetsRequest, self.reset_offsets),
@@ -257,10 +256,12 @@ class GroupService:
 
     # -- offsets and admin ---------------------------------------------------------
 
-    async def commit_offsets(self, request: groups_pb2.CommitOffsetsRequest, context: Context) -> empty_pb2.Empty:
+    async def commit_offsets(
+        self, request: groups_pb2.CommitOffsetsRequest, context: Context
+    ) -> groups_pb2.CommitOffsetsResponse:
         self._access.require("consume", "group", request.group)
         await self._submit_commit(request.group, request.member_id, request.generation, request.offsets)
-        return empty_pb2.Empty()
+        return groups_pb2.CommitOffsetsResponse()
 
     def _visible_topics_by_id(self) -> dict[int, TopicState]:
         """The topics the caller may describe: a group's answers leave the others out, without a trace."""
@@ -288,7 +289,9 @@ class GroupService:
         offsets.sort(key=lambda o: (o.topic, o.partition))
         return groups_pb2.FetchOffsetsResponse(offsets=offsets)
 
-    async def list_groups(self, request: empty_pb2.Empty, context: Context) -> groups_pb2.ListGroupsResponse:
+    async def list_groups(
+        self, request: groups_pb2.ListGroupsRequest, context: Context
+    ) -> groups_pb2.ListGroupsResponse:
         self._access.require("describe", "cluster")
         names = set(self._offsets.group_names()) | {g.name for g in self._coordinator.groups() if g.members}
         summaries = []
@@ -366,7 +369,9 @@ class GroupService:
                 members=len(group.members),
             )
 
-    async def delete_group(self, request: groups_pb2.DeleteGroupRequest, context: Context) -> empty_pb2.Empty:
+    async def delete_group(
+        self, request: groups_pb2.DeleteGroupRequest, context: Context
+    ) -> groups_pb2.DeleteGroupResponse:
         self._access.require("delete", "group", request.group)
         self._check_no_members(request.group, "delete it")
         async with self._coordinator.admin_write(request.group):
@@ -374,7 +379,7 @@ class GroupService:
         if not had_offsets:  # and no members (checked above): an empty group is not kept in memory
             raise group_not_found(request.group)
         log.info("group_deleted", group=request.group)
-        return empty_pb2.Empty()
+        return groups_pb2.DeleteGroupResponse()
 
     async def reset_offsets(
         self, request: groups_pb2.ResetOffsetsRequest, context: Context

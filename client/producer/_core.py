@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2
 
 from tidelog._channel import Security, backoff_delay, call, open_channel
 from tidelog.common.partitioner import cached_partition_for_key
@@ -418,7 +417,9 @@ class ProducerCore:
 
     async def _new_producer_id(self) -> None:
         """A fresh producer id; every partition's sequence starts again at 0 (nothing is in flight)."""
-        response = await self._stub.InitProducer(empty_pb2.Empty(), timeout=self._config.delivery_timeout_ms / 1000)
+        response = await self._stub.InitProducer(
+            broker_pb2.InitProducerRequest(), timeout=self._config.delivery_timeout_ms / 1000
+        )
         with self._lock:
             self._producer_id = response.producer_id
             self._sequences_unknown = False

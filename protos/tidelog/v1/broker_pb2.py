@@ -22,11 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from tidelog.v1 import records_pb2 as tidelog_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tidelog/v1/broker.proto\x12\ntidelog.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x18tidelog/v1/records.proto\"\xcc\x01\n\x0eProduceRequest\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.tidelog.v1.Record\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x16\n\tpartition\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0bproducer_id\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x15\n\x08sequence\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\x42\x0c\n\n_partitionB\x0e\n\x0c_producer_idB\x0b\n\t_sequence\"k\n\x0fPartitionResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x14\n\x0crecord_count\x18\x03 \x01(\x05\x12\x1a\n\x12log_append_time_ms\x18\x04 \x01(\x03\"\xa8\x01\n\x0cProduceError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.tidelog.v1.ProduceError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\x0fProduceResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.tidelog.v1.PartitionResult\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.tidelog.v1.ProduceError\"+\n\x14InitProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\"}\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bmax_records\x18\x04 \x01(\x05\x12\x11\n\tmax_bytes\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\"\x80\x01\n\rFetchResponse\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.tidelog.v1.RecordBatch\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\"\xa4\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12\x10\n\x06offset\x18\x04 \x01(\x03H\x00\x12(\n\x08position\x18\x05 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x06 \x01(\x03H\x00\x42\x07\n\x05start\"\x82\x01\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12(\n\x08position\x18\x03 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x04 \x01(\x03H\x00\x42\x08\n\x06target\";\n\x13ListOffsetsResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\"$\n\x12GetMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\")\n\nBrokerInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"6\n\x11PartitionMetadata\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06leader\x18\x02 \x01(\x05\"P\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\npartitions\x18\x02 \x03(\x0b\x32\x1d.tidelog.v1.PartitionMetadata\"i\n\x13GetMetadataResponse\x12\'\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x16.tidelog.v1.BrokerInfo\x12)\n\x06topics\x18\x02 \x03(\x0b\x32\x19.tidelog.v1.TopicMetadata2\x8a\x04\n\x06\x42roker\x12\x42\n\x07Produce\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse\x12H\n\x0cInitProducer\x12\x16.google.protobuf.Empty\x1a .tidelog.v1.InitProducerResponse\x12L\n\rProduceStream\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse(\x01\x30\x01\x12<\n\x05\x46\x65tch\x12\x18.tidelog.v1.FetchRequest\x1a\x19.tidelog.v1.FetchResponse\x12\x46\n\tSubscribe\x12\x1c.tidelog.v1.SubscribeRequest\x1a\x19.tidelog.v1.FetchResponse0\x01\x12N\n\x0bListOffsets\x12\x1e.tidelog.v1.ListOffsetsRequest\x1a\x1f.tidelog.v1.ListOffsetsResponse\x12N\n\x0bGetMetadata\x12\x1e.tidelog.v1.GetMetadataRequest\x1a\x1f.tidelog.v1.GetMetadataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tidelog/v1/broker.proto\x12\ntidelog.v1\x1a\x18tidelog/v1/records.proto\"\xcc\x01\n\x0eProduceRequest\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.tidelog.v1.Record\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x16\n\tpartition\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0bproducer_id\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x15\n\x08sequence\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\x42\x0c\n\n_partitionB\x0e\n\x0c_producer_idB\x0b\n\t_sequence\"k\n\x0fPartitionResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x14\n\x0crecord_count\x18\x03 \x01(\x05\x12\x1a\n\x12log_append_time_ms\x18\x04 \x01(\x03\"\xa8\x01\n\x0cProduceError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.tidelog.v1.ProduceError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\x0fProduceResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.tidelog.v1.PartitionResult\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.tidelog.v1.ProduceError\"+\n\x14InitProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\"}\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bmax_records\x18\x04 \x01(\x05\x12\x11\n\tmax_bytes\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\"\x80\x01\n\rFetchResponse\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.tidelog.v1.RecordBatch\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\"\xa4\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12\x10\n\x06offset\x18\x04 \x01(\x03H\x00\x12(\n\x08position\x18\x05 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x06 \x01(\x03H\x00\x42\x07\n\x05start\"\x82\x01\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12(\n\x08position\x18\x03 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x04 \x01(\x03H\x00\x42\x08\n\x06target\";\n\x13ListOffsetsResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\"$\n\x12GetMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\")\n\nBrokerInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"6\n\x11PartitionMetadata\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06leader\x18\x02 \x01(\x05\"P\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\npartitions\x18\x02 \x03(\x0b\x32\x1d.tidelog.v1.PartitionMetadata\"i\n\x13GetMetadataResponse\x12\'\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x16.tidelog.v1.BrokerInfo\x12)\n\x06topics\x18\x02 \x03(\x0b\x32\x19.tidelog.v1.TopicMetadata\"\x15\n\x13InitProducerRequest2\x93\x04\n\x06\x42roker\x12\x42\n\x07Produce\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse\x12Q\n\x0cInitProducer\x12\x1f.tidelog.v1.InitProducerRequest\x1a .tidelog.v1.InitProducerResponse\x12L\n\rProduceStream\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse(\x01\x30\x01\x12<\n\x05\x46\x65tch\x12\x18.tidelog.v1.FetchRequest\x1a\x19.tidelog.v1.FetchResponse\x12\x46\n\tSubscribe\x12\x1c.tidelog.v1.SubscribeRequest\x1a\x19.tidelog.v1.FetchResponse0\x01\x12N\n\x0bListOffsets\x12\x1e.tidelog.v1.ListOffsetsRequest\x1a\x1f.tidelog.v1.ListOffsetsResponse\x12N\n\x0bGetMetadata\x12\x1e.tidelog.v1.GetMetadataRequest\x1a\x1f.tidelog.v1.GetMetadataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +34,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRODUCEERROR_METADATAENTRY']._loaded_options = None
   _globals['_PRODUCEERROR_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_PRODUCEREQUEST']._serialized_start=95
-  _globals['_PRODUCEREQUEST']._serialized_end=299
-  _globals['_PARTITIONRESULT']._serialized_start=301
-  _globals['_PARTITIONRESULT']._serialized_end=408
-  _globals['_PRODUCEERROR']._serialized_start=411
-  _globals['_PRODUCEERROR']._serialized_end=579
-  _globals['_PRODUCEERROR_METADATAENTRY']._serialized_start=532
-  _globals['_PRODUCEERROR_METADATAENTRY']._serialized_end=579
-  _globals['_PRODUCERESPONSE']._serialized_start=582
-  _globals['_PRODUCERESPONSE']._serialized_end=721
-  _globals['_INITPRODUCERRESPONSE']._serialized_start=723
-  _globals['_INITPRODUCERRESPONSE']._serialized_end=766
-  _globals['_FETCHREQUEST']._serialized_start=768
-  _globals['_FETCHREQUEST']._serialized_end=893
-  _globals['_FETCHRESPONSE']._serialized_start=896
-  _globals['_FETCHRESPONSE']._serialized_end=1024
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1027
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1191
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=1194
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=1324
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1326
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1385
-  _globals['_GETMETADATAREQUEST']._serialized_start=1387
-  _globals['_GETMETADATAREQUEST']._serialized_end=1423
-  _globals['_BROKERINFO']._serialized_start=1425
-  _globals['_BROKERINFO']._serialized_end=1466
-  _globals['_PARTITIONMETADATA']._serialized_start=1468
-  _globals['_PARTITIONMETADATA']._serialized_end=1522
-  _globals['_TOPICMETADATA']._serialized_start=1524
-  _globals['_TOPICMETADATA']._serialized_end=1604
-  _globals['_GETMETADATARESPONSE']._serialized_start=1606
-  _globals['_GETMETADATARESPONSE']._serialized_end=1711
-  _globals['_BROKER']._serialized_start=1714
-  _globals['_BROKER']._serialized_end=2236
+  _globals['_PRODUCEREQUEST']._serialized_start=66
+  _globals['_PRODUCEREQUEST']._serialized_end=270
+  _globals['_PARTITIONRESULT']._serialized_start=272
+  _globals['_PARTITIONRESULT']._serialized_end=379
+  _globals['_PRODUCEERROR']._serialized_start=382
+  _globals['_PRODUCEERROR']._serialized_end=550
+  _globals['_PRODUCEERROR_METADATAENTRY']._serialized_start=503
+  _globals['_PRODUCEERROR_METADATAENTRY']._serialized_end=550
+  _globals['_PRODUCERESPONSE']._serialized_start=553
+  _globals['_PRODUCERESPONSE']._serialized_end=692
+  _globals['_INITPRODUCERRESPONSE']._serialized_start=694
+  _globals['_INITPRODUCERRESPONSE']._serialized_end=737
+  _globals['_FETCHREQUEST']._serialized_start=739
+  _globals['_FETCHREQUEST']._serialized_end=864
+  _globals['_FETCHRESPONSE']._serialized_start=867
+  _globals['_FETCHRESPONSE']._serialized_end=995
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=998
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1162
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=1165
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=1295
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1297
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1356
+  _globals['_GETMETADATAREQUEST']._serialized_start=1358
+  _globals['_GETMETADATAREQUEST']._serialized_end=1394
+  _globals['_BROKERINFO']._serialized_start=1396
+  _globals['_BROKERINFO']._serialized_end=1437
+  _globals['_PARTITIONMETADATA']._serialized_start=1439
+  _globals['_PARTITIONMETADATA']._serialized_end=1493
+  _globals['_TOPICMETADATA']._serialized_start=1495
+  _globals['_TOPICMETADATA']._serialized_end=1575
+  _globals['_GETMETADATARESPONSE']._serialized_start=1577
+  _globals['_GETMETADATARESPONSE']._serialized_end=1682
+  _globals['_INITPRODUCERREQUEST']._serialized_start=1684
+  _globals['_INITPRODUCERREQUEST']._serialized_end=1705
+  _globals['_BROKER']._serialized_start=1708
+  _globals['_BROKER']._serialized_end=2239
 # @@protoc_insertion_point(module_scope)

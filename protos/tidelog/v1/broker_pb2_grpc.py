@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from tidelog.v1 import broker_pb2 as tidelog_dot_v1_dot_broker__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -29,6 +28,7 @@ if _version_not_supported:
 class BrokerStub:
     """The data plane. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     def __init__(self, channel):
@@ -44,7 +44,7 @@ class BrokerStub:
                 _registered_method=True)
         self.InitProducer = channel.unary_unary(
                 '/tidelog.v1.Broker/InitProducer',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                request_serializer=tidelog_dot_v1_dot_broker__pb2.InitProducerRequest.SerializeToString,
                 response_deserializer=tidelog_dot_v1_dot_broker__pb2.InitProducerResponse.FromString,
                 _registered_method=True)
         self.ProduceStream = channel.stream_stream(
@@ -77,6 +77,7 @@ class BrokerStub:
 class BrokerServicer:
     """The data plane. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     def Produce(self, request, context):
@@ -86,6 +87,8 @@ class BrokerServicer:
         PARTITION_OUT_OF_RANGE, RECORD_TOO_LARGE, KEY_REQUIRED, INVALID_REQUEST);
         FAILED_PRECONDITION (OUT_OF_ORDER_SEQUENCE, UNKNOWN_PRODUCER);
         RESOURCE_EXHAUSTED (STORAGE_FULL); UNAVAILABLE (SHUTTING_DOWN).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- ProduceStream carries exactly Produce's messages
+        (API.md): the two never diverge.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +106,9 @@ class BrokerServicer:
         request_id; a bad request gets an error answer and the stream goes on.
         The stream itself ends only on a protocol violation (INVALID_ARGUMENT:
         an undecodable message) or shutdown (UNAVAILABLE).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Produce's messages, by contract (see Produce).
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +118,8 @@ class BrokerServicer:
         """Reads batches starting exactly at `offset`; long-polls with max_wait_ms.
         NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE,
         INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Subscribe streams Fetch responses (API.md): the
+        same read, pushed; one message keeps the stored-batch framing one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +131,8 @@ class BrokerServicer:
         heartbeats during silence. NOT_FOUND (TOPIC_NOT_FOUND, also when the
         topic is deleted under the stream); INVALID_ARGUMENT
         (PARTITION_OUT_OF_RANGE, INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Fetch responses, by contract (see Fetch).
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,7 +164,7 @@ def add_BrokerServicer_to_server(servicer, server):
             ),
             'InitProducer': grpc.unary_unary_rpc_method_handler(
                     servicer.InitProducer,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    request_deserializer=tidelog_dot_v1_dot_broker__pb2.InitProducerRequest.FromString,
                     response_serializer=tidelog_dot_v1_dot_broker__pb2.InitProducerResponse.SerializeToString,
             ),
             'ProduceStream': grpc.stream_stream_rpc_method_handler(
@@ -193,6 +203,7 @@ def add_BrokerServicer_to_server(servicer, server):
 class Broker:
     """The data plane. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     @staticmethod
@@ -237,7 +248,7 @@ class Broker:
             request,
             target,
             '/tidelog.v1.Broker/InitProducer',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            tidelog_dot_v1_dot_broker__pb2.InitProducerRequest.SerializeToString,
             tidelog_dot_v1_dot_broker__pb2.InitProducerResponse.FromString,
             options,
             channel_credentials,

@@ -4,7 +4,6 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from tidelog.v1 import broker_pb2 as _broker_pb2
 import abc as _abc_1
@@ -30,6 +29,7 @@ GRPC_VERSION: str
 class BrokerStub:
     """The data plane. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     @_typing.overload
@@ -43,19 +43,26 @@ class BrokerStub:
     PARTITION_OUT_OF_RANGE, RECORD_TOO_LARGE, KEY_REQUIRED, INVALID_REQUEST);
     FAILED_PRECONDITION (OUT_OF_ORDER_SEQUENCE, UNKNOWN_PRODUCER);
     RESOURCE_EXHAUSTED (STORAGE_FULL); UNAVAILABLE (SHUTTING_DOWN).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- ProduceStream carries exactly Produce's messages
+    (API.md): the two never diverge.
     """
-    InitProducer: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _broker_pb2.InitProducerResponse]
+    InitProducer: _grpc.UnaryUnaryMultiCallable[_broker_pb2.InitProducerRequest, _broker_pb2.InitProducerResponse]
     """A new producer id for idempotent produce. UNAVAILABLE (SHUTTING_DOWN)."""
     ProduceStream: _grpc.StreamStreamMultiCallable[_broker_pb2.ProduceRequest, _broker_pb2.ProduceResponse]
     """Pipelined Produce: answers come in request order, each echoing its
     request_id; a bad request gets an error answer and the stream goes on.
     The stream itself ends only on a protocol violation (INVALID_ARGUMENT:
     an undecodable message) or shutdown (UNAVAILABLE).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Produce's messages, by contract (see Produce).
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     Fetch: _grpc.UnaryUnaryMultiCallable[_broker_pb2.FetchRequest, _broker_pb2.FetchResponse]
     """Reads batches starting exactly at `offset`; long-polls with max_wait_ms.
     NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE,
     INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Subscribe streams Fetch responses (API.md): the
+    same read, pushed; one message keeps the stored-batch framing one.
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_broker_pb2.SubscribeRequest, _broker_pb2.FetchResponse]
     """Tails a partition: the first response comes at once (next_offset = the
@@ -63,6 +70,8 @@ class BrokerStub:
     heartbeats during silence. NOT_FOUND (TOPIC_NOT_FOUND, also when the
     topic is deleted under the stream); INVALID_ARGUMENT
     (PARTITION_OUT_OF_RANGE, INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Fetch responses, by contract (see Fetch).
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     ListOffsets: _grpc.UnaryUnaryMultiCallable[_broker_pb2.ListOffsetsRequest, _broker_pb2.ListOffsetsResponse]
     """Resolves a position (or a timestamp) to an offset.
@@ -76,6 +85,7 @@ class BrokerStub:
 class BrokerAsyncStub(BrokerStub):
     """The data plane. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -86,19 +96,26 @@ class BrokerAsyncStub(BrokerStub):
     PARTITION_OUT_OF_RANGE, RECORD_TOO_LARGE, KEY_REQUIRED, INVALID_REQUEST);
     FAILED_PRECONDITION (OUT_OF_ORDER_SEQUENCE, UNKNOWN_PRODUCER);
     RESOURCE_EXHAUSTED (STORAGE_FULL); UNAVAILABLE (SHUTTING_DOWN).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- ProduceStream carries exactly Produce's messages
+    (API.md): the two never diverge.
     """
-    InitProducer: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _broker_pb2.InitProducerResponse]  # type: ignore[assignment]
+    InitProducer: _aio.UnaryUnaryMultiCallable[_broker_pb2.InitProducerRequest, _broker_pb2.InitProducerResponse]  # type: ignore[assignment]
     """A new producer id for idempotent produce. UNAVAILABLE (SHUTTING_DOWN)."""
     ProduceStream: _aio.StreamStreamMultiCallable[_broker_pb2.ProduceRequest, _broker_pb2.ProduceResponse]  # type: ignore[assignment]
     """Pipelined Produce: answers come in request order, each echoing its
     request_id; a bad request gets an error answer and the stream goes on.
     The stream itself ends only on a protocol violation (INVALID_ARGUMENT:
     an undecodable message) or shutdown (UNAVAILABLE).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Produce's messages, by contract (see Produce).
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     Fetch: _aio.UnaryUnaryMultiCallable[_broker_pb2.FetchRequest, _broker_pb2.FetchResponse]  # type: ignore[assignment]
     """Reads batches starting exactly at `offset`; long-polls with max_wait_ms.
     NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE,
     INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Subscribe streams Fetch responses (API.md): the
+    same read, pushed; one message keeps the stored-batch framing one.
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_broker_pb2.SubscribeRequest, _broker_pb2.FetchResponse]  # type: ignore[assignment]
     """Tails a partition: the first response comes at once (next_offset = the
@@ -106,6 +123,8 @@ class BrokerAsyncStub(BrokerStub):
     heartbeats during silence. NOT_FOUND (TOPIC_NOT_FOUND, also when the
     topic is deleted under the stream); INVALID_ARGUMENT
     (PARTITION_OUT_OF_RANGE, INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Fetch responses, by contract (see Fetch).
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     ListOffsets: _aio.UnaryUnaryMultiCallable[_broker_pb2.ListOffsetsRequest, _broker_pb2.ListOffsetsResponse]  # type: ignore[assignment]
     """Resolves a position (or a timestamp) to an offset.
@@ -118,6 +137,7 @@ class BrokerAsyncStub(BrokerStub):
 class BrokerServicer(metaclass=_abc_1.ABCMeta):
     """The data plane. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     @_abc_1.abstractmethod
@@ -132,12 +152,14 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         PARTITION_OUT_OF_RANGE, RECORD_TOO_LARGE, KEY_REQUIRED, INVALID_REQUEST);
         FAILED_PRECONDITION (OUT_OF_ORDER_SEQUENCE, UNKNOWN_PRODUCER);
         RESOURCE_EXHAUSTED (STORAGE_FULL); UNAVAILABLE (SHUTTING_DOWN).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- ProduceStream carries exactly Produce's messages
+        (API.md): the two never diverge.
         """
 
     @_abc_1.abstractmethod
     def InitProducer(
         self,
-        request: _empty_pb2.Empty,
+        request: _broker_pb2.InitProducerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.InitProducerResponse, _abc.Awaitable[_broker_pb2.InitProducerResponse]]:
         """A new producer id for idempotent produce. UNAVAILABLE (SHUTTING_DOWN)."""
@@ -152,6 +174,9 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         request_id; a bad request gets an error answer and the stream goes on.
         The stream itself ends only on a protocol violation (INVALID_ARGUMENT:
         an undecodable message) or shutdown (UNAVAILABLE).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Produce's messages, by contract (see Produce).
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 
     @_abc_1.abstractmethod
@@ -163,6 +188,8 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         """Reads batches starting exactly at `offset`; long-polls with max_wait_ms.
         NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE,
         INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Subscribe streams Fetch responses (API.md): the
+        same read, pushed; one message keeps the stored-batch framing one.
         """
 
     @_abc_1.abstractmethod
@@ -176,6 +203,8 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         heartbeats during silence. NOT_FOUND (TOPIC_NOT_FOUND, also when the
         topic is deleted under the stream); INVALID_ARGUMENT
         (PARTITION_OUT_OF_RANGE, INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Fetch responses, by contract (see Fetch).
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 
     @_abc_1.abstractmethod

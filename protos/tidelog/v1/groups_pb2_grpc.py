@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from tidelog.v1 import groups_pb2 as tidelog_dot_v1_dot_groups__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -30,6 +29,7 @@ class GroupsStub:
     """Consumer groups: the broker runs membership, partition assignment and
     committed offsets. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     def __init__(self, channel):
@@ -46,7 +46,7 @@ class GroupsStub:
         self.CommitOffsets = channel.unary_unary(
                 '/tidelog.v1.Groups/CommitOffsets',
                 request_serializer=tidelog_dot_v1_dot_groups__pb2.CommitOffsetsRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                response_deserializer=tidelog_dot_v1_dot_groups__pb2.CommitOffsetsResponse.FromString,
                 _registered_method=True)
         self.FetchOffsets = channel.unary_unary(
                 '/tidelog.v1.Groups/FetchOffsets',
@@ -55,7 +55,7 @@ class GroupsStub:
                 _registered_method=True)
         self.ListGroups = channel.unary_unary(
                 '/tidelog.v1.Groups/ListGroups',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                request_serializer=tidelog_dot_v1_dot_groups__pb2.ListGroupsRequest.SerializeToString,
                 response_deserializer=tidelog_dot_v1_dot_groups__pb2.ListGroupsResponse.FromString,
                 _registered_method=True)
         self.DescribeGroup = channel.unary_unary(
@@ -66,7 +66,7 @@ class GroupsStub:
         self.DeleteGroup = channel.unary_unary(
                 '/tidelog.v1.Groups/DeleteGroup',
                 request_serializer=tidelog_dot_v1_dot_groups__pb2.DeleteGroupRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                response_deserializer=tidelog_dot_v1_dot_groups__pb2.DeleteGroupResponse.FromString,
                 _registered_method=True)
         self.ResetOffsets = channel.unary_unary(
                 '/tidelog.v1.Groups/ResetOffsets',
@@ -79,6 +79,7 @@ class GroupsServicer:
     """Consumer groups: the broker runs membership, partition assignment and
     committed offsets. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     def Consume(self, request_iterator, context):
@@ -155,7 +156,7 @@ def add_GroupsServicer_to_server(servicer, server):
             'CommitOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.CommitOffsets,
                     request_deserializer=tidelog_dot_v1_dot_groups__pb2.CommitOffsetsRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    response_serializer=tidelog_dot_v1_dot_groups__pb2.CommitOffsetsResponse.SerializeToString,
             ),
             'FetchOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.FetchOffsets,
@@ -164,7 +165,7 @@ def add_GroupsServicer_to_server(servicer, server):
             ),
             'ListGroups': grpc.unary_unary_rpc_method_handler(
                     servicer.ListGroups,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    request_deserializer=tidelog_dot_v1_dot_groups__pb2.ListGroupsRequest.FromString,
                     response_serializer=tidelog_dot_v1_dot_groups__pb2.ListGroupsResponse.SerializeToString,
             ),
             'DescribeGroup': grpc.unary_unary_rpc_method_handler(
@@ -175,7 +176,7 @@ def add_GroupsServicer_to_server(servicer, server):
             'DeleteGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteGroup,
                     request_deserializer=tidelog_dot_v1_dot_groups__pb2.DeleteGroupRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    response_serializer=tidelog_dot_v1_dot_groups__pb2.DeleteGroupResponse.SerializeToString,
             ),
             'ResetOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.ResetOffsets,
@@ -194,6 +195,7 @@ class Groups:
     """Consumer groups: the broker runs membership, partition assignment and
     committed offsets. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     @staticmethod
@@ -239,7 +241,7 @@ class Groups:
             target,
             '/tidelog.v1.Groups/CommitOffsets',
             tidelog_dot_v1_dot_groups__pb2.CommitOffsetsRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            tidelog_dot_v1_dot_groups__pb2.CommitOffsetsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -292,7 +294,7 @@ class Groups:
             request,
             target,
             '/tidelog.v1.Groups/ListGroups',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            tidelog_dot_v1_dot_groups__pb2.ListGroupsRequest.SerializeToString,
             tidelog_dot_v1_dot_groups__pb2.ListGroupsResponse.FromString,
             options,
             channel_credentials,
@@ -347,7 +349,7 @@ class Groups:
             target,
             '/tidelog.v1.Groups/DeleteGroup',
             tidelog_dot_v1_dot_groups__pb2.DeleteGroupRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            tidelog_dot_v1_dot_groups__pb2.DeleteGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

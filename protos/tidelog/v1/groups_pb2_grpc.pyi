@@ -4,7 +4,6 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from tidelog.v1 import groups_pb2 as _groups_pb2
 import abc as _abc_1
@@ -31,6 +30,7 @@ class GroupsStub:
     """Consumer groups: the broker runs membership, partition assignment and
     committed offsets. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     @_typing.overload
@@ -48,20 +48,20 @@ class GroupsStub:
     INVALID_ARGUMENT (INVALID_NAME, INVALID_REQUEST); NOT_FOUND
     (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN).
     """
-    CommitOffsets: _grpc.UnaryUnaryMultiCallable[_groups_pb2.CommitOffsetsRequest, _empty_pb2.Empty]
+    CommitOffsets: _grpc.UnaryUnaryMultiCallable[_groups_pb2.CommitOffsetsRequest, _groups_pb2.CommitOffsetsResponse]
     """Commits offsets outside a Consume stream. FAILED_PRECONDITION (FENCED:
     an unknown member or a stale generation; NOT_OWNER: a partition the
     member does not own); INVALID_ARGUMENT; NOT_FOUND (TOPIC_NOT_FOUND).
     """
     FetchOffsets: _grpc.UnaryUnaryMultiCallable[_groups_pb2.FetchOffsetsRequest, _groups_pb2.FetchOffsetsResponse]
     """The group's committed offsets for `topics` (all of them when empty)."""
-    ListGroups: _grpc.UnaryUnaryMultiCallable[_empty_pb2.Empty, _groups_pb2.ListGroupsResponse]
+    ListGroups: _grpc.UnaryUnaryMultiCallable[_groups_pb2.ListGroupsRequest, _groups_pb2.ListGroupsResponse]
     """Groups with live members or committed offsets."""
     DescribeGroup: _grpc.UnaryUnaryMultiCallable[_groups_pb2.DescribeGroupRequest, _groups_pb2.DescribeGroupResponse]
     """Members, their partitions, and per partition the committed offset, end
     offset and lag. NOT_FOUND (GROUP_NOT_FOUND).
     """
-    DeleteGroup: _grpc.UnaryUnaryMultiCallable[_groups_pb2.DeleteGroupRequest, _empty_pb2.Empty]
+    DeleteGroup: _grpc.UnaryUnaryMultiCallable[_groups_pb2.DeleteGroupRequest, _groups_pb2.DeleteGroupResponse]
     """Forgets a group's committed offsets. NOT_FOUND (GROUP_NOT_FOUND);
     FAILED_PRECONDITION (GROUP_NOT_EMPTY while members are live).
     """
@@ -76,6 +76,7 @@ class GroupsAsyncStub(GroupsStub):
     """Consumer groups: the broker runs membership, partition assignment and
     committed offsets. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -90,20 +91,20 @@ class GroupsAsyncStub(GroupsStub):
     INVALID_ARGUMENT (INVALID_NAME, INVALID_REQUEST); NOT_FOUND
     (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN).
     """
-    CommitOffsets: _aio.UnaryUnaryMultiCallable[_groups_pb2.CommitOffsetsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    CommitOffsets: _aio.UnaryUnaryMultiCallable[_groups_pb2.CommitOffsetsRequest, _groups_pb2.CommitOffsetsResponse]  # type: ignore[assignment]
     """Commits offsets outside a Consume stream. FAILED_PRECONDITION (FENCED:
     an unknown member or a stale generation; NOT_OWNER: a partition the
     member does not own); INVALID_ARGUMENT; NOT_FOUND (TOPIC_NOT_FOUND).
     """
     FetchOffsets: _aio.UnaryUnaryMultiCallable[_groups_pb2.FetchOffsetsRequest, _groups_pb2.FetchOffsetsResponse]  # type: ignore[assignment]
     """The group's committed offsets for `topics` (all of them when empty)."""
-    ListGroups: _aio.UnaryUnaryMultiCallable[_empty_pb2.Empty, _groups_pb2.ListGroupsResponse]  # type: ignore[assignment]
+    ListGroups: _aio.UnaryUnaryMultiCallable[_groups_pb2.ListGroupsRequest, _groups_pb2.ListGroupsResponse]  # type: ignore[assignment]
     """Groups with live members or committed offsets."""
     DescribeGroup: _aio.UnaryUnaryMultiCallable[_groups_pb2.DescribeGroupRequest, _groups_pb2.DescribeGroupResponse]  # type: ignore[assignment]
     """Members, their partitions, and per partition the committed offset, end
     offset and lag. NOT_FOUND (GROUP_NOT_FOUND).
     """
-    DeleteGroup: _aio.UnaryUnaryMultiCallable[_groups_pb2.DeleteGroupRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    DeleteGroup: _aio.UnaryUnaryMultiCallable[_groups_pb2.DeleteGroupRequest, _groups_pb2.DeleteGroupResponse]  # type: ignore[assignment]
     """Forgets a group's committed offsets. NOT_FOUND (GROUP_NOT_FOUND);
     FAILED_PRECONDITION (GROUP_NOT_EMPTY while members are live).
     """
@@ -117,6 +118,7 @@ class GroupsServicer(metaclass=_abc_1.ABCMeta):
     """Consumer groups: the broker runs membership, partition assignment and
     committed offsets. Every error carries a google.rpc.ErrorInfo (domain
     "tidelog") whose reason a client can branch on.
+    buf:lint:ignore SERVICE_SUFFIX -- the service names are the API contract (API.md); clients call them.
     """
 
     @_abc_1.abstractmethod
@@ -141,7 +143,7 @@ class GroupsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _groups_pb2.CommitOffsetsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+    ) -> _typing.Union[_groups_pb2.CommitOffsetsResponse, _abc.Awaitable[_groups_pb2.CommitOffsetsResponse]]:
         """Commits offsets outside a Consume stream. FAILED_PRECONDITION (FENCED:
         an unknown member or a stale generation; NOT_OWNER: a partition the
         member does not own); INVALID_ARGUMENT; NOT_FOUND (TOPIC_NOT_FOUND).
@@ -158,7 +160,7 @@ class GroupsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ListGroups(
         self,
-        request: _empty_pb2.Empty,
+        request: _groups_pb2.ListGroupsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_groups_pb2.ListGroupsResponse, _abc.Awaitable[_groups_pb2.ListGroupsResponse]]:
         """Groups with live members or committed offsets."""
@@ -178,7 +180,7 @@ class GroupsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _groups_pb2.DeleteGroupRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+    ) -> _typing.Union[_groups_pb2.DeleteGroupResponse, _abc.Awaitable[_groups_pb2.DeleteGroupResponse]]:
         """Forgets a group's committed offsets. NOT_FOUND (GROUP_NOT_FOUND);
         FAILED_PRECONDITION (GROUP_NOT_EMPTY while members are live).
         """
