@@ -54,8 +54,10 @@ lint: install $(BUF_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd protos && $(BUF) lint
-	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
-		echo "buf breaking --against HEAD~1"; cd protos && $(BUF) breaking --against "../.git#ref=HEAD~1,subdir=protos"; \
+	@# Uncommitted proto changes are judged against HEAD; a clean tree's last commit against the one before.
+	@if ! git diff --quiet HEAD -- protos; then against=HEAD; else against=HEAD~1; fi; \
+	if git rev-parse -q --verify $$against >/dev/null; then \
+		echo "buf breaking --against $$against"; cd protos && $(BUF) breaking --against "../.git#ref=$$against,subdir=protos"; \
 	else echo "buf breaking: no previous commit to compare with (a shallow clone?)"; fi
 
 ## proto: regenerate tidelog.v1 stubs from protos/tidelog/v1/*.proto

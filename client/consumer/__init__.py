@@ -1,34 +1,26 @@
-"""Consumer and AsyncConsumer: read partitions through Subscribe streams.
+"""Consumer and AsyncConsumer: read partitions through Subscribe streams, or as a group member.
 
-One Subscribe stream per assigned partition pushes batches as they are written;
-each batch is parsed once and its records handed out as light Message views.
-A bounded queue between the streams and the caller lets gRPC flow control, not
-memory, absorb a slow consumer.
-
-A stream that breaks on a transient failure (the broker restarting, the network)
-is opened again, after a backoff, exactly where the last response it queued
-ended: nothing is skipped and nothing delivered twice. A start offset the log no
-longer has (retention) or does not have yet falls back to `auto_offset_reset`,
-as in Kafka, unless that is ``"none"``.
-
-Every response carries the epoch of the stream that read it; a seek starts a new
-epoch, so records read before the seek never reach the caller after it.
+The parts, each a module of this package: `subscriptions` (one Subscribe stream per assigned
+partition, reopened where it ended when it breaks), `positions` (where the consumer is in each
+partition, under an epoch per assignment, so records read before a seek never reach the caller after
+it), `group_session` (a group member's Consume stream). This module owns the buffer between them and
+the caller: each batch is parsed once and its records handed out as light Message views; a bounded
+queue lets gRPC flow control, not memory, absorb a slow consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Literal
 
-import grpc
-
-from tidelog._channel import DEFAULT_BOOTSTRAP, Security, backoff_delay, call, open_channel
+from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
 from tidelog._loop import LoopThread
-from tidelog.consumer._group import GroupDelivery, GroupSession, PartitionsCallback
-from tidelog.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
+from tidelog.consumer.group_session import GroupDelivery, GroupSession, PartitionsCallback
+from tidelog.consumer.positions import EARLIEST, LATEST, PartitionPosition, Positions, Start, Timestamp
+from tidelog.consumer.subscriptions import QueueItem, Subscriptions
+from tidelog.errors import TidelogError
 from tidelog.serde import Deserializer
 from tidelog.types import Message, MessageBatch, TopicPartition
 from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
@@ -38,21 +30,6 @@ log = logging.getLogger(__name__)
 OffsetReset = Literal["earliest", "latest", "none"]
 # Parsed responses buffered between the streams and the caller.
 _QUEUE_RESPONSES = 64
-
-
-class _Timestamp(int):
-    """A start given as a timestamp (the first record at or after it), not an offset."""
-
-
-class _Position(int):
-    """A start given as a records_pb2.Position (earliest, latest), not an offset."""
-
-
-_EARLIEST = _Position(records_pb2.POSITION_EARLIEST)
-_LATEST = _Position(records_pb2.POSITION_LATEST)
-# Where a partition's stream starts: a plain int is an offset.
-Start = int | _Position | _Timestamp
-_QueueItem = tuple[TopicPartition, int, broker_pb2.FetchResponse | GroupDelivery] | TidelogError
 
 
 class AsyncConsumer:
@@ -108,29 +85,17 @@ class AsyncConsumer:
         security = {"tls_ca_file": tls_ca_file, "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file}
         self._channel = open_channel(bootstrap, Security.take({**security, "token": token}))
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
-        self._subscribe = self._channel.unary_stream(
-            "/tidelog.v1.Broker/Subscribe",
-            request_serializer=broker_pb2.SubscribeRequest.SerializeToString,
-            response_deserializer=broker_pb2.FetchResponse.FromString,
-        )
         self._topics = list(topics)
-        self._reset = auto_offset_reset
         self._serde = (key_deserializer, value_deserializer) if key_deserializer or value_deserializer else None
-        self._max_bytes = max_bytes
-        self._backoff_ms = (retry_backoff_ms, retry_backoff_max_ms)
+        backoff_ms = (retry_backoff_ms, retry_backoff_max_ms)
         # Bounded for Subscribe streams (gRPC flow control holds the rest back); a group's credit bounds
         # its bytes instead, and its stream's control messages must never wait behind records.
-        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue(0 if group is not None else _QUEUE_RESPONSES)
-        self._next_epoch = itertools.count(1)  # never reused: a stale response can never pass for a new one
-        self._streams: dict[TopicPartition, asyncio.Task[None]] = {}
-        self._epochs: dict[TopicPartition, int] = {}
-        self._starts: dict[TopicPartition, Start] = {}  # where a (re)opened stream begins
-        self._positions: dict[TopicPartition, int | None] = {}  # the next offset handed to the caller
-        self._known: dict[TopicPartition, asyncio.Event] = {}  # set once the position is known
+        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(0 if group is not None else _QUEUE_RESPONSES)
+        self._positions = Positions()
+        self._subscriptions = Subscriptions(
+            self._channel, self._queue, max_bytes=max_bytes, reset=auto_offset_reset, backoff_ms=backoff_ms
+        )
         self._buffer: list[MessageBatch] = []
-        self._pending: dict[TopicPartition, int] = {}  # batches of a partition in the buffer
-        self._buffered_next: dict[TopicPartition, int] = {}  # position once a partition's batches are handed out
-        self._high_watermarks: dict[TopicPartition, int] = {}  # the latest the broker reported
         self._started = False
         self._closed = False
         self._group: GroupSession | None = None
@@ -141,7 +106,7 @@ class AsyncConsumer:
         self._polling = 0  # polls waiting now: what earlier ones returned is processed
         if group is not None:
             self._group = GroupSession(
-                self,
+                _GroupSide(self),
                 self._channel,
                 group=group,
                 topics=self._topics,
@@ -149,7 +114,7 @@ class AsyncConsumer:
                 session_timeout_ms=session_timeout_ms,
                 on_assign=on_assign,
                 on_revoke=on_revoke,
-                backoff_ms=self._backoff_ms,
+                backoff_ms=backoff_ms,
             )
 
     # -- assignment -------------------------------------------------------------------
@@ -173,18 +138,18 @@ class AsyncConsumer:
         self._refuse_in_group("assign()")
         self._started = True
         wanted = [TopicPartition(*tp) for tp in partitions]
-        for tp in list(self._streams):
+        for tp in self._subscriptions.partitions():
             if tp not in wanted:
                 self._remove_partition(tp)
         for tp in wanted:
-            if tp not in self._streams:
-                self._add_partition(tp, self._reset_start())
+            if tp not in self._subscriptions:
+                self._add_partition(tp, self._subscriptions.reset_start())
 
     def assignment(self) -> list[TopicPartition]:
         """The partitions this consumer reads (in a group: what this member owns now)."""
         if self._group is not None:
             return sorted(self._group.owned)
-        return list(self._streams)
+        return self._subscriptions.partitions()
 
     def _refuse_in_group(self, what: str) -> None:
         if self._group is not None:
@@ -196,17 +161,12 @@ class AsyncConsumer:
     # -- group membership (called by the GroupSession) ------------------------------------
 
     def _start_group_partition(self, tp: TopicPartition) -> None:
-        self._positions[tp] = None
-        self._known.setdefault(tp, asyncio.Event()).clear()
         self._drop_buffered(tp)
-        self._epochs[tp] = next(self._next_epoch)
+        self._positions.assign(tp, LATEST)  # the broker delivers from the group's offset: learnt from its batches
 
     def _stop_group_partition(self, tp: TopicPartition) -> None:
         self._remove_partition(tp)
         self._processed.pop(tp, None)
-
-    def _processed_positions(self) -> dict[TopicPartition, int]:
-        return dict(self._processed)
 
     async def _commit_periodically(self) -> None:
         assert self._group is not None
@@ -228,43 +188,24 @@ class AsyncConsumer:
             raise ValueError("commit() needs a group consumer: Consumer(..., group='name')")
         await self.start()
         if offsets is None:
-            chosen = {tp: p for tp, p in self._positions.items() if p is not None and tp in self._group.owned}
+            chosen = {tp: p for tp, p in self._positions.known_positions().items() if tp in self._group.owned}
         else:
             chosen = {TopicPartition(*tp): offset for tp, offset in offsets.items()}
         return await self._group.commit(chosen)
 
-    def _reset_start(self) -> Start:
-        return _EARLIEST if self._reset == "earliest" else _LATEST
-
     def _add_partition(self, tp: TopicPartition, start: Start) -> None:
-        self._positions[tp] = start if type(start) is int else None
-        self._known.setdefault(tp, asyncio.Event())
-        if self._positions[tp] is not None:
-            self._known[tp].set()
-        else:
-            self._known[tp].clear()
-        self._starts[tp] = start
         self._drop_buffered(tp)
-        old = self._streams.pop(tp, None)
-        if old is not None:
-            old.cancel()
-        epoch = self._epochs[tp] = next(self._next_epoch)
-        self._streams[tp] = asyncio.create_task(self._read_partition(tp, epoch))
+        self._subscriptions.open(tp, self._positions.assign(tp, start))
 
     def _remove_partition(self, tp: TopicPartition) -> None:
-        self._high_watermarks.pop(tp, None)
-        task = self._streams.pop(tp, None)
-        if task is not None:
-            task.cancel()
+        self._subscriptions.close(tp)
         self._drop_buffered(tp)
-        self._epochs.pop(tp, None)
-        self._starts.pop(tp, None)
-        self._positions.pop(tp, None)
-        self._known.pop(tp, None)
+        self._positions.remove(tp)
 
     def _drop_buffered(self, tp: TopicPartition) -> None:
-        self._buffered_next.pop(tp, None)
-        self._pending.pop(tp, None)
+        entry = self._positions.get(tp)
+        if entry is not None:
+            entry.pending, entry.buffered_next = 0, None
         if self._buffer:
             self._buffer = [b for b in self._buffer if (b.topic, b.partition) != tp]
 
@@ -289,13 +230,13 @@ class AsyncConsumer:
         """Continue at the log start of these partitions (none given: every assigned one)."""
         self._refuse_in_group("seek_to_beginning()")
         for tp in self._assigned(partitions):
-            self._add_partition(tp, _EARLIEST)
+            self._add_partition(tp, EARLIEST)
 
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         """Continue after the last record of these partitions (none given: every assigned one)."""
         self._refuse_in_group("seek_to_end()")
         for tp in self._assigned(partitions):
-            self._add_partition(tp, _LATEST)
+            self._add_partition(tp, LATEST)
 
     def seek_to_timestamp(self, timestamp_ms: int, *partitions: tuple[str, int]) -> None:
         """Continue at the first record whose timestamp is at or after `timestamp_ms`."""
@@ -303,25 +244,23 @@ class AsyncConsumer:
         if timestamp_ms < 0:
             raise ValueError("timestamp_ms must be >= 0")
         for tp in self._assigned(partitions):
-            self._add_partition(tp, _Timestamp(timestamp_ms))
+            self._add_partition(tp, Timestamp(timestamp_ms))
 
     async def position(self, partition: tuple[str, int], timeout: float | None = 30.0) -> int:
         """The offset of the next record this consumer returns for `partition` (waits until the start is known)."""
         tp = self._assigned((partition,))[0]
-        await asyncio.wait_for(self._known[tp].wait(), timeout)
-        position = self._positions[tp]
+        entry = self._positions.get(tp)
+        assert entry is not None
+        await asyncio.wait_for(entry.known.wait(), timeout)
+        position = (self._positions.get(tp) or entry).position  # a seek meanwhile: its entry, same event
         assert position is not None
         return position
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records between this consumer's position and the high watermark the broker last reported,
         per assigned partition (once both are known); no request is made."""
-        out = {}
-        for tp in self.assignment():
-            position, end = self._positions.get(tp), self._high_watermarks.get(tp)
-            if position is not None and end is not None:
-                out[tp] = max(0, end - position)
-        return out
+        assigned = set(self.assignment())
+        return {tp: lag for tp, lag in self._positions.lag().items() if tp in assigned}
 
     async def end_offsets(self, *partitions: tuple[str, int]) -> dict[TopicPartition, int]:
         """The high watermark (offset after the last record) of each partition (none given: every assigned one)."""
@@ -341,45 +280,6 @@ class AsyncConsumer:
 
     # -- reading ----------------------------------------------------------------------
 
-    async def _read_partition(self, tp: TopicPartition, epoch: int) -> None:
-        failures = 0
-        while True:
-            request = broker_pb2.SubscribeRequest(topic=tp.topic, partition=tp.partition, max_bytes=self._max_bytes)
-            start = self._starts[tp]
-            if isinstance(start, _Timestamp):
-                request.timestamp_ms = start
-            elif isinstance(start, _Position):
-                request.position = start  # type: ignore[assignment]
-            else:
-                request.offset = start
-            try:
-                async for response in self._subscribe(request):
-                    failures = 0
-                    self._starts[tp] = response.next_offset  # a reopened stream continues after this one
-                    if self._positions[tp] is None:
-                        self._positions[tp] = response.next_offset
-                        self._known[tp].set()
-                    await self._queue.put((tp, epoch, response))
-                error: TidelogError = UnavailableError("the broker ended the subscription")
-            except grpc.aio.AioRpcError as err:
-                error = from_rpc_error(err)
-            if isinstance(error, OffsetOutOfRangeError):
-                if self._reset == "none":
-                    await self._queue.put(error)
-                    return
-                log.warning("%s: offset out of range, resetting to %s: %s", tp, self._reset, error)
-                self._starts[tp] = self._reset_start()
-                self._positions[tp] = None
-                self._known[tp].clear()
-                continue
-            if not error.retriable:  # a broken stream (even one the transport CANCELLED) is reopened
-                await self._queue.put(error)
-                return
-            failures += 1
-            delay = backoff_delay(failures, *self._backoff_ms)
-            log.warning("%s: subscription lost (%s), reopening in %d ms", tp, error, round(delay * 1000))
-            await asyncio.sleep(delay)
-
     async def getmany(self, timeout: float | None = None, max_records: int | None = None) -> list[Message]:
         """Records that have arrived (waiting up to `timeout` seconds for the first; None: forever); [] on timeout."""
         if max_records is not None and max_records < 1:
@@ -393,7 +293,7 @@ class AsyncConsumer:
         """What has arrived, as MessageBatch objects (no object per record): the fastest way to read."""
         await self.start()
         if self._auto_commit:  # what earlier polls returned has been processed
-            self._processed = {tp: p for tp, p in self._positions.items() if p is not None}
+            self._processed = self._positions.known_positions()
         if self._group is not None and self._group.revoking:
             await self._group.give_back()  # now that what earlier polls returned is processed
         self._polling += 1
@@ -415,20 +315,20 @@ class AsyncConsumer:
             self._polling -= 1
         return self._hand_out(max_records)
 
-    def _take(self, item: _QueueItem) -> None:
+    def _take(self, item: QueueItem) -> None:
         """Buffer a queued response's batches (stale epochs dropped); records are not touched."""
         if isinstance(item, TidelogError):
             raise item
         tp, epoch, response = item
         if self._group is not None and isinstance(response, GroupDelivery):
             self._group.credit_taken(response.size)
-        if self._epochs.get(tp) != epoch:
+        entry = self._positions.current(tp, epoch)
+        if entry is None:
             return  # read before a seek or an unassign
-        self._high_watermarks[tp] = response.high_watermark
-        if self._positions.get(tp) is None and response.batches:  # a group partition's first records
-            self._positions[tp] = response.batches[0].base_offset
-            self._known[tp].set()
-        position = self._buffered_next.get(tp, self._positions[tp])
+        entry.high_watermark = response.high_watermark
+        if entry.position is None and response.batches:  # a group partition's first records
+            entry.learn(response.batches[0].base_offset)
+        position = entry.buffered_next if entry.buffered_next is not None else entry.position
         topic, partition, serde = tp.topic, tp.partition, self._serde
         for batch in response.batches:
             base = batch.base_offset
@@ -436,10 +336,11 @@ class AsyncConsumer:
             records = batch.records[skip:] if skip else batch.records
             if records:
                 self._buffer.append(MessageBatch(topic, partition, base + skip, records, batch.append_time_ms, serde))
-                self._pending[tp] = self._pending.get(tp, 0) + 1
-        self._buffered_next[tp] = response.next_offset
-        if not self._pending.get(tp):
-            self._positions[tp] = self._buffered_next.pop(tp)  # nothing to hand out: the position moves on
+                entry.pending += 1
+        if entry.pending:
+            entry.buffered_next = response.next_offset
+        else:
+            entry.position = response.next_offset  # nothing to hand out: the position moves on
 
     def _hand_out(self, max_records: int | None) -> list[MessageBatch]:
         """Take batches off the buffer (up to `max_records` records) and move positions past them."""
@@ -451,19 +352,25 @@ class AsyncConsumer:
                 batch = self._buffer[0]
                 if len(batch) > room:
                     batch, self._buffer[0] = batch.split(room)
-                    self._pending[TopicPartition(batch.topic, batch.partition)] += 1
+                    self._entry_of(batch).pending += 1
                 else:
                     del self._buffer[0]
                 out.append(batch)
                 room -= len(batch)
         for batch in out:
-            tp = TopicPartition(batch.topic, batch.partition)
-            left = self._pending[tp] = self._pending[tp] - 1
-            if left:
-                self._positions[tp] = batch.next_offset
+            entry = self._entry_of(batch)
+            entry.pending -= 1
+            if entry.pending:
+                entry.position = batch.next_offset
             else:
-                self._positions[tp] = self._buffered_next.pop(tp, batch.next_offset)
+                entry.position = batch.next_offset if entry.buffered_next is None else entry.buffered_next
+                entry.buffered_next = None
         return out
+
+    def _entry_of(self, batch: MessageBatch) -> PartitionPosition:
+        entry = self._positions.get(TopicPartition(batch.topic, batch.partition))
+        assert entry is not None, "buffered batches belong to partitions being read"
+        return entry
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         while True:
@@ -479,9 +386,7 @@ class AsyncConsumer:
             self._auto_committer.cancel()
         if self._group is not None:
             await self._group.close()
-        for task in self._streams.values():
-            task.cancel()
-        await asyncio.gather(*self._streams.values(), return_exceptions=True)
+        await self._subscriptions.close_all()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncConsumer:
@@ -490,6 +395,44 @@ class AsyncConsumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _GroupSide:
+    """The consumer as its group session sees it (group_session.GroupHost)."""
+
+    def __init__(self, consumer: AsyncConsumer) -> None:
+        self._consumer = consumer
+
+    @property
+    def auto_commit(self) -> bool:
+        return self._consumer._auto_commit
+
+    @property
+    def polling(self) -> bool:
+        return self._consumer._polling > 0
+
+    def deliver(self, item: tuple[TopicPartition, int, GroupDelivery] | TidelogError) -> None:
+        self._consumer._queue.put_nowait(item)
+
+    def queue_empty(self) -> bool:
+        return self._consumer._queue.empty()
+
+    def epoch_of(self, tp: TopicPartition) -> int | None:
+        entry = self._consumer._positions.get(tp)
+        return None if entry is None else entry.epoch
+
+    def start_partition(self, tp: TopicPartition) -> None:
+        self._consumer._start_group_partition(tp)
+
+    def stop_partition(self, tp: TopicPartition) -> None:
+        self._consumer._stop_group_partition(tp)
+
+    def position_of(self, tp: TopicPartition) -> int | None:
+        entry = self._consumer._positions.get(tp)
+        return None if entry is None else entry.position
+
+    def processed_positions(self) -> dict[TopicPartition, int]:
+        return dict(self._consumer._processed)
 
 
 class Consumer:

@@ -2,7 +2,7 @@
 
 `send()` costs a few microseconds: the record is encoded straight into its
 partition's batch and a light `RecordFuture` comes back; the batch leaves over a
-pipelined ProduceStream (see client/_producer_core.py for how and when).
+pipelined ProduceStream (see this package's _core, accumulator, idempotence and sender modules).
 
 Settings (keyword arguments of both classes):
 

@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 
@@ -22,9 +22,6 @@ from tidelog.common.reasons import Reason
 from tidelog.errors import TidelogError, UnavailableError, code_from_int, from_rpc_error, make_error
 from tidelog.types import TopicPartition
 from tidelog.v1 import groups_pb2
-
-if TYPE_CHECKING:
-    from tidelog.consumer import AsyncConsumer
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +39,44 @@ class GroupDelivery(NamedTuple):
     size: int
 
 
+class GroupHost(Protocol):
+    """What the session needs of the consumer it drives."""
+
+    @property
+    def auto_commit(self) -> bool: ...
+
+    @property
+    def polling(self) -> bool:
+        """A poll is waiting now: what earlier polls returned is processed."""
+        ...
+
+    def deliver(self, item: tuple[TopicPartition, int, GroupDelivery] | TidelogError) -> None:
+        """Queue records (or a final error) for the caller; never waits."""
+        ...
+
+    def queue_empty(self) -> bool: ...
+
+    def epoch_of(self, tp: TopicPartition) -> int | None:
+        """The epoch of an owned partition's reading (None: not read now)."""
+        ...
+
+    def start_partition(self, tp: TopicPartition) -> None: ...
+
+    def stop_partition(self, tp: TopicPartition) -> None: ...
+
+    def position_of(self, tp: TopicPartition) -> int | None:
+        """The next offset the caller will be given (all that polls handed out is before it)."""
+        ...
+
+    def processed_positions(self) -> dict[TopicPartition, int]:
+        """Positions as of the latest poll: what the caller has processed."""
+        ...
+
+
 class GroupSession:
     def __init__(
         self,
-        consumer: AsyncConsumer,
+        consumer: GroupHost,
         channel: grpc.aio.Channel,
         *,
         group: str,
@@ -113,7 +144,7 @@ class GroupSession:
             self._lose_everything(error)
             # FENCED: the session ended (a long pause, a broker restart); join again.
             if not error.retriable and error.reason != Reason.FENCED:
-                self._consumer._queue.put_nowait(error)
+                self._consumer.deliver(error)
                 return
             failures += 1
             delay = backoff_delay(failures, *self._backoff_ms)
@@ -140,7 +171,7 @@ class GroupSession:
         if kind == "records":
             records = response.records
             tp = TopicPartition(records.topic, records.partition)
-            epoch = self._consumer._epochs.get(tp)
+            epoch = self._consumer.epoch_of(tp)
             if epoch is None or not records.batches:
                 # Not ours any more: the credit it took is given back at once.
                 self.credit_taken(sum(batch.ByteSize() for batch in records.batches))
@@ -151,16 +182,16 @@ class GroupSession:
                 records.batches, last.base_offset + len(last.records), records.high_watermark, size
             )
             # Unbounded: credit bounds the bytes, and control messages behind must never wait for the caller.
-            self._consumer._queue.put_nowait((tp, epoch, delivery))
+            self._consumer.deliver((tp, epoch, delivery))
         elif kind == "assignment":
             assignment = response.assignment
             self.member_id, self.generation = assignment.member_id, assignment.generation
             now = {TopicPartition(tp.topic, tp.partition) for tp in assignment.partitions}
             added, lost = sorted(now - self.owned), sorted(self.owned - now)
             for tp in lost:
-                self._consumer._stop_group_partition(tp)
+                self._consumer.stop_partition(tp)
             for tp in added:
-                self._consumer._start_group_partition(tp)
+                self._consumer.start_partition(tp)
             self.owned = now
             self._live = True
             self._joined.set()
@@ -170,10 +201,10 @@ class GroupSession:
             tps = [TopicPartition(tp.topic, tp.partition) for tp in response.revoke.partitions]
             for tp in tps:
                 if tp in self.owned:
-                    self._revoking[tp] = self._consumer._positions.get(tp)  # all that polls handed out
-                    self._consumer._stop_group_partition(tp)
+                    self._revoking[tp] = self._consumer.position_of(tp)  # all that polls handed out
+                    self._consumer.stop_partition(tp)
                     self.owned.discard(tp)
-            if self._consumer._polling:  # the caller waits in a poll: what it was given is processed
+            if self._consumer.polling:  # the caller waits in a poll: what it was given is processed
                 self._side_task(self.give_back())
             # Otherwise the caller may be processing what it was given: give back at its next poll.
         elif kind == "commit_result":
@@ -211,7 +242,7 @@ class GroupSession:
             return
         processed = {tp: offset for tp, offset in revoking.items() if offset is not None}
         try:
-            if self._consumer._auto_commit and processed:
+            if self._consumer.auto_commit and processed:
                 await self.commit(processed)
         except TidelogError as err:
             log.warning("group %s: commit before revoke failed: %s", self.group, err)
@@ -233,7 +264,7 @@ class GroupSession:
         self._commits.clear()
         self._revoking = {}  # the broker takes them back without us: the next owner starts at the last commit
         for tp in self.owned:
-            self._consumer._stop_group_partition(tp)
+            self._consumer.stop_partition(tp)
         self.owned = set()
         self._joined.clear()
 
@@ -260,7 +291,7 @@ class GroupSession:
     def credit_taken(self, size: int) -> None:
         """The caller took `size` bytes off the buffer: let the broker send as much again."""
         self._credit_due += size
-        if self._live and (self._credit_due >= _CREDIT_STEP_BYTES or self._consumer._queue.empty()):
+        if self._live and (self._credit_due >= _CREDIT_STEP_BYTES or self._consumer.queue_empty()):
             self._send(credit=groups_pb2.Credit(bytes=self._credit_due))
             self._credit_due = 0
 
@@ -270,8 +301,8 @@ class GroupSession:
             return
         try:
             await asyncio.wait_for(self.give_back(), 10)
-            if self._consumer._auto_commit and self.owned:
-                processed = {tp: o for tp, o in self._consumer._processed_positions().items() if tp in self.owned}
+            if self._consumer.auto_commit and self.owned:
+                processed = {tp: o for tp, o in self._consumer.processed_positions().items() if tp in self.owned}
                 await asyncio.wait_for(self.commit(processed), 10)
         except (TidelogError, TimeoutError) as err:
             log.warning("group %s: final commit failed: %s", self.group, err)

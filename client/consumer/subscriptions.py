@@ -1,0 +1,114 @@
+"""One Subscribe stream per assigned partition, feeding the consumer's queue.
+
+A stream that breaks on a retriable failure (the broker restarting, the network, a call the server's
+transport cancelled) is opened again, after a backoff, exactly where the last response it queued
+ended: nothing is skipped and nothing delivered twice. A start the log no longer has (retention) or
+does not have yet falls back to the reset policy, as in Kafka, unless that is ``"none"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from tidelog._channel import backoff_delay
+from tidelog.consumer.positions import EARLIEST, LATEST, PartitionPosition, Position, Start, Timestamp
+from tidelog.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
+from tidelog.types import TopicPartition
+from tidelog.v1 import broker_pb2
+
+log = logging.getLogger(__name__)
+
+QueueItem = tuple[TopicPartition, int, Any] | TidelogError
+
+
+class Subscriptions:
+    """The Subscribe streams of a consumer's assigned partitions, one task each."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        queue: asyncio.Queue[QueueItem],
+        *,
+        max_bytes: int,
+        reset: str,
+        backoff_ms: tuple[float, float],
+    ) -> None:
+        self._subscribe: Callable[..., Any] = channel.unary_stream(
+            "/tidelog.v1.Broker/Subscribe",
+            request_serializer=broker_pb2.SubscribeRequest.SerializeToString,
+            response_deserializer=broker_pb2.FetchResponse.FromString,
+        )
+        self._queue = queue
+        self._max_bytes = max_bytes
+        self._reset = reset
+        self._backoff_ms = backoff_ms
+        self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+
+    def reset_start(self) -> Start:
+        return EARLIEST if self._reset == "earliest" else LATEST
+
+    def open(self, tp: TopicPartition, entry: PartitionPosition) -> None:
+        """Read `tp` from its entry's start (a stream already open on it is closed first)."""
+        self.close(tp)
+        self._tasks[tp] = asyncio.create_task(self._read(tp, entry))
+
+    def close(self, tp: TopicPartition) -> None:
+        task = self._tasks.pop(tp, None)
+        if task is not None:
+            task.cancel()
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._tasks
+
+    def partitions(self) -> list[TopicPartition]:
+        return list(self._tasks)
+
+    async def close_all(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _request(self, tp: TopicPartition, start: Start) -> broker_pb2.SubscribeRequest:
+        request = broker_pb2.SubscribeRequest(topic=tp.topic, partition=tp.partition, max_bytes=self._max_bytes)
+        if isinstance(start, Timestamp):
+            request.timestamp_ms = start
+        elif isinstance(start, Position):
+            request.position = start  # type: ignore[assignment]
+        else:
+            request.offset = start
+        return request
+
+    async def _read(self, tp: TopicPartition, entry: PartitionPosition) -> None:
+        failures = 0
+        while True:
+            try:
+                async for response in self._subscribe(self._request(tp, entry.start)):
+                    failures = 0
+                    entry.start = response.next_offset  # a reopened stream continues after this one
+                    if entry.position is None:
+                        entry.learn(response.next_offset)
+                    await self._queue.put((tp, entry.epoch, response))
+                error: TidelogError = UnavailableError("the broker ended the subscription")
+            except grpc.aio.AioRpcError as err:
+                error = from_rpc_error(err)
+            if isinstance(error, OffsetOutOfRangeError):
+                if self._reset == "none":
+                    await self._queue.put(error)
+                    return
+                log.warning("%s: offset out of range, resetting to %s: %s", tp, self._reset, error)
+                entry.forget(self.reset_start())
+                continue
+            if not error.retriable:  # a broken stream (even one the transport CANCELLED) is reopened
+                await self._queue.put(error)
+                return
+            failures += 1
+            delay = backoff_delay(failures, *self._backoff_ms)
+            log.warning("%s: subscription lost (%s), reopening in %d ms", tp, error, round(delay * 1000))
+            await asyncio.sleep(delay)
