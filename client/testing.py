@@ -61,8 +61,11 @@ class BrokerProcess:
         self.address = ""
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
 
-    def start(self, timeout: float = 30.0) -> BrokerProcess:
-        """Start the broker and wait until its health check answers SERVING."""
+    def start(self, timeout: float = 30.0, health_timeout: float | None = None) -> BrokerProcess:
+        """Start the broker and wait until its health check answers SERVING.
+
+        `health_timeout` (default: `timeout`) bounds the plaintext health check alone, once the
+        ready file is written: a broker that serves only TLS fails it with grpc.RpcError."""
         ready = self.data_dir.parent / f"{self.data_dir.name}.ready"
         ready.unlink(missing_ok=True)
         listen = self.address or "127.0.0.1:0"
@@ -99,7 +102,9 @@ class BrokerProcess:
         self.address = ready.read_text()
         with grpc.insecure_channel(self.address) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
+                health_pb2.HealthCheckRequest(),
+                timeout=timeout if health_timeout is None else health_timeout,
+                wait_for_ready=True,
             )
             if status.status != health_pb2.HealthCheckResponse.SERVING:
                 raise RuntimeError(f"the broker at {self.address} is not serving")

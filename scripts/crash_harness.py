@@ -47,22 +47,29 @@ def run(
             killer_done.set()
 
         killer = threading.Thread(target=kill_and_restart, name="killer")
-        # Spread the records over the kills, so that they land mid-stream.
+        # Records flow until the killer is done, however long restarts take, and a kill's share more
+        # after its last restart: every kill lands mid-stream. `records` sets the pace (spread over
+        # ~0.6 s a kill) and is the least sent; four times it bounds the run.
         spread_s = max(1.0, kills * 0.6)
+        limit = 4 * records
         began = time.monotonic()
         with Producer(broker.address, delivery_timeout_ms=120_000, linger_ms=1) as producer:
             killer.start()
-            for seq in range(records):
+            seq, end = 0, limit
+            while seq < end:
+                if end == limit and killer_done.is_set():
+                    end = min(limit, max(records, seq + records // (kills + 1)))
                 partition = seq % partitions
                 value = b"%d:%d" % (partition, seq)
                 sent.append((partition, value, producer.send(TOPIC, value, partition=partition)))
-                if seq % 1000 == 999:
+                if seq % 1000 == 999:  # pacing, not synchronisation
                     ahead = began + spread_s * (seq + 1) / records - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
+                seq += 1
             killer.join()
             producer.flush(timeout=180)
-        say(f"sent {records} records in {time.monotonic() - began:.1f}s across {kills} kills")
+        say(f"sent {len(sent)} records in {time.monotonic() - began:.1f}s across {kills} kills")
         return judge(_requests(sent), _read_back(broker.address, partitions))
     finally:
         broker.stop()
@@ -92,7 +99,9 @@ def _read_back(address: str, partitions: int) -> dict[int, list[bytes]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument(
+        "--records", type=int, default=1_000_000, help="the least sent; more while kills go on (at most 4x)"
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """A group member in its own process, for tests that kill it: prints "partition offset" per record.
 
-Usage: python -m tests.group_member_process ADDRESS TOPIC GROUP
+Usage: python -m tests.group_member_process ADDRESS TOPIC GROUP [SESSION_TIMEOUT_MS]
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from tidelog import Consumer
 
 def main() -> None:
     address, topic, group = sys.argv[1:4]
+    session_timeout_ms = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
     with Consumer(
         address,
         topics=[topic],
         group=group,
         auto_offset_reset="earliest",
-        session_timeout_ms=3000,
+        session_timeout_ms=session_timeout_ms,
         auto_commit_interval_ms=100,
     ) as consumer:
         print("started", flush=True)

@@ -105,7 +105,7 @@ def test_acls_over_every_rpc_kind(tmp_path: Path) -> None:
                 except grpc.RpcError:
                     return False
 
-        wait_for(bob_reads)
+        wait_for(bob_reads, what="the ACL reload that lets bob read")
     finally:
         broker.stop()
 
@@ -115,7 +115,7 @@ def test_acls_need_principals(tmp_path: Path) -> None:
     rules.write_text(RULES)
     broker = BrokerProcess(tmp_path / "data", "--acls", str(rules))
     with pytest.raises(RuntimeError):
-        broker.start(timeout=10)
+        broker.start()
     assert "--acls needs principals" in broker.log()
 
 

@@ -103,7 +103,7 @@ def test_compaction_keeps_the_latest_per_key_at_its_offset(
             expected = sorted(
                 (offset, key, value) for key, (offset, value) in model.items() if value is not None or keep_tombstones
             )
-            wait_for(lambda: read_all(stub, topic) == expected, timeout=30)
+            wait_for(lambda: read_all(stub, topic) == expected, timeout=30, what="the log compacted to the model")
         finally:
             stop.set()
             watcher.join()

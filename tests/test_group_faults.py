@@ -21,9 +21,9 @@ Processed = list[tuple[int, int]]  # (partition, offset)
 class MemberProcess:
     """tests/group_member_process.py in its own process; what it processed, read from its stdout."""
 
-    def __init__(self, address: str, topic: str, group: str) -> None:
+    def __init__(self, address: str, topic: str, group: str, session_timeout_ms: int = 3000) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.group_member_process", address, topic, group],
+            [sys.executable, "-m", "tests.group_member_process", address, topic, group, str(session_timeout_ms)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -78,22 +78,33 @@ def owners(address: str, group: str) -> dict[str, set[tuple[str, int]]]:
 def test_killed_members_partitions_move_to_the_others(broker: BrokerProcess) -> None:
     topic = new_topic(broker.address, partitions=12)
     a, b = MemberThread(broker.address, topic, "kill-g"), MemberThread(broker.address, topic, "kill-g")
-    victim = MemberProcess(broker.address, topic, "kill-g")
+    # Its session outlasts the wait below: only noticing the dropped connection moves its partitions in time.
+    victim = MemberProcess(broker.address, topic, "kill-g", session_timeout_ms=300_000)
     try:
-        wait_for(lambda: sorted(len(tps) for tps in owners(broker.address, "kill-g").values()) == [4, 4, 4])
+        wait_for(
+            lambda: sorted(len(tps) for tps in owners(broker.address, "kill-g").values()) == [4, 4, 4],
+            what="12 partitions spread over the 3 members",
+        )
         victims = set(owners(broker.address, "kill-g")) - {a.consumer._async._group.member_id}  # type: ignore[union-attr]
         victims -= {b.consumer._async._group.member_id}  # type: ignore[union-attr]
         (victim_id,) = victims
         victim_partitions = owners(broker.address, "kill-g")[victim_id]
         killed_at = time.monotonic()
         victim.kill()
-        wait_for(lambda: len(a.consumer.assignment()) + len(b.consumer.assignment()) == 12, timeout=3.0)
+        wait_for(
+            lambda: len(a.consumer.assignment()) + len(b.consumer.assignment()) == 12,
+            timeout=30,
+            what="the killed member's partitions to move to the other two",
+        )
         print(f"partitions of a killed member reassigned after {(time.monotonic() - killed_at) * 1000:.0f} ms")
         with Producer(broker.address) as producer:
             for _, partition in victim_partitions:
                 producer.send(topic, b"after", partition=partition)
             producer.flush()
-        wait_for(lambda: {p for p, _ in a.processed + b.processed} >= {p for _, p in victim_partitions})
+        wait_for(
+            lambda: {p for p, _ in a.processed + b.processed} >= {p for _, p in victim_partitions},
+            what="records of every moved partition processed",
+        )
     finally:
         victim.kill()
         a.stop()
@@ -225,17 +236,17 @@ def test_a_member_rejoins_after_a_broker_kill_and_resumes_from_committed_offsets
         producer.flush()
     member = MemberThread(own_broker.address, topic, "restart-g")
     try:
-        wait_for(lambda: len(member.processed) == 10)
+        wait_for(lambda: len(member.processed) == 10, what="the 10 records before the kill")
         # The thread's next poll marks them processed; auto-commit (every 100 ms) follows.
         with AdminClient(own_broker.address) as admin:
-            wait_for(lambda: sum(admin.group_offsets("restart-g").values()) == 10)
+            wait_for(lambda: sum(admin.group_offsets("restart-g").values()) == 10, what="the 10 records committed")
         own_broker.kill()  # committed offsets are durable; membership is rebuilt by rejoining
         own_broker.start()
         with Producer(own_broker.address) as producer:
             for i in range(4):
                 producer.send(topic, b"after-%d" % i, partition=i % 2)
             producer.flush()
-        wait_for(lambda: len(member.processed) >= 14, timeout=20)
+        wait_for(lambda: len(member.processed) >= 14, timeout=20, what="the 4 records after the restart")
         assert sorted(member.processed) == sorted(
             [(p, o) for p in range(2) for o in range(5)] + [(p, o) for p in range(2) for o in range(5, 7)]
         )

@@ -106,13 +106,14 @@ def groups_stub(broker: BrokerProcess) -> Iterator[GroupsStub]:
 def test_a_member_gets_every_partition_records_and_commits(broker: BrokerProcess, groups_stub: GroupsStub) -> None:
     topic = new_topic(broker.address, partitions=2)
     produce(broker.address, topic, 0, b"old")  # before the group: "earliest" starts here
-    member = RawMember(broker.address, "g-basic", [topic], auto_offset_reset="earliest")
+    # It never heartbeats: a session long enough that it stays a member however long the test takes.
+    member = RawMember(broker.address, "g-basic", [topic], auto_offset_reset="earliest", session_timeout_ms=300_000)
     try:
-        wait_for(lambda: member.owned() == {(topic, 0), (topic, 1)})
+        wait_for(lambda: member.owned() == {(topic, 0), (topic, 1)}, what="both partitions assigned")
         produce(broker.address, topic, 1, b"a", b"b")
-        wait_for(lambda: sorted(member.values()) == [b"a", b"b", b"old"])
+        wait_for(lambda: sorted(member.values()) == [b"a", b"b", b"old"], what="the 3 records")
         member.commit(topic, 1, 2)
-        wait_for(lambda: member.commit_results)
+        wait_for(lambda: member.commit_results, what="the commit's result")
         assert list(member.commit_results[0].offsets) == [
             groups_pb2.PartitionOffset(topic=topic, partition=1, offset=2)
         ]
@@ -130,33 +131,40 @@ def test_a_member_gets_every_partition_records_and_commits(broker: BrokerProcess
     finally:
         member.close()
 
-    wait_for(lambda: not groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-basic")).members)
+    wait_for(
+        lambda: not groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-basic")).members,
+        what="the closed member to leave",
+    )
     produce(broker.address, topic, 1, b"c")
-    again = RawMember(broker.address, "g-basic", [topic], auto_offset_reset="earliest")
+    again = RawMember(broker.address, "g-basic", [topic], auto_offset_reset="earliest", session_timeout_ms=300_000)
     try:  # partition 1 resumes after the commit; partition 0 (nothing committed) from the start
-        wait_for(lambda: sorted(again.values()) == [b"c", b"old"])
+        wait_for(lambda: sorted(again.values()) == [b"c", b"old"], what="the uncommitted records again")
     finally:
         again.close()
 
 
 def test_join_moves_only_a_fair_share_and_a_dead_members_partitions_move(broker: BrokerProcess) -> None:
     topic = new_topic(broker.address, partitions=12)
-    members = [RawMember(broker.address, "g-balance", [topic]) for _ in range(3)]
+    # They never heartbeat: a session long enough that only a closed stream ends a membership.
+    members = [RawMember(broker.address, "g-balance", [topic], session_timeout_ms=300_000) for _ in range(3)]
     fourth: RawMember | None = None
     try:
-        wait_for(lambda: sorted(len(m.owned()) for m in members) == [4, 4, 4])
+        wait_for(lambda: sorted(len(m.owned()) for m in members) == [4, 4, 4], what="12 partitions over 3 members")
         revoked_before = sum(len(m.revoked) for m in members)
-        fourth = RawMember(broker.address, "g-balance", [topic])
-        wait_for(lambda: sorted(len(m.owned()) for m in [*members, fourth]) == [3, 3, 3, 3])
+        fourth = RawMember(broker.address, "g-balance", [topic], session_timeout_ms=300_000)
+        wait_for(
+            lambda: sorted(len(m.owned()) for m in [*members, fourth]) == [3, 3, 3, 3],
+            what="12 partitions over 4 members",
+        )
         assert sum(len(m.revoked) for m in members) - revoked_before == 3
         owned = [tp for m in [*members, fourth] for tp in m.owned()]
         assert len(set(owned)) == 12
 
         members[0].close()  # its stream ends: it leaves at once
         survivors = [*members[1:], fourth]
-        wait_for(lambda: sorted(len(m.owned()) for m in survivors) == [4, 4, 4])
+        wait_for(lambda: sorted(len(m.owned()) for m in survivors) == [4, 4, 4], what="12 partitions over 3 survivors")
         produce(broker.address, topic, 5, b"after")
-        wait_for(lambda: any(b"after" in m.values() for m in survivors))
+        wait_for(lambda: any(b"after" in m.values() for m in survivors), what="a survivor to get the record")
     finally:
         for m in [*members, *([fourth] if fourth else [])]:
             m.close()
@@ -166,9 +174,9 @@ def test_silent_member_times_out_and_is_fenced(broker: BrokerProcess, groups_stu
     topic = new_topic(broker.address)
     silent = RawMember(broker.address, "g-silent", [topic], session_timeout_ms=300)
     try:
-        wait_for(lambda: silent.assignment is not None)
+        wait_for(lambda: silent.assignment is not None, what="the silent member's assignment")
         member_id, generation = silent.assignment.member_id, silent.assignment.generation  # type: ignore[union-attr]
-        wait_for(lambda: silent.error is not None, timeout=10)
+        wait_for(lambda: silent.error is not None, timeout=10, what="the silent member to be fenced")
         assert silent.error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[union-attr]
         assert error_reason(silent.error) == "FENCED"  # type: ignore[arg-type]
         request = groups_pb2.CommitOffsetsRequest(
@@ -189,7 +197,7 @@ def test_commit_by_a_member_that_does_not_own_the_partition_is_refused(
     a = RawMember(broker.address, "g-fence", [topic])
     b = RawMember(broker.address, "g-fence", [topic])
     try:
-        wait_for(lambda: len(a.owned()) == 1 and len(b.owned()) == 1)
+        wait_for(lambda: len(a.owned()) == 1 and len(b.owned()) == 1, what="a partition each")
         (not_a,) = b.owned()
         assert b.assignment is not None and a.assignment is not None
         request = groups_pb2.CommitOffsetsRequest(
@@ -200,7 +208,7 @@ def test_commit_by_a_member_that_does_not_own_the_partition_is_refused(
         )
         expect_status(grpc.StatusCode.FAILED_PRECONDITION, "NOT_OWNER", lambda: groups_stub.CommitOffsets(request))
         a.commit(not_a[0], not_a[1], 0)  # on the stream: an error answer, and the stream goes on
-        wait_for(lambda: a.commit_results)
+        wait_for(lambda: a.commit_results, what="the refused commit's answer")
         assert a.commit_results[0].error.reason == Reason.NOT_OWNER
         assert a.error is None
     finally:
@@ -214,12 +222,13 @@ def test_delivery_stays_within_credit_and_resumes_on_a_grant(broker: BrokerProce
         produce(broker.address, topic, 0, b"%d" % i + b"x" * 100)  # one stored batch each
     member = RawMember(broker.address, "g-credit", [topic], auto_offset_reset="earliest", initial_credit_bytes=50)
     try:
-        wait_for(lambda: len(member.values()) == 1)  # one batch may overshoot the credit, no more
+        # One batch may overshoot the credit, no more.
+        wait_for(lambda: len(member.values()) == 1, what="the first batch")
         member.send(credit=groups_pb2.Credit(records=2, bytes=1 << 20))  # records now counted: 2 more
-        wait_for(lambda: len(member.values()) == 3)
+        wait_for(lambda: len(member.values()) == 3, what="2 more records on the grant")
         member.send(heartbeat=groups_pb2.Heartbeat())
         member.send(credit=groups_pb2.Credit(records=100))
-        wait_for(lambda: len(member.values()) == 5)
+        wait_for(lambda: len(member.values()) == 5, what="the last 2 records")
         assert member.values() == [b"%d" % i + b"x" * 100 for i in range(5)]
     finally:
         member.close()
@@ -243,10 +252,13 @@ def test_reset_and_delete_a_group(broker: BrokerProcess, groups_stub: GroupsStub
     )
     member = RawMember(broker.address, "g-admin", [topic])
     try:
-        wait_for(lambda: member.values() == [b"b", b"c"])  # from the reset offset
+        wait_for(lambda: member.values() == [b"b", b"c"], what="the records from the reset offset")
     finally:
         member.close()
-    wait_for(lambda: not groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-admin")).members)
+    wait_for(
+        lambda: not groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-admin")).members,
+        what="the closed member to leave",
+    )
     groups_stub.DeleteGroup(groups_pb2.DeleteGroupRequest(group="g-admin"))
     for call in (
         lambda: groups_stub.DescribeGroup(groups_pb2.DescribeGroupRequest(group="g-admin")),
@@ -281,10 +293,10 @@ def test_deleting_a_topic_takes_its_partitions_back_from_the_group(broker: Broke
     kept, doomed = new_topic(broker.address), new_topic(broker.address, partitions=2)
     member = RawMember(broker.address, "g-delete", [kept, doomed])
     try:
-        wait_for(lambda: len(member.owned()) == 3)
+        wait_for(lambda: len(member.owned()) == 3, what="the 3 partitions of both topics")
         with grpc.insecure_channel(broker.address) as channel:
             AdminStub(channel).DeleteTopic(admin_pb2.DeleteTopicRequest(name=doomed))
-        wait_for(lambda: member.owned() == {(kept, 0)})
+        wait_for(lambda: member.owned() == {(kept, 0)}, what="the deleted topic's partitions taken back")
         assert sorted(member.revoked) == [(doomed, 0), (doomed, 1)]
     finally:
         member.close()
@@ -304,14 +316,14 @@ def test_commit_answers_come_in_commit_order_under_write_load(broker: BrokerProc
         flooder.start()
     member = RawMember(broker.address, "g-order", [topic], initial_credit_bytes=1)
     try:
-        wait_for(lambda: member.owned() == {(topic, 0)})
+        wait_for(lambda: member.owned() == {(topic, 0)}, what="the partition assigned")
         sent: list[tuple[str, int | None]] = []
         for i in range(1, 201):
             member.commit(topic, 0, i)
             sent.append(("ok", i))
             member.commit(topic, 5, 0)  # no such partition: refused at once, answered in its turn
             sent.append(("refused", None))
-        wait_for(lambda: len(member.commit_results) == len(sent), timeout=30)
+        wait_for(lambda: len(member.commit_results) == len(sent), timeout=30, what="an answer to every commit")
         got = [("refused", None) if r.HasField("error") else ("ok", r.offsets[0].offset) for r in member.commit_results]
         assert got == sent
     finally:
@@ -325,14 +337,14 @@ def test_a_topic_deleted_and_created_again_is_assigned_again(broker: BrokerProce
     topic = new_topic(broker.address, partitions=2)
     member = RawMember(broker.address, "g-recreate", [topic], auto_offset_reset="earliest")
     try:
-        wait_for(lambda: member.owned() == {(topic, 0), (topic, 1)})
+        wait_for(lambda: member.owned() == {(topic, 0), (topic, 1)}, what="both partitions assigned")
         with grpc.insecure_channel(broker.address) as channel:
             admin = AdminStub(channel)
             admin.DeleteTopic(admin_pb2.DeleteTopicRequest(name=topic))
-            wait_for(lambda: member.owned() == set())
+            wait_for(lambda: member.owned() == set(), what="the deleted topic's partitions taken back")
             admin.CreateTopic(admin_pb2.CreateTopicRequest(name=topic, partitions=2))
         produce(broker.address, topic, 0, b"again")
-        wait_for(lambda: b"again" in member.values())
+        wait_for(lambda: b"again" in member.values(), what="the record in the topic created again")
     finally:
         member.close()
 
@@ -341,9 +353,9 @@ def test_stopping_the_broker_ends_consume_streams_at_once_with_shutting_down(own
     own_broker.start()
     topic = new_topic(own_broker.address)
     member = RawMember(own_broker.address, "g-stop", [topic])
-    wait_for(lambda: member.owned())
+    wait_for(lambda: member.owned(), what="the partition assigned")
     assert own_broker.stop() == 0  # the streams are ended by the broker, not cut by the grace period
-    wait_for(lambda: member.error is not None)
+    wait_for(lambda: member.error is not None, what="the stream to end")
     assert member.error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
     assert error_reason(member.error) == "SHUTTING_DOWN"  # type: ignore[arg-type]
     member.close()

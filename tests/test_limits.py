@@ -52,7 +52,7 @@ def test_stream_limits_in_total_and_per_connection(tmp_path: Path) -> None:
             except grpc.RpcError:
                 return False
 
-        wait_for(one_more)
+        wait_for(one_more, what="room for one more stream once one of mine is cancelled")
         assert BrokerStub(first).Fetch(broker_pb2.FetchRequest(topic="t")).high_watermark == 0  # unary still served
         for stream in mine + theirs:
             stream.cancel()
@@ -92,7 +92,7 @@ def test_settings_from_a_toml_file_and_errors_naming_the_key(tmp_path: Path) -> 
         config.write_text(text)
         refused = BrokerProcess(tmp_path / "refused", "--config", str(config))
         try:
-            refused.start(timeout=10)
+            refused.start()
             raise AssertionError("a bad config file must stop the broker")
         except RuntimeError:
             pass

@@ -36,9 +36,11 @@ def test_metrics_after_a_workload(tmp_path: Path) -> None:
             producer.send_many(topic, [b"x" * 10] * 300, partition=0)
             producer.send_many(topic, [b"y" * 10] * 200, partition=1)
             producer.flush()
-        with Consumer(broker.address, topics=[topic], group="metered", auto_offset_reset="earliest") as consumer:
+        with Consumer(
+            broker.address, topics=[topic], group="metered", auto_offset_reset="earliest", enable_auto_commit=False
+        ) as consumer:
             got: list[bytes] = []
-            wait_for(lambda: got.extend(m.value for m in consumer.poll(0.1)) or len(got) >= 500)
+            wait_for(lambda: got.extend(m.value for m in consumer.poll(0.1)) or len(got) >= 500, what="500 records")
             consumer.commit({(topic, 0): 300, (topic, 1): 150})
             samples = scrape(metrics_address)
             assert samples[("tidelog_group_members", (("group", "metered"),))] == 1

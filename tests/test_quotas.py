@@ -49,13 +49,16 @@ def test_over_quota_producers_are_held_back_and_told(tmp_path: Path) -> None:
             request = broker_pb2.ProduceRequest(
                 topic="t", partition=0, records=[records_pb2.Record(value=b"x" * 60_000)]
             )
-            held = []
-            for _ in range(4):
+            held: list[int] = []
+            produced = 0
+            while not held and produced < 100:  # until one is held: the bucket refills while this machine sends
                 _, call = stub.Produce.with_call(request)
+                produced += 1
                 held += [int(v) for k, v in call.trailing_metadata() or () if k == "tidelog-throttle-ms"]
             assert held and max(held) > 0  # throttled, and said so
-            fetched, call = stub.Fetch.with_call(broker_pb2.FetchRequest(topic="t", max_records=4))
-            assert sum(len(b.records) for b in fetched.batches) == 4  # nothing refused
+            fetch = broker_pb2.FetchRequest(topic="t", max_records=produced, max_bytes=64 << 20)
+            fetched, call = stub.Fetch.with_call(fetch)
+            assert sum(len(b.records) for b in fetched.batches) == produced  # nothing refused
             assert not [v for k, v in call.trailing_metadata() or () if k == "tidelog-throttle-ms"]  # no consume quota
     finally:
         broker.stop()

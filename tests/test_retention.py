@@ -72,7 +72,7 @@ def test_the_cleaner_applies_retention_by_time_and_altered_configs_without_a_res
         admin.AlterTopicConfigs(
             admin_pb2.AlterTopicConfigsRequest(name="aging", configs={"retention.ms": str(HOUR_MS)})
         )
-        wait_for(lambda: describe(admin, "aging").log_start_offset == 2)
+        wait_for(lambda: describe(admin, "aging").log_start_offset == 2, what="the 2 old records deleted")
         partition = describe(admin, "aging")
         assert partition.high_watermark == 3
 
@@ -93,8 +93,8 @@ def test_the_cleaner_applies_retention_by_bytes(cleaning_broker: BrokerProcess) 
         admin, stub = AdminStub(channel), BrokerStub(channel)
         admin.CreateTopic(admin_pb2.CreateTopicRequest(name="bounded", configs={"retention.bytes": "1000"}))
         produce(stub, "bounded", *[now] * 20)
-        wait_for(lambda: describe(admin, "bounded").log_start_offset > 0)
-        wait_for(lambda: describe(admin, "bounded").size_bytes < 1500)
+        wait_for(lambda: describe(admin, "bounded").log_start_offset > 0, what="the oldest records deleted")
+        wait_for(lambda: describe(admin, "bounded").size_bytes < 1500, what="the partition cut to retention.bytes")
         partition = describe(admin, "bounded")
         assert partition.size_bytes >= 1000 and partition.high_watermark == 20
 
@@ -111,7 +111,7 @@ def test_time_lookups_after_retention_start_at_the_new_log_start(cleaning_broker
         admin.AlterTopicConfigs(
             admin_pb2.AlterTopicConfigsRequest(name="dated", configs={"retention.bytes": str(size - 2 * one_batch)})
         )
-        wait_for(lambda: describe(admin, "dated").log_start_offset == 2)
+        wait_for(lambda: describe(admin, "dated").log_start_offset == 2, what="the first 2 batches deleted")
 
         def lookup(ts: int) -> int:
             request = broker_pb2.ListOffsetsRequest(topic="dated", partition=0, timestamp_ms=ts)
@@ -134,6 +134,6 @@ def test_time_lookups_after_retention_dropped_the_newest_batch_so_far(cleaning_b
         admin.AlterTopicConfigs(
             admin_pb2.AlterTopicConfigsRequest(name="backdated", configs={"retention.bytes": str(size - size // 3)})
         )
-        wait_for(lambda: describe(admin, "backdated").log_start_offset == 1)
+        wait_for(lambda: describe(admin, "backdated").log_start_offset == 1, what="the first batch deleted")
         found = stub.ListOffsets(broker_pb2.ListOffsetsRequest(topic="backdated", partition=0, timestamp_ms=now - 8500))
         assert found.offset == 2  # now-8000, although the batch that raised the newest timestamp is gone

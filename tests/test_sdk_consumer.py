@@ -31,6 +31,24 @@ def take(consumer: Consumer, count: int, timeout: float = 30.0) -> list[Message]
     return got
 
 
+def take_exactly(consumer: Consumer, count: int, timeout: float = 30.0) -> list[Message]:
+    """`count` records and no more, so that the position ends right after them."""
+    got: list[Message] = []
+    wait_for(
+        lambda: got.extend(consumer.poll(0.2, max_records=count - len(got))) or len(got) >= count,
+        timeout,
+        what=f"{count} records",
+    )
+    return got
+
+
+def cut_and_await_reconnect(proxy: TcpProxy) -> None:
+    """Cut every connection through `proxy`, then wait until the client opens a new one."""
+    connections = proxy.connections
+    proxy.cut()
+    wait_for(lambda: proxy.connections > connections, what="the client to reconnect after the cut")
+
+
 def test_seeks_positions_and_offsets(broker: BrokerProcess) -> None:
     topic = new_topic(broker.address, partitions=2)
     produce(broker.address, topic, range(0, 10), partition=0, ts=1_000)
@@ -63,6 +81,7 @@ def test_seeks_positions_and_offsets(broker: BrokerProcess) -> None:
         assert sorted(int(m.value) for m in got) == [*range(20), *range(100, 105)]
 
         consumer.seek_to_end()
+        assert consumer.position(tp0) == 20  # "latest" is resolved before anything more is written
         produce(broker.address, topic, range(20, 22), partition=0)
         assert [int(m.value) for m in take(consumer, 2)] == [20, 21]
 
@@ -107,8 +126,9 @@ def test_reconnects_without_gaps_or_duplicates(broker: BrokerProcess) -> None:
             got: list[Message] = []
             for round_ in range(5):
                 produce(broker.address, topic, range(round_ * 2000, (round_ + 1) * 2000))
-                got += take(consumer, 500)  # mid-way through the round's records
-                proxy.cut()
+                # Up to mid-way through the round's records, no further: the cut lands before the round's end.
+                got += take_exactly(consumer, round_ * 2000 + 500 - len(got))
+                cut_and_await_reconnect(proxy)
             wait_for(lambda: got.extend(consumer.poll(0.2)) or len(got) >= 10_000, 30, what="every record")
             got += consumer.poll(0.3)
         assert [int(m.value) for m in got] == list(range(10_000))

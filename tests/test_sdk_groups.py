@@ -58,11 +58,11 @@ def test_members_share_partitions_and_every_record_arrives_once(broker: BrokerPr
     a = Reader(Consumer(broker.address, topics=[topic], group=group))
     b = Reader(Consumer(broker.address, topics=[topic], group=group))
     try:
-        wait_for(lambda: sorted(len(r.consumer.assignment()) for r in (a, b)) == [2, 2])
+        wait_for(lambda: sorted(len(r.consumer.assignment()) for r in (a, b)) == [2, 2], what="2 partitions each")
         assert set(a.consumer.assignment()).isdisjoint(b.consumer.assignment())
         values = [b"%d" % i for i in range(1000)]
         produce(broker.address, topic, values, 4)
-        wait_for(lambda: len(a.got()) + len(b.got()) >= 1000)
+        wait_for(lambda: len(a.got()) + len(b.got()) >= 1000, what="the 1,000 records")
         assert sorted(a.got() + b.got()) == sorted(values)
     finally:
         a.stop()
@@ -74,7 +74,7 @@ def test_auto_commit_at_close_lets_the_next_member_resume(broker: BrokerProcess)
     group = group_name()
     first = Reader(Consumer(broker.address, topics=[topic], group=group, auto_offset_reset="earliest"))
     produce(broker.address, topic, [b"a%d" % i for i in range(100)], 2)
-    wait_for(lambda: len(first.got()) == 100)
+    wait_for(lambda: len(first.got()) == 100, what="the first member's 100 records")
     first.running = False
     first.thread.join()
     first.consumer.poll(0)  # what the last poll returned now counts as processed
@@ -82,9 +82,9 @@ def test_auto_commit_at_close_lets_the_next_member_resume(broker: BrokerProcess)
 
     second = Reader(Consumer(broker.address, topics=[topic], group=group, auto_offset_reset="earliest"))
     try:
-        wait_for(lambda: len(second.consumer.assignment()) == 2)
+        wait_for(lambda: len(second.consumer.assignment()) == 2, what="both partitions for the second member")
         produce(broker.address, topic, [b"b%d" % i for i in range(10)], 2)
-        wait_for(lambda: len(second.got()) >= 10)
+        wait_for(lambda: len(second.got()) >= 10, what="the 10 new records")
         assert sorted(second.got()) == sorted(b"b%d" % i for i in range(10))
     finally:
         second.stop()
@@ -98,12 +98,15 @@ def test_manual_commit_and_redelivery_of_what_was_not_committed(broker: BrokerPr
         broker.address, topics=[topic], group=group, auto_offset_reset="earliest", enable_auto_commit=False
     ) as consumer:
         got: list[bytes] = []
-        wait_for(lambda: got.extend(m.value for m in consumer.poll(0.05)) or len(got) >= 10)
+        wait_for(lambda: got.extend(m.value for m in consumer.poll(0.05)) or len(got) >= 10, what="the 10 records")
         committed = consumer.commit({(topic, 0): 4})
         assert committed == {TopicPartition(topic, 0): 4}
     with Consumer(broker.address, topics=[topic], group=group, enable_auto_commit=False) as again:
         redelivered: list[bytes] = []
-        wait_for(lambda: redelivered.extend(m.value for m in again.poll(0.05)) or len(redelivered) >= 6)
+        wait_for(
+            lambda: redelivered.extend(m.value for m in again.poll(0.05)) or len(redelivered) >= 6,
+            what="the 6 records after the commit",
+        )
         assert redelivered == [b"%d" % i for i in range(4, 10)]
         assert again.lag() == {TopicPartition(topic, 0): 0}
         assert again.commit() == {TopicPartition(topic, 0): 10}
@@ -123,15 +126,18 @@ def test_callbacks_follow_the_assignment(broker: BrokerProcess) -> None:
         )
     )
     try:
-        wait_for(lambda: len(a.consumer.assignment()) == 4)
+        wait_for(lambda: len(a.consumer.assignment()) == 4, what="every partition for the first member")
         b = Reader(Consumer(broker.address, topics=[topic], group=group))
         try:  # a gives partitions back at its next poll (its Reader polls all the time)
-            wait_for(lambda: len(a.consumer.assignment()) == 2 and len(b.consumer.assignment()) == 2)
+            wait_for(
+                lambda: len(a.consumer.assignment()) == 2 and len(b.consumer.assignment()) == 2,
+                what="2 partitions each",
+            )
             assert events[0] == ("assign", [TopicPartition(topic, p) for p in range(4)])
             assert events[1][0] == "revoke" and sorted(events[1][1]) == sorted(b.consumer.assignment())
         finally:
             b.stop()
-        wait_for(lambda: len(a.consumer.assignment()) == 4)
+        wait_for(lambda: len(a.consumer.assignment()) == 4, what="every partition back to the first member")
         assert events[-1][0] == "assign" and len(events[-1][1]) == 2
     finally:
         a.stop()
@@ -152,7 +158,7 @@ def test_async_group_consumer(broker: BrokerProcess) -> None:
             assert await consumer.commit() == {TopicPartition(topic, 0): 2, TopicPartition(topic, 1): 1}
         return got
 
-    assert sorted(asyncio.run(scenario())) == [b"x", b"y", b"z"]
+    assert sorted(asyncio.run(asyncio.wait_for(scenario(), 30))) == [b"x", b"y", b"z"]
 
 
 def produce_each(address: str, topic: str, partition: int, count: int) -> None:
@@ -215,7 +221,7 @@ def test_commit_between_polls_with_records_piling_up_does_not_hang(broker: Broke
                 await asyncio.sleep(0.01)
             return await asyncio.wait_for(consumer.commit(), 10)
 
-    assert asyncio.run(scenario()) == {TopicPartition(topic, 0): 1}
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == {TopicPartition(topic, 0): 1}
 
 
 def test_a_commit_while_rejoining_fails_at_once_and_later_answers_stay_matched(broker: BrokerProcess) -> None:
@@ -251,7 +257,7 @@ def test_a_commit_while_rejoining_fails_at_once_and_later_answers_stay_matched(b
             return await asyncio.wait_for(consumer.commit({tp: 7}), 10)
 
     try:
-        assert asyncio.run(scenario()) == {tp: 7}
+        assert asyncio.run(asyncio.wait_for(scenario(), 30)) == {tp: 7}
     finally:
         proxy.close()
 
@@ -262,10 +268,13 @@ def test_a_partition_given_back_keeps_what_was_processed(broker: BrokerProcess) 
     group = group_name()
     first = Reader(Consumer(broker.address, topics=[topic], group=group, auto_offset_reset="earliest"))
     try:
-        wait_for(lambda: len(first.got()) == 20)
+        wait_for(lambda: len(first.got()) == 20, what="the 20 records")
         second = Reader(Consumer(broker.address, topics=[topic], group=group, auto_offset_reset="earliest"))
         try:
-            wait_for(lambda: len(first.consumer.assignment()) == 1 and len(second.consumer.assignment()) == 1)
+            wait_for(
+                lambda: len(first.consumer.assignment()) == 1 and len(second.consumer.assignment()) == 1,
+                what="a partition each",
+            )
             with AdminClient(broker.address) as admin:  # the partition handed over was committed first
                 moved = second.consumer.assignment()[0]
                 assert admin.group_offsets(group)[moved] == 10

@@ -119,13 +119,30 @@ def test_producer_rides_out_broker_crashes(own_broker: BrokerProcess) -> None:
     topic = new_topic(own_broker.address, partitions=3)
     sent = 0
     futures = []
-    with Producer(own_broker.address, retry_backoff_ms=20, retry_backoff_max_ms=200) as producer:
-        for _ in range(3):
-            for _ in range(5000):
+    restarts_done = threading.Event()
+    # A small buffer keeps what is in flight, and so what is sent while the broker is down, small.
+    with Producer(own_broker.address, retry_backoff_ms=20, retry_backoff_max_ms=200, buffer_bytes=1 << 20) as producer:
+
+        def produce() -> None:
+            nonlocal sent
+            while not restarts_done.is_set() and sent < 1_000_000:  # a bound, should the kills never happen
                 futures.append(producer.send(topic, str(sent).encode(), partition=sent % 3))
                 sent += 1
-            own_broker.kill()
-            own_broker.start()
+
+        sender = threading.Thread(target=produce)
+        sender.start()
+        try:
+            for _ in range(3):
+                start = high_watermarks(own_broker.address, topic)
+                wait_for(
+                    lambda: start < high_watermarks(own_broker.address, topic) < sent,  # noqa: B023 - called at once
+                    what="records in flight: some of this round written, more sent",
+                )
+                own_broker.kill()
+                own_broker.start()
+        finally:
+            restarts_done.set()
+            sender.join()
         producer.flush()
     assert [f.exception(0) for f in futures if f.exception(0)] == []
     messages = read_all(own_broker.address, topic, sent)

@@ -29,7 +29,7 @@ def round_trip(address: str, topic: str, **security: str) -> list[bytes]:
         producer.send(topic, b"hello", partition=0).result(10)
     with Consumer(address, topics=[topic], auto_offset_reset="earliest", **security) as consumer:
         got: list[bytes] = []
-        wait_for(lambda: got.extend(m.value for m in consumer.poll(0.1)) or bool(got))
+        wait_for(lambda: got.extend(m.value for m in consumer.poll(0.1)) or bool(got), what="the record back")
     return got
 
 
@@ -44,7 +44,7 @@ def test_tls_and_mtls(tmp_path: Path) -> None:
         tmp_path / "tls", "--tls-cert", str(server_cert), "--tls-key", str(server_key), "--retention-ms", "-1"
     )
     with pytest.raises(grpc.RpcError):  # the test harness itself speaks plaintext: it cannot get in
-        tls.start(timeout=2)
+        tls.start(health_timeout=2)
     tls.kill()
 
     mtls = BrokerProcess(
@@ -53,7 +53,7 @@ def test_tls_and_mtls(tmp_path: Path) -> None:
         "--retention-ms", "-1",
     )  # fmt: skip
     with pytest.raises(grpc.RpcError):
-        mtls.start(timeout=2)
+        mtls.start(health_timeout=2)
     address = mtls.address
     try:
         good = {"tls_ca_file": str(ca.pem), "tls_cert_file": str(client_cert), "tls_key_file": str(client_key)}
@@ -128,7 +128,7 @@ def test_tokens_on_every_rpc_kind_and_reload_on_sighup(tmp_path: Path) -> None:
             except UnauthenticatedError:
                 return False
 
-        wait_for(bob_gets_in)
+        wait_for(bob_gets_in, what="the token reload that lets bob in")
     finally:
         broker.stop()
 
@@ -146,7 +146,7 @@ def test_the_principal_of_an_mtls_client_is_its_certificate_cn(tmp_path: Path) -
         "--acls", str(rules), "--retention-ms", "-1",
     )  # fmt: skip
     with pytest.raises(grpc.RpcError):  # the harness's plaintext health check cannot get in
-        broker.start(timeout=2)
+        broker.start(health_timeout=2)
     try:
         with AdminClient(broker.address, tls_ca_file=str(ca.pem), **alice) as admin:
             admin.create_topic("certified")

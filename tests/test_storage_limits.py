@@ -101,7 +101,8 @@ def test_a_full_map_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp_
                 topic="kept", partition=0, records=[records_pb2.Record(value=b"k" * 100_000)]
             )
 
-            wait_for(lambda: produce_succeeds(stub, small), timeout=30)  # the purge frees the deleted topic's pages
+            # The purge frees the deleted topic's pages.
+            wait_for(lambda: produce_succeeds(stub, small), timeout=30, what="a produce to succeed after the delete")
         assert '"event": "storage_full"' in broker.log()
     finally:
         broker.stop()
@@ -111,7 +112,7 @@ def test_a_full_map_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp_
 def test_flags_are_checked(tmp_path: Path, flag: str) -> None:
     broker = BrokerProcess(tmp_path / "data", flag, "0")
     with pytest.raises(RuntimeError, match="must be >= 1"):
-        broker.start(timeout=10)
+        broker.start()
 
 
 def _private_tmpfs_works() -> bool:

@@ -106,7 +106,8 @@ def test_many_idle_subscribers_do_not_stop_produce_and_fetch(
         request_serializer=broker_pb2.SubscribeRequest.SerializeToString,
         response_deserializer=broker_pb2.FetchResponse.FromString,
     )
-    streams = [subscribe(broker_pb2.SubscribeRequest(topic=topic)) for _ in range(200)]
+    # A deadline on each stream: a response that never comes fails the test instead of hanging it.
+    streams = [subscribe(broker_pb2.SubscribeRequest(topic=topic), timeout=30) for _ in range(200)]
     for stream in streams:
         assert next(stream).next_offset == 0  # every one is live
     for i in range(20):
@@ -152,7 +153,7 @@ def test_heartbeats_arrive_during_silence(own_broker, topic_factory) -> None:  #
     own_broker.start()
     with grpc.insecure_channel(own_broker.address) as ch:
         Admin(ch).CreateTopic(admin_pb2.CreateTopicRequest(name="quiet"))
-        stream = Broker(ch).Subscribe(broker_pb2.SubscribeRequest(topic="quiet"))
+        stream = Broker(ch).Subscribe(broker_pb2.SubscribeRequest(topic="quiet"), timeout=30)
         beats = [next(stream) for _ in range(3)]  # the live response, then two heartbeats
         assert all(len(b.batches) == 0 and b.next_offset == 0 for b in beats)
         stream.cancel()
