@@ -2,7 +2,7 @@
 
 Building a protobuf Record object per record and serializing it costs several
 times more than writing its few fields directly; the encoding below is exactly
-protobuf's (tests/test_wire.py checks it against the generated classes).
+protobuf's (tests/unit/test_units.py checks it against the generated classes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Judge a produce/consume history: what was lost, duplicated, reordered, unexpected or half-written.
 
-Pure functions over plain data, so hand-made histories test them (tests/test_history.py) and the
+Pure functions over plain data, so hand-made histories test them (tests/unit/test_history.py) and the
 crash harness (scripts/crash_harness.py) uses them on real ones. Values identify records: every
 value a history sends is unique.
 """

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -51,7 +51,7 @@ def broker_stub(channel: grpc.Channel) -> broker_pb2_grpc.BrokerStub:
 
 
 @pytest.fixture
-def topic_factory(admin_stub: admin_pb2_grpc.AdminStub, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def topic_factory(admin_stub: admin_pb2_grpc.AdminStub, request: pytest.FixtureRequest) -> Callable[..., str]:
     """Create uniquely named topics: topic_factory(partitions=1, **configs) -> name."""
 
     def create(partitions: int = 1, configs: dict[str, str] | None = None) -> str:

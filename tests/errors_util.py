@@ -16,15 +16,15 @@ def expect_status(code: grpc.StatusCode, reason: str | None, fn: Callable[[], An
     with pytest.raises(grpc.RpcError) as caught:
         fn()
     err = caught.value
-    assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"  # type: ignore[attr-defined]
-    assert "Traceback" not in (err.details() or "")  # type: ignore[attr-defined]
+    assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"
+    assert "Traceback" not in (err.details() or "")
     if reason is not None:
         assert error_reason(err) == reason
     return err
 
 
 def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     assert status is not None, "the error carries no google.rpc.Status details"
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
@@ -33,4 +33,5 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
 
 
 def error_reason(err: grpc.RpcError) -> str:
-    return error_info(err).reason
+    reason: str = error_info(err).reason
+    return reason

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from tidelog import AdminClient
 from tidelog.testing import BrokerProcess, run_broker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["ROOT", "BrokerProcess", "new_topic", "run_broker", "wait_for"]
+__all__ = ["ROOT", "BrokerProcess", "gather", "new_topic", "run_broker", "wait_for"]
 
 _topic_numbers = itertools.count()
+
+T = TypeVar("T")
+
+
+def gather(into: list[T], items: Iterable[T]) -> int:
+    """Add `items` to `into`; return how many it holds now. For wait_for conditions that poll:
+    ``wait_for(lambda: gather(got, consumer.poll(0.1)) >= 10, what="10 records")``."""
+    into.extend(items)
+    return len(into)
 
 
 def new_topic(address: str, partitions: int = 1, prefix: str = "t", configs: dict[str, str] | None = None) -> str:

@@ -8,13 +8,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tidelog.broker.groups.offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, ResetOffsetsOp
 from tidelog.broker.log.ops import CreateTopicOp, ProduceOp, PurgeTopicOp
 from tidelog.broker.log.produce import prepare_produce
 from tidelog.broker.log.topics import TopicRegistry
 from tidelog.broker.storage.interface import LogStore
 from tidelog.broker.storage.lmdb_store import LmdbStore
-from tidelog.broker.storage.writer import INLINE_COMMIT_MAX_BYTES, Writer
+from tidelog.broker.storage.writer import INLINE_COMMIT_MAX_BYTES, WriteOp, Writer
 from tidelog.v1 import broker_pb2, records_pb2
 
 
@@ -23,7 +25,9 @@ def produce_op(registry: TopicRegistry, value_bytes: int) -> ProduceOp:
     return prepare_produce(request, registry, request.ByteSize())
 
 
-def test_groups_commit_in_submission_order_wherever_they_commit(tmp_path: Path) -> None:
+def test_groups_commit_in_submission_order_wherever_they_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def scenario() -> tuple[list[int], set[str]]:
         store = LmdbStore(tmp_path / "data", sync=True, map_size=1 << 28)
         registry = TopicRegistry()
@@ -31,11 +35,11 @@ def test_groups_commit_in_submission_order_wherever_they_commit(tmp_path: Path) 
         committed_on: set[str] = set()
         commit = writer._commit
 
-        def recording_commit(group: Any) -> list[Any]:
+        def recording_commit(group: list[tuple[WriteOp, asyncio.Future[Any]]]) -> list[Any]:
             committed_on.add(threading.current_thread().name)
             return commit(group)
 
-        writer._commit = recording_commit  # type: ignore[method-assign]
+        monkeypatch.setattr(writer, "_commit", recording_commit)
         writer.start()
         await writer.submit(CreateTopicOp(registry, "t", 1, {}))
         large = writer.submit(produce_op(registry, INLINE_COMMIT_MAX_BYTES + 1))

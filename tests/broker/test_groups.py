@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from typing import TypedDict, Unpack
 
 import grpc
 import pytest
@@ -21,6 +22,15 @@ from tidelog.v1.groups_pb2_grpc import GroupsStub
 TP = tuple[str, int]
 
 
+class JoinSettings(TypedDict, total=False):
+    """JoinGroup's fields besides the group and its topics."""
+
+    member_id: str
+    session_timeout_ms: int
+    auto_offset_reset: str
+    initial_credit_bytes: int
+
+
 def produce(address: str, topic: str, partition: int, *values: bytes) -> None:
     with grpc.insecure_channel(address) as channel:
         BrokerStub(channel).Produce(
@@ -33,7 +43,7 @@ def produce(address: str, topic: str, partition: int, *values: bytes) -> None:
 class RawMember:
     """One Consume stream driven by hand: what it sent and what it got, on a reader thread."""
 
-    def __init__(self, address: str, group: str, topics: list[str], **join: object) -> None:
+    def __init__(self, address: str, group: str, topics: list[str], **join: Unpack[JoinSettings]) -> None:
         self.channel = grpc.insecure_channel(address)
         self.outgoing: queue.Queue[groups_pb2.ConsumeRequest | None] = queue.Queue()
         self.outgoing.put(groups_pb2.ConsumeRequest(join=groups_pb2.JoinGroup(group=group, topics=topics, **join)))
@@ -178,7 +188,7 @@ def test_silent_member_times_out_and_is_fenced(broker: BrokerProcess, groups_stu
         member_id, generation = silent.assignment.member_id, silent.assignment.generation  # type: ignore[union-attr]
         wait_for(lambda: silent.error is not None, timeout=10, what="the silent member to be fenced")
         assert silent.error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[union-attr]
-        assert error_reason(silent.error) == "FENCED"  # type: ignore[arg-type]
+        assert error_reason(silent.error) == "FENCED"
         request = groups_pb2.CommitOffsetsRequest(
             group="g-silent",
             member_id=member_id,
@@ -357,5 +367,5 @@ def test_stopping_the_broker_ends_consume_streams_at_once_with_shutting_down(own
     assert own_broker.stop() == 0  # the streams are ended by the broker, not cut by the grace period
     wait_for(lambda: member.error is not None, what="the stream to end")
     assert member.error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
-    assert error_reason(member.error) == "SHUTTING_DOWN"  # type: ignore[arg-type]
+    assert error_reason(member.error) == "SHUTTING_DOWN"
     member.close()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import ROOT, BrokerProcess, wait_for
+from tests.harness import ROOT, BrokerProcess, gather, wait_for
 from tidelog import AdminClient, Consumer, Producer
 from tidelog.broker.batches import HEADER_SIZE
 from tidelog.broker.storage.lmdb_store import LmdbStore
@@ -44,7 +44,7 @@ def test_verify_and_backup_a_live_broker_then_serve_the_backup(own_broker: Broke
     try:
         with Consumer(restored.address, topics=["kept"], auto_offset_reset="earliest") as consumer:
             got: list[bytes] = []
-            wait_for(lambda: got.extend(m.value for m in consumer.poll(0.1)) or len(got) >= 320)
+            wait_for(lambda: gather(got, (m.value for m in consumer.poll(0.1))) >= 320, what="the 320 records")
         assert sorted(got) == sorted([b"v%d" % i for i in range(300)] + [b"w%d" % i for i in range(20)])
     finally:
         restored.stop()

@@ -7,21 +7,31 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import grpc
 import pytest
 
 from tests.certs import CertificateAuthority
-from tests.harness import ROOT, BrokerProcess, wait_for
+from tests.harness import ROOT, BrokerProcess, gather, wait_for
 from tidelog import AdminClient, Consumer, Producer
 from tidelog.errors import PermissionDeniedError, TidelogError, UnauthenticatedError, UnavailableError
+
+
+class Security(TypedDict, total=False):
+    """The security settings every client takes as keyword arguments."""
+
+    tls_ca_file: str
+    tls_cert_file: str
+    tls_key_file: str
+    token: str
 
 
 def token_line(principal: str, token: str) -> str:
     return f"{principal} {hashlib.sha256(token.encode()).hexdigest()}\n"
 
 
-def round_trip(address: str, topic: str, **security: str) -> list[bytes]:
+def round_trip(address: str, topic: str, **security: Unpack[Security]) -> list[bytes]:
     """Every RPC kind: unary (admin), bidi (ProduceStream), server-streaming (Subscribe)."""
     with AdminClient(address, **security) as admin:
         admin.create_topic(topic)
@@ -29,7 +39,7 @@ def round_trip(address: str, topic: str, **security: str) -> list[bytes]:
         producer.send(topic, b"hello", partition=0).result(10)
     with Consumer(address, topics=[topic], auto_offset_reset="earliest", **security) as consumer:
         got: list[bytes] = []
-        wait_for(lambda: got.extend(m.value for m in consumer.poll(0.1)) or bool(got), what="the record back")
+        wait_for(lambda: gather(got, (m.value for m in consumer.poll(0.1))) > 0, what="the record back")
     return got
 
 
@@ -56,13 +66,18 @@ def test_tls_and_mtls(tmp_path: Path) -> None:
         mtls.start(health_timeout=2)
     address = mtls.address
     try:
-        good = {"tls_ca_file": str(ca.pem), "tls_cert_file": str(client_cert), "tls_key_file": str(client_key)}
+        good: Security = {
+            "tls_ca_file": str(ca.pem),
+            "tls_cert_file": str(client_cert),
+            "tls_key_file": str(client_key),
+        }
         assert round_trip(address, "secure", **good) == [b"hello"]
-        for bad in (
+        bads: tuple[Security, ...] = (
             {"tls_ca_file": str(ca.pem)},  # no client certificate
             {"tls_ca_file": str(ca.pem), "tls_cert_file": str(foreign_cert), "tls_key_file": str(foreign_key)},
             {},  # plaintext
-        ):
+        )
+        for bad in bads:
             with AdminClient(address, timeout=3, **bad) as admin, pytest.raises(TidelogError) as refused:
                 admin.list_topics()
             assert isinstance(refused.value, UnavailableError | TidelogError)
@@ -98,7 +113,7 @@ def test_tokens_on_every_rpc_kind_and_reload_on_sighup(tmp_path: Path) -> None:
     try:  # the harness's health check got in without a token: probes are open
         assert round_trip(broker.address, "authed", token="alice-secret") == [b"hello"]
         for token in (None, "wrong"):
-            settings = {"token": token} if token else {}
+            settings: Security = {"token": token} if token else {}
             with AdminClient(broker.address, **settings) as admin, pytest.raises(UnauthenticatedError) as refused:
                 admin.list_topics()
             assert "token" in str(refused.value)
@@ -136,8 +151,10 @@ def test_tokens_on_every_rpc_kind_and_reload_on_sighup(tmp_path: Path) -> None:
 def test_the_principal_of_an_mtls_client_is_its_certificate_cn(tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path)
     server_cert, server_key = ca.issue("127.0.0.1", server=True)
-    alice = dict(zip(("tls_cert_file", "tls_key_file"), map(str, ca.issue("alice")), strict=True))
-    mallory = dict(zip(("tls_cert_file", "tls_key_file"), map(str, ca.issue("mallory")), strict=True))
+    alice_cert, alice_key = ca.issue("alice")
+    mallory_cert, mallory_key = ca.issue("mallory")
+    alice: Security = {"tls_cert_file": str(alice_cert), "tls_key_file": str(alice_key)}
+    mallory: Security = {"tls_cert_file": str(mallory_cert), "tls_key_file": str(mallory_key)}
     rules = tmp_path / "acls"
     rules.write_text("allow alice * cluster\n")
     broker = BrokerProcess(

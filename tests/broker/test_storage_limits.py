@@ -89,8 +89,8 @@ def test_a_full_map_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp_
                     err = refused
                     break
             assert err is not None, "the map never filled"
-            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-            assert "--map-size-gb" in err.details()  # type: ignore[attr-defined]
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--map-size-gb" in err.details()
             expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "STORAGE_FULL", lambda: stub.Produce(chunk))
 
             fetched = stub.Fetch(broker_pb2.FetchRequest(topic="kept", partition=0, offset=0))  # reads go on
@@ -159,8 +159,8 @@ def test_a_full_disk_refuses_produce_keeps_reads_and_recovers_after_a_delete(tmp
                 raise AssertionError("the disk never filled")
 
             err = fill_with(100_000, 5)
-            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-            assert "disk" in err.details() and "full" in err.details()  # type: ignore[attr-defined]
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "disk" in err.details() and "full" in err.details()
             fill_with(1_000, 1)  # then to the last page: even a small write is refused
             fetched = stub.Fetch(broker_pb2.FetchRequest(topic="kept", partition=0, offset=0))
             assert fetched.batches[0].records[0].value == b"k"  # reads go on

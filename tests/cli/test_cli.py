@@ -18,11 +18,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
-from tests.harness import ROOT, BrokerProcess
+from tests.harness import ROOT, BrokerProcess, new_topic, wait_for
 from tidelog import Producer
 from tidelog.cli.main import build_parser
 from tidelog.cli.output import ProduceProgress, Table, print_tables, record_formatter
@@ -318,6 +318,74 @@ def test_bootstrap_comes_from_the_environment_unless_given(
     assert topic in [t["name"] for t in from_env.json()]
     flag_wins = tidelog("topics", "describe", topic, "-b", broker.address, env={"TIDELOG_BOOTSTRAP": closed_address()})
     assert flag_wins.out.startswith("PARTITION\t")
+
+
+class _Drained:
+    """A running command's stdout lines and stderr, read on threads while it runs."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self.proc = proc
+        self.lines: list[bytes] = []
+        self._err: list[bytes] = []
+        self._threads = [
+            threading.Thread(target=self._read_lines, args=(proc.stdout,), daemon=True),
+            threading.Thread(target=self._read_all, args=(proc.stderr,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_lines(self, stream: IO[bytes]) -> None:
+        for line in stream:  # each line as soon as the command has written it
+            self.lines.append(line)
+
+    def _read_all(self, stream: IO[bytes]) -> None:
+        self._err.append(stream.read())
+
+    def finish(self, timeout: float) -> Result:
+        """Wait for the command to exit by itself and for its output to be read to its end."""
+        code = self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(10)
+            assert not thread.is_alive(), "the command's output was not read to its end"
+        return Result(code, b"".join(self.lines), b"".join(self._err).decode())
+
+
+def test_consume_prints_only_the_records_on_stdout_across_a_broker_restart(own_broker: BrokerProcess) -> None:
+    """The broker goes away under `tidelog consume`: the SDK's "subscription lost" warnings go to stderr,
+    and stdout, a pipe, holds the records, in order, one a line, and nothing else."""
+    own_broker.start()
+    topic = new_topic(own_broker.address, prefix="cli-restart")
+    before = [f"before-{i}" for i in range(5)]
+    after = [f"after-{i}" for i in range(5)]
+
+    def produce(values: list[str], first_offset: int) -> None:
+        with Producer(own_broker.address) as producer:
+            futures = [producer.send(topic, value.encode(), partition=0) for value in values]
+            producer.flush()
+        assert [f.result(10).offset for f in futures] == list(range(first_offset, first_offset + len(values)))
+
+    produce(before, 0)
+    total = len(before) + len(after)
+    consume = _popen(
+        ("consume", topic, "--from-beginning", "--max", str(total), "--idle-timeout", "30", "-b", own_broker.address),
+        None,
+    )
+    try:
+        output = _Drained(consume)
+        wait_for(lambda: len(output.lines) >= len(before), 30, what="the records from before the restart on stdout")
+        own_broker.kill()
+        own_broker.start()  # the same port and data
+        produce(after, len(before))
+        result = output.finish(60)  # it ends by itself at --max; --idle-timeout bounds it otherwise
+    finally:
+        if consume.poll() is None:
+            consume.kill()
+            consume.wait(10)
+
+    assert result.code == 0, result.err
+    assert result.raw == b"".join(f"{value}\n".encode() for value in [*before, *after]), result.err
+    assert "subscription lost" in result.err, result.err  # the warnings were written: to stderr
 
 
 # -- exit codes -------------------------------------------------------------------------

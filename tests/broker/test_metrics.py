@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import BrokerProcess, new_topic, wait_for
+from tests.harness import BrokerProcess, gather, new_topic, wait_for
 from tidelog import Consumer, Producer
 
 
@@ -40,7 +40,7 @@ def test_metrics_after_a_workload(tmp_path: Path) -> None:
             broker.address, topics=[topic], group="metered", auto_offset_reset="earliest", enable_auto_commit=False
         ) as consumer:
             got: list[bytes] = []
-            wait_for(lambda: got.extend(m.value for m in consumer.poll(0.1)) or len(got) >= 500, what="500 records")
+            wait_for(lambda: gather(got, (m.value for m in consumer.poll(0.1))) >= 500, what="500 records")
             consumer.commit({(topic, 0): 300, (topic, 1): 150})
             samples = scrape(metrics_address)
             assert samples[("tidelog_group_members", (("group", "metered"),))] == 1

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import threading
 
-from tests.harness import BrokerProcess, new_topic, wait_for
+from tests.harness import BrokerProcess, gather, new_topic, wait_for
 from tests.proxy import TcpProxy
 from tidelog import AdminClient, AsyncConsumer, Consumer, MessageBatch, Producer, TopicPartition
 from tidelog.errors import UnavailableError
@@ -98,13 +98,13 @@ def test_manual_commit_and_redelivery_of_what_was_not_committed(broker: BrokerPr
         broker.address, topics=[topic], group=group, auto_offset_reset="earliest", enable_auto_commit=False
     ) as consumer:
         got: list[bytes] = []
-        wait_for(lambda: got.extend(m.value for m in consumer.poll(0.05)) or len(got) >= 10, what="the 10 records")
+        wait_for(lambda: gather(got, (m.value for m in consumer.poll(0.05))) >= 10, what="the 10 records")
         committed = consumer.commit({(topic, 0): 4})
         assert committed == {TopicPartition(topic, 0): 4}
     with Consumer(broker.address, topics=[topic], group=group, enable_auto_commit=False) as again:
         redelivered: list[bytes] = []
         wait_for(
-            lambda: redelivered.extend(m.value for m in again.poll(0.05)) or len(redelivered) >= 6,
+            lambda: gather(redelivered, (m.value for m in again.poll(0.05))) >= 6,
             what="the 6 records after the commit",
         )
         assert redelivered == [b"%d" % i for i in range(4, 10)]

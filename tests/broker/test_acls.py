@@ -3,6 +3,7 @@ whether a topic exists, reload on SIGHUP."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import signal
@@ -64,18 +65,18 @@ def test_acls_over_every_rpc_kind(tmp_path: Path) -> None:
             produce("orders", alice)  # unary, allowed
             produce("orders-x", alice)  # by prefix
             for topic in ("orders-secret", "payments", "no-such-topic"):  # deny, no rule, no topic: one answer
-                err = expect_status(denied, "NOT_AUTHORIZED", lambda t=topic: produce(t, alice))
-                assert f"may not produce topic {topic!r}" in err.details()  # type: ignore[attr-defined]
+                err = expect_status(denied, "NOT_AUTHORIZED", functools.partial(produce, topic, alice))
+                assert f"may not produce topic {topic!r}" in err.details()
             expect_status(denied, "NOT_AUTHORIZED", lambda: produce("orders", bob))  # default deny
 
             subscribe = broker_pb2.SubscribeRequest(topic="orders", position=records_pb2.POSITION_EARLIEST)
             assert next(data.Subscribe(subscribe, metadata=alice)).high_watermark == 1  # server streaming
             expect_status(denied, "NOT_AUTHORIZED", lambda: next(data.Subscribe(subscribe, metadata=bob)))
 
-            def join(group: str, who: tuple[tuple[str, str]]) -> object:
+            def join(group: str, who: tuple[tuple[str, str]]) -> groups_pb2.ConsumeResponse:
                 message = groups_pb2.ConsumeRequest(join=groups_pb2.JoinGroup(group=group, topics=["orders"]))
                 stream = groups.Consume(iter([message]), metadata=who)
-                first = next(stream)
+                first: groups_pb2.ConsumeResponse = next(stream)
                 stream.cancel()
                 return first
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests import harness
-from tests.harness import BrokerProcess, wait_for
+from tests.harness import BrokerProcess, gather, wait_for
 from tests.proxy import TcpProxy
 from tidelog import AsyncConsumer, Consumer, Producer
 from tidelog.errors import OffsetOutOfRangeError, TopicNotFoundError
@@ -27,7 +27,7 @@ def produce(address: str, topic: str, values: range, partition: int = 0, ts: int
 
 def take(consumer: Consumer, count: int, timeout: float = 30.0) -> list[Message]:
     got: list[Message] = []
-    wait_for(lambda: got.extend(consumer.poll(0.2)) or len(got) >= count, timeout, what=f"{count} records")
+    wait_for(lambda: gather(got, consumer.poll(0.2)) >= count, timeout, what=f"{count} records")
     return got
 
 
@@ -35,7 +35,7 @@ def take_exactly(consumer: Consumer, count: int, timeout: float = 30.0) -> list[
     """`count` records and no more, so that the position ends right after them."""
     got: list[Message] = []
     wait_for(
-        lambda: got.extend(consumer.poll(0.2, max_records=count - len(got))) or len(got) >= count,
+        lambda: gather(got, consumer.poll(0.2, max_records=count - len(got))) >= count,
         timeout,
         what=f"{count} records",
     )
@@ -129,7 +129,7 @@ def test_reconnects_without_gaps_or_duplicates(broker: BrokerProcess) -> None:
                 # Up to mid-way through the round's records, no further: the cut lands before the round's end.
                 got += take_exactly(consumer, round_ * 2000 + 500 - len(got))
                 cut_and_await_reconnect(proxy)
-            wait_for(lambda: got.extend(consumer.poll(0.2)) or len(got) >= 10_000, 30, what="every record")
+            wait_for(lambda: gather(got, consumer.poll(0.2)) >= 10_000, 30, what="every record")
             got += consumer.poll(0.3)
         assert [int(m.value) for m in got] == list(range(10_000))
         assert proxy.connections > 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -52,7 +52,9 @@ class Collector:
         self.thread.join(10)
 
 
-def test_subscriber_started_before_produce_receives_records(broker_stub: BrokerStub, topic_factory) -> None:
+def test_subscriber_started_before_produce_receives_records(
+    broker_stub: BrokerStub, topic_factory: Callable[..., str]
+) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, b"old")
     sub = Collector(broker_stub.Subscribe(broker_pb2.SubscribeRequest(topic=topic)))  # latest
@@ -66,7 +68,7 @@ def test_subscriber_started_before_produce_receives_records(broker_stub: BrokerS
     sub.cancel()
 
 
-def test_subscribe_start_positions(broker_stub: BrokerStub, topic_factory) -> None:
+def test_subscribe_start_positions(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, b"a", b"b", ts=1000)
     produce(broker_stub, topic, b"c", ts=2000)
@@ -79,12 +81,16 @@ def test_subscribe_start_positions(broker_stub: BrokerStub, topic_factory) -> No
     expected = {"earliest": [b"a", b"b", b"c", b"d"], "offset": [b"b", b"c", b"d"], "timestamp": [b"c", b"d"]}
     for name, request in starts.items():
         sub = Collector(broker_stub.Subscribe(request))
-        wait_for(lambda sub=sub, name=name: len(sub.values) >= len(expected[name]), what=f"{name} records")
+
+        def received_all(sub: Collector = sub, want: int = len(expected[name])) -> bool:
+            return len(sub.values) >= want
+
+        wait_for(received_all, what=f"{name} records")
         assert sub.values == expected[name], name
         sub.cancel()
 
 
-def test_list_offsets(broker_stub: BrokerStub, topic_factory) -> None:
+def test_list_offsets(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, b"a", ts=1000)
     produce(broker_stub, topic, b"b", b"c", ts=2000)
@@ -98,7 +104,7 @@ def test_list_offsets(broker_stub: BrokerStub, topic_factory) -> None:
 
 
 def test_many_idle_subscribers_do_not_stop_produce_and_fetch(
-    channel: grpc.Channel, broker_stub: BrokerStub, topic_factory
+    channel: grpc.Channel, broker_stub: BrokerStub, topic_factory: Callable[..., str]
 ) -> None:
     topic = topic_factory()
     subscribe = channel.unary_stream(
@@ -115,7 +121,7 @@ def test_many_idle_subscribers_do_not_stop_produce_and_fetch(
     response = broker_stub.Fetch(broker_pb2.FetchRequest(topic=topic, offset=0))
     assert sum(len(b.records) for b in response.batches) == 20
     for stream in streams[:5]:
-        got = []
+        got: list[bytes] = []
         while len(got) < 20:
             got += [r.value for b in next(stream).batches for r in b.records]
         assert got == [str(i).encode() for i in range(20)]
@@ -124,7 +130,7 @@ def test_many_idle_subscribers_do_not_stop_produce_and_fetch(
 
 
 def test_deleting_a_topic_ends_its_streams_with_not_found(
-    admin_stub: AdminStub, broker_stub: BrokerStub, topic_factory
+    admin_stub: AdminStub, broker_stub: BrokerStub, topic_factory: Callable[..., str]
 ) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, b"a")
@@ -132,7 +138,7 @@ def test_deleting_a_topic_ends_its_streams_with_not_found(
     sub.first.get(timeout=10)
     admin_stub.DeleteTopic(admin_pb2.DeleteTopicRequest(name=topic))
     sub.thread.join(10)
-    assert sub.error is not None and sub.error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert sub.error is not None and sub.error.code() == grpc.StatusCode.NOT_FOUND
     # A topic created again with that name starts at offset 0.
     admin_stub.CreateTopic(admin_pb2.CreateTopicRequest(name=topic))
     expect_status(
@@ -145,7 +151,7 @@ def test_deleting_a_topic_ends_its_streams_with_not_found(
     assert [r.value for b in response.batches for r in b.records] == [b"fresh"]
 
 
-def test_heartbeats_arrive_during_silence(own_broker, topic_factory) -> None:  # type: ignore[no-untyped-def]
+def test_heartbeats_arrive_during_silence(own_broker, topic_factory: Callable[..., str]) -> None:  # type: ignore[no-untyped-def]
     from tidelog.v1.admin_pb2_grpc import AdminStub as Admin
     from tidelog.v1.broker_pb2_grpc import BrokerStub as Broker
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -24,7 +25,8 @@ def produce(stub: BrokerStub, topic: str, values: list[bytes], partition: int | 
     request = broker_pb2.ProduceRequest(topic=topic, records=records(*values))
     if partition is not None:
         request.partition = partition
-    return stub.Produce(request)
+    response: broker_pb2.ProduceResponse = stub.Produce(request)
+    return response
 
 
 def fetch_values(
@@ -35,7 +37,7 @@ def fetch_values(
     return values, response
 
 
-def test_produce_then_fetch_round_trip(broker_stub: BrokerStub, topic_factory) -> None:
+def test_produce_then_fetch_round_trip(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     first = produce(broker_stub, topic, [b"a", b"b", b"c"])
     second = produce(broker_stub, topic, [b"d", b"e"])
@@ -53,7 +55,9 @@ def test_produce_then_fetch_round_trip(broker_stub: BrokerStub, topic_factory) -
     assert batch.crc32c != 0
 
 
-def test_fetch_starts_exactly_at_the_requested_offset(broker_stub: BrokerStub, topic_factory) -> None:
+def test_fetch_starts_exactly_at_the_requested_offset(
+    broker_stub: BrokerStub, topic_factory: Callable[..., str]
+) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, [b"0", b"1", b"2", b"3"])
     produce(broker_stub, topic, [b"4", b"5"])
@@ -64,7 +68,7 @@ def test_fetch_starts_exactly_at_the_requested_offset(broker_stub: BrokerStub, t
     assert values == [b"5"]
 
 
-def test_fetch_limits_always_make_progress(broker_stub: BrokerStub, topic_factory) -> None:
+def test_fetch_limits_always_make_progress(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, [b"x" * 1000] * 3)
     produce(broker_stub, topic, [b"y" * 1000] * 3)
@@ -76,7 +80,9 @@ def test_fetch_limits_always_make_progress(broker_stub: BrokerStub, topic_factor
     assert len(values) == 3 and response.next_offset == 3  # the next batch would exceed max_records
 
 
-def test_fetch_at_high_watermark_is_empty_and_long_polls(broker_stub: BrokerStub, topic_factory) -> None:
+def test_fetch_at_high_watermark_is_empty_and_long_polls(
+    broker_stub: BrokerStub, topic_factory: Callable[..., str]
+) -> None:
     topic = topic_factory()
     produce(broker_stub, topic, [b"a"])
     values, response = fetch_values(broker_stub, topic, 1)
@@ -97,7 +103,9 @@ def test_fetch_at_high_watermark_is_empty_and_long_polls(broker_stub: BrokerStub
     assert result["values"] == [b"b"]
 
 
-def test_long_poll_without_data_returns_empty_after_its_wait(broker_stub: BrokerStub, topic_factory) -> None:
+def test_long_poll_without_data_returns_empty_after_its_wait(
+    broker_stub: BrokerStub, topic_factory: Callable[..., str]
+) -> None:
     topic = topic_factory()
     started = time.monotonic()
     values, response = fetch_values(broker_stub, topic, 0, max_wait_ms=200)
@@ -105,7 +113,7 @@ def test_long_poll_without_data_returns_empty_after_its_wait(broker_stub: Broker
     assert time.monotonic() - started >= 0.19
 
 
-def test_keyed_records_go_to_the_murmur2_partition(broker_stub: BrokerStub, topic_factory) -> None:
+def test_keyed_records_go_to_the_murmur2_partition(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     from tidelog.common.partitioner import partition_for_key
 
     topic = topic_factory(partitions=4)
@@ -119,7 +127,7 @@ def test_keyed_records_go_to_the_murmur2_partition(broker_stub: BrokerStub, topi
         assert values == expected  # relative order kept within each partition
 
 
-def test_keyless_records_spread_over_partitions(broker_stub: BrokerStub, topic_factory) -> None:
+def test_keyless_records_spread_over_partitions(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory(partitions=3)
     for i in range(6):
         produce(broker_stub, topic, [str(i).encode()], partition=None)
@@ -127,7 +135,7 @@ def test_keyless_records_spread_over_partitions(broker_stub: BrokerStub, topic_f
     assert counts == [2, 2, 2]
 
 
-def test_record_fields_round_trip(broker_stub: BrokerStub, topic_factory) -> None:
+def test_record_fields_round_trip(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     record = records_pb2.Record(
         key=b"k",
@@ -144,13 +152,13 @@ def test_record_fields_round_trip(broker_stub: BrokerStub, topic_factory) -> Non
     assert response.batches[0].max_timestamp_ms == 1_700_000_000_001
 
 
-def test_idempotent_retry_is_written_once(broker_stub: BrokerStub, topic_factory) -> None:
+def test_idempotent_retry_is_written_once(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     producer_id = broker_stub.InitProducer(broker_pb2.InitProducerRequest()).producer_id
     assert producer_id > 0
 
     def send(sequence: int, *values: bytes) -> broker_pb2.ProduceResponse:
-        return broker_stub.Produce(
+        response: broker_pb2.ProduceResponse = broker_stub.Produce(
             broker_pb2.ProduceRequest(
                 topic=topic,
                 partition=0,
@@ -159,6 +167,7 @@ def test_idempotent_retry_is_written_once(broker_stub: BrokerStub, topic_factory
                 sequence=sequence,
             )
         )
+        return response
 
     first = send(0, b"a", b"b")
     retry = send(0, b"a", b"b")
@@ -171,7 +180,9 @@ def test_idempotent_retry_is_written_once(broker_stub: BrokerStub, topic_factory
     assert values == [b"a", b"b", b"c"]
 
 
-def test_produce_stream_answers_in_order_and_survives_bad_requests(broker_stub: BrokerStub, topic_factory) -> None:
+def test_produce_stream_answers_in_order_and_survives_bad_requests(
+    broker_stub: BrokerStub, topic_factory: Callable[..., str]
+) -> None:
     topic = topic_factory()
     requests = [
         broker_pb2.ProduceRequest(topic=topic, partition=0, records=records(b"1"), request_id=1),
@@ -190,7 +201,7 @@ def test_produce_stream_answers_in_order_and_survives_bad_requests(broker_stub: 
     assert fetch_values(broker_stub, topic, 0)[0] == [b"1", b"2", b"3"]
 
 
-def test_produce_stream_ends_on_undecodable_bytes(channel: grpc.Channel, topic_factory) -> None:
+def test_produce_stream_ends_on_undecodable_bytes(channel: grpc.Channel, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     stream = channel.stream_stream(
         "/tidelog.v1.Broker/ProduceStream",

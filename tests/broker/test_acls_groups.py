@@ -6,6 +6,7 @@ a token or a right ends the streams that depended on it."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import queue
 import signal
@@ -75,7 +76,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerPr
 def refusal(fn: Callable[[], Any], topic: str) -> str:
     """The refusal's message with the topic's name taken out: the same for every FORBIDDEN topic."""
     err = expect_status(DENIED, "NOT_AUTHORIZED", fn)
-    return (err.details() or "").replace(repr(topic), "TOPIC")  # type: ignore[attr-defined]
+    return (err.details() or "").replace(repr(topic), "TOPIC")
 
 
 def test_every_group_rpc_checks_the_topic_before_looking_it_up(secured: tuple[BrokerProcess, Path, Path]) -> None:
@@ -90,22 +91,26 @@ def test_every_group_rpc_checks_the_topic_before_looking_it_up(secured: tuple[Br
             return groups.CommitOffsets(request, metadata=clerk)
 
         def fetch(topic: str, who: tuple[tuple[str, str]] = clerk) -> groups_pb2.FetchOffsetsResponse:
-            return groups.FetchOffsets(groups_pb2.FetchOffsetsRequest(group="billing", topics=[topic]), metadata=who)
+            request = groups_pb2.FetchOffsetsRequest(group="billing", topics=[topic])
+            fetched: groups_pb2.FetchOffsetsResponse = groups.FetchOffsets(request, metadata=who)
+            return fetched
 
         def reset(topic: str) -> groups_pb2.ResetOffsetsResponse:
             request = groups_pb2.ResetOffsetsRequest(group="billing", topic=topic, position=records_pb2.POSITION_LATEST)
-            return groups.ResetOffsets(request, metadata=clerk)
+            reset: groups_pb2.ResetOffsetsResponse = groups.ResetOffsets(request, metadata=clerk)
+            return reset
 
         def join(topic: str) -> groups_pb2.ConsumeResponse:
             message = groups_pb2.ConsumeRequest(join=groups_pb2.JoinGroup(group="billing", topics=[topic]))
             stream = groups.Consume(iter([message]), metadata=clerk)
             try:
-                return next(stream)
+                first: groups_pb2.ConsumeResponse = next(stream)
+                return first
             finally:
                 stream.cancel()
 
         for rpc in (commit, fetch, reset, join):
-            answers = {refusal(lambda t=topic, f=rpc: f(t), topic) for topic in FORBIDDEN}  # type: ignore[misc]
+            answers = {refusal(functools.partial(rpc, topic), topic) for topic in FORBIDDEN}
             assert len(answers) == 1, f"{rpc.__name__} tells forbidden topics apart: {answers}"
         # Allowed: the topic's own answers (no member holds the partition, so the commit is fenced).
         assert error_reason(expect_status(grpc.StatusCode.FAILED_PRECONDITION, None, lambda: commit("ledger"))) in (
@@ -127,7 +132,7 @@ def test_every_group_rpc_checks_the_topic_before_looking_it_up(secured: tuple[Br
         assert groups.FetchOffsets(groups_pb2.FetchOffsetsRequest(group="billing"), metadata=viewer).offsets == []
         shown = groups.DescribeGroup(groups_pb2.DescribeGroupRequest(group="billing"), metadata=viewer)
         assert list(shown.partitions) == []
-        answers = {refusal(lambda t=topic: fetch(t, viewer), topic) for topic in (*FORBIDDEN, "ledger")}
+        answers = {refusal(functools.partial(fetch, topic, viewer), topic) for topic in (*FORBIDDEN, "ledger")}
         assert len(answers) == 1
 
 
@@ -145,7 +150,8 @@ def test_commits_on_a_consume_stream_check_the_topic(secured: tuple[BrokerProces
                 outgoing.put(groups_pb2.ConsumeRequest(commit=groups_pb2.CommitOffsets(offsets=offsets)))
                 for response in stream:
                     if response.HasField("commit_result"):
-                        return response.commit_result
+                        result: groups_pb2.CommitResult = response.commit_result
+                        return result
                 raise AssertionError("the stream ended before the commit's answer")
 
             refusals = set()
@@ -174,11 +180,9 @@ def test_init_producer_needs_produce_on_some_topic(secured: tuple[BrokerProcess,
             err = expect_status(
                 DENIED,
                 "NOT_AUTHORIZED",
-                lambda p=principal: data.InitProducer(  # type: ignore[misc]
-                    broker_pb2.InitProducerRequest(), metadata=auth(p)
-                ),
+                functools.partial(data.InitProducer, broker_pb2.InitProducerRequest(), metadata=auth(principal)),
             )
-            assert "idempotent producer id" in (err.details() or "")  # type: ignore[attr-defined]
+            assert "idempotent producer id" in (err.details() or "")
 
 
 class StreamWatcher:

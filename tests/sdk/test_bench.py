@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -10,9 +11,10 @@ from tests.harness import BrokerProcess
 from tidelog.bench.run import main, ratio_rows
 
 
-def bench_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:  # type: ignore[type-arg]
+def bench_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main([*args, "--json", "--runs", "1"]) == 0
-    return json.loads(capsys.readouterr().out)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
 
 
 def test_every_mode_reports_its_figures(broker: BrokerProcess, capsys: pytest.CaptureFixture[str]) -> None:

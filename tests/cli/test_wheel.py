@@ -73,7 +73,9 @@ def test_the_installed_command_serves_and_round_trips(installed: tuple[Path, Pat
             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         )
     try:
-        address = wait_for(lambda: ready.exists() and ready.read_text(), 60, what="the installed broker's ready file")
+        address = wait_for(
+            lambda: ready.read_text() if ready.exists() else "", 60, what="the installed broker's ready file"
+        )
         tidelog = (bin_dir / "tidelog", "-b", address)
         run(*tidelog[:1], "topics", "create", "wheel-demo", *tidelog[1:], cwd=tmp_path)
         run(*tidelog[:1], "produce", "wheel-demo", *tidelog[1:], cwd=tmp_path, stdin="one\ntwo\n")

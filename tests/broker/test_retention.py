@@ -58,7 +58,8 @@ def produce(stub: BrokerStub, topic: str, *timestamps: int) -> None:
 
 
 def describe(admin: AdminStub, topic: str) -> admin_pb2.PartitionInfo:
-    return admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic)).partitions[0]
+    described: admin_pb2.DescribeTopicResponse = admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic))
+    return described.partitions[0]
 
 
 def test_the_cleaner_applies_retention_by_time_and_altered_configs_without_a_restart(
@@ -82,7 +83,7 @@ def test_the_cleaner_applies_retention_by_time_and_altered_configs_without_a_res
             lambda: stub.Fetch(broker_pb2.FetchRequest(topic="aging", partition=0, offset=0)),
         )
         assert error_info(err).metadata["log_start_offset"] == "2"
-        assert "2 (log start)" in err.details()  # type: ignore[attr-defined]
+        assert "2 (log start)" in err.details()
         kept = stub.Fetch(broker_pb2.FetchRequest(topic="aging", partition=0, offset=2))
         assert kept.batches[0].base_offset == 2
 
@@ -115,7 +116,8 @@ def test_time_lookups_after_retention_start_at_the_new_log_start(cleaning_broker
 
         def lookup(ts: int) -> int:
             request = broker_pb2.ListOffsetsRequest(topic="dated", partition=0, timestamp_ms=ts)
-            return stub.ListOffsets(request).offset
+            found: broker_pb2.ListOffsetsResponse = stub.ListOffsets(request)
+            return found.offset
 
         assert lookup(0) == 2  # the first record kept
         assert lookup(now - 3500) == 2  # now-3000 at offset 2

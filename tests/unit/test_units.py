@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tidelog._wire import encode_record, varint
+from tidelog._wire import encode_record
 from tidelog.broker.batches import HEADER_SIZE, build_stored, frame_batches, records_crc, slice_wire
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.log import topic_config
 from tidelog.broker.names import check_limit, check_topic_name
 from tidelog.common.partitioner import murmur2, partition_for_key
 from tidelog.common.reasons import Reason
+from tidelog.common.varint import varint
 from tidelog.v1 import broker_pb2, records_pb2
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import grpc
 import pytest
 
@@ -52,10 +55,10 @@ def test_create_topic_defaults_to_one_partition_and_reports_configs(admin_stub: 
 def test_create_topic_bad_configs(admin_stub: AdminStub, configs: dict[str, str], reason: str) -> None:
     request = admin_pb2.CreateTopicRequest(name="bad-config", configs=configs)
     err = expect_status(C.INVALID_ARGUMENT, reason, lambda: admin_stub.CreateTopic(request))
-    assert next(iter(configs)) in err.details()  # type: ignore[attr-defined]
+    assert next(iter(configs)) in err.details()
 
 
-def test_topic_exists_and_not_found(admin_stub: AdminStub, topic_factory) -> None:
+def test_topic_exists_and_not_found(admin_stub: AdminStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     expect_status(
         C.ALREADY_EXISTS, "TOPIC_EXISTS", lambda: admin_stub.CreateTopic(admin_pb2.CreateTopicRequest(name=topic))
@@ -68,7 +71,7 @@ def test_topic_exists_and_not_found(admin_stub: AdminStub, topic_factory) -> Non
         expect_status(C.NOT_FOUND, "TOPIC_NOT_FOUND", call)
 
 
-def test_alter_configs_validates_and_applies(admin_stub: AdminStub, topic_factory) -> None:
+def test_alter_configs_validates_and_applies(admin_stub: AdminStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     bad = admin_pb2.AlterTopicConfigsRequest(name=topic, configs={"retention.bytes": "lots"})
     expect_status(C.INVALID_ARGUMENT, "INVALID_CONFIG", lambda: admin_stub.AlterTopicConfigs(bad))
@@ -80,7 +83,7 @@ def test_alter_configs_validates_and_applies(admin_stub: AdminStub, topic_factor
     assert described.topic.configs["retention.bytes"] == "1000"
 
 
-def test_produce_errors(broker_stub: BrokerStub, topic_factory) -> None:
+def test_produce_errors(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory(partitions=2)
     compacted = topic_factory(configs={"cleanup.policy": "compact"})
     small = topic_factory(configs={"max.message.bytes": "100"})
@@ -101,7 +104,7 @@ def test_produce_errors(broker_stub: BrokerStub, topic_factory) -> None:
         ),
     ]
     for code, reason, request in cases:
-        expect_status(code, reason, lambda request=request: broker_stub.Produce(request))
+        expect_status(code, reason, functools.partial(broker_stub.Produce, request))
     # Nothing of the failed requests was written.
     for p in range(2):
         assert broker_stub.Fetch(broker_pb2.FetchRequest(topic=topic, partition=p)).high_watermark == 0
@@ -110,7 +113,7 @@ def test_produce_errors(broker_stub: BrokerStub, topic_factory) -> None:
     broker_stub.Produce(P(topic=small, partition=0, records=[rec(b"x" * 50)]))
 
 
-def test_fetch_errors(broker_stub: BrokerStub, topic_factory) -> None:
+def test_fetch_errors(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     broker_stub.Produce(broker_pb2.ProduceRequest(topic=topic, partition=0, records=[rec(), rec()]))
     F = broker_pb2.FetchRequest
@@ -119,15 +122,13 @@ def test_fetch_errors(broker_stub: BrokerStub, topic_factory) -> None:
     err = expect_status(C.OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE", lambda: broker_stub.Fetch(F(topic=topic, offset=3)))
     assert dict(error_info(err).metadata) == {"log_start_offset": "0", "high_watermark": "2"}
     expect_status(C.OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE", lambda: broker_stub.Fetch(F(topic=topic, offset=-1)))
-    for limit in ("max_records", "max_bytes", "max_wait_ms"):
-        expect_status(
-            C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda limit=limit: broker_stub.Fetch(F(topic=topic, **{limit: -1}))
-        )
+    for negative in (F(topic=topic, max_records=-1), F(topic=topic, max_bytes=-1), F(topic=topic, max_wait_ms=-1)):
+        expect_status(C.INVALID_ARGUMENT, "INVALID_REQUEST", functools.partial(broker_stub.Fetch, negative))
     # Limits above their bound are clamped, not refused.
     assert broker_stub.Fetch(F(topic=topic, max_bytes=2**31 - 1, max_records=2**31 - 1)).next_offset == 2
 
 
-def test_subscribe_and_list_offsets_errors(broker_stub: BrokerStub, topic_factory) -> None:
+def test_subscribe_and_list_offsets_errors(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     S = broker_pb2.SubscribeRequest
     expect_status(C.NOT_FOUND, "TOPIC_NOT_FOUND", lambda: next(broker_stub.Subscribe(S(topic="missing"))))
@@ -135,9 +136,12 @@ def test_subscribe_and_list_offsets_errors(broker_stub: BrokerStub, topic_factor
         C.INVALID_ARGUMENT, "PARTITION_OUT_OF_RANGE", lambda: next(broker_stub.Subscribe(S(topic=topic, partition=9)))
     )
     expect_status(C.OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE", lambda: next(broker_stub.Subscribe(S(topic=topic, offset=1))))
+    unknown_position = records_pb2.Position.ValueType(7)  # no such Position
     expect_status(
-        C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda: next(broker_stub.Subscribe(S(topic=topic, position=7)))
-    )  # type: ignore[arg-type]
+        C.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        lambda: next(broker_stub.Subscribe(S(topic=topic, position=unknown_position))),
+    )
     L = broker_pb2.ListOffsetsRequest
     expect_status(C.NOT_FOUND, "TOPIC_NOT_FOUND", lambda: broker_stub.ListOffsets(L(topic="missing")))
     expect_status(
@@ -158,7 +162,7 @@ def test_malformed_bytes_are_invalid_argument(channel: grpc.Channel, method: str
     expect_status(C.INVALID_ARGUMENT, "INVALID_REQUEST", lambda: call(b"\x0a\xff\xff\xff\xff\x0f"))
 
 
-def test_broker_still_serves_after_bad_input(broker_stub: BrokerStub, topic_factory) -> None:
+def test_broker_still_serves_after_bad_input(broker_stub: BrokerStub, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory()
     response = broker_stub.Produce(broker_pb2.ProduceRequest(topic=topic, partition=0, records=[rec(b"alive")]))
     assert response.results[0].record_count == 1
@@ -180,8 +184,8 @@ def test_names_of_any_length_are_refused_with_a_short_message(channel: grpc.Chan
     }
     for method, call in calls.items():
         err = expect_status(C.INVALID_ARGUMENT, "INVALID_NAME", call)
-        assert len(err.details()) < 300, method  # type: ignore[attr-defined]
-        assert "5000 characters" in err.details(), method  # type: ignore[attr-defined]
+        assert len(err.details()) < 300, method
+        assert "5000 characters" in err.details(), method
         assert all(len(v) <= 300 for v in error_info(err).metadata.values()), method
 
 

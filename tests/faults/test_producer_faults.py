@@ -118,7 +118,7 @@ async def produce_through(broker: ModelBroker, records: int) -> list[Any]:
     core = ProducerCore("127.0.0.1:9", asyncio.get_running_loop(), config)
     # The model broker stands in for the gRPC stub and stream the sender uses.
     core._sender._stub = broker  # type: ignore[assignment]
-    core._sender._produce_stream = broker.open_stream  # type: ignore[assignment]
+    core._sender._produce_stream = broker.open_stream
     core._accumulator.partitions["t"] = PARTITIONS
     core.start()
     futures = []

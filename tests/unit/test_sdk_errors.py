@@ -18,7 +18,7 @@ from tidelog.errors import (
 )
 
 
-class FakeRpcError(grpc.RpcError):
+class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc has no type information: RpcError is Any
     def __init__(self, code: grpc.StatusCode, details: str, reason: str = "") -> None:
         self._code, self._details = code, details
         self._trailers: tuple[tuple[str, bytes], ...] = ()

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.harness import BrokerProcess
-from tidelog import AdminClient, AsyncAdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer
+from tidelog import AdminClient, AsyncAdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer, RecordFuture
 from tidelog.common.partitioner import partition_for_key
 from tidelog.common.reasons import Reason
 from tidelog.errors import (
@@ -51,7 +51,7 @@ def test_producer_and_consumer_round_trip(broker: BrokerProcess) -> None:
     with AdminClient(broker.address) as admin:
         admin.create_topic("sdk-round-trip", partitions=3)
     with Consumer(broker.address, topics=["sdk-round-trip"], auto_offset_reset="earliest") as consumer:
-        delivered = []
+        delivered: list[RecordFuture] = []
         with Producer(broker.address) as producer:
             futures = [
                 producer.send(

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests import harness
-from tests.harness import BrokerProcess, wait_for
+from tests.harness import BrokerProcess, gather, wait_for
 from tests.proxy import TcpProxy
-from tidelog import AdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer, serde
+from tidelog import AdminClient, AsyncConsumer, AsyncProducer, Consumer, Producer, RecordFuture, serde
 from tidelog.errors import BufferFullError, DeliveryTimeoutError, RecordTooLargeError
 from tidelog.types import Message
 
@@ -28,7 +28,7 @@ def high_watermarks(address: str, topic: str) -> int:
 def read_all(address: str, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
     with Consumer(address, topics=[topic], auto_offset_reset="earliest", max_bytes=4 << 20) as consumer:
         out: list[Message] = []
-        wait_for(lambda: out.extend(consumer.poll(0.5)) or len(out) >= count, timeout, what=f"{count} records")
+        wait_for(lambda: gather(out, consumer.poll(0.5)) >= count, timeout, what=f"{count} records")
         return out
 
 
@@ -157,7 +157,7 @@ def test_send_blocks_while_the_buffer_is_full_and_resumes(broker: BrokerProcess,
     with Producer(proxy.address, buffer_bytes=64 << 10, batch_bytes=8 << 10, linger_ms=1) as producer:
         producer.send(topic, b"warm-up").result(10)
         proxy.swallow_answers()
-        futures = []
+        futures: list[RecordFuture] = []
         sender = threading.Thread(target=lambda: futures.extend(producer.send(topic, record) for _ in range(200)))
         sender.start()
 
@@ -219,7 +219,7 @@ def test_serializers_and_header_forms(broker: BrokerProcess) -> None:
         value_deserializer=serde.json_deserializer,
     ) as consumer:
         got: list[Message] = []
-        wait_for(lambda: got.extend(consumer.poll(0.5)) or len(got) >= 2, what="2 records")
+        wait_for(lambda: gather(got, consumer.poll(0.5)) >= 2, what="2 records")
     assert (got[0].key, got[0].value, got[0].headers) == (
         "user-1",
         {"n": 1, "tags": ["a"]},

@@ -1,4 +1,4 @@
-"""Adversarial input beyond tests/test_bad_input.py: groups, streams, extreme numbers, zero deadlines,
+"""Adversarial input beyond tests/broker/test_bad_input.py: groups, streams, extreme numbers, zero deadlines,
 malformed bytes on streaming RPCs, and thousands of streams opened and dropped. Each gets its exact
 status; afterwards the broker still serves and every acknowledged record is there."""
 
@@ -43,7 +43,7 @@ def stubs(broker: BrokerProcess) -> Any:
 
 def cases(
     channel: grpc.Channel, admin: AdminStub, data: BrokerStub, groups: GroupsStub, topic: str
-) -> list[tuple[C, str | None, Callable[[], Any]]]:
+) -> list[tuple[grpc.StatusCode, str | None, Callable[[], Any]]]:
     P, F, S = broker_pb2.ProduceRequest, broker_pb2.FetchRequest, broker_pb2.SubscribeRequest
     record = records_pb2.Record(value=b"v")
     raw_stream = channel.stream_stream("/tidelog.v1.Broker/ProduceStream", None, None)
