@@ -117,15 +117,13 @@ class LmdbStore:
                 "this one on a fresh --data-dir"
             )
 
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self) -> contextlib.AbstractContextManager[object]:
         """Around a read transaction: on a worker thread, a map resize waits for it to end. Reads on the
-        thread that opened the store (the event loop's, where resizes run) cannot overlap one."""
+        thread that opened the store (the event loop's, where resizes run) cannot overlap one, and take
+        no lock (a plain object's context, not a generator's: this is on every read's path)."""
         if threading.get_ident() == self._owner_thread:
-            yield
-            return
-        with self._resize_lock:
-            yield
+            return _NO_LOCK
+        return self._resize_lock
 
     def free_disk_bytes(self) -> int:
         stat = os.statvfs(self.path)
@@ -171,19 +169,8 @@ class LmdbStore:
 
     # -- writes -----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[LogWrite]:
-        try:
-            with self.env.begin(write=True) as txn:
-                yield LmdbWrite(self, txn)
-        except lmdb.MapFullError:
-            raise StorageFull(f"the LMDB map is full ({self.env.info()['map_size']} bytes)", disk=False) from None
-        except lmdb.Error as err:
-            # A full disk shows as ENOSPC, or as EIO when a write comes up short: ask the disk.
-            free = self.free_disk_bytes()
-            if isinstance(err, lmdb.DiskError) or free < DISK_FULL_BELOW_BYTES:
-                raise StorageFull(f"the disk is full: {err}", disk=True, free_bytes=free) from None
-            raise StorageError(str(err)) from err
+    def write(self) -> contextlib.AbstractContextManager[LogWrite]:
+        return _WriteTransaction(self, self.env.begin(write=True))
 
     # -- start-up -------------------------------------------------------------
 
@@ -366,21 +353,8 @@ class LmdbWrite:
         self._store = store
         self._txn = txn
 
-    @contextlib.contextmanager
-    def nested(self) -> Iterator[LogWrite]:
-        child = self._store.env.begin(write=True, parent=self._txn)
-        try:
-            yield LmdbWrite(self._store, child)
-        except lmdb.MapFullError:
-            child.abort()
-            raise StorageFull("the LMDB map is full", disk=False) from None
-        except lmdb.DiskError as err:
-            child.abort()
-            raise StorageFull(f"the disk is full: {err}", disk=True, free_bytes=self._store.free_disk_bytes()) from None
-        except BaseException:
-            child.abort()
-            raise
-        child.commit()
+    def nested(self) -> contextlib.AbstractContextManager[LogWrite]:
+        return _WriteTransaction(self._store, self._store.env.begin(write=True, parent=self._txn), nested=True)
 
     # -- topics and ids --
 
@@ -574,3 +548,46 @@ def _sliced(value: bytes, base: int, keep: int, append_ms: int) -> bytes:
     encoded = RecordBatch(records=records).SerializeToString()
     max_ts = max(r.timestamp_ms or append_ms for r in records)
     return build_stored(encoded, keep, base, append_ms, max_ts, records_crc(encoded))
+
+
+_NO_LOCK = contextlib.nullcontext()
+
+
+class _WriteTransaction:
+    """An LMDB write transaction (or a child of one) as a LogWrite context: committed on a normal exit,
+    aborted on an exception; LMDB's full map or disk raised as StorageFull. A class, not a generator:
+    every op of every group commit enters one."""
+
+    __slots__ = ("_nested", "_store", "_txn")
+
+    def __init__(self, store: LmdbStore, txn: Any, nested: bool = False) -> None:
+        self._store = store
+        self._txn = txn
+        self._nested = nested
+
+    def __enter__(self) -> LogWrite:
+        return LmdbWrite(self._store, self._txn)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if kind is not None:
+            self._txn.abort()
+            if isinstance(error, lmdb.MapFullError | lmdb.DiskError):
+                raise self._full(error) from None
+            return
+        try:
+            self._txn.commit()
+        except lmdb.Error as err:
+            if self._nested:
+                raise
+            raise self._full(err) from None
+
+    def _full(self, err: lmdb.Error) -> StorageFull | StorageError:
+        store = self._store
+        if isinstance(err, lmdb.MapFullError):
+            return StorageFull(f"the LMDB map is full ({store.env.info()['map_size']} bytes)", disk=False)
+        # A full disk shows as ENOSPC, or as EIO when a write comes up short: ask the disk.
+        free = store.free_disk_bytes()
+        if isinstance(err, lmdb.DiskError) or free < DISK_FULL_BELOW_BYTES:
+            return StorageFull(f"the disk is full: {err}", disk=True, free_bytes=free)
+        log.error("commit_failed", error=str(err))
+        return StorageError(str(err))
