@@ -4,7 +4,7 @@
 
 Every client takes the broker address first (``"127.0.0.1:50051"`` by default)
 and has an asyncio twin (AsyncProducer, AsyncConsumer, AsyncAdminClient).
-Errors are TidelogError subclasses (``client.errors``).
+Errors are TidelogError subclasses (``tidelog.errors``).
 """
 
 from tidelog.admin import AdminClient, AsyncAdminClient

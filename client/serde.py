@@ -28,7 +28,7 @@ def bytes_serializer(obj: Any) -> bytes:
         return bytes(obj)
     raise TypeError(
         f"cannot send a {type(obj).__name__} as bytes: encode it, or give the producer a serializer "
-        "(client.serde.str_serializer, client.serde.json_serializer or your own callable)"
+        "(tidelog.serde.str_serializer, tidelog.serde.json_serializer or your own callable)"
     )
 
 

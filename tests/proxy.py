@@ -83,7 +83,14 @@ class TcpProxy:
         self._io.run(close_all())
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        """Stop listening and cut every connection. On the proxy's own loop: asyncio's server is not
+        thread-safe, and closing it from the test's thread raced with connections closing."""
+        server = self._server
+
+        async def stop() -> None:
+            if server is not None:
+                server.close()
+
+        self._io.run(stop())
         self.cut()
         self._io.close()

@@ -42,7 +42,7 @@ class AsyncConsumer:
     ``topics`` subscribes to every partition of those topics (each starting by
     ``auto_offset_reset``: ``"latest"``, the default, or ``"earliest"``); or call
     ``assign()`` with explicit partitions. ``key_deserializer`` and
-    ``value_deserializer`` (client.serde) turn bytes into objects on access.
+    ``value_deserializer`` (tidelog.serde) turn bytes into objects on access.
 
     With ``group="name"`` the consumer joins that consumer group instead: the broker shares
     the topics' partitions among the group's members and delivers each from the group's

@@ -17,7 +17,7 @@ Settings (keyword arguments of both classes):
   ``retry_backoff_max_ms`` (2 000) bound the exponential backoff between reconnects;
   a stream with a request unanswered for ``request_timeout_ms`` (30 000) is reconnected.
 - ``max_in_flight`` (16): requests awaiting an answer (at most 5 per partition with idempotence).
-- ``key_serializer``, ``value_serializer``: callables to bytes (client.serde); bytes by default.
+- ``key_serializer``, ``value_serializer``: callables to bytes (tidelog.serde); bytes by default.
 """
 
 from __future__ import annotations
