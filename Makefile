@@ -7,7 +7,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BUF_STAMP  := scripts/buf/node_modules/.installed
 BUF        := $(CURDIR)/scripts/buf/node_modules/.bin/buf
 
-.PHONY: install run test test-fault lint proto bench bench-deps bench-peers clean FORCE
+.PHONY: install run test test-fault lint proto bench bench-deps bench-peers etcd clean FORCE
 
 MODULES := $(VENV)/.modules
 
@@ -40,8 +40,14 @@ $(BUF_STAMP): scripts/buf/package.json scripts/buf/package-lock.json
 run: install
 	$(BIN)/tidelog serve
 
+## etcd: Debian's etcd-server, the cluster's coordination store (its tests start their own on loopback)
+etcd:
+	@command -v etcd >/dev/null || { \
+		$$(test $$(id -u) = 0 || echo sudo) apt-get update && \
+		$$(test $$(id -u) = 0 || echo sudo) apt-get install -y etcd-server; }
+
 ## test: the whole suite (unit and integration, grpcurl and a Node.js client included)
-test: install $(NODE_STAMP)
+test: install $(NODE_STAMP) etcd
 	$(PY) -m pytest
 
 ## test-fault: the crash harness, long: 20 SIGKILLs of the broker while 1M records are produced

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,6 +134,98 @@ class BrokerProcess:
         """Stop cleanly and start again on the same port and data."""
         self.stop()
         return self.start()
+
+
+def _free_loopback_ports(count: int) -> list[int]:
+    """Ports the kernel has just handed out on 127.0.0.1 (closed again: a server about to bind them)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class EtcdProcess:
+    """A real etcd (Debian's `etcd-server`) on free 127.0.0.1 ports with its own data directory, stopped
+    by its PID: the coordination store of a Tidelog cluster, for tests."""
+
+    def __init__(self, data_dir: Path, binary: str = "etcd") -> None:
+        self.data_dir = Path(data_dir)
+        self.binary = binary
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint = ""  # HOST:PORT of its client API once started
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def start(self, timeout: float = 30.0) -> EtcdProcess:
+        """Start etcd and wait until it reports itself healthy (trying other ports if one was taken)."""
+        for _ in range(3):
+            client, peer = _free_loopback_ports(2)
+            if self._start_on(client, peer, timeout):
+                return self
+        raise RuntimeError(f"etcd did not start:\n{self.log()}")
+
+    def _start_on(self, client: int, peer: int, timeout: float) -> bool:
+        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--name",
+                "tidelog-test",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen-client-urls",
+                client_url,
+                "--advertise-client-urls",
+                client_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"tidelog-test={peer_url}",
+                "--logger",
+                "zap",
+                "--log-outputs",
+                "stderr",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+        def healthy() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                return True  # exited: judged below
+            try:
+                with urllib.request.urlopen(f"{client_url}/health", timeout=1) as answer:
+                    return b'"true"' in answer.read()
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout, interval=0.05, what="etcd to report itself healthy")
+        if self.proc.poll() is not None:
+            return False  # a port was taken meanwhile: try others
+        self.endpoint = f"127.0.0.1:{client}"
+        return True
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None, "etcd was never started"
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None, "etcd was never started"
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""The cluster: brokers coordinated through etcd (control.py), which records never pass through."""

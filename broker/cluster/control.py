@@ -1,0 +1,223 @@
+"""A broker's place in a cluster, kept in etcd: its registration, the controller election, and a cache
+of the cluster's metadata.
+
+- Registration: `/{cluster}/brokers/{id}` = its advertised address, bound to the broker's lease, so a
+  broker that dies (or stops renewing: a long pause) drops out after the lease's TTL.
+- Election: `/{cluster}/controller` = the controller's id, created by a transaction that succeeds only
+  when the key does not exist, bound to the winner's lease. The key's create revision is the election
+  revision, and every controller write is a transaction that compares it: a lock alone is no mutual
+  exclusion (a controller paused past its lease would write on when it wakes), the revision is.
+- Cache: every key under `/{cluster}/`, listed at one revision and kept by a watch from the next
+  one; listed again if etcd has compacted the watched revision away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aetcd
+import grpc
+import structlog
+
+from tidelog.broker.cluster.etcd import Entry, Etcd, LeaseLost
+
+log = structlog.get_logger("tidelog.cluster")
+
+# After a lost lease, a failed keep-alive stream or etcd out of reach: wait this long, then try again.
+RETRY_S = 0.2
+# etcd out of reach, or refusing a request (grpc's own errors: the stubs are called directly).
+ETCD_ERRORS = (aetcd.exceptions.ClientError, grpc.aio.AioRpcError, OSError)
+
+
+@dataclass(frozen=True)
+class ClusterKeys:
+    cluster: str
+
+    @property
+    def prefix(self) -> bytes:
+        return f"/{self.cluster}/".encode()
+
+    @property
+    def controller(self) -> bytes:
+        return self.prefix + b"controller"
+
+    @property
+    def brokers(self) -> bytes:
+        return self.prefix + b"brokers/"
+
+    def broker(self, broker_id: int) -> bytes:
+        return self.brokers + str(broker_id).encode()
+
+
+class MetadataCache:
+    """Every key under the cluster's prefix, as of `revision` (the event loop's view)."""
+
+    def __init__(self, etcd: Etcd, prefix: bytes) -> None:
+        self._etcd = etcd
+        self._prefix = prefix
+        self.entries: dict[bytes, bytes] = {}
+        self.created: dict[bytes, int] = {}  # key -> its create revision
+        self.revision = 0
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        """List, then watch; list again when the watched revision was compacted (until cancelled)."""
+        while True:
+            try:
+                entries, revision = await self._etcd.list_prefix(self._prefix)
+                self._replace(entries, revision)
+                async for change in self._etcd.watch_prefix(self._prefix, revision + 1):
+                    if change.value is None:
+                        self.entries.pop(change.key, None)
+                        self.created.pop(change.key, None)
+                    else:
+                        if change.key not in self.entries:
+                            self.created[change.key] = change.revision
+                        self.entries[change.key] = change.value
+                    self.revision = max(self.revision, change.revision)
+                    self._notify()
+            except aetcd.exceptions.RevisionCompactedError:
+                log.info("metadata_relist", reason="compacted", revision=self.revision)
+            except ETCD_ERRORS as err:
+                log.warning("metadata_watch_lost", error=str(err), retry_in_s=RETRY_S)
+                await asyncio.sleep(RETRY_S)
+
+    def _replace(self, entries: list[Entry], revision: int) -> None:
+        self.entries = {e.key: e.value for e in entries}
+        self.created = {e.key: e.create_revision for e in entries}
+        self.revision = revision
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        """Until the next change."""
+        await self._changed.wait()
+
+
+@dataclass(frozen=True)
+class Election:
+    broker_id: int
+    revision: int  # the controller key's create revision: the fence of this controller's writes
+
+
+class ControlPlane:
+    """One broker's registration, campaign and metadata cache; `start()` and `stop()` on its event loop."""
+
+    def __init__(self, etcd: Etcd, cluster: str, broker_id: int, address: str, lease_ttl_s: int) -> None:
+        self._etcd = etcd
+        self.keys = ClusterKeys(cluster)
+        self.broker_id = broker_id
+        self.address = address
+        self._ttl_s = lease_ttl_s
+        self.cache = MetadataCache(etcd, self.keys.prefix)
+        self.lease_id = 0
+        self.election: Election | None = None  # set while this broker is the controller
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session_lost = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._etcd.connect()
+        self._spawn(self.cache.run())
+        self._spawn(self._session())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coro))
+
+    async def stop(self, leave: bool = True) -> None:
+        """Stop (once); with `leave`, revoke the lease at once (others need not wait for its TTL)."""
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if leave and self.lease_id:
+            with contextlib.suppress(*ETCD_ERRORS):
+                await self._etcd.revoke(self.lease_id)
+        self.election = None
+        await self._etcd.close()
+
+    # -- the session: a lease, the registration under it, and the campaign ---------------
+
+    async def _session(self) -> None:
+        while True:
+            try:
+                self.lease_id = await self._etcd.grant(self._ttl_s)
+                await self._etcd.put(self.keys.broker(self.broker_id), self.address.encode(), self.lease_id)
+                log.info("broker_registered", broker_id=self.broker_id, lease=f"{self.lease_id:x}")
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._etcd.keep_alive(self.lease_id, self._ttl_s / 3))
+                    group.create_task(self._campaign())
+            except* LeaseLost as lost:
+                log.warning("broker_lease_lost", broker_id=self.broker_id, error=str(lost.exceptions[0]))
+            except* ETCD_ERRORS as failed:
+                log.warning("cluster_session_failed", broker_id=self.broker_id, error=str(failed.exceptions[0]))
+            self.election = None
+            await asyncio.sleep(RETRY_S)
+
+    async def _campaign(self) -> None:
+        """Become the controller when there is none; stay it while the key is ours."""
+        key = self.keys.controller
+        while True:
+            revision = await self._etcd.create(key, str(self.broker_id).encode(), self.lease_id)
+            if revision is None:  # another broker is the controller: campaign again once its key is gone
+                current = await self._etcd.get(key)
+                seen = current.mod_revision if current is not None else 0
+                await self._wait_for(functools.partial(self._gone_since, key, seen))
+                continue
+            self.election = Election(self.broker_id, revision)
+            log.info("controller_elected", broker_id=self.broker_id, election_revision=revision)
+            await self._wait_for(functools.partial(self._lost, key, revision))
+            log.info("controller_resigned", broker_id=self.broker_id, election_revision=revision)
+            self.election = None
+
+    def _gone_since(self, key: bytes, seen: int) -> bool:
+        """The cache has caught up with revision `seen` and `key` is not there (any more)."""
+        return self.cache.revision >= seen and key not in self.cache.entries
+
+    def _lost(self, key: bytes, revision: int) -> bool:
+        """The controller key is no longer the one created at `revision` (as far as the cache knows)."""
+        return self.cache.revision >= revision and self.cache.created.get(key) != revision
+
+    async def _wait_for(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await self.cache.changed()
+
+    # -- what the broker asks --------------------------------------------------------
+
+    @property
+    def is_controller(self) -> bool:
+        return self.election is not None
+
+    def controller_id(self) -> int | None:
+        value = self.cache.entries.get(self.keys.controller)
+        return int(value) if value is not None else None
+
+    def brokers(self) -> dict[int, str]:
+        """The registered brokers (those whose lease lives): id -> advertised address."""
+        prefix = self.keys.brokers
+        return {
+            int(key[len(prefix) :]): value.decode()
+            for key, value in self.cache.entries.items()
+            if key.startswith(prefix)
+        }
+
+    async def controller_write(self, puts: list[tuple[bytes, bytes]]) -> bool:
+        """Write as the controller, fenced by the election revision; False (and no longer the controller)
+        when another broker holds the election now."""
+        election = self.election
+        if election is None:
+            return False
+        written = await self._etcd.put_if_created_at(self.keys.controller, election.revision, puts)
+        if not written:
+            log.warning("controller_fenced", broker_id=self.broker_id, election_revision=election.revision)
+            self.election = None
+        return written

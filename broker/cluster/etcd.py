@@ -1,0 +1,147 @@
+"""The control plane's store: etcd's v3 API, through aetcd (its channel and generated stubs).
+
+Only what the control plane needs: a lease kept alive on one stream, puts bound to it, transactions
+guarded by a key's create revision (the fence of a controller's writes), reads of a prefix at one
+revision, and a watch of the prefix from the revision after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aetcd
+import grpc
+import structlog
+from aetcd import rpc
+
+log = structlog.get_logger("tidelog.cluster.etcd")
+
+
+class LeaseLost(Exception):
+    """The lease expired (or was revoked): every key bound to it is gone."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """A watched key was put (value is not None) or deleted, at `revision`."""
+
+    key: bytes
+    value: bytes | None
+    revision: int
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The end of the key range of every key that starts with `prefix` (etcd's range_end)."""
+    end = bytearray(prefix)
+    for i in reversed(range(len(end))):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\x00"
+
+
+class Etcd:
+    def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
+        host, _, port = endpoint.rpartition(":")
+        self._client = aetcd.Client(host=host, port=int(port), timeout=timeout_s)
+
+    async def connect(self) -> None:
+        await self._client.connect()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- leases --
+
+    async def grant(self, ttl_s: int) -> int:
+        response = await self._client.leasestub.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s))
+        return int(response.ID)
+
+    async def revoke(self, lease_id: int) -> None:
+        await self._client.leasestub.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id))
+
+    async def keep_alive(self, lease_id: int, every_s: float, on_renewed: Callable[[], None] | None = None) -> None:
+        """Renew the lease every `every_s` on one stream until cancelled; LeaseLost once it has expired."""
+
+        async def requests() -> AsyncIterator[Any]:
+            while True:
+                yield rpc.LeaseKeepAliveRequest(ID=lease_id)
+                await asyncio.sleep(every_s)
+
+        try:
+            async for response in self._client.leasestub.LeaseKeepAlive(requests()):
+                if response.TTL <= 0:
+                    raise LeaseLost(f"lease {lease_id:x} expired")
+                if on_renewed is not None:
+                    on_renewed()
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise LeaseLost(f"lease {lease_id:x} is gone: {err.details()}") from None
+            raise
+        raise LeaseLost(f"the keep-alive stream of lease {lease_id:x} ended")
+
+    # -- reads and writes --
+
+    async def put(self, key: bytes, value: bytes, lease_id: int = 0) -> int:
+        """Put `key`; the revision of the write."""
+        response = await self._client.kvstub.Put(rpc.PutRequest(key=key, value=value, lease=lease_id))
+        return int(response.header.revision)
+
+    async def get(self, key: bytes) -> Entry | None:
+        response = await self._client.kvstub.Range(rpc.RangeRequest(key=key))
+        return _entry(response.kvs[0]) if response.kvs else None
+
+    async def list_prefix(self, prefix: bytes) -> tuple[list[Entry], int]:
+        """Every key under `prefix`, and the revision they were read at."""
+        response = await self._client.kvstub.Range(rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix)))
+        return [_entry(kv) for kv in response.kvs], int(response.header.revision)
+
+    async def create(self, key: bytes, value: bytes, lease_id: int = 0) -> int | None:
+        """Put `key` only if it does not exist; its create revision, or None when it exists."""
+        request = rpc.TxnRequest(
+            compare=[rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease_id))],
+        )
+        response = await self._client.kvstub.Txn(request)
+        return int(response.header.revision) if response.succeeded else None
+
+    async def put_if_created_at(self, fence_key: bytes, create_revision: int, puts: list[tuple[bytes, bytes]]) -> bool:
+        """Write `puts` in one transaction only while `fence_key` is the one created at `create_revision`
+        (a controller's writes: the fence is its election key); False when fenced out."""
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=fence_key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=create_revision
+                )
+            ],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts],
+        )
+        response = await self._client.kvstub.Txn(request)
+        return bool(response.succeeded)
+
+    async def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Change]:
+        """The changes under `prefix` from `start_revision` on; aetcd's RevisionCompactedError when etcd
+        has compacted that revision away (the caller lists again)."""
+        watch = await self._client.watch_prefix(prefix, start_revision=start_revision)
+        try:
+            async for event in watch:
+                kv = event.kv
+                deleted = event.kind == aetcd.EventKind.DELETE
+                yield Change(bytes(kv.key), None if deleted else bytes(kv.value), int(kv.mod_revision))
+        finally:
+            await watch.cancel()
+
+
+def _entry(kv: Any) -> Entry:
+    return Entry(bytes(kv.key), bytes(kv.value), int(kv.create_revision), int(kv.mod_revision))

@@ -1,0 +1,97 @@
+"""The cluster's control plane against a real etcd: registration under a lease, one controller elected
+by a transaction, its writes fenced by the election revision, and the metadata cache kept by a watch."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tidelog.broker.cluster.control import ControlPlane
+from tidelog.broker.cluster.etcd import Etcd
+from tidelog.testing import EtcdProcess
+
+# The shortest useful lease (DESIGN.md: ~1.5x etcd's election timeout); production uses ~10 s.
+TTL_S = 2
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    process = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
+    yield process
+    process.stop()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll `condition` on the event loop until it holds; fail naming `what` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def plane(etcd: EtcdProcess, cluster: str, broker_id: int) -> ControlPlane:
+    return ControlPlane(Etcd(etcd.endpoint), cluster, broker_id, f"127.0.0.1:{9000 + broker_id}", TTL_S)
+
+
+def test_brokers_register_and_one_controller_is_elected(etcd: EtcdProcess) -> None:
+    async def scenario() -> None:
+        planes = [plane(etcd, "reg", i) for i in (1, 2, 3)]
+        for p in planes:
+            await p.start()
+        try:
+            everyone = {1: "127.0.0.1:9001", 2: "127.0.0.1:9002", 3: "127.0.0.1:9003"}
+            await until(lambda: all(p.brokers() == everyone for p in planes), "every cache to list all brokers")
+            await until(lambda: sum(p.is_controller for p in planes) == 1, "one controller")
+            (controller,) = [p for p in planes if p.is_controller]
+            await until(lambda: all(p.controller_id() == controller.broker_id for p in planes), "all to agree")
+            assert await controller.controller_write([(controller.keys.prefix + b"topics/orders", b"{}")])
+            for other in planes:
+                if other is not controller:
+                    assert not await other.controller_write([(other.keys.prefix + b"topics/x", b"{}")])
+            await until(lambda: all(p.keys.prefix + b"topics/orders" in p.cache.entries for p in planes), "the watch")
+            await planes[2].stop()  # leaves: its lease is revoked, its registration goes at once
+            await until(lambda: 3 not in planes[0].brokers(), "broker 3's registration to go")
+        finally:
+            for p in planes:
+                await p.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_controller_whose_lease_expires_is_fenced_and_another_takes_over(etcd: EtcdProcess) -> None:
+    async def scenario() -> None:
+        first, second = plane(etcd, "fence", 1), plane(etcd, "fence", 2)
+        await first.start()
+        await until(lambda: first.is_controller, "the first broker to become the controller")
+        await second.start()
+        await until(lambda: second.controller_id() == 1 and 1 in second.brokers(), "the second to see it")
+        old = first.election
+        assert old is not None
+        outsider = Etcd(etcd.endpoint)
+        await outsider.connect()
+        try:
+            # As if the controller were paused past its TTL: its lease is gone, its keys with it.
+            await outsider.revoke(first.lease_id)
+            await until(
+                lambda: second.is_controller or (first.is_controller and first.election != old), "a new election"
+            )
+            new = second.election or first.election
+            assert new is not None and new.revision > old.revision
+            # A write under the old election revision is refused, whoever won now.
+            stale = await outsider.put_if_created_at(first.keys.controller, old.revision, [(b"/fence/x", b"stale")])
+            assert not stale and await outsider.get(b"/fence/x") is None
+            await until(lambda: 1 in second.brokers(), "the first broker to register again under a new lease")
+            await until(lambda: sum(p.is_controller for p in (first, second)) == 1, "exactly one controller")
+        finally:
+            await outsider.close()
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(scenario())
