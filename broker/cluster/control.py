@@ -25,6 +25,13 @@ import grpc
 import structlog
 
 from tidelog.broker.cluster.etcd import Entry, Etcd, LeaseLost
+from tidelog.broker.cluster.metadata import (
+    PartitionState,
+    TopicSpec,
+    after_broker_loss,
+    after_broker_return,
+    assign_replicas,
+)
 
 log = structlog.get_logger("tidelog.cluster")
 
@@ -53,6 +60,28 @@ class ClusterKeys:
     def broker(self, broker_id: int) -> bytes:
         return self.brokers + str(broker_id).encode()
 
+    @property
+    def topic_ids(self) -> bytes:
+        return self.prefix + b"ids/topic"
+
+    @property
+    def topics(self) -> bytes:
+        return self.prefix + b"topics/"
+
+    def topic(self, name: str) -> bytes:
+        return self.topics + name.encode()
+
+    @property
+    def partitions(self) -> bytes:
+        return self.prefix + b"partitions/"
+
+    def partition(self, topic_id: int, partition: int) -> bytes:
+        return self.partitions + f"{topic_id}/{partition}".encode()
+
+
+class TopicExists(Exception):
+    pass
+
 
 class MetadataCache:
     """Every key under the cluster's prefix, as of `revision` (the event loop's view)."""
@@ -62,6 +91,7 @@ class MetadataCache:
         self._prefix = prefix
         self.entries: dict[bytes, bytes] = {}
         self.created: dict[bytes, int] = {}  # key -> its create revision
+        self.modified: dict[bytes, int] = {}  # key -> its last mod revision
         self.revision = 0
         self._changed = asyncio.Event()
 
@@ -75,10 +105,12 @@ class MetadataCache:
                     if change.value is None:
                         self.entries.pop(change.key, None)
                         self.created.pop(change.key, None)
+                        self.modified.pop(change.key, None)
                     else:
                         if change.key not in self.entries:
                             self.created[change.key] = change.revision
                         self.entries[change.key] = change.value
+                        self.modified[change.key] = change.revision
                     self.revision = max(self.revision, change.revision)
                     self._notify()
             except aetcd.exceptions.RevisionCompactedError:
@@ -90,6 +122,7 @@ class MetadataCache:
     def _replace(self, entries: list[Entry], revision: int) -> None:
         self.entries = {e.key: e.value for e in entries}
         self.created = {e.key: e.create_revision for e in entries}
+        self.modified = {e.key: e.mod_revision for e in entries}
         self.revision = revision
         self._notify()
 
@@ -175,7 +208,12 @@ class ControlPlane:
                 continue
             self.election = Election(self.broker_id, revision)
             log.info("controller_elected", broker_id=self.broker_id, election_revision=revision)
-            await self._wait_for(functools.partial(self._lost, key, revision))
+            duties = asyncio.create_task(self._lead())
+            try:
+                await self._wait_for(functools.partial(self._lost, key, revision))
+            finally:
+                duties.cancel()
+                await asyncio.gather(duties, return_exceptions=True)
             log.info("controller_resigned", broker_id=self.broker_id, election_revision=revision)
             self.election = None
 
@@ -190,6 +228,88 @@ class ControlPlane:
     async def _wait_for(self, condition: Callable[[], bool]) -> None:
         while not condition():
             await self.cache.changed()
+
+    # -- the controller's duties --------------------------------------------------------
+
+    async def _lead(self) -> None:
+        """While the controller: bring every partition in line with the live brokers, at each change."""
+        while self.election is not None:
+            await self._reconcile()
+            await self.cache.changed()
+
+    async def _reconcile(self) -> None:
+        live = set(self.brokers())
+        for key, state in self.partition_states().items():
+            new = after_broker_loss(state, live) or after_broker_return(state, live)
+            if new is None:
+                continue
+            written = await self._fenced_write([(key, new.encode())], {key: self.cache.modified[key]})
+            if written:
+                log.info(
+                    "partition_led", partition=key.decode(), leader=new.leader, epoch=new.leader_epoch, isr=new.isr
+                )
+            if self.election is None:
+                return
+
+    async def _fenced_write(self, puts: list[tuple[bytes, bytes]], modified_at: dict[bytes, int]) -> bool:
+        """A controller write: only under this election, and only over the versions it read."""
+        election = self.election
+        if election is None:
+            return False
+        fence = {self.keys.controller: election.revision}
+        if await self._etcd.put_if(created_at=fence, modified_at=modified_at, puts=puts):
+            return True
+        current = await self._etcd.get(self.keys.controller)
+        if current is None or current.create_revision != election.revision:
+            log.warning("controller_fenced", broker_id=self.broker_id, election_revision=election.revision)
+            self.election = None
+        return False  # fenced, or a key changed since it was read: the next change tries again
+
+    # -- topics (any broker) ---------------------------------------------------------
+
+    async def create_topic(
+        self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]
+    ) -> TopicSpec:
+        """Place the replicas over the live brokers and create the topic with its partitions in one
+        transaction; TopicExists if another broker created it first, ValueError if too few brokers live."""
+        placement = assign_replicas(list(self.brokers()), partitions, replication_factor)
+        spec = TopicSpec(await self._next_topic_id(), name, partitions, replication_factor, configs)
+        puts = [(self.keys.topic(name), spec.encode())]
+        for p, replicas in enumerate(placement):
+            state = PartitionState(replicas, replicas[0], 0, replicas)
+            puts.append((self.keys.partition(spec.id, p), state.encode()))
+        if not await self._etcd.put_if(created_at={self.keys.topic(name): 0}, puts=puts):
+            raise TopicExists(name)
+        return spec
+
+    async def _next_topic_id(self) -> int:
+        key = self.keys.topic_ids
+        while True:
+            current = await self._etcd.get(key)
+            last = int(current.value) if current is not None else 0
+            bump = [(key, str(last + 1).encode())]
+            if current is None:
+                written = await self._etcd.put_if(created_at={key: 0}, puts=bump)
+            else:
+                written = await self._etcd.put_if(modified_at={key: current.mod_revision}, puts=bump)
+            if written:
+                return last + 1
+
+    def topics(self) -> dict[str, TopicSpec]:
+        prefix = self.keys.topics
+        return {
+            key[len(prefix) :].decode(): TopicSpec.decode(key[len(prefix) :].decode(), value)
+            for key, value in self.cache.entries.items()
+            if key.startswith(prefix)
+        }
+
+    def partition_states(self) -> dict[bytes, PartitionState]:
+        prefix = self.keys.partitions
+        return {key: PartitionState.decode(v) for key, v in self.cache.entries.items() if key.startswith(prefix)}
+
+    def partition_state(self, topic_id: int, partition: int) -> PartitionState | None:
+        value = self.cache.entries.get(self.keys.partition(topic_id, partition))
+        return PartitionState.decode(value) if value is not None else None
 
     # -- what the broker asks --------------------------------------------------------
 

@@ -116,6 +116,28 @@ class Etcd:
         response = await self._client.kvstub.Txn(request)
         return int(response.header.revision) if response.succeeded else None
 
+    async def put_if(
+        self,
+        *,
+        created_at: dict[bytes, int] | None = None,
+        modified_at: dict[bytes, int] | None = None,
+        puts: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """Write `puts` in one transaction only while each key of `created_at` has that create revision
+        (0: does not exist) and each of `modified_at` that mod revision; False when one does not."""
+        compares = [
+            rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=r)
+            for k, r in (created_at or {}).items()
+        ] + [
+            rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=r)
+            for k, r in (modified_at or {}).items()
+        ]
+        request = rpc.TxnRequest(
+            compare=compares, success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts]
+        )
+        response = await self._client.kvstub.Txn(request)
+        return bool(response.succeeded)
+
     async def put_if_created_at(self, fence_key: bytes, create_revision: int, puts: list[tuple[bytes, bytes]]) -> bool:
         """Write `puts` in one transaction only while `fence_key` is the one created at `create_revision`
         (a controller's writes: the fence is its election key); False when fenced out."""

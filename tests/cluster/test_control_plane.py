@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tidelog.broker.cluster.control import ControlPlane
+from tidelog.broker.cluster.control import ControlPlane, TopicExists
 from tidelog.broker.cluster.etcd import Etcd
+from tidelog.broker.cluster.metadata import PartitionState
 from tidelog.testing import EtcdProcess
 
 # The shortest useful lease (DESIGN.md: ~1.5x etcd's election timeout); production uses ~10 s.
@@ -93,5 +95,61 @@ def test_a_controller_whose_lease_expires_is_fenced_and_another_takes_over(etcd:
             await outsider.close()
             await first.stop()
             await second.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_controller_moves_leaderships_off_brokers_that_go_and_a_new_controller_carries_on(
+    etcd: EtcdProcess,
+) -> None:
+    async def scenario() -> None:
+        planes = {i: plane(etcd, "topics", i) for i in (1, 2, 3)}
+        for p in planes.values():
+            await p.start()
+        try:
+            await until(lambda: all(len(p.brokers()) == 3 for p in planes.values()), "all three registered")
+            await until(lambda: any(p.is_controller for p in planes.values()), "a controller")
+            controller = next(p for p in planes.values() if p.is_controller)
+            creator = next(p for p in planes.values() if p is not controller)  # any broker creates topics
+            spec = await creator.create_topic("orders", 6, 3, {})
+            with pytest.raises(TopicExists):
+                await creator.create_topic("orders", 1, 1, {})
+            with pytest.raises(ValueError, match="live brokers"):
+                await creator.create_topic("too-wide", 1, 4, {})
+
+            def states(p: ControlPlane) -> list[PartitionState | None]:
+                return [p.partition_state(spec.id, i) for i in range(6)]
+
+            await until(lambda: all(None not in states(p) for p in planes.values()), "every cache to see them")
+            first = states(creator)
+            assert Counter(s.leader for s in first if s) == {1: 2, 2: 2, 3: 2}
+
+            gone = next(i for i in planes if i != controller.broker_id)
+            await planes[gone].stop()
+            survivors = {i: p for i, p in planes.items() if i != gone}
+            watcher = survivors[controller.broker_id]
+
+            def moved() -> bool:
+                now = states(watcher)
+                return all(s is not None and s.leader != gone and gone not in s.isr for s in now)
+
+            await until(moved, f"broker {gone}'s leaderships and ISR places to go")
+            for before, after in zip(first, states(watcher), strict=True):
+                assert before is not None and after is not None
+                if before.leader == gone:
+                    assert after.leader_epoch == before.leader_epoch + 1 and after.leader in before.isr
+                else:
+                    assert (after.leader, after.leader_epoch) == (before.leader, before.leader_epoch)
+
+            await controller.stop()  # the controller goes too: the last broker takes over, leads everything
+            (last,) = [p for i, p in survivors.items() if i != controller.broker_id]
+            await until(lambda: last.is_controller, "the last broker to become the controller")
+            await until(
+                lambda: all(s is not None and s.leader == last.broker_id for s in states(last)),
+                "the last broker to lead every partition",
+            )
+        finally:
+            for p in planes.values():
+                await p.stop()
 
     asyncio.run(scenario())
