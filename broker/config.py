@@ -46,6 +46,10 @@ class Settings:
     quotas: Path | None = None  # quota file; empty: no quotas
     max_streams: int = 100_000
     max_streams_per_connection: int = 20_000
+    cluster: tuple[str, ...] = ()  # etcd endpoints (HOST:PORT); empty: a single broker, no etcd
+    cluster_name: str = "tidelog"  # the etcd key prefix
+    broker_id: int = 0
+    cluster_lease_s: int = 10  # a broker silent this long (dead, or paused) leaves the cluster
 
     @property
     def topic_defaults(self) -> dict[str, str]:
@@ -67,3 +71,11 @@ def check_listen(address: str) -> str:
 
 def env_default(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def parse_cluster(value: str) -> tuple[str, ...]:
+    """`etcd://HOST:PORT[,HOST:PORT...]` as its endpoints; raises ValueError."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme != "etcd" or not rest:
+        raise ValueError(f"--cluster {value!r} must be etcd://HOST:PORT[,HOST:PORT...]")
+    return tuple(check_listen(endpoint) for endpoint in rest.split(","))

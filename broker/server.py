@@ -19,6 +19,9 @@ from tidelog.broker.api.admin import AdminService
 from tidelog.broker.api.data import BrokerService
 from tidelog.broker.api.groups import GroupService
 from tidelog.broker.api.rpc import Rpc, StreamLimits, register
+from tidelog.broker.cluster.control import ControlPlane
+from tidelog.broker.cluster.etcd import Etcd
+from tidelog.broker.cluster.membership import Membership, SingleBroker
 from tidelog.broker.config import Settings
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import GroupOffsets
@@ -75,6 +78,7 @@ class Broker:
         quotas = Quotas(settings.quotas) if settings.quotas else None
         self.access = Access(authorizer, quotas, self.metrics.throttled)
         self.rpc = Rpc(self.metrics, StreamLimits(settings.max_streams, settings.max_streams_per_connection))
+        self.control: ControlPlane | None = None  # with --cluster
 
     async def start(self) -> str:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -114,8 +118,18 @@ class Broker:
         advertised = settings.advertise or self.address
 
         rpc, access = self.rpc, self.access
+        self.membership: Membership = SingleBroker(advertised)
+        if settings.cluster:
+            self.control = ControlPlane(
+                Etcd(settings.cluster[0]),
+                settings.cluster_name,
+                settings.broker_id,
+                advertised,
+                settings.cluster_lease_s,
+            )
+            self.membership = self.control
         register(server, ADMIN, AdminService(settings, log_, purger, rpc, access).handlers())
-        data = BrokerService(settings, log_, advertised, self.metrics, rpc, access)
+        data = BrokerService(settings, log_, self.membership, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
         self.coordinator = coordinator = Coordinator(registry)
         self.groups = groups = GroupService(log_, offsets, coordinator, self.metrics, rpc, access)
@@ -145,6 +159,8 @@ class Broker:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         for topic_id in deleting:
             purger.start(topic_id)
+        if self.control is not None:
+            await self.control.start()  # registers once it serves: the others may route to it at once
         log.info(
             "serving", listen=self.address, data_dir=str(settings.data_dir), fsync=settings.fsync, topics=len(topics)
         )
@@ -183,6 +199,8 @@ class Broker:
         await self.cleaner.stop()
         await self.purger.stop()
         await self.writer.stop()
+        if self.control is not None:
+            await self.control.stop()  # leaves at once: the others need not wait for the lease
         self.metrics.stop_serving()
         self.store.close()
         log.info("stopped", commits=self.writer.commits, ops=self.writer.ops_committed)

@@ -10,7 +10,8 @@
 `run_broker()` starts `tidelog serve` as a child process on a free 127.0.0.1
 port with a temporary data directory, waits until it serves, yields its address
 and stops it (by PID) afterwards. `BrokerProcess` is the same with more control:
-stop, kill -9 and restart on the same port and data.
+stop, kill -9 and restart on the same port and data. `run_cluster()` starts a
+real etcd and several clustered brokers, with faults by broker id.
 """
 
 from __future__ import annotations
@@ -245,3 +246,78 @@ def run_broker(*extra_args: str, data_dir: Path | None = None) -> Iterator[str]:
                     process.stop()
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+class ClusterProcess:
+    """One etcd and `brokers` Tidelog brokers (ids 0, 1, ...) on 127.0.0.1 with their own data
+    directories under `root`, each stopped by its PID; faults by broker id: kill (SIGKILL), pause
+    (SIGSTOP, held past the lease it is a zombie), resume (SIGCONT) and restart."""
+
+    def __init__(self, root: Path, brokers: int = 3, *extra_args: str, lease_s: int = 2, name: str = "tidelog") -> None:
+        self.root = Path(root)
+        self.etcd = EtcdProcess(self.root / "etcd")
+        self.count = brokers
+        self.extra_args = extra_args
+        self.lease_s = lease_s
+        self.name = name
+        self.brokers: dict[int, BrokerProcess] = {}
+
+    def start(self, timeout: float = 30.0) -> ClusterProcess:
+        self.etcd.start(timeout)
+        for broker_id in range(self.count):
+            args: tuple[str, ...] = ("--cluster", f"etcd://{self.etcd.endpoint}", "--cluster-name", self.name)
+            args += ("--broker-id", str(broker_id), "--cluster-lease-s", str(self.lease_s), *self.extra_args)
+            self.brokers[broker_id] = BrokerProcess(self.root / f"broker-{broker_id}", *args).start(timeout)
+        return self
+
+    @property
+    def addresses(self) -> dict[int, str]:
+        return {broker_id: broker.address for broker_id, broker in self.brokers.items()}
+
+    @property
+    def bootstrap(self) -> str:
+        """Every broker's address, comma-separated: what a client's bootstrap list takes."""
+        return ",".join(self.addresses.values())
+
+    def kill(self, broker_id: int) -> None:
+        self.brokers[broker_id].kill()
+
+    def pause(self, broker_id: int) -> None:
+        proc = self.brokers[broker_id].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, broker_id: int) -> None:
+        proc = self.brokers[broker_id].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGCONT)
+
+    def restart(self, broker_id: int, timeout: float = 30.0) -> None:
+        """Start a killed or stopped broker again, on its port and data."""
+        broker = self.brokers[broker_id]
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.stop()
+        broker.start(timeout)
+
+    def stop(self) -> None:
+        for broker_id, broker in self.brokers.items():
+            if broker.proc is not None and broker.proc.poll() is None:
+                self.resume(broker_id)
+                try:
+                    broker.stop()
+                except subprocess.TimeoutExpired:
+                    broker.kill()
+        if self.etcd.proc is not None:
+            self.etcd.stop()
+
+
+@contextmanager
+def run_cluster(brokers: int = 3, *extra_args: str, lease_s: int = 2) -> Iterator[ClusterProcess]:
+    """A real etcd and `brokers` brokers for the duration of the block (see ClusterProcess); every
+    broker serves on a free 127.0.0.1 port with its data in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="tidelog-cluster-") as tmp:
+        cluster = ClusterProcess(Path(tmp), brokers, *extra_args, lease_s=lease_s)
+        try:
+            yield cluster.start()
+        finally:
+            cluster.stop()

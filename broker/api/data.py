@@ -12,6 +12,7 @@ import grpc
 from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
+from tidelog.broker.cluster.membership import Membership
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log.ops import InitProducerOp, ProduceOp
@@ -67,7 +68,7 @@ class BrokerService:
         self,
         settings: Settings,
         log_: Log,
-        advertised: str,
+        membership: Membership,
         metrics: Metrics,
         rpc: Rpc,
         access: Access,
@@ -78,7 +79,7 @@ class BrokerService:
         self._settings = settings
         self._log = log_
         self._registry = log_.registry
-        self._advertised = advertised
+        self._membership = membership
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
@@ -251,15 +252,21 @@ class BrokerService:
         else:
             self._access.require("describe", "cluster")
         topics = [self._registry.get(name) for name in request.topics] if request.topics else self._registry.sorted()
+        membership = self._membership
+        leader = membership.broker_id  # topics are still this broker's own (the cluster's data plane is next)
+        controller = membership.controller_id()
         return broker_pb2.GetMetadataResponse(
-            brokers=[broker_pb2.BrokerInfo(id=0, address=self._advertised)],
+            brokers=[broker_pb2.BrokerInfo(id=i, address=a) for i, a in sorted(membership.brokers().items())],
             topics=[
                 broker_pb2.TopicMetadata(
                     name=t.name,
-                    partitions=[broker_pb2.PartitionMetadata(partition=p.partition, leader=0) for p in t.partitions],
+                    partitions=[
+                        broker_pb2.PartitionMetadata(partition=p.partition, leader=leader) for p in t.partitions
+                    ],
                 )
                 for t in topics
             ],
+            controller_id=controller if controller is not None else -1,
         )
 
 

@@ -8,7 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tidelog.broker.config import Settings, check_listen, env_default
+from tidelog.broker.config import Settings, check_listen, env_default, parse_cluster
 
 
 def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -30,6 +30,28 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--listen",
         default=env_default("TIDELOG_LISTEN", "127.0.0.1:50051"),
         help="HOST:PORT to listen on (env TIDELOG_LISTEN; default %(default)s)",
+    )
+    parser.add_argument(
+        "--cluster",
+        default=env_default("TIDELOG_CLUSTER", ""),
+        help="join a cluster coordinated by etcd: etcd://HOST:PORT[,HOST:PORT...] (default: a single broker)",
+    )
+    parser.add_argument(
+        "--broker-id",
+        type=int,
+        default=int(env_default("TIDELOG_BROKER_ID", "-1")),
+        help="this broker's id in the cluster (0 or more, unique; needed with --cluster)",
+    )
+    parser.add_argument(
+        "--cluster-name",
+        default=env_default("TIDELOG_CLUSTER_NAME", "tidelog"),
+        help="the cluster's key prefix in etcd (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cluster-lease-s",
+        type=int,
+        default=int(env_default("TIDELOG_CLUSTER_LEASE_S", "10")),
+        help="a broker silent this long (dead or paused) leaves the cluster (2 or more; default %(default)s)",
     )
     parser.add_argument(
         "--advertise",
@@ -182,6 +204,16 @@ def serve(args: argparse.Namespace) -> int:
                 "with --tls-cert and --tls-key the metrics are served over HTTPS, or give --insecure if the network "
                 "is yours alone"
             )
+    cluster: tuple[str, ...] = ()
+    if args.cluster:
+        try:
+            cluster = parse_cluster(args.cluster)
+        except ValueError as err:
+            raise SystemExit(f"tidelog: {err}") from None
+        if args.broker_id < 0:
+            raise SystemExit("tidelog: --cluster needs --broker-id N (0 or more, unique in the cluster)")
+        if args.cluster_lease_s < 2:
+            raise SystemExit("tidelog: --cluster-lease-s must be 2 or more (etcd's election timeout is ~1 s)")
     if args.max_streams < 1 or args.max_streams_per_connection < 1:
         raise SystemExit("tidelog: --max-streams and --max-streams-per-connection must be >= 1")
     if args.disk_reserve_mb < 0:
@@ -216,6 +248,10 @@ def serve(args: argparse.Namespace) -> int:
         quotas=args.quotas,
         max_streams=args.max_streams,
         max_streams_per_connection=args.max_streams_per_connection,
+        cluster=cluster,
+        cluster_name=args.cluster_name,
+        broker_id=max(args.broker_id, 0),
+        cluster_lease_s=args.cluster_lease_s,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

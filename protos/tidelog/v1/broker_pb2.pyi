@@ -414,18 +414,32 @@ class PartitionMetadata(_message.Message):
 
     PARTITION_FIELD_NUMBER: _builtins.int
     LEADER_FIELD_NUMBER: _builtins.int
+    LEADER_EPOCH_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    ISR_FIELD_NUMBER: _builtins.int
     partition: _builtins.int
     leader: _builtins.int
-    """A BrokerInfo id."""
+    """A BrokerInfo id; -1 while the partition has no leader (offline)."""
+    leader_epoch: _builtins.int
+    """In a cluster: the leader's epoch, the replicas (the first is the preferred leader) and the
+    in-sync replicas, as broker ids. A single broker leaves them empty.
+    """
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def isr(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         partition: _builtins.int = ...,
         leader: _builtins.int = ...,
+        leader_epoch: _builtins.int = ...,
+        replicas: _abc.Iterable[_builtins.int] | None = ...,
+        isr: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "partition", b"partition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["isr", b"isr", "leader", b"leader", "leader_epoch", b"leader_epoch", "partition", b"partition", "replicas", b"replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -460,8 +474,13 @@ class GetMetadataResponse(_message.Message):
 
     BROKERS_FIELD_NUMBER: _builtins.int
     TOPICS_FIELD_NUMBER: _builtins.int
+    CONTROLLER_ID_FIELD_NUMBER: _builtins.int
+    controller_id: _builtins.int
+    """The broker that is the cluster's controller; -1 while none is (a single broker: 0, itself)."""
     @_builtins.property
-    def brokers(self) -> _containers.RepeatedCompositeFieldContainer[Global___BrokerInfo]: ...
+    def brokers(self) -> _containers.RepeatedCompositeFieldContainer[Global___BrokerInfo]:
+        """The live brokers: a single broker names itself (id 0)."""
+
     @_builtins.property
     def topics(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopicMetadata]: ...
     def __init__(
@@ -469,10 +488,11 @@ class GetMetadataResponse(_message.Message):
         *,
         brokers: _abc.Iterable[Global___BrokerInfo] | None = ...,
         topics: _abc.Iterable[Global___TopicMetadata] | None = ...,
+        controller_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["brokers", b"brokers", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brokers", b"brokers", "controller_id", b"controller_id", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

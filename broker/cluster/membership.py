@@ -1,0 +1,35 @@
+"""Which brokers there are and which is the controller: what the API layer tells clients.
+
+A single broker (the embedded default, no etcd) is its own cluster: broker 0, its own controller. A
+clustered broker answers from its control plane's metadata cache (control.ControlPlane).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Membership(Protocol):
+    @property
+    def broker_id(self) -> int: ...
+
+    def brokers(self) -> dict[int, str]:
+        """The live brokers: id -> advertised address."""
+        ...
+
+    def controller_id(self) -> int | None: ...
+
+
+class SingleBroker:
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    @property
+    def broker_id(self) -> int:
+        return 0
+
+    def brokers(self) -> dict[int, str]:
+        return {0: self.address}
+
+    def controller_id(self) -> int | None:
+        return 0

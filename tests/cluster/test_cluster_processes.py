@@ -1,0 +1,86 @@
+"""Clustered broker processes (`tidelog serve --cluster`) with a real etcd: membership and the
+controller as every broker's GetMetadata reports them, across a kill -9 and a pause past the lease."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.harness import wait_for
+from tidelog.testing import ClusterProcess
+from tidelog.v1 import broker_pb2
+from tidelog.v1.broker_pb2_grpc import BrokerStub
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    process = ClusterProcess(tmp_path, 3, "--retention-ms", "-1", lease_s=2)
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+def metadata(address: str) -> broker_pb2.GetMetadataResponse:
+    with grpc.insecure_channel(address) as channel:
+        response: broker_pb2.GetMetadataResponse = BrokerStub(channel).GetMetadata(
+            broker_pb2.GetMetadataRequest(), timeout=5
+        )
+        return response
+
+
+def view(address: str) -> tuple[dict[int, str], int]:
+    """(the brokers, the controller) as the broker at `address` reports them."""
+    answer = metadata(address)
+    return {b.id: b.address for b in answer.brokers}, answer.controller_id
+
+
+def test_every_broker_reports_the_same_members_and_controller_across_a_kill_and_a_pause(
+    cluster: ClusterProcess,
+) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    wait_for(lambda: len({view(a)[1] for a in everyone.values()}) == 1, 30, what="one controller, agreed")
+    controller = view(everyone[0])[1]
+    assert controller in everyone
+
+    cluster.kill(controller)  # kill -9: its lease runs out, then another is elected
+    rest = {i: a for i, a in everyone.items() if i != controller}
+
+    def new_controller() -> bool:
+        views = [view(a) for a in rest.values()]
+        return all(members == rest and c in rest for members, c in views) and len({c for _, c in views}) == 1
+
+    wait_for(new_controller, 30, what="the others to drop the killed controller and agree on a new one")
+
+    paused = min(rest)
+    awake = {i: a for i, a in rest.items() if i != paused}
+    cluster.pause(paused)  # SIGSTOP past its lease: the others see it leave
+    wait_for(lambda: all(paused not in view(a)[0] for a in awake.values()), 30, what="the paused broker to drop out")
+    cluster.resume(paused)
+    wait_for(lambda: all(view(a)[0] == rest for a in rest.values()), 30, what="the resumed broker to register again")
+
+    cluster.restart(controller)  # the killed broker comes back on its port and data
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three again")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--cluster", "etcd://127.0.0.1:2379"], "--cluster needs --broker-id"),
+        (["--cluster", "http://127.0.0.1:2379", "--broker-id", "1"], "must be etcd://HOST:PORT"),
+        (["--cluster", "etcd://127.0.0.1:2379", "--broker-id", "1", "--cluster-lease-s", "1"], "2 or more"),
+    ],
+)
+def test_cluster_flags_are_checked(tmp_path: Path, args: list[str], fragment: str) -> None:
+    serve = [sys.executable, "-m", "tidelog", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
+    result = subprocess.run([*serve, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and fragment in result.stderr, result.stderr
