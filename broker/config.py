@@ -50,6 +50,7 @@ class Settings:
     cluster_name: str = "tidelog"  # the etcd key prefix
     broker_id: int = 0
     cluster_lease_s: int = 10  # a broker silent this long (dead, or paused) leaves the cluster
+    default_replication_factor: int = 1  # for CreateTopic without one
 
     @property
     def topic_defaults(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ from tidelog.broker.api.rpc import Rpc, StreamLimits, register
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.cluster.membership import Membership, SingleBroker
+from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.config import Settings
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import GroupOffsets
@@ -79,6 +80,7 @@ class Broker:
         self.access = Access(authorizer, quotas, self.metrics.throttled)
         self.rpc = Rpc(self.metrics, StreamLimits(settings.max_streams, settings.max_streams_per_connection))
         self.control: ControlPlane | None = None  # with --cluster
+        self.mirror: TopicMirror | None = None
 
     async def start(self) -> str:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -128,7 +130,7 @@ class Broker:
                 settings.cluster_lease_s,
             )
             self.membership = self.control
-        register(server, ADMIN, AdminService(settings, log_, purger, rpc, access).handlers())
+        register(server, ADMIN, AdminService(settings, log_, purger, rpc, access, self.control).handlers())
         data = BrokerService(settings, log_, self.membership, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
         self.coordinator = coordinator = Coordinator(registry)
@@ -161,6 +163,8 @@ class Broker:
             purger.start(topic_id)
         if self.control is not None:
             await self.control.start()  # registers once it serves: the others may route to it at once
+            self.mirror = TopicMirror(self.control, log_)
+            self.mirror.start()
         log.info(
             "serving", listen=self.address, data_dir=str(settings.data_dir), fsync=settings.fsync, topics=len(topics)
         )
@@ -199,6 +203,8 @@ class Broker:
         await self.cleaner.stop()
         await self.purger.stop()
         await self.writer.stop()
+        if self.mirror is not None:
+            await self.mirror.stop()
         if self.control is not None:
             await self.control.stop()  # leaves at once: the others need not wait for the lease
         self.metrics.stop_serving()

@@ -181,6 +181,15 @@ class AbortedError(TidelogError):
     retriable = True
 
 
+class NotLeaderError(UnavailableError):
+    """Another broker leads the partition: ``metadata`` names it (``leader_id``, ``leader_address``,
+    ``leader_epoch``), so a client can send there without asking for metadata first."""
+
+
+class LeaderNotAvailableError(UnavailableError):
+    """The partition has no leader right now (an election is under way, or every in-sync replica is down)."""
+
+
 class TransportError(UnavailableError):
     """The connection failed mid-call (grpc's own INTERNAL, UNKNOWN or CANCELLED, with no broker
     ErrorInfo attached): the broker may never have seen the call. Retriable, like UnavailableError;
@@ -222,6 +231,9 @@ EXCEPTIONS: dict[Reason, type[TidelogError]] = {
     Reason.ACLS_OFF: FailedPreconditionError,
     Reason.INVALID_ACL: InvalidArgumentError,
     Reason.SHUTTING_DOWN: UnavailableError,
+    Reason.NOT_LEADER: NotLeaderError,
+    Reason.LEADER_NOT_AVAILABLE: LeaderNotAvailableError,
+    Reason.INVALID_REPLICATION_FACTOR: InvalidArgumentError,
     Reason.INTERNAL: InternalError,
 }
 

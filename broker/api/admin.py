@@ -6,6 +6,7 @@ import grpc
 import structlog
 
 from tidelog.broker.api.rpc import Context, Rpc
+from tidelog.broker.cluster.control import ControlPlane, TopicExists
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.log import topic_config
@@ -33,7 +34,16 @@ def state_message(topic: TopicState) -> admin_pb2.Topic:
 
 
 class AdminService:
-    def __init__(self, settings: Settings, log_: Log, purger: TopicPurger, rpc: Rpc, access: Access) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_: Log,
+        purger: TopicPurger,
+        rpc: Rpc,
+        access: Access,
+        control: ControlPlane | None = None,
+    ) -> None:
+        self._control = control
         self._rpc = rpc
         self._access = access
         self._settings = settings
@@ -67,9 +77,35 @@ class AdminService:
                 topic=request.name,
             )
         configs = topic_config.validate(request.configs)
-        record: TopicRecord = await self._log.submit(CreateTopicOp(self._registry, request.name, partitions, configs))
+        factor = (
+            request.replication_factor
+            if request.HasField("replication_factor")
+            else self._settings.default_replication_factor
+        )
+        record = await self._create(request.name, partitions, factor, configs)
         log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
+
+    async def _create(self, name: str, partitions: int, factor: int, configs: dict[str, str]) -> TopicRecord:
+        """A broker's own topic; in a cluster, the cluster's (placed over the live brokers), then here."""
+        control = self._control
+        if control is None:
+            if factor != 1:
+                raise BrokerError(
+                    Reason.INVALID_REPLICATION_FACTOR,
+                    f"replication factor {factor}: a single broker holds one copy (start brokers with --cluster)",
+                )
+            created: TopicRecord = await self._log.submit(CreateTopicOp(self._registry, name, partitions, configs))
+            return created
+        try:
+            spec = await control.create_topic(name, partitions, factor, configs)
+        except TopicExists:
+            raise BrokerError(Reason.TOPIC_EXISTS, f"topic {name!r} already exists", topic=name) from None
+        except ValueError as err:
+            raise BrokerError(Reason.INVALID_REPLICATION_FACTOR, str(err)) from None
+        op = CreateTopicOp(self._registry, name, partitions, configs, topic_id=spec.id, if_absent=True)
+        mirrored: TopicRecord = await self._log.submit(op)
+        return mirrored
 
     async def delete_topic(
         self, request: admin_pb2.DeleteTopicRequest, context: Context

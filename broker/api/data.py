@@ -13,6 +13,7 @@ from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
 from tidelog.broker.cluster.membership import Membership
+from tidelog.broker.cluster.routing import require_leader
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log.ops import InitProducerOp, ProduceOp
@@ -95,13 +96,20 @@ class BrokerService:
     def _partition(self, topic_name: str, partition: int) -> tuple[TopicState, PartitionState]:
         topic = self._registry.get(topic_name)
         check_partition(topic, partition)
+        require_leader(self._membership, topic.name, topic.id, partition)
         return topic, topic.partitions[partition]
+
+    def _prepare_produce(self, request: broker_pb2.ProduceRequest, size: int) -> ProduceOp:
+        op = prepare_produce(request, self._registry, size)
+        for append in op.appends:  # every partition written must be led here
+            require_leader(self._membership, op.topic.name, op.topic.id, append.partition)
+        return op
 
     # -- produce -------------------------------------------------------------------
 
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
         self._access.require("produce", "topic", request.topic)
-        op = prepare_produce(request, self._registry, request.ByteSize())
+        op = self._prepare_produce(request, request.ByteSize())
         results = await self._log.submit(op)
         self._count_produced(op, results)
         held = await self._access.throttle("produce", op.write_bytes)
@@ -133,7 +141,7 @@ class BrokerService:
                     request_id, topic = request.request_id, request.topic
                     try:
                         self._access.require("produce", "topic", topic)
-                        op = prepare_produce(request, self._registry, len(raw))
+                        op = self._prepare_produce(request, len(raw))
                         await pipeline.put((request_id, op, self._log.submit(op), time.perf_counter()))
                     except Exception as exc:
                         await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream"), 0.0))
@@ -243,6 +251,18 @@ class BrokerService:
             return broker_pb2.ListOffsetsResponse(offset=offset, timestamp_ms=timestamp_ms)
         return broker_pb2.ListOffsetsResponse(offset=position_offset(partition, request.position))
 
+    def _partition_metadata(self, topic: TopicState, partition: int, own_leader: int) -> broker_pb2.PartitionMetadata:
+        state = self._membership.partition_state(topic.id, partition)
+        if state is None:
+            return broker_pb2.PartitionMetadata(partition=partition, leader=own_leader)
+        return broker_pb2.PartitionMetadata(
+            partition=partition,
+            leader=state.leader,
+            leader_epoch=state.leader_epoch,
+            replicas=state.replicas,
+            isr=state.isr,
+        )
+
     async def get_metadata(
         self, request: broker_pb2.GetMetadataRequest, context: Context
     ) -> broker_pb2.GetMetadataResponse:
@@ -253,16 +273,14 @@ class BrokerService:
             self._access.require("describe", "cluster")
         topics = [self._registry.get(name) for name in request.topics] if request.topics else self._registry.sorted()
         membership = self._membership
-        leader = membership.broker_id  # topics are still this broker's own (the cluster's data plane is next)
+        leader = membership.broker_id  # a topic of this broker's own
         controller = membership.controller_id()
         return broker_pb2.GetMetadataResponse(
             brokers=[broker_pb2.BrokerInfo(id=i, address=a) for i, a in sorted(membership.brokers().items())],
             topics=[
                 broker_pb2.TopicMetadata(
                     name=t.name,
-                    partitions=[
-                        broker_pb2.PartitionMetadata(partition=p.partition, leader=leader) for p in t.partitions
-                    ],
+                    partitions=[self._partition_metadata(t, p.partition, leader) for p in t.partitions],
                 )
                 for t in topics
             ],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from tidelog.broker.cluster.metadata import PartitionState
+
 
 class Membership(Protocol):
     @property
@@ -18,6 +20,10 @@ class Membership(Protocol):
         ...
 
     def controller_id(self) -> int | None: ...
+
+    def partition_state(self, topic_id: int, partition: int) -> PartitionState | None:
+        """A partition's replicas, leader, epoch and ISR (None: this broker's own topic)."""
+        ...
 
 
 class SingleBroker:
@@ -33,3 +39,6 @@ class SingleBroker:
 
     def controller_id(self) -> int | None:
         return 0
+
+    def partition_state(self, topic_id: int, partition: int) -> PartitionState | None:
+        return None

@@ -123,21 +123,28 @@ class CreateTopicOp:
     name: str
     partitions: int
     configs: dict[str, str]
+    topic_id: int | None = None  # a cluster's id for the topic (else the store's own counter)
+    if_absent: bool = False  # the topic existing with that id is fine (a cluster topic mirrored here)
 
     @property
     def write_bytes(self) -> int:
         return self.partitions * 64
 
     def apply(self, txn: LogWrite, now_ms: int) -> TopicRecord:
-        if txn.topic(self.name) is not None:
+        existing = txn.topic(self.name)
+        if existing is not None:
+            if self.if_absent and existing.id == self.topic_id:
+                return existing
             raise BrokerError(Reason.TOPIC_EXISTS, f"topic {self.name!r} already exists", topic=self.name)
-        topic = TopicRecord(txn.next_id("topic"), self.name, self.partitions, self.configs)
+        topic_id = self.topic_id if self.topic_id is not None else txn.next_id("topic")
+        topic = TopicRecord(topic_id, self.name, self.partitions, self.configs)
         txn.create_topic(topic)
         return topic
 
     def publish(self, result: TopicRecord) -> None:
         registry = self.registry
-        registry.add(TopicState(result, [PartitionStats()] * result.partitions, registry.broker_defaults))
+        if self.name not in registry:
+            registry.add(TopicState(result, [PartitionStats()] * result.partitions, registry.broker_defaults))
 
 
 @dataclass

@@ -78,6 +78,9 @@ class TopicRegistry:
             raise topic_not_found(name)
         return topic
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
     def add(self, topic: TopicState) -> None:
         self._by_name[topic.name] = topic
         for listener in self.listeners:

@@ -54,6 +54,12 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="a broker silent this long (dead or paused) leaves the cluster (2 or more; default %(default)s)",
     )
     parser.add_argument(
+        "--default-replication-factor",
+        type=int,
+        default=int(env_default("TIDELOG_DEFAULT_REPLICATION_FACTOR", "1")),
+        help="copies of each partition of a topic created without a replication factor (default %(default)s)",
+    )
+    parser.add_argument(
         "--advertise",
         default=env_default("TIDELOG_ADVERTISE", ""),
         help="address clients are told to use (GetMetadata); default: the listen address",
@@ -214,6 +220,8 @@ def serve(args: argparse.Namespace) -> int:
             raise SystemExit("tidelog: --cluster needs --broker-id N (0 or more, unique in the cluster)")
         if args.cluster_lease_s < 2:
             raise SystemExit("tidelog: --cluster-lease-s must be 2 or more (etcd's election timeout is ~1 s)")
+    if args.default_replication_factor < 1:
+        raise SystemExit("tidelog: --default-replication-factor must be 1 or more")
     if args.max_streams < 1 or args.max_streams_per_connection < 1:
         raise SystemExit("tidelog: --max-streams and --max-streams-per-connection must be >= 1")
     if args.disk_reserve_mb < 0:
@@ -252,6 +260,7 @@ def serve(args: argparse.Namespace) -> int:
         cluster_name=args.cluster_name,
         broker_id=max(args.broker_id, 0),
         cluster_lease_s=args.cluster_lease_s,
+        default_replication_factor=args.default_replication_factor,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

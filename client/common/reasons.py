@@ -50,4 +50,11 @@ class Reason(StrEnum):
     ACLS_OFF = ("ACLS_OFF", _C.FAILED_PRECONDITION, "ACLs are not enabled on this broker")
     INVALID_ACL = ("INVALID_ACL", _C.INVALID_ARGUMENT, "an ACL rule that does not parse")
     SHUTTING_DOWN = ("SHUTTING_DOWN", _C.UNAVAILABLE, "the broker is stopping")
+    NOT_LEADER = ("NOT_LEADER", _C.UNAVAILABLE, "another broker leads the partition (its id and address attached)")
+    LEADER_NOT_AVAILABLE = ("LEADER_NOT_AVAILABLE", _C.UNAVAILABLE, "the partition has no leader right now")
+    INVALID_REPLICATION_FACTOR = (
+        "INVALID_REPLICATION_FACTOR",
+        _C.INVALID_ARGUMENT,
+        "a replication factor the live brokers cannot hold",
+    )
     INTERNAL = ("INTERNAL", _C.INTERNAL, "a broker bug")

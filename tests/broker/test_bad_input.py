@@ -195,3 +195,9 @@ def test_every_error_message_is_cut_to_fit_a_status() -> None:
     err = BrokerError(Reason.INVALID_CONFIG, "bad value " + "v" * 20_000, value="v" * 20_000)
     assert len(err.message) < MAX_MESSAGE_CHARS + 50 and "more characters" in err.message
     assert len(err.metadata["value"]) < 300
+
+
+def test_a_single_broker_takes_only_one_copy(admin_stub: AdminStub) -> None:
+    request = admin_pb2.CreateTopicRequest(name="two-copies", replication_factor=2)
+    err = expect_status(C.INVALID_ARGUMENT, "INVALID_REPLICATION_FACTOR", lambda: admin_stub.CreateTopic(request))
+    assert "--cluster" in (err.details() or "")

@@ -6,15 +6,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
 from tidelog.testing import ClusterProcess
-from tidelog.v1 import broker_pb2
+from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
+from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 
 
@@ -84,3 +87,55 @@ def test_cluster_flags_are_checked(tmp_path: Path, args: list[str], fragment: st
     serve = [sys.executable, "-m", "tidelog", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
     result = subprocess.run([*serve, *args], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and fragment in result.stderr, result.stderr
+
+
+def test_topics_are_placed_over_the_brokers_and_each_partition_answers_on_its_leader(
+    cluster: ClusterProcess,
+) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with grpc.insecure_channel(everyone[1]) as channel:
+        request = admin_pb2.CreateTopicRequest(name="placed", partitions=6, replication_factor=3)
+        AdminStub(channel).CreateTopic(request, timeout=10)
+        too_wide = admin_pb2.CreateTopicRequest(name="too-wide", partitions=1, replication_factor=4)
+        expect_status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_REPLICATION_FACTOR",
+            lambda: AdminStub(channel).CreateTopic(too_wide, timeout=10),
+        )
+
+    def placement(address: str) -> list[broker_pb2.PartitionMetadata]:
+        topics = {t.name: t for t in metadata(address).topics}
+        return list(topics["placed"].partitions) if "placed" in topics else []
+
+    wait_for(lambda: all(len(placement(a)) == 6 for a in everyone.values()), 30, what="every broker to know the topic")
+    partitions = placement(everyone[2])
+    assert Counter(p.leader for p in partitions) == {0: 2, 1: 2, 2: 2}
+    assert all(sorted(p.replicas) == [0, 1, 2] and sorted(p.isr) == [0, 1, 2] for p in partitions)
+    assert all(p.leader_epoch == 0 and p.replicas[0] == p.leader for p in partitions)
+
+    first = partitions[0]
+    record = records_pb2.Record(value=b"on the leader")
+    with grpc.insecure_channel(everyone[first.leader]) as channel:
+        produce = broker_pb2.ProduceRequest(topic="placed", partition=0, records=[record])
+        BrokerStub(channel).Produce(produce, timeout=10)
+        fetched = BrokerStub(channel).Fetch(broker_pb2.FetchRequest(topic="placed", partition=0), timeout=10)
+        assert [r.value for b in fetched.batches for r in b.records] == [b"on the leader"]
+    other = next(i for i in everyone if i != first.leader)
+    with grpc.insecure_channel(everyone[other]) as channel:
+        produce = broker_pb2.ProduceRequest(topic="placed", partition=0, records=[record])
+        err = expect_status(
+            grpc.StatusCode.UNAVAILABLE, "NOT_LEADER", lambda: BrokerStub(channel).Produce(produce, timeout=10)
+        )
+        info = error_info(err).metadata
+        assert (info["leader_id"], info["leader_address"]) == (str(first.leader), everyone[first.leader])
+
+    cluster.kill(first.leader)  # its partitions move to the next in-sync replica, under a new epoch
+    rest = [a for i, a in everyone.items() if i != first.leader]
+
+    def moved() -> bool:
+        now = placement(rest[0])
+        return bool(now) and now[0].leader not in (first.leader, -1) and now[0].leader_epoch == 1
+
+    wait_for(moved, 30, what="partition 0 to be led by another in-sync replica in epoch 1")
+    assert first.leader not in placement(rest[0])[0].isr

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tidelog/v1/admin.proto\x12\ntidelog.v1\"#\n\x03\x41\x63l\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"2\n\x11\x43reateAclsRequest\x12\x1d\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0f.tidelog.v1.Acl\"\x14\n\x12\x43reateAclsResponse\"2\n\x11\x44\x65leteAclsRequest\x12\x1d\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0f.tidelog.v1.Acl\"\x11\n\x0fListAclsRequest\"%\n\x12\x44\x65leteAclsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"1\n\x10ListAclsResponse\x12\x1d\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0f.tidelog.v1.Acl\"\x8a\x01\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12/\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32\x1e.tidelog.v1.Topic.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\npartitions\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12<\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32+.tidelog.v1.CreateTopicRequest.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_partitions\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x12ListTopicsResponse\x12!\n\x06topics\x18\x01 \x03(\x0b\x32\x11.tidelog.v1.Topic\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"h\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"h\n\x15\x44\x65scribeTopicResponse\x12 \n\x05topic\x18\x01 \x01(\x0b\x32\x11.tidelog.v1.Topic\x12-\n\npartitions\x18\x02 \x03(\x0b\x32\x19.tidelog.v1.PartitionInfo\"\x9c\x01\n\x18\x41lterTopicConfigsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x42\n\x07\x63onfigs\x18\x02 \x03(\x0b\x32\x31.tidelog.v1.AlterTopicConfigsRequest.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest2\xeb\x04\n\x05\x41\x64min\x12@\n\x0b\x43reateTopic\x12\x1e.tidelog.v1.CreateTopicRequest\x1a\x11.tidelog.v1.Topic\x12N\n\x0b\x44\x65leteTopic\x12\x1e.tidelog.v1.DeleteTopicRequest\x1a\x1f.tidelog.v1.DeleteTopicResponse\x12K\n\nListTopics\x12\x1d.tidelog.v1.ListTopicsRequest\x1a\x1e.tidelog.v1.ListTopicsResponse\x12T\n\rDescribeTopic\x12 .tidelog.v1.DescribeTopicRequest\x1a!.tidelog.v1.DescribeTopicResponse\x12L\n\x11\x41lterTopicConfigs\x12$.tidelog.v1.AlterTopicConfigsRequest\x1a\x11.tidelog.v1.Topic\x12K\n\nCreateAcls\x12\x1d.tidelog.v1.CreateAclsRequest\x1a\x1e.tidelog.v1.CreateAclsResponse\x12K\n\nDeleteAcls\x12\x1d.tidelog.v1.DeleteAclsRequest\x1a\x1e.tidelog.v1.DeleteAclsResponse\x12\x45\n\x08ListAcls\x12\x1b.tidelog.v1.ListAclsRequest\x1a\x1c.tidelog.v1.ListAclsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tidelog/v1/admin.proto\x12\ntidelog.v1\"#\n\x03\x41\x63l\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"2\n\x11\x43reateAclsRequest\x12\x1d\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0f.tidelog.v1.Acl\"\x14\n\x12\x43reateAclsResponse\"2\n\x11\x44\x65leteAclsRequest\x12\x1d\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0f.tidelog.v1.Acl\"\x11\n\x0fListAclsRequest\"%\n\x12\x44\x65leteAclsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"1\n\x10ListAclsResponse\x12\x1d\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0f.tidelog.v1.Acl\"\x8a\x01\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12/\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32\x1e.tidelog.v1.Topic.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf0\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\npartitions\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12<\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32+.tidelog.v1.CreateTopicRequest.ConfigsEntry\x12\x1f\n\x12replication_factor\x18\x04 \x01(\x05H\x01\x88\x01\x01\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_partitionsB\x15\n\x13_replication_factor\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x12ListTopicsResponse\x12!\n\x06topics\x18\x01 \x03(\x0b\x32\x11.tidelog.v1.Topic\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"h\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"h\n\x15\x44\x65scribeTopicResponse\x12 \n\x05topic\x18\x01 \x01(\x0b\x32\x11.tidelog.v1.Topic\x12-\n\npartitions\x18\x02 \x03(\x0b\x32\x19.tidelog.v1.PartitionInfo\"\x9c\x01\n\x18\x41lterTopicConfigsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x42\n\x07\x63onfigs\x18\x02 \x03(\x0b\x32\x31.tidelog.v1.AlterTopicConfigsRequest.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest2\xeb\x04\n\x05\x41\x64min\x12@\n\x0b\x43reateTopic\x12\x1e.tidelog.v1.CreateTopicRequest\x1a\x11.tidelog.v1.Topic\x12N\n\x0b\x44\x65leteTopic\x12\x1e.tidelog.v1.DeleteTopicRequest\x1a\x1f.tidelog.v1.DeleteTopicResponse\x12K\n\nListTopics\x12\x1d.tidelog.v1.ListTopicsRequest\x1a\x1e.tidelog.v1.ListTopicsResponse\x12T\n\rDescribeTopic\x12 .tidelog.v1.DescribeTopicRequest\x1a!.tidelog.v1.DescribeTopicResponse\x12L\n\x11\x41lterTopicConfigs\x12$.tidelog.v1.AlterTopicConfigsRequest\x1a\x11.tidelog.v1.Topic\x12K\n\nCreateAcls\x12\x1d.tidelog.v1.CreateAclsRequest\x1a\x1e.tidelog.v1.CreateAclsResponse\x12K\n\nDeleteAcls\x12\x1d.tidelog.v1.DeleteAclsRequest\x1a\x1e.tidelog.v1.DeleteAclsResponse\x12\x45\n\x08ListAcls\x12\x1b.tidelog.v1.ListAclsRequest\x1a\x1c.tidelog.v1.ListAclsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,27 +56,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPIC_CONFIGSENTRY']._serialized_start=403
   _globals['_TOPIC_CONFIGSENTRY']._serialized_end=449
   _globals['_CREATETOPICREQUEST']._serialized_start=452
-  _globals['_CREATETOPICREQUEST']._serialized_end=636
+  _globals['_CREATETOPICREQUEST']._serialized_end=692
   _globals['_CREATETOPICREQUEST_CONFIGSENTRY']._serialized_start=403
   _globals['_CREATETOPICREQUEST_CONFIGSENTRY']._serialized_end=449
-  _globals['_DELETETOPICREQUEST']._serialized_start=638
-  _globals['_DELETETOPICREQUEST']._serialized_end=672
-  _globals['_LISTTOPICSRESPONSE']._serialized_start=674
-  _globals['_LISTTOPICSRESPONSE']._serialized_end=729
-  _globals['_DESCRIBETOPICREQUEST']._serialized_start=731
-  _globals['_DESCRIBETOPICREQUEST']._serialized_end=767
-  _globals['_PARTITIONINFO']._serialized_start=769
-  _globals['_PARTITIONINFO']._serialized_end=873
-  _globals['_DESCRIBETOPICRESPONSE']._serialized_start=875
-  _globals['_DESCRIBETOPICRESPONSE']._serialized_end=979
-  _globals['_ALTERTOPICCONFIGSREQUEST']._serialized_start=982
-  _globals['_ALTERTOPICCONFIGSREQUEST']._serialized_end=1138
+  _globals['_DELETETOPICREQUEST']._serialized_start=694
+  _globals['_DELETETOPICREQUEST']._serialized_end=728
+  _globals['_LISTTOPICSRESPONSE']._serialized_start=730
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=785
+  _globals['_DESCRIBETOPICREQUEST']._serialized_start=787
+  _globals['_DESCRIBETOPICREQUEST']._serialized_end=823
+  _globals['_PARTITIONINFO']._serialized_start=825
+  _globals['_PARTITIONINFO']._serialized_end=929
+  _globals['_DESCRIBETOPICRESPONSE']._serialized_start=931
+  _globals['_DESCRIBETOPICRESPONSE']._serialized_end=1035
+  _globals['_ALTERTOPICCONFIGSREQUEST']._serialized_start=1038
+  _globals['_ALTERTOPICCONFIGSREQUEST']._serialized_end=1194
   _globals['_ALTERTOPICCONFIGSREQUEST_CONFIGSENTRY']._serialized_start=403
   _globals['_ALTERTOPICCONFIGSREQUEST_CONFIGSENTRY']._serialized_end=449
-  _globals['_DELETETOPICRESPONSE']._serialized_start=1140
-  _globals['_DELETETOPICRESPONSE']._serialized_end=1161
-  _globals['_LISTTOPICSREQUEST']._serialized_start=1163
-  _globals['_LISTTOPICSREQUEST']._serialized_end=1182
-  _globals['_ADMIN']._serialized_start=1185
-  _globals['_ADMIN']._serialized_end=1804
+  _globals['_DELETETOPICRESPONSE']._serialized_start=1196
+  _globals['_DELETETOPICRESPONSE']._serialized_end=1217
+  _globals['_LISTTOPICSREQUEST']._serialized_start=1219
+  _globals['_LISTTOPICSREQUEST']._serialized_end=1238
+  _globals['_ADMIN']._serialized_start=1241
+  _globals['_ADMIN']._serialized_end=1860
 # @@protoc_insertion_point(module_scope)
