@@ -130,7 +130,7 @@ class Broker:
                 settings.cluster_lease_s,
             )
             self.membership = self.control
-        register(server, ADMIN, AdminService(settings, log_, purger, rpc, access, self.control).handlers())
+        register(server, ADMIN, AdminService(settings, log_, purger, rpc, access, self.control, advertised).handlers())
         data = BrokerService(settings, log_, self.membership, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
         self.coordinator = coordinator = Coordinator(registry)

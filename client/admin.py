@@ -8,6 +8,8 @@ from typing import Any
 from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
 from tidelog._loop import LoopThread
 from tidelog.types import (
+    ClusterDescription,
+    ClusterPartition,
     GroupDescription,
     GroupMemberInfo,
     GroupSummary,
@@ -176,6 +178,20 @@ class AsyncAdminClient:
         response = await call(self._admin.ListAcls(admin_pb2.ListAclsRequest(), timeout=self._timeout))
         return [(acl.rule, acl.source) for acl in response.acls]
 
+    async def describe_cluster(self) -> ClusterDescription:
+        """The brokers, the controller, and the partitions under-replicated or offline."""
+        response = await call(self._admin.DescribeCluster(admin_pb2.DescribeClusterRequest(), timeout=self._timeout))
+
+        def partitions(entries: Any) -> list[ClusterPartition]:
+            return [ClusterPartition(p.topic, p.partition, p.leader, tuple(p.replicas), tuple(p.isr)) for p in entries]
+
+        return ClusterDescription(
+            {b.id: b.address for b in response.brokers},
+            response.controller_id,
+            partitions(response.under_replicated),
+            partitions(response.offline),
+        )
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -275,6 +291,10 @@ class AdminClient:
     def list_acls(self) -> list[tuple[str, str]]:
         """Every rule in force, as (rule, source) with source "file" or "added"."""
         return self._loop.run(self._async.list_acls())
+
+    def describe_cluster(self) -> ClusterDescription:
+        """The brokers, the controller, and the partitions under-replicated or offline."""
+        return self._loop.run(self._async.describe_cluster())
 
     def close(self) -> None:
         if self._loop.loop.is_closed():

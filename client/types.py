@@ -228,3 +228,23 @@ class GroupDescription:
     state: str
     members: list[GroupMemberInfo]
     partitions: list[PartitionLag]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPartition:
+    topic: str
+    partition: int
+    leader: int  # -1: offline
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDescription:
+    """The brokers (id -> address), the controller (-1: none now), and the partitions short of
+    replicas or without a leader. A single broker is a cluster of one: broker 0, its own controller."""
+
+    brokers: dict[int, str]
+    controller_id: int
+    under_replicated: list[ClusterPartition]
+    offline: list[ClusterPartition]

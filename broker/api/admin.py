@@ -7,6 +7,7 @@ import structlog
 
 from tidelog.broker.api.rpc import Context, Rpc
 from tidelog.broker.cluster.control import ControlPlane, TopicExists
+from tidelog.broker.cluster.metadata import NO_LEADER
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.log import topic_config
@@ -42,8 +43,10 @@ class AdminService:
         rpc: Rpc,
         access: Access,
         control: ControlPlane | None = None,
+        advertised: str = "",
     ) -> None:
         self._control = control
+        self._advertised = advertised
         self._rpc = rpc
         self._access = access
         self._settings = settings
@@ -63,6 +66,9 @@ class AdminService:
             "CreateAcls": self._rpc.unary("CreateAcls", admin_pb2.CreateAclsRequest, self.create_acls),
             "DeleteAcls": self._rpc.unary("DeleteAcls", admin_pb2.DeleteAclsRequest, self.delete_acls),
             "ListAcls": self._rpc.unary("ListAcls", admin_pb2.ListAclsRequest, self.list_acls),
+            "DescribeCluster": self._rpc.unary(
+                "DescribeCluster", admin_pb2.DescribeClusterRequest, self.describe_cluster
+            ),
         }
 
     async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
@@ -190,3 +196,32 @@ class AdminService:
             acls=[admin_pb2.Acl(rule=r.text, source="file") for r in authorizer.file_rules]
             + [admin_pb2.Acl(rule=r.text, source="added") for r in authorizer.added_rules]
         )
+
+    # -- the cluster ---------------------------------------------------------------------
+
+    async def describe_cluster(
+        self, request: admin_pb2.DescribeClusterRequest, context: Context
+    ) -> admin_pb2.DescribeClusterResponse:
+        self._access.require("describe", "cluster")
+        control = self._control
+        if control is None:
+            return admin_pb2.DescribeClusterResponse(
+                brokers=[admin_pb2.ClusterBroker(id=0, address=self._advertised)], controller_id=0
+            )
+        names = {spec.id: name for name, spec in control.topics().items()}
+        controller = control.controller_id()
+        response = admin_pb2.DescribeClusterResponse(
+            brokers=[admin_pb2.ClusterBroker(id=i, address=a) for i, a in sorted(control.brokers().items())],
+            controller_id=controller if controller is not None else -1,
+        )
+        for (topic_id, partition), state in sorted(control.partitions_by_id().items()):
+            if topic_id not in names:
+                continue
+            entry = admin_pb2.ClusterPartition(
+                topic=names[topic_id], partition=partition, leader=state.leader, replicas=state.replicas, isr=state.isr
+            )
+            if state.leader == NO_LEADER:
+                response.offline.append(entry)
+            elif len(state.isr) < len(state.replicas):
+                response.under_replicated.append(entry)
+        return response

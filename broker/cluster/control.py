@@ -307,6 +307,15 @@ class ControlPlane:
         prefix = self.keys.partitions
         return {key: PartitionState.decode(v) for key, v in self.cache.entries.items() if key.startswith(prefix)}
 
+    def partitions_by_id(self) -> dict[tuple[int, int], PartitionState]:
+        """Every partition's state by (topic id, partition)."""
+        prefix = self.keys.partitions
+        out = {}
+        for key, state in self.partition_states().items():
+            topic_id, partition = key[len(prefix) :].decode().split("/")
+            out[(int(topic_id), int(partition))] = state
+        return out
+
     def partition_state(self, topic_id: int, partition: int) -> PartitionState | None:
         value = self.cache.entries.get(self.keys.partition(topic_id, partition))
         return PartitionState.decode(value) if value is not None else None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tidelog._channel import DEFAULT_BOOTSTRAP
 from tidelog.cli import records
 from tidelog.cli._base import Args, CliError, Exit, exit_code, open_admin
-from tidelog.cli.groups import add_acls, add_groups
+from tidelog.cli.groups import add_acls, add_cluster, add_groups
 from tidelog.cli.output import (
     Table,
     configs_table,
@@ -108,6 +108,7 @@ def add_commands(commands: Commands) -> None:
     _add_topics(commands, [common, as_json])
     add_groups(commands, [common, as_json], _timestamp)
     add_acls(commands, [common, as_json])
+    add_cluster(commands, [common, as_json])
     _add_produce(commands, [common])
     _add_consume(commands, [common])
     _add_bench(commands)

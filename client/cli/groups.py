@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from tidelog.cli._base import Args, Exit, open_admin
 from tidelog.cli.output import Table, print_json, print_tables
-from tidelog.types import GroupDescription
+from tidelog.types import ClusterPartition, GroupDescription
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -152,4 +152,43 @@ def _acls_remove(args: Args) -> int:
     with open_admin(args) as admin:
         deleted = admin.delete_acls(args.rules)
     print(f"removed {deleted} rule(s)")
+    return Exit.OK
+
+
+def add_cluster(commands: Commands, parents: list[argparse.ArgumentParser]) -> None:
+    cluster = commands.add_parser("cluster", help="the brokers, the controller, and partitions short of replicas")
+    actions = cluster.add_subparsers(dest="action", required=True)
+    actions.add_parser(
+        "describe", parents=parents, help="brokers, controller, under-replicated and offline"
+    ).set_defaults(run=_cluster_describe)
+
+
+def _cluster_describe(args: Args) -> int:
+    with open_admin(args) as admin:
+        cluster = admin.describe_cluster()
+
+    def rows(entries: list[ClusterPartition]) -> list[list[object]]:
+        return [
+            [p.topic, p.partition, p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isr))] for p in entries
+        ]
+
+    if args.json:
+        print_json(
+            {
+                "brokers": [{"id": i, "address": a} for i, a in sorted(cluster.brokers.items())],
+                "controller_id": cluster.controller_id,
+                "under_replicated": [dataclasses.asdict(p) for p in cluster.under_replicated],
+                "offline": [dataclasses.asdict(p) for p in cluster.offline],
+            }
+        )
+        return Exit.OK
+    brokers = [[i, a, "controller" if i == cluster.controller_id else ""] for i, a in sorted(cluster.brokers.items())]
+    columns = ("TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR")
+    print_tables(
+        [
+            Table("brokers", ("ID", "ADDRESS", ""), brokers, frozenset({0})),
+            Table("under-replicated partitions", columns, rows(cluster.under_replicated), frozenset({1, 2})),
+            Table("offline partitions", columns, rows(cluster.offline), frozenset({1, 2})),
+        ]
+    )
     return Exit.OK

@@ -500,3 +500,15 @@ def test_serve_refuses_bad_or_busy_addresses(tmp_path: Path) -> None:
         address = f"127.0.0.1:{busy.getsockname()[1]}"
         result = tidelog("serve", "--data-dir", str(tmp_path / "d"), "--listen", address, code=None)
     assert result.code != 0 and "cannot listen" in result.err
+
+
+def test_cluster_describe_shows_a_single_broker_as_a_cluster_of_one(broker: BrokerProcess) -> None:
+    described = json.loads(tidelog("cluster", "describe", "--json", "-b", broker.address).out)
+    assert described == {
+        "brokers": [{"id": 0, "address": broker.address}],
+        "controller_id": 0,
+        "under_replicated": [],
+        "offline": [],
+    }
+    table = tidelog("cluster", "describe", "-b", broker.address).out
+    assert broker.address in table and "controller" in table

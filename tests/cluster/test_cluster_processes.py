@@ -15,6 +15,7 @@ import pytest
 
 from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
+from tidelog import AdminClient
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
@@ -139,3 +140,10 @@ def test_topics_are_placed_over_the_brokers_and_each_partition_answers_on_its_le
 
     wait_for(moved, 30, what="partition 0 to be led by another in-sync replica in epoch 1")
     assert first.leader not in placement(rest[0])[0].isr
+
+    def short_of_replicas() -> bool:
+        with AdminClient(rest[0]) as admin:
+            described = admin.describe_cluster()
+        return len(described.under_replicated) == 6 and not described.offline and len(described.brokers) == 2
+
+    wait_for(short_of_replicas, 30, what="every partition reported under-replicated, none offline")

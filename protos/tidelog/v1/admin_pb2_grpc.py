@@ -77,6 +77,11 @@ class AdminStub:
                 request_serializer=tidelog_dot_v1_dot_admin__pb2.ListAclsRequest.SerializeToString,
                 response_deserializer=tidelog_dot_v1_dot_admin__pb2.ListAclsResponse.FromString,
                 _registered_method=True)
+        self.DescribeCluster = channel.unary_unary(
+                '/tidelog.v1.Admin/DescribeCluster',
+                request_serializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
+                response_deserializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -152,6 +157,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeCluster(self, request, context):
+        """The brokers, the controller, and the partitions short of replicas (ISR smaller than the replicas)
+        or without a leader. PERMISSION_DENIED without describe on the cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +207,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListAcls,
                     request_deserializer=tidelog_dot_v1_dot_admin__pb2.ListAclsRequest.FromString,
                     response_serializer=tidelog_dot_v1_dot_admin__pb2.ListAclsResponse.SerializeToString,
+            ),
+            'DescribeCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCluster,
+                    request_deserializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterRequest.FromString,
+                    response_serializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -415,6 +433,33 @@ class Admin:
             '/tidelog.v1.Admin/ListAcls',
             tidelog_dot_v1_dot_admin__pb2.ListAclsRequest.SerializeToString,
             tidelog_dot_v1_dot_admin__pb2.ListAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.Admin/DescribeCluster',
+            tidelog_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
+            tidelog_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,10 @@ class AdminStub:
     """Removes ACL rules added by CreateAcls (the file's are edited in the file)."""
     ListAcls: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAclsRequest, _admin_pb2.ListAclsResponse]
     """Every ACL rule in force: the file's and the added ones."""
+    DescribeCluster: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeClusterRequest, _admin_pb2.DescribeClusterResponse]
+    """The brokers, the controller, and the partitions short of replicas (ISR smaller than the replicas)
+    or without a leader. PERMISSION_DENIED without describe on the cluster.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -107,6 +111,10 @@ class AdminAsyncStub(AdminStub):
     """Removes ACL rules added by CreateAcls (the file's are edited in the file)."""
     ListAcls: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAclsRequest, _admin_pb2.ListAclsResponse]  # type: ignore[assignment]
     """Every ACL rule in force: the file's and the added ones."""
+    DescribeCluster: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeClusterRequest, _admin_pb2.DescribeClusterResponse]  # type: ignore[assignment]
+    """The brokers, the controller, and the partitions short of replicas (ISR smaller than the replicas)
+    or without a leader. PERMISSION_DENIED without describe on the cluster.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Topic management. Every error carries a google.rpc.ErrorInfo (domain
@@ -192,5 +200,15 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAclsResponse, _abc.Awaitable[_admin_pb2.ListAclsResponse]]:
         """Every ACL rule in force: the file's and the added ones."""
+
+    @_abc_1.abstractmethod
+    def DescribeCluster(
+        self,
+        request: _admin_pb2.DescribeClusterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DescribeClusterResponse, _abc.Awaitable[_admin_pb2.DescribeClusterResponse]]:
+        """The brokers, the controller, and the partitions short of replicas (ISR smaller than the replicas)
+        or without a leader. PERMISSION_DENIED without describe on the cluster.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
