@@ -7,7 +7,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BUF_STAMP  := scripts/buf/node_modules/.installed
 BUF        := $(CURDIR)/scripts/buf/node_modules/.bin/buf
 
-.PHONY: install run test test-fault lint proto bench bench-deps bench-peers etcd clean FORCE
+.PHONY: install run run-cluster test test-fault lint proto bench bench-deps bench-peers etcd clean FORCE
 
 MODULES := $(VENV)/.modules
 
@@ -45,6 +45,10 @@ etcd:
 	@command -v etcd >/dev/null || { \
 		$$(test $$(id -u) = 0 || echo sudo) apt-get update && \
 		$$(test $$(id -u) = 0 || echo sudo) apt-get install -y etcd-server; }
+
+## run-cluster: one etcd and three brokers on 127.0.0.1:50051-50053, data in ./data-cluster (Ctrl-C stops them)
+run-cluster: install etcd
+	$(PY) scripts/run_cluster.py
 
 ## test: the whole suite (unit and integration, grpcurl and a Node.js client included)
 test: install $(NODE_STAMP) etcd

@@ -46,9 +46,18 @@ class AsyncAdminClient:
         self._groups = groups_pb2_grpc.GroupsStub(self._channel)
         self._timeout = timeout
 
-    async def create_topic(self, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None) -> TopicInfo:
-        """Create a topic; raises TopicExistsError, InvalidNameError, InvalidConfigError."""
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        configs: Mapping[str, str] | None = None,
+        replication_factor: int | None = None,
+    ) -> TopicInfo:
+        """Create a topic; raises TopicExistsError, InvalidNameError, InvalidConfigError.
+        `replication_factor` (a cluster's; None: the broker's default) copies each partition on as many brokers."""
         request = admin_pb2.CreateTopicRequest(name=name, partitions=partitions, configs=dict(configs or {}))
+        if replication_factor is not None:
+            request.replication_factor = replication_factor
         return _topic_info(await call(self._admin.CreateTopic(request, timeout=self._timeout)))
 
     async def delete_topic(self, name: str) -> None:
@@ -217,9 +226,16 @@ class AdminClient:
     async def _open(bootstrap: str, timeout: float, security: dict[str, Any]) -> AsyncAdminClient:
         return AsyncAdminClient(bootstrap, timeout=timeout, **security)
 
-    def create_topic(self, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None) -> TopicInfo:
-        """Create a topic; raises TopicExistsError, InvalidNameError, InvalidConfigError."""
-        return self._loop.run(self._async.create_topic(name, partitions, configs))
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        configs: Mapping[str, str] | None = None,
+        replication_factor: int | None = None,
+    ) -> TopicInfo:
+        """Create a topic; raises TopicExistsError, InvalidNameError, InvalidConfigError.
+        `replication_factor` (a cluster's; None: the broker's default) copies each partition on as many brokers."""
+        return self._loop.run(self._async.create_topic(name, partitions, configs, replication_factor))
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic and its records; raises TopicNotFoundError."""

@@ -8,6 +8,7 @@ revision, and a watch of the prefix from the revision after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,22 +55,25 @@ def prefix_end(prefix: bytes) -> bytes:
 class Etcd:
     def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
         host, _, port = endpoint.rpartition(":")
+        self._timeout_s = timeout_s  # on every unary call: etcd out of reach must not hang a caller
         self._client = aetcd.Client(host=host, port=int(port), timeout=timeout_s)
 
     async def connect(self) -> None:
         await self._client.connect()
 
     async def close(self) -> None:
-        await self._client.close()
+        """Close the channel; bounded, since aetcd's watcher shutdown can wait on an etcd that is gone."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._client.close(), self._timeout_s)
 
     # -- leases --
 
     async def grant(self, ttl_s: int) -> int:
-        response = await self._client.leasestub.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s))
+        response = await self._client.leasestub.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s), timeout=self._timeout_s)
         return int(response.ID)
 
     async def revoke(self, lease_id: int) -> None:
-        await self._client.leasestub.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id))
+        await self._client.leasestub.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=self._timeout_s)
 
     async def keep_alive(self, lease_id: int, every_s: float, on_renewed: Callable[[], None] | None = None) -> None:
         """Renew the lease every `every_s` on one stream until cancelled; LeaseLost once it has expired."""
@@ -95,16 +99,20 @@ class Etcd:
 
     async def put(self, key: bytes, value: bytes, lease_id: int = 0) -> int:
         """Put `key`; the revision of the write."""
-        response = await self._client.kvstub.Put(rpc.PutRequest(key=key, value=value, lease=lease_id))
+        response = await self._client.kvstub.Put(
+            rpc.PutRequest(key=key, value=value, lease=lease_id), timeout=self._timeout_s
+        )
         return int(response.header.revision)
 
     async def get(self, key: bytes) -> Entry | None:
-        response = await self._client.kvstub.Range(rpc.RangeRequest(key=key))
+        response = await self._client.kvstub.Range(rpc.RangeRequest(key=key), timeout=self._timeout_s)
         return _entry(response.kvs[0]) if response.kvs else None
 
     async def list_prefix(self, prefix: bytes) -> tuple[list[Entry], int]:
         """Every key under `prefix`, and the revision they were read at."""
-        response = await self._client.kvstub.Range(rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix)))
+        response = await self._client.kvstub.Range(
+            rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix)), timeout=self._timeout_s
+        )
         return [_entry(kv) for kv in response.kvs], int(response.header.revision)
 
     async def create(self, key: bytes, value: bytes, lease_id: int = 0) -> int | None:
@@ -113,7 +121,7 @@ class Etcd:
             compare=[rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)],
             success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease_id))],
         )
-        response = await self._client.kvstub.Txn(request)
+        response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
         return int(response.header.revision) if response.succeeded else None
 
     async def put_if(
@@ -135,7 +143,7 @@ class Etcd:
         request = rpc.TxnRequest(
             compare=compares, success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts]
         )
-        response = await self._client.kvstub.Txn(request)
+        response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
         return bool(response.succeeded)
 
     async def put_if_created_at(self, fence_key: bytes, create_revision: int, puts: list[tuple[bytes, bytes]]) -> bool:
@@ -149,7 +157,7 @@ class Etcd:
             ],
             success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts],
         )
-        response = await self._client.kvstub.Txn(request)
+        response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
         return bool(response.succeeded)
 
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Change]:

@@ -120,6 +120,13 @@ def _add_topics(commands: Commands, parents: list[argparse.ArgumentParser]) -> N
     create = actions.add_parser("create", parents=parents, help="create a topic")
     create.add_argument("name")
     create.add_argument("--partitions", "-p", type=int, default=1)
+    create.add_argument(
+        "--replication-factor",
+        "-r",
+        type=int,
+        metavar="R",
+        help="copies of each partition (a cluster; default: the broker's)",
+    )
     create.add_argument("--config", "-c", type=_key_value, action="append", default=[], metavar="KEY=VALUE")
     create.add_argument("--if-not-exists", action="store_true", help="succeed if the topic already exists")
     create.set_defaults(run=_topics_create)
@@ -270,7 +277,7 @@ def _say(args: Args, data: object, text: str) -> None:
 def _topics_create(args: Args) -> int:
     with open_admin(args) as admin:
         try:
-            topic = admin.create_topic(args.name, args.partitions, dict(args.config))
+            topic = admin.create_topic(args.name, args.partitions, dict(args.config), args.replication_factor)
             text = f"created topic {topic.name} with {topic.partitions} partition(s)"
         except AlreadyExistsError:
             if not args.if_not_exists:

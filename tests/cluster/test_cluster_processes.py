@@ -95,9 +95,9 @@ def test_topics_are_placed_over_the_brokers_and_each_partition_answers_on_its_le
 ) -> None:
     everyone = cluster.addresses
     wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with AdminClient(everyone[1]) as admin:
+        admin.create_topic("placed", 6, replication_factor=3)
     with grpc.insecure_channel(everyone[1]) as channel:
-        request = admin_pb2.CreateTopicRequest(name="placed", partitions=6, replication_factor=3)
-        AdminStub(channel).CreateTopic(request, timeout=10)
         too_wide = admin_pb2.CreateTopicRequest(name="too-wide", partitions=1, replication_factor=4)
         expect_status(
             grpc.StatusCode.INVALID_ARGUMENT,
