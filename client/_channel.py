@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +61,40 @@ def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
 
+def channel_target(bootstrap: str) -> str:
+    """A gRPC target for a bootstrap list `"h1:p1,h2:p2"`: one channel over every address, connected to
+    the first that answers (grpc's pick_first), so a client starts while any listed broker lives.
+    Hosts that are names are resolved here, once; a single address is used as given."""
+    entries = [entry.strip() for entry in bootstrap.split(",") if entry.strip()]
+    if len(entries) <= 1:
+        return entries[0] if entries else bootstrap
+    addresses = []
+    for entry in entries:
+        host, _, port = entry.rpartition(":")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                host = str(socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][4][0])
+            except (OSError, ValueError):
+                continue  # unresolvable now: the others may answer
+        addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    ipv4 = [a for a in addresses if not a.startswith("[")]
+    if ipv4:
+        return "ipv4:" + ",".join(ipv4)  # one address family per target: IPv4 first
+    return "ipv6:" + ",".join(addresses) if addresses else entries[0]
+
+
 def open_channel(bootstrap: str, security: Security | None = None) -> grpc.aio.Channel:
+    """A channel to `bootstrap`: one HOST:PORT, or a comma-separated list (plaintext, or TLS with a
+    certificate valid for the addresses used)."""
     security = security or Security()
     interceptors = _token_interceptors(security.token) if security.token else None
+    target = channel_target(bootstrap)
     if security.tls:
-        return grpc.aio.secure_channel(bootstrap, security.credentials(), options=_OPTIONS, interceptors=interceptors)
-    return grpc.aio.insecure_channel(bootstrap, options=_OPTIONS, interceptors=interceptors)
+        return grpc.aio.secure_channel(target, security.credentials(), options=_OPTIONS, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=_OPTIONS, interceptors=interceptors)
 
 
 _OPTIONS = [

@@ -16,6 +16,7 @@ import pytest
 from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
 from tidelog import AdminClient
+from tidelog.errors import UnavailableError
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
@@ -147,3 +148,18 @@ def test_topics_are_placed_over_the_brokers_and_each_partition_answers_on_its_le
         return len(described.under_replicated) == 6 and not described.offline and len(described.brokers) == 2
 
     wait_for(short_of_replicas, 30, what="every partition reported under-replicated, none offline")
+
+
+def test_a_client_given_every_broker_starts_while_the_first_is_down(cluster: ClusterProcess) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    cluster.kill(0)  # the first address of the bootstrap list answers no more
+
+    def described() -> bool:
+        try:
+            with AdminClient(cluster.bootstrap, timeout=5) as admin:
+                return 0 not in admin.describe_cluster().brokers
+        except UnavailableError:
+            return False
+
+    wait_for(described, 30, what="a client with the bootstrap list to reach another broker")

@@ -1,4 +1,5 @@
-"""How the SDK reads a failed call: the broker's ErrorInfo decides, else the transport's status."""
+"""How the SDK reads a failed call (the broker's ErrorInfo decides, else the transport's status), and the
+channel it opens to a bootstrap list."""
 
 from __future__ import annotations
 
@@ -63,3 +64,19 @@ def test_the_brokers_own_statuses_keep_their_meaning() -> None:
 def test_grpcs_own_size_limit_is_permanent() -> None:
     error = from_rpc_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "received metadata size exceeds limit"))
     assert isinstance(error, ResourceExhaustedError) and not error.retriable
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "target"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1:50051"),
+        ("127.0.0.1:1,127.0.0.1:2", "ipv4:127.0.0.1:1,127.0.0.1:2"),
+        ("localhost:1, 127.0.0.1:2", "ipv4:127.0.0.1:1,127.0.0.1:2"),
+        ("[::1]:1,[::1]:2", "ipv6:[::1]:1,[::1]:2"),
+        ("no-such-host.invalid:1,127.0.0.1:3", "ipv4:127.0.0.1:3"),
+    ],
+)
+def test_a_bootstrap_list_is_one_channel_over_every_address(bootstrap: str, target: str) -> None:
+    from tidelog._channel import channel_target
+
+    assert channel_target(bootstrap) == target
