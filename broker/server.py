@@ -18,11 +18,13 @@ from tidelog.broker import config
 from tidelog.broker.api.admin import AdminService
 from tidelog.broker.api.data import BrokerService
 from tidelog.broker.api.groups import GroupService
+from tidelog.broker.api.replication import ReplicationService
 from tidelog.broker.api.rpc import Rpc, StreamLimits, register
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.cluster.membership import Membership, SingleBroker
 from tidelog.broker.cluster.mirror import TopicMirror
+from tidelog.broker.cluster.replication import Replication
 from tidelog.broker.config import Settings
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import GroupOffsets
@@ -38,13 +40,14 @@ from tidelog.broker.security.quotas import Quotas
 from tidelog.broker.storage.disk_reserve import DiskReserve
 from tidelog.broker.storage.lmdb_store import LmdbStore
 from tidelog.broker.storage.writer import Writer
-from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2
+from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2, replication_pb2
 
 log = structlog.get_logger("tidelog.server")
 
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 BROKER = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
 GROUPS = groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name
+REPLICATION = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name
 SERVICES = ("", ADMIN, BROKER, GROUPS)
 SHUTDOWN_GRACE_S = 5.0
 
@@ -81,6 +84,7 @@ class Broker:
         self.rpc = Rpc(self.metrics, StreamLimits(settings.max_streams, settings.max_streams_per_connection))
         self.control: ControlPlane | None = None  # with --cluster
         self.mirror: TopicMirror | None = None
+        self.replication: Replication | None = None
 
     async def start(self) -> str:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -136,6 +140,9 @@ class Broker:
         self.coordinator = coordinator = Coordinator(registry)
         self.groups = groups = GroupService(log_, offsets, coordinator, self.metrics, rpc, access)
         register(server, GROUPS, groups.handlers())
+        if self.control is not None:
+            self.replication = Replication(self.control, log_)
+            register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -165,6 +172,8 @@ class Broker:
             await self.control.start()  # registers once it serves: the others may route to it at once
             self.mirror = TopicMirror(self.control, log_)
             self.mirror.start()
+            assert self.replication is not None
+            self.replication.start()
         log.info(
             "serving", listen=self.address, data_dir=str(settings.data_dir), fsync=settings.fsync, topics=len(topics)
         )
@@ -203,6 +212,8 @@ class Broker:
         await self.cleaner.stop()
         await self.purger.stop()
         await self.writer.stop()
+        if self.replication is not None:
+            await self.replication.stop()
         if self.mirror is not None:
             await self.mirror.stop()
         if self.control is not None:

@@ -93,6 +93,7 @@ class MetadataCache:
         self.created: dict[bytes, int] = {}  # key -> its create revision
         self.modified: dict[bytes, int] = {}  # key -> its last mod revision
         self.revision = 0
+        self.version = 0  # counts the changes applied
         self._changed = asyncio.Event()
 
     async def run(self) -> None:
@@ -127,12 +128,15 @@ class MetadataCache:
         self._notify()
 
     def _notify(self) -> None:
+        self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def changed(self) -> None:
-        """Until the next change."""
-        await self._changed.wait()
+    async def changed_since(self, version: int) -> None:
+        """Until the cache has changed since it was at `version` (read `version` before looking at the
+        cache: a change in between is not missed, as waiting for "the next change" would)."""
+        while self.version <= version:
+            await self._changed.wait()
 
 
 @dataclass(frozen=True)
@@ -226,16 +230,20 @@ class ControlPlane:
         return self.cache.revision >= revision and self.cache.created.get(key) != revision
 
     async def _wait_for(self, condition: Callable[[], bool]) -> None:
-        while not condition():
-            await self.cache.changed()
+        while True:
+            seen = self.cache.version
+            if condition():
+                return
+            await self.cache.changed_since(seen)
 
     # -- the controller's duties --------------------------------------------------------
 
     async def _lead(self) -> None:
         """While the controller: bring every partition in line with the live brokers, at each change."""
         while self.election is not None:
+            seen = self.cache.version
             await self._reconcile()
-            await self.cache.changed()
+            await self.cache.changed_since(seen)
 
     async def _reconcile(self) -> None:
         live = set(self.brokers())

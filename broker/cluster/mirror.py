@@ -32,8 +32,9 @@ class TopicMirror:
 
     async def _run(self) -> None:
         while True:
+            seen = self._control.cache.version
             await self.catch_up()
-            await self._control.cache.changed()
+            await self._control.cache.changed_since(seen)
 
     async def catch_up(self) -> None:
         """Create here every cluster topic this broker does not have yet."""

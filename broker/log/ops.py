@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tidelog.broker.batches import build_stored
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored
 from tidelog.broker.errors import BrokerError, topic_not_found
 from tidelog.broker.log.topics import TopicRegistry, TopicState
 from tidelog.broker.storage.interface import LogWrite, PartitionStats, ProducerBatch, StoredBatch, TopicRecord
 from tidelog.common.reasons import Reason
 from tidelog.v1.broker_pb2 import PartitionResult
+from tidelog.v1.records_pb2 import RecordBatch
 
 
 def _require_topic(txn: LogWrite, name: str, topic_id: int | None = None) -> TopicRecord:
@@ -102,7 +103,7 @@ class ProduceOp:
             return
         for part_result, high_watermark, size_bytes in result:
             partition = self.topic.partitions[part_result.partition]
-            if high_watermark > partition.high_watermark:
+            if high_watermark > partition.log_end:
                 partition.advance(high_watermark, size_bytes)
 
 
@@ -212,3 +213,66 @@ class AclsOp:
 
     def publish(self, result: tuple[int, list[str]]) -> None:
         pass
+
+
+@dataclass
+class ReplicateOp:
+    """A follower appends the leader's stored batches verbatim, at their own base offsets; a batch it
+    already has is skipped, a gap refused (the follower fetches again from its log end)."""
+
+    topic: TopicState
+    partition: int
+    values: list[bytes]  # stored values: header and RecordBatch bytes
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(len(v) for v in self.values)
+
+    def apply(self, txn: LogWrite, now_ms: int) -> PartitionStats:
+        stats = txn.stats(self.topic.id, self.partition)
+        if stats is None:
+            raise topic_not_found(self.topic.name)
+        for value in self.values:
+            count, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
+            base = RecordBatch.FromString(value[HEADER_SIZE:]).base_offset
+            if base + count <= stats.next_offset:
+                continue
+            if base != stats.next_offset:
+                raise BrokerError(
+                    Reason.OFFSET_OUT_OF_RANGE,
+                    f"replica of {self.topic.name}/{self.partition} ends at {stats.next_offset}, got a batch at {base}",
+                )
+            stats = PartitionStats(base + count, stats.log_start_offset, stats.size_bytes + len(value))
+            txn.append(self.topic.id, self.partition, StoredBatch(base, count, max_ts, append_ms, value), stats)
+        return stats
+
+    def publish(self, result: PartitionStats) -> None:
+        if not self.topic.deleted:
+            partition = self.topic.partitions[self.partition]
+            if result.next_offset > partition.log_end:
+                partition.advance(result.next_offset, result.size_bytes)
+
+
+@dataclass
+class TruncateOp:
+    """A follower cuts its log back to `offset` (the leader's log end: what lies past it, only this
+    broker has)."""
+
+    topic: TopicState
+    partition: int
+    offset: int
+    write_bytes = 1 << 30  # deletes: on the writer thread
+
+    def apply(self, txn: LogWrite, now_ms: int) -> PartitionStats:
+        stats = txn.truncate(self.topic.id, self.partition, self.offset)
+        if stats is None:
+            raise topic_not_found(self.topic.name)
+        return stats
+
+    def publish(self, result: PartitionStats) -> None:
+        if not self.topic.deleted:
+            partition = self.topic.partitions[self.partition]
+            partition.log_end = result.next_offset
+            partition.size_bytes = result.size_bytes
+            partition.high_watermark = min(partition.high_watermark, result.next_offset)
+            partition.wake()

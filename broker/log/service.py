@@ -38,3 +38,15 @@ class Log:
             topic.log_append_time,
         )
         return found if found is not None else (partition.high_watermark, -1)
+
+    def stored_values(self, topic: TopicState, partition: PartitionState, offset: int, max_bytes: int) -> list[bytes]:
+        """The stored batches from the one holding `offset` up to the log's end (past the high watermark:
+        what a follower replicates), whole, at least one, then while they fit in `max_bytes`."""
+        values: list[bytes] = []
+        total = 0
+        for batch in self._store.scan(topic.id, partition.partition, offset, partition.log_end):
+            if values and total + batch.stored_bytes > max_bytes:
+                break
+            values.append(batch.value)
+            total += batch.stored_bytes
+        return values

@@ -18,19 +18,37 @@ from tidelog.broker.storage.interface import TopicRecord as TopicRecord  # re-ex
 
 
 class PartitionState(Changes):
-    __slots__ = ("high_watermark", "log_start_offset", "partition", "size_bytes")
+    """A partition as the event loop sees it. `log_end` is the offset after the last record stored
+    here; `high_watermark` the offset readers may read up to. They are one for a partition of a
+    single copy; a replicated one's high watermark follows its in-sync replicas (`on_log_end`)."""
+
+    __slots__ = ("high_watermark", "log_end", "log_start_offset", "on_log_end", "partition", "size_bytes")
 
     def __init__(self, partition: int, stats: PartitionStats) -> None:
         super().__init__()
         self.partition = partition
+        self.log_end = stats.next_offset
         self.high_watermark = stats.next_offset
         self.log_start_offset = stats.log_start_offset
         self.size_bytes = stats.size_bytes
+        # Set for a replicated partition: told of each append, it moves the high watermark.
+        self.on_log_end: Callable[[PartitionState], None] | None = None
 
-    def advance(self, high_watermark: int, size_bytes: int) -> None:
-        self.high_watermark = high_watermark
+    def advance(self, log_end: int, size_bytes: int) -> None:
+        self.log_end = log_end
         self.size_bytes = size_bytes
-        self.wake()  # an append, or (from the topic) the topic went away
+        if self.on_log_end is None:
+            self.high_watermark = log_end
+            self.wake()  # an append, or (from the topic) the topic went away
+        else:
+            self.on_log_end(self)
+
+    def raise_high_watermark(self, offset: int) -> None:
+        """Readers may read up to `offset` now (never back, never past the log's end)."""
+        offset = min(offset, self.log_end)
+        if offset > self.high_watermark:
+            self.high_watermark = offset
+            self.wake()
 
 
 class TopicState:

@@ -121,8 +121,12 @@ def test_topics_are_placed_over_the_brokers_and_each_partition_answers_on_its_le
     with grpc.insecure_channel(everyone[first.leader]) as channel:
         produce = broker_pb2.ProduceRequest(topic="placed", partition=0, records=[record])
         BrokerStub(channel).Produce(produce, timeout=10)
-        fetched = BrokerStub(channel).Fetch(broker_pb2.FetchRequest(topic="placed", partition=0), timeout=10)
-        assert [r.value for b in fetched.batches for r in b.records] == [b"on the leader"]
+
+        def readable() -> bool:  # once every in-sync replica has it: the high watermark
+            fetched = BrokerStub(channel).Fetch(broker_pb2.FetchRequest(topic="placed", partition=0), timeout=10)
+            return [r.value for b in fetched.batches for r in b.records] == [b"on the leader"]
+
+        wait_for(readable, 30, what="the record below the high watermark")
     other = next(i for i in everyone if i != first.leader)
     with grpc.insecure_channel(everyone[other]) as channel:
         produce = broker_pb2.ProduceRequest(topic="placed", partition=0, records=[record])
@@ -163,3 +167,45 @@ def test_a_client_given_every_broker_starts_while_the_first_is_down(cluster: Clu
             return False
 
     wait_for(described, 30, what="a client with the bootstrap list to reach another broker")
+
+
+def test_records_read_on_a_leader_are_on_its_successor_after_a_kill(cluster: ClusterProcess) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic("kept", 1, replication_factor=3)
+
+    def leader_of(address: str) -> tuple[int, int]:
+        topics = {t.name: t for t in metadata(address).topics}
+        part = topics["kept"].partitions[0] if "kept" in topics and topics["kept"].partitions else None
+        return (part.leader, part.leader_epoch) if part is not None else (-1, -1)
+
+    wait_for(lambda: all(leader_of(a)[0] >= 0 for a in everyone.values()), 30, what="the topic on every broker")
+    leader, epoch = leader_of(everyone[0])
+    values = [b"record-%d" % i for i in range(50)]
+
+    def read(address: str) -> list[bytes]:
+        with grpc.insecure_channel(address) as channel:
+            answer = BrokerStub(channel).Fetch(broker_pb2.FetchRequest(topic="kept", partition=0), timeout=5)
+            return [r.value for b in answer.batches for r in b.records]
+
+    with grpc.insecure_channel(everyone[leader]) as channel:
+        stub = BrokerStub(channel)
+        for start in range(0, 50, 10):
+            records = [records_pb2.Record(value=v) for v in values[start : start + 10]]
+            stub.Produce(broker_pb2.ProduceRequest(topic="kept", partition=0, records=records), timeout=10)
+    # Readers see records once every in-sync replica has them: the high watermark.
+    wait_for(lambda: read(everyone[leader]) == values, 30, what="the leader's high watermark to reach 50")
+
+    cluster.kill(leader)
+    rest = [a for i, a in everyone.items() if i != leader]
+    wait_for(lambda: leader_of(rest[0])[1] > epoch, 30, what="another in-sync replica to lead")
+    successor = everyone[leader_of(rest[0])[0]]
+
+    def successor_has_them() -> bool:
+        try:
+            return read(successor) == values
+        except grpc.RpcError:
+            return False
+
+    wait_for(successor_has_them, 30, what="the successor to serve the same 50 records")

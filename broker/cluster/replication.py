@@ -1,0 +1,237 @@
+"""Replication, Kafka's way: followers fetch from leaders, the leader's high watermark follows its ISR.
+
+A follower of a partition fetches from the leader's log end of its own (`ReplicaFetch`, long-polled),
+appends what comes verbatim (`ReplicateOp`: the stored values, at their offsets), and fetches again:
+each fetch's offset tells the leader how far the follower has stored. The leader's high watermark is
+the least log end over the in-sync replicas (itself included) and only rises; readers never read past
+it, so a record a consumer saw is on every in-sync replica. A follower whose log runs past the
+leader's (it led before and wrote what nobody else has) cuts its tail back to the leader's log end.
+
+Not built yet: `acks=all` (a producer is answered after the leader's commit), ISR changes by lag
+(only a broker that leaves the cluster leaves the ISRs), truncation to the leader epoch's end
+(KIP-101) rather than the leader's log end, and the high watermark's checkpoint across restarts (a
+restarted broker hides a replicated partition's records until its followers confirm them again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+import structlog
+from google.rpc import error_details_pb2, status_pb2
+
+from tidelog.broker.cluster.control import ControlPlane
+from tidelog.broker.cluster.metadata import PartitionState
+from tidelog.broker.errors import BrokerError, topic_not_found
+from tidelog.broker.log.ops import ReplicateOp, TruncateOp
+from tidelog.broker.log.service import Log
+from tidelog.broker.log.topics import PartitionState as LocalPartition
+from tidelog.broker.log.topics import TopicState
+from tidelog.common.reasons import Reason
+from tidelog.v1 import replication_pb2, replication_pb2_grpc
+
+log = structlog.get_logger("tidelog.replication")
+
+FETCH_WAIT_MS = 500
+FETCH_MAX_BYTES = 4 << 20
+RETRY_S = 0.2
+
+TP = tuple[int, int]  # (topic id, partition)
+
+
+class Replication:
+    def __init__(self, control: ControlPlane, log_: Log) -> None:
+        self._control = control
+        self._log = log_
+        self._follower_ends: dict[TP, dict[int, int]] = {}  # leader side: what each follower has stored
+        self._following: dict[TP, tuple[asyncio.Task[None], int, int]] = {}  # tp -> (task, leader, epoch)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._local_change = asyncio.Event()
+
+    def start(self) -> None:
+        self._local_change = asyncio.Event()
+        self._log.registry.listeners.append(lambda name: self._local_change.set())  # a topic mirrored here
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        tasks = [t for t, _, _ in self._following.values()]
+        if self._task is not None:
+            tasks.append(self._task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in self._channels.values():
+            await channel.close()
+
+    # -- which partitions this broker replicates, and how --------------------------------
+
+    async def _run(self) -> None:
+        """At every change of the cluster's metadata, or of the topics here."""
+        while True:
+            self._local_change.clear()
+            seen = self._control.cache.version
+            self._reconcile()
+            changes = [
+                asyncio.ensure_future(self._control.cache.changed_since(seen)),
+                asyncio.ensure_future(self._local_change.wait()),
+            ]
+            try:
+                await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for change in changes:
+                    change.cancel()
+
+    def _reconcile(self) -> None:
+        me = self._control.broker_id
+        brokers = self._control.brokers()
+        wanted: dict[TP, tuple[int, int]] = {}
+        for name, spec in self._control.topics().items():
+            if spec.replication_factor < 2 or name not in self._log.registry:
+                continue
+            topic = self._log.registry.get(name)
+            for p, local in enumerate(topic.partitions):
+                state = self._control.partition_state(spec.id, p)
+                if state is None or me not in state.replicas:
+                    continue
+                if local.on_log_end is None:  # replicated: its high watermark follows the ISR from now on
+                    local.on_log_end = self._log_end_moved
+                    local.high_watermark = min(local.high_watermark, local.log_start_offset)
+                if state.leader == me:
+                    self._raise_high_watermark(topic, local, state)
+                elif state.leader in brokers:
+                    wanted[(spec.id, p)] = (state.leader, state.leader_epoch)
+        for tp, (task, leader, epoch) in list(self._following.items()):
+            if wanted.get(tp) != (leader, epoch):
+                task.cancel()
+                del self._following[tp]
+        for tp, (leader, epoch) in wanted.items():
+            if tp not in self._following:
+                task = asyncio.create_task(self._follow(tp, leader, epoch))
+                self._following[tp] = (task, leader, epoch)
+
+    # -- leader side ---------------------------------------------------------------------
+
+    def _log_end_moved(self, local: LocalPartition) -> None:
+        topic = next((t for t in self._log.registry.sorted() if local in t.partitions), None)
+        if topic is None:
+            return
+        state = self._control.partition_state(topic.id, local.partition)
+        if state is not None and state.leader == self._control.broker_id:
+            self._raise_high_watermark(topic, local, state)
+        else:
+            local.wake()  # a follower's append: nothing reads here, but waiters may look
+
+    def _raise_high_watermark(self, topic: TopicState, local: LocalPartition, state: PartitionState) -> None:
+        """The least log end over the ISR, this broker's included."""
+        me = self._control.broker_id
+        ends = self._follower_ends.get((topic.id, local.partition), {})
+        hw = min([local.log_end, *(ends.get(b, 0) for b in state.isr if b != me)])
+        local.raise_high_watermark(hw)
+
+    async def fetch(self, request: replication_pb2.ReplicaFetchRequest) -> replication_pb2.ReplicaFetchResponse:
+        """A follower's fetch: its log end counts toward the high watermark; the stored batches after it."""
+        topic = self._log.registry.get(request.topic)
+        if not 0 <= request.partition < len(topic.partitions):
+            raise topic_not_found(request.topic)
+        state = self._control.partition_state(topic.id, request.partition)
+        me = self._control.broker_id
+        if state is None or state.leader != me or state.leader_epoch != request.leader_epoch:
+            raise BrokerError(
+                Reason.NOT_LEADER,
+                f"broker {me} does not lead {topic.name}/{request.partition} in epoch {request.leader_epoch}",
+                leader_id=state.leader if state else -1,
+                leader_epoch=state.leader_epoch if state else -1,
+            )
+        local = topic.partitions[request.partition]
+        if request.offset > local.log_end:
+            raise BrokerError(
+                Reason.OFFSET_OUT_OF_RANGE,
+                f"a replica at {request.offset} is past the leader's log end {local.log_end}",
+                log_end=local.log_end,
+                high_watermark=local.high_watermark,
+            )
+        self._follower_ends.setdefault((topic.id, request.partition), {})[request.replica_id] = request.offset
+        self._raise_high_watermark(topic, local, state)
+        deadline = time.monotonic() + min(request.max_wait_ms or FETCH_WAIT_MS, 10_000) / 1000
+        while request.offset >= local.log_end and not topic.deleted:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await local.wait_for_change(remaining)
+        values = self._log.stored_values(topic, local, request.offset, request.max_bytes or FETCH_MAX_BYTES)
+        return replication_pb2.ReplicaFetchResponse(
+            batches=values, high_watermark=local.high_watermark, log_end=local.log_end
+        )
+
+    # -- follower side -------------------------------------------------------------------
+
+    def _stub(self, leader: int) -> Any:
+        address = self._control.brokers().get(leader, "")
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+        return replication_pb2_grpc.ReplicationServiceStub(channel)
+
+    async def _follow(self, tp: TP, leader: int, epoch: int) -> None:
+        """Fetch from the leader until cancelled (a new leader or epoch starts another task)."""
+        while True:
+            try:
+                await self._fetch_from(tp, leader, epoch)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never give a partition up for good: log, wait, go on
+                log.exception("replica_fetch_failed", topic_id=tp[0], partition=tp[1], leader=leader)
+                await asyncio.sleep(RETRY_S)
+
+    async def _fetch_from(self, tp: TP, leader: int, epoch: int) -> None:
+        topic_id, partition = tp
+        me = self._control.broker_id
+        while True:
+            topic = next((t for t in self._log.registry.sorted() if t.id == topic_id), None)
+            if topic is None:
+                return
+            local = topic.partitions[partition]
+            request = replication_pb2.ReplicaFetchRequest(
+                topic=topic.name,
+                partition=partition,
+                offset=local.log_end,
+                replica_id=me,
+                leader_epoch=epoch,
+                max_wait_ms=FETCH_WAIT_MS,
+                max_bytes=FETCH_MAX_BYTES,
+            )
+            try:
+                response = await self._stub(leader).ReplicaFetch(request, timeout=FETCH_WAIT_MS / 1000 + 5)
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.OUT_OF_RANGE:  # ours runs past the leader's: cut it back
+                    leader_end = _metadata_int(err, "log_end")
+                    if leader_end is not None and leader_end < local.log_end:
+                        log.warning("replica_truncated", topic=topic.name, partition=partition, to=leader_end)
+                        await self._log.submit(TruncateOp(topic, partition, leader_end))
+                        continue
+                await asyncio.sleep(RETRY_S)  # the leader moves or is out of reach: the cache says which
+                continue
+            if response.batches:
+                try:
+                    await self._log.submit(ReplicateOp(topic, partition, list(response.batches)))
+                except BrokerError as err:
+                    log.warning("replica_append_failed", topic=topic.name, partition=partition, error=err.message)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+            local.raise_high_watermark(response.high_watermark)
+
+
+def _metadata_int(err: grpc.aio.AioRpcError, key: str) -> int | None:
+    """A number from the ErrorInfo metadata of a status (the leader's log end of an OUT_OF_RANGE)."""
+    for name, value in err.trailing_metadata() or ():
+        if name == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info) and key in info.metadata:
+                    return int(info.metadata[key])
+    return None
