@@ -51,6 +51,7 @@ class Settings:
     broker_id: int = 0
     cluster_lease_s: int = 10  # a broker silent this long (dead, or paused) leaves the cluster
     default_replication_factor: int = 1  # for CreateTopic without one
+    replication_timeout_ms: int = 30_000  # acks=all: how long a produce waits for the in-sync replicas
 
     @property
     def topic_defaults(self) -> dict[str, str]:

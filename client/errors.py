@@ -233,6 +233,7 @@ EXCEPTIONS: dict[Reason, type[TidelogError]] = {
     Reason.SHUTTING_DOWN: UnavailableError,
     Reason.NOT_LEADER: NotLeaderError,
     Reason.LEADER_NOT_AVAILABLE: LeaderNotAvailableError,
+    Reason.REPLICATION_TIMEOUT: UnavailableError,
     Reason.INVALID_REPLICATION_FACTOR: InvalidArgumentError,
     Reason.INTERNAL: InternalError,
 }

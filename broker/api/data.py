@@ -109,13 +109,43 @@ class BrokerService:
 
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
         self._access.require("produce", "topic", request.topic)
+        acks = request.acks  # read before the request is taken apart for the log
         op = self._prepare_produce(request, request.ByteSize())
         results = await self._log.submit(op)
+        await self._await_replicas(op, results, acks)
         self._count_produced(op, results)
         held = await self._access.throttle("produce", op.write_bytes)
         if held:
             context.set_trailing_metadata((("tidelog-throttle-ms", str(round(held * 1000))),))
         return produce_response(op, results, 0)
+
+    async def _await_replicas(
+        self, op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]], acks: int
+    ) -> None:
+        """acks=all (the default): answer once every in-sync replica has the records, i.e. the high
+        watermark passed them; a partition of one copy needs no wait. Running out of time leaves the
+        outcome unknown: the records may be stored, and an idempotent retry settles it."""
+        if acks == broker_pb2.ACKS_LEADER:
+            return
+        deadline: float | None = None
+        for result, _, _ in results:
+            partition = op.topic.partitions[result.partition]
+            end = result.base_offset + result.record_count
+            if partition.on_log_end is None or partition.high_watermark >= end:
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self._settings.replication_timeout_ms / 1000
+            while partition.high_watermark < end and not op.topic.deleted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerError(
+                        Reason.REPLICATION_TIMEOUT,
+                        f"{op.topic.name}/{result.partition}: the in-sync replicas did not confirm offsets up to "
+                        f"{end} within {self._settings.replication_timeout_ms} ms; the records may be stored: "
+                        "retry with the same producer id and sequence",
+                        high_watermark=partition.high_watermark,
+                    )
+                await partition.wait_for_change(remaining)
 
     def _count_produced(self, op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]]) -> None:
         records = sum(result.record_count for result, _, _ in results)
@@ -141,8 +171,10 @@ class BrokerService:
                     request_id, topic = request.request_id, request.topic
                     try:
                         self._access.require("produce", "topic", topic)
+                        acks = request.acks
                         op = self._prepare_produce(request, len(raw))
-                        await pipeline.put((request_id, op, self._log.submit(op), time.perf_counter()))
+                        submitted = self._log.submit(op)
+                        await pipeline.put((request_id, (op, acks), submitted, time.perf_counter()))
                     except Exception as exc:
                         await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream"), 0.0))
                 await pipeline.put(end)
@@ -158,8 +190,10 @@ class BrokerService:
                 if isinstance(outcome, BrokerError):
                     yield _produce_error(request_id, subject, outcome)
                     continue
+                subject, acks = subject
                 try:
                     results = await outcome
+                    await self._await_replicas(subject, results, acks)
                 except BrokerError as err:
                     yield _produce_error(request_id, subject.topic.name, err)
                     continue

@@ -7,7 +7,8 @@ the least log end over the in-sync replicas (itself included) and only rises; re
 it, so a record a consumer saw is on every in-sync replica. A follower whose log runs past the
 leader's (it led before and wrote what nobody else has) cuts its tail back to the leader's log end.
 
-Not built yet: `acks=all` (a producer is answered after the leader's commit), ISR changes by lag
+A producer's `acks=all` waits for the high watermark to pass its records (api/data.py). Not built
+yet: ISR changes by lag
 (only a broker that leaves the cluster leaves the ISRs), truncation to the leader epoch's end
 (KIP-101) rather than the leader's log end, and the high watermark's checkpoint across restarts (a
 restarted broker hides a replicated partition's records until its followers confirm them again).
@@ -16,6 +17,7 @@ restarted broker hides a replicated partition's records until its followers conf
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -98,7 +100,7 @@ class Replication:
                 if state is None or me not in state.replicas:
                     continue
                 if local.on_log_end is None:  # replicated: its high watermark follows the ISR from now on
-                    local.on_log_end = self._log_end_moved
+                    local.on_log_end = functools.partial(self._log_end_moved, topic)
                     local.high_watermark = min(local.high_watermark, local.log_start_offset)
                 if state.leader == me:
                     self._raise_high_watermark(topic, local, state)
@@ -115,15 +117,11 @@ class Replication:
 
     # -- leader side ---------------------------------------------------------------------
 
-    def _log_end_moved(self, local: LocalPartition) -> None:
-        topic = next((t for t in self._log.registry.sorted() if local in t.partitions), None)
-        if topic is None:
-            return
+    def _log_end_moved(self, topic: TopicState, local: LocalPartition) -> None:
         state = self._control.partition_state(topic.id, local.partition)
         if state is not None and state.leader == self._control.broker_id:
             self._raise_high_watermark(topic, local, state)
-        else:
-            local.wake()  # a follower's append: nothing reads here, but waiters may look
+        local.wake()  # followers long-polling for what is new, whether or not the high watermark moved
 
     def _raise_high_watermark(self, topic: TopicState, local: LocalPartition, state: PartitionState) -> None:
         """The least log end over the ISR, this broker's included."""

@@ -60,6 +60,12 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="copies of each partition of a topic created without a replication factor (default %(default)s)",
     )
     parser.add_argument(
+        "--replication-timeout-ms",
+        type=int,
+        default=int(env_default("TIDELOG_REPLICATION_TIMEOUT_MS", "30000")),
+        help="acks=all: how long a produce waits for the in-sync replicas (default %(default)s)",
+    )
+    parser.add_argument(
         "--advertise",
         default=env_default("TIDELOG_ADVERTISE", ""),
         help="address clients are told to use (GetMetadata); default: the listen address",
@@ -220,6 +226,8 @@ def serve(args: argparse.Namespace) -> int:
             raise SystemExit("tidelog: --cluster needs --broker-id N (0 or more, unique in the cluster)")
         if args.cluster_lease_s < 2:
             raise SystemExit("tidelog: --cluster-lease-s must be 2 or more (etcd's election timeout is ~1 s)")
+    if args.replication_timeout_ms < 1:
+        raise SystemExit("tidelog: --replication-timeout-ms must be >= 1")
     if args.default_replication_factor < 1:
         raise SystemExit("tidelog: --default-replication-factor must be 1 or more")
     if args.max_streams < 1 or args.max_streams_per_connection < 1:
@@ -261,6 +269,7 @@ def serve(args: argparse.Namespace) -> int:
         broker_id=max(args.broker_id, 0),
         cluster_lease_s=args.cluster_lease_s,
         default_replication_factor=args.default_replication_factor,
+        replication_timeout_ms=args.replication_timeout_ms,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

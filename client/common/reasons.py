@@ -52,6 +52,11 @@ class Reason(StrEnum):
     SHUTTING_DOWN = ("SHUTTING_DOWN", _C.UNAVAILABLE, "the broker is stopping")
     NOT_LEADER = ("NOT_LEADER", _C.UNAVAILABLE, "another broker leads the partition (its id and address attached)")
     LEADER_NOT_AVAILABLE = ("LEADER_NOT_AVAILABLE", _C.UNAVAILABLE, "the partition has no leader right now")
+    REPLICATION_TIMEOUT = (
+        "REPLICATION_TIMEOUT",
+        _C.UNAVAILABLE,
+        "the in-sync replicas did not confirm in time: the records may be stored (retry idempotently)",
+    )
     INVALID_REPLICATION_FACTOR = (
         "INVALID_REPLICATION_FACTOR",
         _C.INVALID_ARGUMENT,

@@ -209,3 +209,54 @@ def test_records_read_on_a_leader_are_on_its_successor_after_a_kill(cluster: Clu
             return False
 
     wait_for(successor_has_them, 30, what="the successor to serve the same 50 records")
+
+
+def test_every_record_acknowledged_with_acks_all_is_on_the_successor(cluster: ClusterProcess) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic("acked", 1, replication_factor=3)
+
+    def leader_of(address: str) -> tuple[int, int]:
+        topics = {t.name: t for t in metadata(address).topics}
+        part = topics["acked"].partitions[0] if "acked" in topics and topics["acked"].partitions else None
+        return (part.leader, part.leader_epoch) if part is not None else (-1, -1)
+
+    wait_for(lambda: all(leader_of(a)[0] >= 0 for a in everyone.values()), 30, what="the topic on every broker")
+    leader, epoch = leader_of(everyone[0])
+    acknowledged: list[bytes] = []
+    with grpc.insecure_channel(everyone[leader]) as channel:
+        stub = BrokerStub(channel)
+
+        def replicated_everywhere() -> bool:  # the followers are fetching: acks=all can be answered
+            stub.Produce(
+                broker_pb2.ProduceRequest(topic="acked", partition=0, records=[records_pb2.Record(value=b"warm-up")]),
+                timeout=30,
+            )
+            acknowledged.append(b"warm-up")
+            return True
+
+        wait_for(replicated_everywhere, 30, what="a first acknowledged record")
+        for round_ in range(20):
+            values = [b"acked-%d-%d" % (round_, i) for i in range(10)]
+            request = broker_pb2.ProduceRequest(
+                topic="acked", partition=0, records=[records_pb2.Record(value=v) for v in values]
+            )
+            stub.Produce(request, timeout=30)  # acks=all, the default: every in-sync replica has them now
+            acknowledged += values
+    cluster.kill(leader)  # at once after the last acknowledgement
+    rest = [a for i, a in everyone.items() if i != leader]
+    wait_for(lambda: leader_of(rest[0])[1] > epoch, 30, what="another in-sync replica to lead")
+    successor = everyone[leader_of(rest[0])[0]]
+
+    def everything_acknowledged_is_there() -> bool:
+        try:
+            with grpc.insecure_channel(successor) as channel:
+                answer = BrokerStub(channel).Fetch(
+                    broker_pb2.FetchRequest(topic="acked", partition=0, max_bytes=4 << 20), timeout=5
+                )
+        except grpc.RpcError:
+            return False
+        return [r.value for b in answer.batches for r in b.records] == acknowledged
+
+    wait_for(everything_acknowledged_is_there, 30, what="every acknowledged record on the successor")

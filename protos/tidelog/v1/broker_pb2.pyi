@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from tidelog.v1 import records_pb2 as _records_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,25 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Acks:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AcksEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Acks.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACKS_UNSPECIFIED: _Acks.ValueType  # 0
+    """all"""
+    ACKS_ALL: _Acks.ValueType  # 1
+    ACKS_LEADER: _Acks.ValueType  # 2
+
+class Acks(_Acks, metaclass=_AcksEnumTypeWrapper): ...
+
+ACKS_UNSPECIFIED: Acks.ValueType  # 0
+"""all"""
+ACKS_ALL: Acks.ValueType  # 1
+ACKS_LEADER: Acks.ValueType  # 2
+Global___Acks: _TypeAlias = Acks  # noqa: Y015
+
 @_typing.final
 class ProduceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -29,6 +49,7 @@ class ProduceRequest(_message.Message):
     PRODUCER_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     partition: _builtins.int
     """Absent: records are placed by key hash (murmur2, as Kafka), keyless
@@ -40,6 +61,10 @@ class ProduceRequest(_message.Message):
     """The first record's sequence number, counted in records (needs partition)."""
     request_id: _builtins.int
     """ProduceStream only: echoed in the answer."""
+    acks: Global___Acks.ValueType
+    """In a cluster, when the answer comes: once every in-sync replica has the records (the default),
+    or once the leader has. A single broker answers after its own commit either way.
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[_records_pb2.Record]:
         """Field 1 on purpose: see RecordBatch."""
@@ -53,10 +78,11 @@ class ProduceRequest(_message.Message):
         producer_id: _builtins.int | None = ...,
         sequence: _builtins.int | None = ...,
         request_id: _builtins.int = ...,
+        acks: Global___Acks.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_partition", b"_partition", "_producer_id", b"_producer_id", "_sequence", b"_sequence", "partition", b"partition", "producer_id", b"producer_id", "sequence", b"sequence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_partition", b"_partition", "_producer_id", b"_producer_id", "_sequence", b"_sequence", "partition", b"partition", "producer_id", b"producer_id", "records", b"records", "request_id", b"request_id", "sequence", b"sequence", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_partition", b"_partition", "_producer_id", b"_producer_id", "_sequence", b"_sequence", "acks", b"acks", "partition", b"partition", "producer_id", b"producer_id", "records", b"records", "request_id", b"request_id", "sequence", b"sequence", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__partition: _TypeAlias = _typing.Literal["partition"]  # noqa: Y015
     _WhichOneofArgType__partition: _TypeAlias = _typing.Literal["_partition", b"_partition"]  # noqa: Y015
