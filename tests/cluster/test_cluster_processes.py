@@ -42,6 +42,14 @@ def metadata(address: str) -> broker_pb2.GetMetadataResponse:
         return response
 
 
+def leader_of(address: str, topic: str) -> tuple[int, int]:
+    """(leader, leader epoch) of the topic's partition 0 as the broker at `address` reports it; (-1, -1)
+    while it does not know the topic yet."""
+    topics = {t.name: t for t in metadata(address).topics}
+    part = topics[topic].partitions[0] if topic in topics and topics[topic].partitions else None
+    return (part.leader, part.leader_epoch) if part is not None else (-1, -1)
+
+
 def view(address: str) -> tuple[dict[int, str], int]:
     """(the brokers, the controller) as the broker at `address` reports them."""
     answer = metadata(address)
@@ -175,13 +183,8 @@ def test_records_read_on_a_leader_are_on_its_successor_after_a_kill(cluster: Clu
     with AdminClient(everyone[0]) as admin:
         admin.create_topic("kept", 1, replication_factor=3)
 
-    def leader_of(address: str) -> tuple[int, int]:
-        topics = {t.name: t for t in metadata(address).topics}
-        part = topics["kept"].partitions[0] if "kept" in topics and topics["kept"].partitions else None
-        return (part.leader, part.leader_epoch) if part is not None else (-1, -1)
-
-    wait_for(lambda: all(leader_of(a)[0] >= 0 for a in everyone.values()), 30, what="the topic on every broker")
-    leader, epoch = leader_of(everyone[0])
+    wait_for(lambda: all(leader_of(a, "kept")[0] >= 0 for a in everyone.values()), 30, what="the topic on every broker")
+    leader, epoch = leader_of(everyone[0], "kept")
     values = [b"record-%d" % i for i in range(50)]
 
     def read(address: str) -> list[bytes]:
@@ -199,8 +202,8 @@ def test_records_read_on_a_leader_are_on_its_successor_after_a_kill(cluster: Clu
 
     cluster.kill(leader)
     rest = [a for i, a in everyone.items() if i != leader]
-    wait_for(lambda: leader_of(rest[0])[1] > epoch, 30, what="another in-sync replica to lead")
-    successor = everyone[leader_of(rest[0])[0]]
+    wait_for(lambda: leader_of(rest[0], "kept")[1] > epoch, 30, what="another in-sync replica to lead")
+    successor = everyone[leader_of(rest[0], "kept")[0]]
 
     def successor_has_them() -> bool:
         try:
@@ -217,13 +220,10 @@ def test_every_record_acknowledged_with_acks_all_is_on_the_successor(cluster: Cl
     with AdminClient(everyone[0]) as admin:
         admin.create_topic("acked", 1, replication_factor=3)
 
-    def leader_of(address: str) -> tuple[int, int]:
-        topics = {t.name: t for t in metadata(address).topics}
-        part = topics["acked"].partitions[0] if "acked" in topics and topics["acked"].partitions else None
-        return (part.leader, part.leader_epoch) if part is not None else (-1, -1)
-
-    wait_for(lambda: all(leader_of(a)[0] >= 0 for a in everyone.values()), 30, what="the topic on every broker")
-    leader, epoch = leader_of(everyone[0])
+    wait_for(
+        lambda: all(leader_of(a, "acked")[0] >= 0 for a in everyone.values()), 30, what="the topic on every broker"
+    )
+    leader, epoch = leader_of(everyone[0], "acked")
     acknowledged: list[bytes] = []
     with grpc.insecure_channel(everyone[leader]) as channel:
         stub = BrokerStub(channel)
@@ -246,8 +246,8 @@ def test_every_record_acknowledged_with_acks_all_is_on_the_successor(cluster: Cl
             acknowledged += values
     cluster.kill(leader)  # at once after the last acknowledgement
     rest = [a for i, a in everyone.items() if i != leader]
-    wait_for(lambda: leader_of(rest[0])[1] > epoch, 30, what="another in-sync replica to lead")
-    successor = everyone[leader_of(rest[0])[0]]
+    wait_for(lambda: leader_of(rest[0], "acked")[1] > epoch, 30, what="another in-sync replica to lead")
+    successor = everyone[leader_of(rest[0], "acked")[0]]
 
     def everything_acknowledged_is_there() -> bool:
         try:
