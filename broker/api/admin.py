@@ -88,6 +88,7 @@ class AdminService:
             if request.HasField("replication_factor")
             else self._settings.default_replication_factor
         )
+        configs = topic_config.with_min_insync_replicas(configs, factor)
         record = await self._create(request.name, partitions, factor, configs)
         log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
@@ -149,6 +150,9 @@ class AdminService:
         self._access.require("alter", "topic", request.name)
         self._registry.get(request.name)
         configs = topic_config.validate(request.configs)
+        if "min.insync.replicas" in configs:
+            spec = self._control.topics().get(request.name) if self._control is not None else None
+            topic_config.with_min_insync_replicas(configs, spec.replication_factor if spec is not None else 1)
         record: TopicRecord = await self._log.submit(AlterTopicConfigsOp(self._registry, request.name, configs))
         log.info("topic_configs_altered", topic=record.name, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)

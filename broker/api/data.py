@@ -13,7 +13,7 @@ from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
 from tidelog.broker.cluster.membership import Membership
-from tidelog.broker.cluster.routing import require_leader
+from tidelog.broker.cluster.routing import require_in_sync, require_leader
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log.ops import InitProducerOp, ProduceOp
@@ -100,9 +100,13 @@ class BrokerService:
         return topic, topic.partitions[partition]
 
     def _prepare_produce(self, request: broker_pb2.ProduceRequest, size: int) -> ProduceOp:
+        acks = request.acks  # read before the request is taken apart for the log
         op = prepare_produce(request, self._registry, size)
+        min_insync = int(op.topic.configs["min.insync.replicas"])
         for append in op.appends:  # every partition written must be led here
             require_leader(self._membership, op.topic.name, op.topic.id, append.partition)
+            if acks != broker_pb2.ACKS_LEADER:
+                require_in_sync(self._membership, op.topic.name, op.topic.id, append.partition, min_insync)
         return op
 
     # -- produce -------------------------------------------------------------------

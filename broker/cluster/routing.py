@@ -30,3 +30,21 @@ def require_leader(membership: Membership, topic: str, topic_id: int, partition:
         leader_address=address,
         leader_epoch=state.leader_epoch,
     )
+
+
+def require_in_sync(membership: Membership, topic: str, topic_id: int, partition: int, min_insync: int) -> None:
+    """Refuse acks=all up front while the partition's ISR is below `min.insync.replicas`: the records
+    would have fewer copies than the topic asks for, so none are written."""
+    state = membership.partition_state(topic_id, partition)
+    if state is None or len(state.isr) >= min_insync:
+        return
+    raise BrokerError(
+        Reason.NOT_ENOUGH_REPLICAS,
+        f"{topic}/{partition} has {len(state.isr)} in-sync replica(s) (brokers {list(state.isr)}), fewer than its "
+        f"min.insync.replicas={min_insync}; nothing was written: retry once a replica catches up, or send with "
+        "acks=leader",
+        topic=topic,
+        partition=partition,
+        isr=",".join(map(str, state.isr)),
+        min_insync_replicas=min_insync,
+    )

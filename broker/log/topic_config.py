@@ -45,6 +45,8 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {
         lambda v: _int_at_least(1)(v) and int(v) <= 64 << 20,
         "an integer from 1 to 67108864",
     ),
+    # In a cluster the default is min(2, replication factor), written into the topic's configs at creation.
+    "min.insync.replicas": ConfigKey("1", _int_at_least(1), "an integer >= 1"),
     "message.timestamp.type": ConfigKey(
         "CreateTime", _one_of("CreateTime", "LogAppendTime"), "CreateTime or LogAppendTime"
     ),
@@ -69,3 +71,20 @@ def effective(overrides: Mapping[str, str], broker_defaults: Mapping[str, str] |
     """The table's defaults, then the broker's (its --retention-* flags), then the topic's own values."""
     base = broker_defaults or {}
     return {key: overrides.get(key, base.get(key, spec.default)) for key, spec in TOPIC_CONFIGS.items()}
+
+
+def with_min_insync_replicas(configs: Mapping[str, str], replication_factor: int) -> dict[str, str]:
+    """The configs with `min.insync.replicas` filled in (default min(2, factor)); INVALID_CONFIG when
+    it asks for more in-sync replicas than the topic has replicas, which no produce could satisfy."""
+    key = "min.insync.replicas"
+    if key not in configs and replication_factor == 1:
+        return dict(configs)  # the table's default, 1, is right: leave the topic's overrides as given
+    wanted = int(configs.get(key, min(2, replication_factor)))
+    if wanted > replication_factor:
+        raise BrokerError(
+            Reason.INVALID_CONFIG,
+            f"config {key}={wanted} is invalid: the topic has {replication_factor} replica(s), so at most "
+            f"{replication_factor} can be in sync",
+            key=key,
+        )
+    return {**configs, key: str(wanted)}

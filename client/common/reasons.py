@@ -52,6 +52,11 @@ class Reason(StrEnum):
     SHUTTING_DOWN = ("SHUTTING_DOWN", _C.UNAVAILABLE, "the broker is stopping")
     NOT_LEADER = ("NOT_LEADER", _C.UNAVAILABLE, "another broker leads the partition (its id and address attached)")
     LEADER_NOT_AVAILABLE = ("LEADER_NOT_AVAILABLE", _C.UNAVAILABLE, "the partition has no leader right now")
+    NOT_ENOUGH_REPLICAS = (
+        "NOT_ENOUGH_REPLICAS",
+        _C.UNAVAILABLE,
+        "acks=all refused: fewer in-sync replicas than min.insync.replicas (nothing was written)",
+    )
     REPLICATION_TIMEOUT = (
         "REPLICATION_TIMEOUT",
         _C.UNAVAILABLE,

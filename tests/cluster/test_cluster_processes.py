@@ -16,7 +16,7 @@ import pytest
 from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
 from tidelog import AdminClient
-from tidelog.errors import UnavailableError
+from tidelog.errors import InvalidConfigError, UnavailableError
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
@@ -260,3 +260,35 @@ def test_every_record_acknowledged_with_acks_all_is_on_the_successor(cluster: Cl
         return [r.value for b in answer.batches for r in b.records] == acknowledged
 
     wait_for(everything_acknowledged_is_there, 30, what="every acknowledged record on the successor")
+
+
+def test_acks_all_is_refused_below_min_insync_replicas_and_nothing_is_written(cluster: ClusterProcess) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with AdminClient(everyone[0]) as admin:
+        topic = admin.create_topic("guarded", 1, replication_factor=3)
+        assert topic.configs["min.insync.replicas"] == "2"  # min(2, replication factor)
+        with pytest.raises(InvalidConfigError, match=r"min\.insync\.replicas=4 is invalid"):
+            admin.create_topic("impossible", 1, replication_factor=3, configs={"min.insync.replicas": "4"})
+    wait_for(lambda: leader_of(everyone[0], "guarded")[0] >= 0, 30, what="the topic's leader")
+    leader, _ = leader_of(everyone[0], "guarded")
+    for follower in [b for b in everyone if b != leader]:
+        cluster.kill(follower)
+
+    def isr() -> list[int]:
+        topics = {t.name: t for t in metadata(everyone[leader]).topics}
+        return list(topics["guarded"].partitions[0].isr)
+
+    wait_for(lambda: isr() == [leader], 30, what="the killed followers to leave the ISR")
+    with grpc.insecure_channel(everyone[leader]) as channel:
+        stub = BrokerStub(channel)
+        refused = broker_pb2.ProduceRequest(topic="guarded", partition=0, records=[records_pb2.Record(value=b"x")])
+        err = expect_status(
+            grpc.StatusCode.UNAVAILABLE, "NOT_ENOUGH_REPLICAS", lambda: stub.Produce(refused, timeout=10)
+        )
+        assert "min.insync.replicas=2" in (err.details() or "")
+
+        led = broker_pb2.ProduceRequest(
+            topic="guarded", partition=0, acks=broker_pb2.ACKS_LEADER, records=[records_pb2.Record(value=b"y")]
+        )
+        assert stub.Produce(led, timeout=10).results[0].base_offset == 0  # the refused record was not written

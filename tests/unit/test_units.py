@@ -102,3 +102,14 @@ def test_compaction_keeps_runs_of_survivors_at_their_offsets() -> None:
     first = records_pb2.RecordBatch.FromString(runs[0].value[HEADER_SIZE:])
     assert first.base_offset == 101 and [r.value for r in first.records] == [b"v1", b"v2"]
     assert first.crc32c == records_crc(records_pb2.RecordBatch(records=first.records).SerializeToString())
+
+
+def test_min_insync_replicas_defaults_to_two_and_cannot_exceed_the_replicas() -> None:
+    assert topic_config.with_min_insync_replicas({}, 1) == {}  # one copy: the table's default (1) holds
+    assert topic_config.with_min_insync_replicas({}, 3) == {"min.insync.replicas": "2"}
+    assert topic_config.with_min_insync_replicas({}, 2) == {"min.insync.replicas": "2"}
+    assert topic_config.with_min_insync_replicas({"min.insync.replicas": "3"}, 3)["min.insync.replicas"] == "3"
+    for configs, factor in [({"min.insync.replicas": "2"}, 1), ({"min.insync.replicas": "4"}, 3)]:
+        with pytest.raises(BrokerError) as caught:
+            topic_config.with_min_insync_replicas(configs, factor)
+        assert caught.value.reason is Reason.INVALID_CONFIG
