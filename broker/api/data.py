@@ -99,14 +99,13 @@ class BrokerService:
         require_leader(self._membership, topic.name, topic.id, partition)
         return topic, topic.partitions[partition]
 
-    def _prepare_produce(self, request: broker_pb2.ProduceRequest, size: int) -> ProduceOp:
-        acks = request.acks  # read before the request is taken apart for the log
+    def _prepare_produce(self, request: broker_pb2.ProduceRequest, size: int, acks: int) -> ProduceOp:
+        """`acks` is read by the caller, before the request is taken apart for the log."""
         op = prepare_produce(request, self._registry, size)
-        min_insync = int(op.topic.configs["min.insync.replicas"])
         for append in op.appends:  # every partition written must be led here
             require_leader(self._membership, op.topic.name, op.topic.id, append.partition)
             if acks != broker_pb2.ACKS_LEADER:
-                require_in_sync(self._membership, op.topic.name, op.topic.id, append.partition, min_insync)
+                require_in_sync(self._membership, op.topic, append.partition)
         return op
 
     # -- produce -------------------------------------------------------------------
@@ -114,7 +113,7 @@ class BrokerService:
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
         self._access.require("produce", "topic", request.topic)
         acks = request.acks  # read before the request is taken apart for the log
-        op = self._prepare_produce(request, request.ByteSize())
+        op = self._prepare_produce(request, request.ByteSize(), acks)
         results = await self._log.submit(op)
         await self._await_replicas(op, results, acks)
         self._count_produced(op, results)
@@ -176,7 +175,7 @@ class BrokerService:
                     try:
                         self._access.require("produce", "topic", topic)
                         acks = request.acks
-                        op = self._prepare_produce(request, len(raw))
+                        op = self._prepare_produce(request, len(raw), acks)
                         submitted = self._log.submit(op)
                         await pipeline.put((request_id, (op, acks), submitted, time.perf_counter()))
                     except Exception as exc:

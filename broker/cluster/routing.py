@@ -6,6 +6,7 @@ from __future__ import annotations
 from tidelog.broker.cluster.membership import Membership
 from tidelog.broker.cluster.metadata import NO_LEADER
 from tidelog.broker.errors import BrokerError
+from tidelog.broker.log.topics import TopicState
 from tidelog.common.reasons import Reason
 
 
@@ -32,18 +33,21 @@ def require_leader(membership: Membership, topic: str, topic_id: int, partition:
     )
 
 
-def require_in_sync(membership: Membership, topic: str, topic_id: int, partition: int, min_insync: int) -> None:
+def require_in_sync(membership: Membership, topic: TopicState, partition: int) -> None:
     """Refuse acks=all up front while the partition's ISR is below `min.insync.replicas`: the records
     would have fewer copies than the topic asks for, so none are written."""
-    state = membership.partition_state(topic_id, partition)
-    if state is None or len(state.isr) >= min_insync:
+    state = membership.partition_state(topic.id, partition)
+    if state is None:  # this broker's own topic: one copy
+        return
+    min_insync = int(topic.configs["min.insync.replicas"])
+    if len(state.isr) >= min_insync:
         return
     raise BrokerError(
         Reason.NOT_ENOUGH_REPLICAS,
-        f"{topic}/{partition} has {len(state.isr)} in-sync replica(s) (brokers {list(state.isr)}), fewer than its "
-        f"min.insync.replicas={min_insync}; nothing was written: retry once a replica catches up, or send with "
-        "acks=leader",
-        topic=topic,
+        f"{topic.name}/{partition} has {len(state.isr)} in-sync replica(s) (brokers {list(state.isr)}), fewer than "
+        f"its min.insync.replicas={min_insync}; nothing was written: retry once a replica catches up, or send "
+        "with acks=leader",
+        topic=topic.name,
         partition=partition,
         isr=",".join(map(str, state.isr)),
         min_insync_replicas=min_insync,
