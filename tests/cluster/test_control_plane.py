@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from tests.harness import until
 from tidelog.broker.cluster.control import ControlPlane, TopicExists
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.cluster.metadata import PartitionState
@@ -26,16 +27,6 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     process = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
     yield process
     process.stop()
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Poll `condition` on the event loop until it holds; fail naming `what` after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def plane(etcd: EtcdProcess, cluster: str, broker_id: int) -> ControlPlane:

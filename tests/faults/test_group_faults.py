@@ -120,8 +120,13 @@ def test_every_record_is_processed_at_least_once_while_members_are_killed(broker
     sent: Counter[int] = Counter()  # partition -> records produced
     cap = 5_000_000  # a bound, should the members never get going
 
+    def near_caught_up() -> bool:  # what the members processed (with duplicates) trails what was sent by little
+        processed = len(steady.processed) + sum(len(m.processed) for m in killed)
+        return kills_done.is_set() or processed >= sum(sent.values()) - 12_000
+
     def produce() -> None:
-        # Records flow until every kill has happened, however fast this machine starts the members.
+        # Records flow until every kill has happened, however fast this machine starts the members,
+        # each chunk once the group has nearly caught up: a steady flow that kills land in.
         with Producer(broker.address) as producer:
             chunk = 0
             while (not kills_done.is_set() or chunk < 12) and sum(sent.values()) < cap:
@@ -130,7 +135,7 @@ def test_every_record_is_processed_at_least_once_while_members_are_killed(broker
                 producer.send_many(topic, [b"%d" % i for i in range(start, start + 1000)], partition=partition)
                 sent[partition] += 1000
                 chunk += 1
-                time.sleep(0.01)  # pacing, not synchronisation: a steady flow that kills land in
+                wait_for(near_caught_up, timeout=60, what="the group to process all but 12,000 records sent")
             producer.flush()
 
     sender = threading.Thread(target=produce)

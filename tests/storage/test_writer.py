@@ -34,17 +34,22 @@ def test_groups_commit_in_submission_order_wherever_they_commit(
         writer = Writer(store, asyncio.get_running_loop(), None)
         committed_on: set[str] = set()
         commit = writer._commit
+        large_on_thread, small_submitted = threading.Event(), threading.Event()
 
         def recording_commit(group: list[tuple[WriteOp, asyncio.Future[Any]]]) -> list[Any]:
             committed_on.add(threading.current_thread().name)
+            if threading.current_thread().name == "tidelog-writer" and not large_on_thread.is_set():
+                large_on_thread.set()  # hold the large group here until the small ones are queued behind it
+                assert small_submitted.wait(30), "the small ops were never submitted"
             return commit(group)
 
         monkeypatch.setattr(writer, "_commit", recording_commit)
         writer.start()
         await writer.submit(CreateTopicOp(registry, "t", 1, {}))
         large = writer.submit(produce_op(registry, INLINE_COMMIT_MAX_BYTES + 1))
-        await asyncio.sleep(0)  # the large group is now with the thread; the small ones queue behind it
+        assert await asyncio.to_thread(large_on_thread.wait, 30), "the large group never reached the writer thread"
         small = [writer.submit(produce_op(registry, 10)) for _ in range(3)]
+        small_submitted.set()  # their flush is queued on the loop before the large group's answer can be
         results = [await large, *[await future for future in small]]
         later = await writer.submit(produce_op(registry, 10))  # the thread is idle again: on the loop
         await writer.stop()
