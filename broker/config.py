@@ -52,6 +52,7 @@ class Settings:
     cluster_lease_s: int = 10  # a broker silent this long (dead, or paused) leaves the cluster
     default_replication_factor: int = 1  # for CreateTopic without one
     replication_timeout_ms: int = 30_000  # acks=all: how long a produce waits for the in-sync replicas
+    replica_lag_time_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
 
     @property
     def topic_defaults(self) -> dict[str, str]:

@@ -141,7 +141,7 @@ class Broker:
         self.groups = groups = GroupService(log_, offsets, coordinator, self.metrics, rpc, access)
         register(server, GROUPS, groups.handlers())
         if self.control is not None:
-            self.replication = Replication(self.control, log_)
+            self.replication = Replication(self.control, log_, settings.replica_lag_time_ms / 1000)
             register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

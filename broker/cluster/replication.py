@@ -7,16 +7,20 @@ the least log end over the in-sync replicas (itself included) and only rises; re
 it, so a record a consumer saw is on every in-sync replica. A follower whose log runs past the
 leader's (it led before and wrote what nobody else has) cuts its tail back to the leader's log end.
 
+The leader keeps its ISR true (isr.py): a follower that has not caught up within
+`--replica-lag-time-ms` leaves it, one that has stored up to the high watermark rejoins, each change
+a compare-and-swap of the partition's key in etcd.
+
 A producer's `acks=all` waits for the high watermark to pass its records (api/data.py). Not built
-yet: ISR changes by lag
-(only a broker that leaves the cluster leaves the ISRs), truncation to the leader epoch's end
-(KIP-101) rather than the leader's log end, and the high watermark's checkpoint across restarts (a
-restarted broker hides a replicated partition's records until its followers confirm them again).
+yet: truncation to the leader epoch's end (KIP-101) rather than the leader's log end, and the high
+watermark's checkpoint across restarts (a restarted broker hides a replicated partition's records
+until its followers confirm them again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from typing import Any
@@ -25,7 +29,8 @@ import grpc
 import structlog
 from google.rpc import error_details_pb2, status_pb2
 
-from tidelog.broker.cluster.control import ControlPlane
+from tidelog.broker.cluster.control import ETCD_ERRORS, ControlPlane
+from tidelog.broker.cluster.isr import IsrTracker, with_isr
 from tidelog.broker.cluster.metadata import PartitionState
 from tidelog.broker.errors import BrokerError, topic_not_found
 from tidelog.broker.log.ops import ReplicateOp, TruncateOp
@@ -45,24 +50,25 @@ TP = tuple[int, int]  # (topic id, partition)
 
 
 class Replication:
-    def __init__(self, control: ControlPlane, log_: Log) -> None:
+    def __init__(self, control: ControlPlane, log_: Log, replica_lag_s: float) -> None:
         self._control = control
         self._log = log_
-        self._follower_ends: dict[TP, dict[int, int]] = {}  # leader side: what each follower has stored
+        self._isr = IsrTracker(replica_lag_s)  # leader side: what each follower has stored, and when
+        self._leading: dict[TP, tuple[int, str]] = {}  # tp -> (leader epoch, topic name)
+        self._isr_check = asyncio.Event()  # a follower out of the ISR may have caught up
         self._following: dict[TP, tuple[asyncio.Task[None], int, int]] = {}  # tp -> (task, leader, epoch)
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._local_change = asyncio.Event()
 
     def start(self) -> None:
         self._local_change = asyncio.Event()
+        self._isr_check = asyncio.Event()
         self._log.registry.listeners.append(lambda name: self._local_change.set())  # a topic mirrored here
-        self._task = asyncio.create_task(self._run())
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._maintain_isrs())]
 
     async def stop(self) -> None:
-        tasks = [t for t, _, _ in self._following.values()]
-        if self._task is not None:
-            tasks.append(self._task)
+        tasks = [t for t, _, _ in self._following.values()] + self._tasks
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -91,6 +97,7 @@ class Replication:
         me = self._control.broker_id
         brokers = self._control.brokers()
         wanted: dict[TP, tuple[int, int]] = {}
+        leading: dict[TP, tuple[int, str]] = {}
         for name, spec in self._control.topics().items():
             if spec.replication_factor < 2 or name not in self._log.registry:
                 continue
@@ -103,9 +110,16 @@ class Replication:
                     local.on_log_end = functools.partial(self._log_end_moved, topic)
                     local.high_watermark = min(local.high_watermark, local.log_start_offset)
                 if state.leader == me:
+                    tp = (spec.id, p)
+                    leading[tp] = (state.leader_epoch, name)
+                    if self._leading.get(tp) != leading[tp]:
+                        self._isr.became_leader(tp, [b for b in state.replicas if b != me], time.monotonic())
                     self._raise_high_watermark(topic, local, state)
                 elif state.leader in brokers:
                     wanted[(spec.id, p)] = (state.leader, state.leader_epoch)
+        for tp in self._leading.keys() - leading.keys():
+            self._isr.forget(tp)
+        self._leading = leading
         for tp, (task, leader, epoch) in list(self._following.items()):
             if wanted.get(tp) != (leader, epoch):
                 task.cancel()
@@ -126,7 +140,7 @@ class Replication:
     def _raise_high_watermark(self, topic: TopicState, local: LocalPartition, state: PartitionState) -> None:
         """The least log end over the ISR, this broker's included."""
         me = self._control.broker_id
-        ends = self._follower_ends.get((topic.id, local.partition), {})
+        ends = self._isr.log_ends((topic.id, local.partition))
         hw = min([local.log_end, *(ends.get(b, 0) for b in state.isr if b != me)])
         local.raise_high_watermark(hw)
 
@@ -152,8 +166,11 @@ class Replication:
                 log_end=local.log_end,
                 high_watermark=local.high_watermark,
             )
-        self._follower_ends.setdefault((topic.id, request.partition), {})[request.replica_id] = request.offset
+        tp = (topic.id, request.partition)
+        self._isr.on_fetch(tp, request.replica_id, request.offset, local.log_end, time.monotonic())
         self._raise_high_watermark(topic, local, state)
+        if request.replica_id not in state.isr and request.offset >= local.high_watermark:
+            self._isr_check.set()
         deadline = time.monotonic() + min(request.max_wait_ms or FETCH_WAIT_MS, 10_000) / 1000
         while request.offset >= local.log_end and not topic.deleted:
             remaining = deadline - time.monotonic()
@@ -164,6 +181,32 @@ class Replication:
         return replication_pb2.ReplicaFetchResponse(
             batches=values, high_watermark=local.high_watermark, log_end=local.log_end
         )
+
+    async def _maintain_isrs(self) -> None:
+        """Every half lag time, and whenever a follower outside an ISR may have caught up: shrink and
+        expand the ISRs of the partitions led here."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._isr_check.wait(), self._isr.lag_s / 2)
+            self._isr_check.clear()
+            self._isr.check_clock(time.monotonic())
+            for tp, (epoch, name) in list(self._leading.items()):
+                try:
+                    await self._maintain_isr(tp, epoch, name)
+                except ETCD_ERRORS as err:  # etcd out of reach: the next check tries again
+                    log.warning("isr_change_failed", topic=name, partition=tp[1], error=str(err))
+
+    async def _maintain_isr(self, tp: TP, epoch: int, name: str) -> None:
+        me = self._control.broker_id
+        state = self._control.partition_state(*tp)
+        if state is None or state.leader != me or state.leader_epoch != epoch or name not in self._log.registry:
+            return
+        local = self._log.registry.get(name).partitions[tp[1]]
+        leaving = self._isr.lagging(tp, state, me, time.monotonic())
+        joining = self._isr.caught_up(tp, state, local.high_watermark)
+        new = with_isr(state, leaving, joining)
+        if new is not None and await self._control.alter_partition(*tp, state, new):
+            log.info("isr_changed", topic=name, partition=tp[1], isr=new.isr, left=leaving, joined=joining)
 
     # -- follower side -------------------------------------------------------------------
 

@@ -66,6 +66,12 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="acks=all: how long a produce waits for the in-sync replicas (default %(default)s)",
     )
     parser.add_argument(
+        "--replica-lag-time-ms",
+        type=int,
+        default=int(env_default("TIDELOG_REPLICA_LAG_TIME_MS", "10000")),
+        help="a follower that has not caught up with its leader for this long leaves the ISR (default %(default)s)",
+    )
+    parser.add_argument(
         "--advertise",
         default=env_default("TIDELOG_ADVERTISE", ""),
         help="address clients are told to use (GetMetadata); default: the listen address",
@@ -226,6 +232,8 @@ def serve(args: argparse.Namespace) -> int:
             raise SystemExit("tidelog: --cluster needs --broker-id N (0 or more, unique in the cluster)")
         if args.cluster_lease_s < 2:
             raise SystemExit("tidelog: --cluster-lease-s must be 2 or more (etcd's election timeout is ~1 s)")
+    if args.replica_lag_time_ms < 100:
+        raise SystemExit("tidelog: --replica-lag-time-ms must be 100 or more")
     if args.replication_timeout_ms < 1:
         raise SystemExit("tidelog: --replication-timeout-ms must be >= 1")
     if args.default_replication_factor < 1:
@@ -270,6 +278,7 @@ def serve(args: argparse.Namespace) -> int:
         cluster_lease_s=args.cluster_lease_s,
         default_replication_factor=args.default_replication_factor,
         replication_timeout_ms=args.replication_timeout_ms,
+        replica_lag_time_ms=args.replica_lag_time_ms,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

@@ -292,3 +292,102 @@ def test_acks_all_is_refused_below_min_insync_replicas_and_nothing_is_written(cl
             topic="guarded", partition=0, acks=broker_pb2.ACKS_LEADER, records=[records_pb2.Record(value=b"y")]
         )
         assert stub.Produce(led, timeout=10).results[0].base_offset == 0  # the refused record was not written
+
+
+def isr_of(address: str, topic: str) -> list[int]:
+    """The ISR of the topic's partition 0 as the broker at `address` reports it ([] while unknown)."""
+    topics = {t.name: t for t in metadata(address).topics}
+    parts = topics[topic].partitions if topic in topics else []
+    return list(parts[0].isr) if parts else []
+
+
+def produce_all(address: str, topic: str, value: bytes) -> int:
+    """Produce one record with acks=all to the leader at `address`; its offset."""
+    with grpc.insecure_channel(address) as channel:
+        request = broker_pb2.ProduceRequest(topic=topic, partition=0, records=[records_pb2.Record(value=value)])
+        response: broker_pb2.ProduceResponse = BrokerStub(channel).Produce(request, timeout=30)
+        return response.results[0].base_offset
+
+
+def read_all(address: str, topic: str) -> list[bytes]:
+    """Every record of partition 0 up to the high watermark of the broker at `address`."""
+    with grpc.insecure_channel(address) as channel:
+        answer = BrokerStub(channel).Fetch(
+            broker_pb2.FetchRequest(topic=topic, partition=0, offset=0, max_records=100_000), timeout=10
+        )
+        return [r.value for b in answer.batches for r in b.records]
+
+
+def test_a_killed_follower_restarted_catches_up_and_rejoins_the_isr(cluster: ClusterProcess) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic("rejoin", 1, replication_factor=3)
+    wait_for(lambda: leader_of(everyone[0], "rejoin")[0] >= 0, 30, what="the topic's leader")
+    leader, _ = leader_of(everyone[0], "rejoin")
+    follower, other = [b for b in everyone if b != leader]
+    wait_for(lambda: isr_of(everyone[leader], "rejoin") == sorted(everyone), 30, what="a full ISR")
+
+    acknowledged = [produce_all(everyone[leader], "rejoin", b"before")]
+    cluster.kill(follower)
+    wait_for(lambda: follower not in isr_of(everyone[leader], "rejoin"), 30, what="the killed follower out of the ISR")
+    acknowledged += [produce_all(everyone[leader], "rejoin", f"while-down-{i}".encode()) for i in range(50)]
+
+    cluster.kill(other)  # now below min.insync.replicas=2: refused, and nothing written
+    wait_for(lambda: isr_of(everyone[leader], "rejoin") == [leader], 30, what="the ISR down to the leader")
+    with grpc.insecure_channel(everyone[leader]) as channel:
+        refused = broker_pb2.ProduceRequest(topic="rejoin", partition=0, records=[records_pb2.Record(value=b"no")])
+        expect_status(
+            grpc.StatusCode.UNAVAILABLE, "NOT_ENOUGH_REPLICAS", lambda: BrokerStub(channel).Produce(refused, timeout=10)
+        )
+
+    cluster.restart(follower)  # behind by 50 records: it fetches them, then rejoins
+    wait_for(
+        lambda: isr_of(everyone[leader], "rejoin") == sorted([leader, follower]),
+        30,
+        what="the restarted follower back in the ISR",
+    )
+    acknowledged.append(produce_all(everyone[leader], "rejoin", b"after"))
+    assert acknowledged == list(range(52))
+    expected = [b"before", *(f"while-down-{i}".encode() for i in range(50)), b"after"]
+    assert read_all(everyone[leader], "rejoin") == expected
+
+    cluster.kill(leader)  # the rejoined follower is the only live ISR member: it takes over, with everything
+    wait_for(lambda: leader_of(everyone[follower], "rejoin")[0] == follower, 30, what="the follower to lead")
+    wait_for(lambda: read_all(everyone[follower], "rejoin") == expected, 30, what="every record on the new leader")
+
+
+def test_a_follower_that_stops_fetching_leaves_the_isr_while_registered_and_rejoins(tmp_path: Path) -> None:
+    """SIGSTOP for longer than the replica lag time, well inside the lease: the leader shrinks its ISR
+    by lag (not by the broker leaving), acks=all goes on with the rest, and after SIGCONT it rejoins."""
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    cluster = ClusterProcess(tmp_path, 3, "--replica-lag-time-ms", "500", lease_s=60).start()
+    try:
+        everyone = cluster.addresses
+        wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+        with AdminClient(everyone[0]) as admin:
+            admin.create_topic("lagging", 1, replication_factor=3)
+        wait_for(lambda: leader_of(everyone[0], "lagging")[0] >= 0, 30, what="the topic's leader")
+        leader, _ = leader_of(everyone[0], "lagging")
+        stopped = max(b for b in everyone if b != leader)
+        wait_for(lambda: isr_of(everyone[leader], "lagging") == sorted(everyone), 30, what="a full ISR")
+
+        cluster.pause(stopped)
+        try:
+            wait_for(
+                lambda: stopped not in isr_of(everyone[leader], "lagging"),
+                30,
+                what="the stopped follower out of the ISR",
+            )
+            assert stopped in view(everyone[leader])[0]  # still registered: it left the ISR by lag
+            offsets = [produce_all(everyone[leader], "lagging", f"r{i}".encode()) for i in range(20)]
+        finally:
+            cluster.resume(stopped)
+        wait_for(
+            lambda: isr_of(everyone[leader], "lagging") == sorted(everyone), 30, what="the follower back in the ISR"
+        )
+        assert offsets == list(range(20))
+        assert read_all(everyone[leader], "lagging") == [f"r{i}".encode() for i in range(20)]
+    finally:
+        cluster.stop()
