@@ -22,7 +22,7 @@ from tidelog.broker.api.replication import ReplicationService
 from tidelog.broker.api.rpc import Rpc, StreamLimits, register
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.etcd import Etcd
-from tidelog.broker.cluster.membership import Membership, SingleBroker
+from tidelog.broker.cluster.membership import Membership, NoFollowers, ReplicaProgress, SingleBroker
 from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.cluster.replication import Replication
 from tidelog.broker.config import Settings
@@ -134,15 +134,15 @@ class Broker:
                 settings.cluster_lease_s,
             )
             self.membership = self.control
+            self.replication = Replication(self.control, log_, settings.replica_lag_time_ms / 1000)
+            register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
+        followers: ReplicaProgress = self.replication if self.replication is not None else NoFollowers()
         register(server, ADMIN, AdminService(settings, log_, purger, rpc, access, self.control, advertised).handlers())
-        data = BrokerService(settings, log_, self.membership, self.metrics, rpc, access)
+        data = BrokerService(settings, log_, self.membership, followers, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
         self.coordinator = coordinator = Coordinator(registry)
         self.groups = groups = GroupService(log_, offsets, coordinator, self.metrics, rpc, access)
         register(server, GROUPS, groups.handlers())
-        if self.control is not None:
-            self.replication = Replication(self.control, log_, settings.replica_lag_time_ms / 1000)
-            register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

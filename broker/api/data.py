@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -12,8 +13,8 @@ import grpc
 from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
-from tidelog.broker.cluster.membership import Membership
-from tidelog.broker.cluster.routing import require_in_sync, require_leader
+from tidelog.broker.cluster.membership import Membership, ReplicaProgress
+from tidelog.broker.cluster.routing import require_epoch_noted, require_in_sync, require_leader
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log.ops import InitProducerOp, ProduceOp
@@ -64,12 +65,23 @@ def position_offset(partition: PartitionState, position: int) -> int:
     raise invalid_request(f"unknown position {position}: use POSITION_EARLIEST or POSITION_LATEST")
 
 
+@dataclass(frozen=True)
+class Produce:
+    """A produce request checked and taken apart: the log op, its acks, and each partition's leader
+    epoch when it was accepted."""
+
+    op: ProduceOp
+    acks: int
+    epochs: dict[int, int]
+
+
 class BrokerService:
     def __init__(
         self,
         settings: Settings,
         log_: Log,
         membership: Membership,
+        followers: ReplicaProgress,
         metrics: Metrics,
         rpc: Rpc,
         access: Access,
@@ -81,6 +93,7 @@ class BrokerService:
         self._log = log_
         self._registry = log_.registry
         self._membership = membership
+        self._followers = followers
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
@@ -99,23 +112,28 @@ class BrokerService:
         require_leader(self._membership, topic.name, topic.id, partition)
         return topic, topic.partitions[partition]
 
-    def _prepare_produce(self, request: broker_pb2.ProduceRequest, size: int, acks: int) -> ProduceOp:
+    def _prepare_produce(self, request: broker_pb2.ProduceRequest, size: int, acks: int) -> Produce:
         """`acks` is read by the caller, before the request is taken apart for the log."""
         op = prepare_produce(request, self._registry, size)
+        epochs = {}
         for append in op.appends:  # every partition written must be led here
             require_leader(self._membership, op.topic.name, op.topic.id, append.partition)
+            require_epoch_noted(self._membership, op.topic, append.partition)
             if acks != broker_pb2.ACKS_LEADER:
                 require_in_sync(self._membership, op.topic, append.partition)
-        return op
+            state = self._membership.partition_state(op.topic.id, append.partition)
+            epochs[append.partition] = state.leader_epoch if state is not None else 0
+        return Produce(op, acks, epochs)
 
     # -- produce -------------------------------------------------------------------
 
     async def produce(self, request: broker_pb2.ProduceRequest, context: Context) -> broker_pb2.ProduceResponse:
         self._access.require("produce", "topic", request.topic)
         acks = request.acks  # read before the request is taken apart for the log
-        op = self._prepare_produce(request, request.ByteSize(), acks)
+        produce = self._prepare_produce(request, request.ByteSize(), acks)
+        op = produce.op
         results = await self._log.submit(op)
-        await self._await_replicas(op, results, acks)
+        await self._await_replicas(produce, results)
         self._count_produced(op, results)
         held = await self._access.throttle("produce", op.write_bytes)
         if held:
@@ -123,32 +141,57 @@ class BrokerService:
         return produce_response(op, results, 0)
 
     async def _await_replicas(
-        self, op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]], acks: int
+        self, produce: Produce, results: list[tuple[broker_pb2.PartitionResult, int, int]]
     ) -> None:
         """acks=all (the default): answer once every in-sync replica has the records, i.e. the high
-        watermark passed them; a partition of one copy needs no wait. Running out of time leaves the
-        outcome unknown: the records may be stored, and an idempotent retry settles it."""
-        if acks == broker_pb2.ACKS_LEADER:
-            return
+        watermark passed them; a partition of one copy needs no wait. Running out of time, or the
+        leadership moving meanwhile, leaves the outcome unknown: the records may be stored, and an
+        idempotent retry settles it. Each result gets its durability receipt."""
+        op = produce.op
         deadline: float | None = None
         for result, _, _ in results:
             partition = op.topic.partitions[result.partition]
             end = result.base_offset + result.record_count
-            if partition.on_log_end is None or partition.high_watermark >= end:
-                continue
-            if deadline is None:
-                deadline = time.monotonic() + self._settings.replication_timeout_ms / 1000
-            while partition.high_watermark < end and not op.topic.deleted:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BrokerError(
-                        Reason.REPLICATION_TIMEOUT,
-                        f"{op.topic.name}/{result.partition}: the in-sync replicas did not confirm offsets up to "
-                        f"{end} within {self._settings.replication_timeout_ms} ms; the records may be stored: "
-                        "retry with the same producer id and sequence",
-                        high_watermark=partition.high_watermark,
-                    )
-                await partition.wait_for_change(remaining)
+            epoch = produce.epochs[result.partition]
+            if produce.acks != broker_pb2.ACKS_LEADER and partition.on_log_end is not None:
+                while partition.high_watermark < end and not op.topic.deleted:
+                    self._require_same_leadership(op.topic, result.partition, epoch)
+                    if deadline is None:
+                        deadline = time.monotonic() + self._settings.replication_timeout_ms / 1000
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise BrokerError(
+                            Reason.REPLICATION_TIMEOUT,
+                            f"{op.topic.name}/{result.partition}: the in-sync replicas did not confirm offsets up "
+                            f"to {end} within {self._settings.replication_timeout_ms} ms; the records may be "
+                            "stored: retry with the same producer id and sequence",
+                            high_watermark=partition.high_watermark,
+                        )
+                    await partition.wait_for_change(remaining)
+                self._require_same_leadership(op.topic, result.partition, epoch)
+                require_in_sync(self._membership, op.topic, result.partition, after_append=True)
+            result.durable_on[:] = [
+                self._membership.broker_id,
+                *self._followers.holding(op.topic.id, result.partition, end),
+            ]
+            result.leader_epoch = epoch
+            result.high_watermark = partition.high_watermark
+
+    def _require_same_leadership(self, topic: TopicState, partition: int, epoch: int) -> None:
+        """Records waiting for their replicas are this leadership's only while it lasts: a new leader may
+        have cut them (and the high watermark then passes other records at their offsets)."""
+        state = self._membership.partition_state(topic.id, partition)
+        if state is None or (state.leader == self._membership.broker_id and state.leader_epoch == epoch):
+            return
+        raise BrokerError(
+            Reason.NOT_LEADER,
+            f"the leadership of {topic.name}/{partition} moved (epoch {epoch} to {state.leader_epoch}) before the "
+            "in-sync replicas confirmed the records: they may or may not be kept; retry with the same producer id "
+            "and sequence",
+            leader_id=state.leader,
+            leader_address=self._membership.brokers().get(state.leader, ""),
+            leader_epoch=state.leader_epoch,
+        )
 
     def _count_produced(self, op: ProduceOp, results: list[tuple[broker_pb2.PartitionResult, int, int]]) -> None:
         records = sum(result.record_count for result, _, _ in results)
@@ -175,9 +218,9 @@ class BrokerService:
                     try:
                         self._access.require("produce", "topic", topic)
                         acks = request.acks
-                        op = self._prepare_produce(request, len(raw), acks)
-                        submitted = self._log.submit(op)
-                        await pipeline.put((request_id, (op, acks), submitted, time.perf_counter()))
+                        produce = self._prepare_produce(request, len(raw), acks)
+                        submitted = self._log.submit(produce.op)
+                        await pipeline.put((request_id, produce, submitted, time.perf_counter()))
                     except Exception as exc:
                         await pipeline.put((request_id, topic, as_broker_error(exc, "ProduceStream"), 0.0))
                 await pipeline.put(end)
@@ -193,17 +236,17 @@ class BrokerService:
                 if isinstance(outcome, BrokerError):
                     yield _produce_error(request_id, subject, outcome)
                     continue
-                subject, acks = subject
+                op = subject.op
                 try:
                     results = await outcome
-                    await self._await_replicas(subject, results, acks)
+                    await self._await_replicas(subject, results)
                 except BrokerError as err:
-                    yield _produce_error(request_id, subject.topic.name, err)
+                    yield _produce_error(request_id, op.topic.name, err)
                     continue
-                self._count_produced(subject, results)
+                self._count_produced(op, results)
                 self._metrics.observe("ProduceStream", time.perf_counter() - accepted)
-                await self._access.throttle("produce", subject.write_bytes)
-                yield produce_response(subject, results, request_id)
+                await self._access.throttle("produce", op.write_bytes)
+                yield produce_response(op, results, request_id)
         finally:
             acceptor.cancel()
 

@@ -328,14 +328,21 @@ class ControlPlane:
         value = self.cache.entries.get(self.keys.partition(topic_id, partition))
         return PartitionState.decode(value) if value is not None else None
 
-    async def alter_partition(self, topic_id: int, partition: int, seen: PartitionState, new: PartitionState) -> bool:
+    async def alter_partition(
+        self, topic_id: int, partition: int, seen: PartitionState, new: PartitionState
+    ) -> int | None:
         """A partition leader's change of its ISR: written only over the state it decided on (`seen`,
         as this broker's cache holds it), so a controller's election in between, or a zombie leader's
-        stale view, makes it fail instead of overwriting (Kafka's ZooKeeper-era ISR update, by version)."""
+        stale view, makes it fail instead of overwriting (Kafka's ZooKeeper-era ISR update, by version).
+        The revision of the write, or None when it was refused."""
         key = self.keys.partition(topic_id, partition)
         if self.partition_state(topic_id, partition) != seen:
-            return False
-        return await self._etcd.put_if(modified_at={key: self.cache.modified[key]}, puts=[(key, new.encode())])
+            return None
+        return await self._etcd.put_if_revision(modified_at={key: self.cache.modified[key]}, puts=[(key, new.encode())])
+
+    def partition_revision(self, topic_id: int, partition: int) -> int:
+        """The revision of the partition's state as this broker's cache holds it."""
+        return self.cache.modified.get(self.keys.partition(topic_id, partition), 0)
 
     # -- what the broker asks --------------------------------------------------------
 

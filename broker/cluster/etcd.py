@@ -133,6 +133,16 @@ class Etcd:
     ) -> bool:
         """Write `puts` in one transaction only while each key of `created_at` has that create revision
         (0: does not exist) and each of `modified_at` that mod revision; False when one does not."""
+        return await self.put_if_revision(created_at=created_at, modified_at=modified_at, puts=puts) is not None
+
+    async def put_if_revision(
+        self,
+        *,
+        created_at: dict[bytes, int] | None = None,
+        modified_at: dict[bytes, int] | None = None,
+        puts: list[tuple[bytes, bytes]],
+    ) -> int | None:
+        """`put_if`, answering the revision of the write (None when a compare failed)."""
         compares = [
             rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=r)
             for k, r in (created_at or {}).items()
@@ -144,7 +154,7 @@ class Etcd:
             compare=compares, success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts]
         )
         response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
-        return bool(response.succeeded)
+        return int(response.header.revision) if response.succeeded else None
 
     async def put_if_created_at(self, fence_key: bytes, create_revision: int, puts: list[tuple[bytes, bytes]]) -> bool:
         """Write `puts` in one transaction only while `fence_key` is the one created at `create_revision`

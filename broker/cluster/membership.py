@@ -26,6 +26,19 @@ class Membership(Protocol):
         ...
 
 
+class ReplicaProgress(Protocol):
+    def holding(self, topic_id: int, partition: int, end: int) -> list[int]:
+        """The followers known (from their fetches) to have stored the partition's offsets below `end`."""
+        ...
+
+
+class NoFollowers:
+    """A single broker's: no partition has followers."""
+
+    def holding(self, topic_id: int, partition: int, end: int) -> list[int]:
+        return []
+
+
 class SingleBroker:
     def __init__(self, address: str) -> None:
         self.address = address

@@ -4,17 +4,21 @@ A follower of a partition fetches from the leader's log end of its own (`Replica
 appends what comes verbatim (`ReplicateOp`: the stored values, at their offsets), and fetches again:
 each fetch's offset tells the leader how far the follower has stored. The leader's high watermark is
 the least log end over the in-sync replicas (itself included) and only rises; readers never read past
-it, so a record a consumer saw is on every in-sync replica. A follower whose log runs past the
-leader's (it led before and wrote what nobody else has) cuts its tail back to the leader's log end.
+it, so a record a consumer saw is on every in-sync replica.
+
+Each fetch carries the follower's latest leader epoch; the leader answers where that epoch ends in
+its own log (log/epochs.py, KIP-101), and a follower whose log runs past it (it led before and wrote
+what nobody else kept) cuts its tail back there before it fetches again. A new leader notes its epoch
+at its log end before it appends anything (`AssignEpochOp`); until then it answers
+LEADER_NOT_AVAILABLE.
 
 The leader keeps its ISR true (isr.py): a follower that has not caught up within
 `--replica-lag-time-ms` leaves it, one that has stored up to the high watermark rejoins, each change
 a compare-and-swap of the partition's key in etcd.
 
 A producer's `acks=all` waits for the high watermark to pass its records (api/data.py). Not built
-yet: truncation to the leader epoch's end (KIP-101) rather than the leader's log end, and the high
-watermark's checkpoint across restarts (a restarted broker hides a replicated partition's records
-until its followers confirm them again).
+yet: the high watermark's checkpoint across restarts (a restarted broker hides a replicated
+partition's records until its followers confirm them again).
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ from typing import Any
 
 import grpc
 import structlog
-from google.rpc import error_details_pb2, status_pb2
 
 from tidelog.broker.cluster.control import ETCD_ERRORS, ControlPlane
 from tidelog.broker.cluster.isr import IsrTracker, with_isr
 from tidelog.broker.cluster.metadata import PartitionState
 from tidelog.broker.errors import BrokerError, topic_not_found
-from tidelog.broker.log.ops import ReplicateOp, TruncateOp
+from tidelog.broker.log.epochs import LeaderEpochs, diverging, truncation_point
+from tidelog.broker.log.ops import AssignEpochOp, ReplicateOp, TruncateOp
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import PartitionState as LocalPartition
 from tidelog.broker.log.topics import TopicState
@@ -56,6 +60,7 @@ class Replication:
         self._isr = IsrTracker(replica_lag_s)  # leader side: what each follower has stored, and when
         self._leading: dict[TP, tuple[int, str]] = {}  # tp -> (leader epoch, topic name)
         self._isr_check = asyncio.Event()  # a follower out of the ISR may have caught up
+        self._assigning: dict[TP, asyncio.Task[None]] = {}  # a new leader noting its epoch
         self._following: dict[TP, tuple[asyncio.Task[None], int, int]] = {}  # tp -> (task, leader, epoch)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,7 +73,7 @@ class Replication:
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._maintain_isrs())]
 
     async def stop(self) -> None:
-        tasks = [t for t, _, _ in self._following.values()] + self._tasks
+        tasks = [t for t, _, _ in self._following.values()] + self._tasks + list(self._assigning.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -109,16 +114,21 @@ class Replication:
                 if local.on_log_end is None:  # replicated: its high watermark follows the ISR from now on
                     local.on_log_end = functools.partial(self._log_end_moved, topic)
                     local.high_watermark = min(local.high_watermark, local.log_start_offset)
+                    local.leader_epochs = LeaderEpochs(self._log.leader_epochs(topic, local))
                 if state.leader == me:
                     tp = (spec.id, p)
                     leading[tp] = (state.leader_epoch, name)
                     if self._leading.get(tp) != leading[tp]:
                         self._isr.became_leader(tp, [b for b in state.replicas if b != me], time.monotonic())
+                    self._note_epoch(topic, local, state.leader_epoch)
                     self._raise_high_watermark(topic, local, state)
                 elif state.leader in brokers:
                     wanted[(spec.id, p)] = (state.leader, state.leader_epoch)
         for tp in self._leading.keys() - leading.keys():
             self._isr.forget(tp)
+            name = self._leading[tp][1]
+            if name in self._log.registry:  # a produce waiting for its replicas learns the leadership is gone
+                self._log.registry.get(name).partitions[tp[1]].wake()
         self._leading = leading
         for tp, (task, leader, epoch) in list(self._following.items()):
             if wanted.get(tp) != (leader, epoch):
@@ -131,6 +141,24 @@ class Replication:
 
     # -- leader side ---------------------------------------------------------------------
 
+    def _note_epoch(self, topic: TopicState, local: LocalPartition, epoch: int) -> None:
+        """Note a new leadership's epoch at the log end (once; the produce path waits for it)."""
+        tp = (topic.id, local.partition)
+        if local.leader_epochs is None or local.leader_epochs.latest >= epoch or tp in self._assigning:
+            return
+
+        async def note() -> None:
+            try:
+                await self._log.submit(AssignEpochOp(topic, local.partition, epoch))
+                log.info("leader_epoch_started", topic=topic.name, partition=local.partition, epoch=epoch)
+            except BrokerError as err:  # the next change of the metadata tries again
+                log.warning("leader_epoch_failed", topic=topic.name, partition=local.partition, error=err.message)
+            finally:
+                del self._assigning[tp]
+                self._local_change.set()
+
+        self._assigning[tp] = asyncio.create_task(note())
+
     def _log_end_moved(self, topic: TopicState, local: LocalPartition) -> None:
         state = self._control.partition_state(topic.id, local.partition)
         if state is not None and state.leader == self._control.broker_id:
@@ -138,11 +166,14 @@ class Replication:
         local.wake()  # followers long-polling for what is new, whether or not the high watermark moved
 
     def _raise_high_watermark(self, topic: TopicState, local: LocalPartition, state: PartitionState) -> None:
-        """The least log end over the ISR, this broker's included."""
-        me = self._control.broker_id
-        ends = self._isr.log_ends((topic.id, local.partition))
-        hw = min([local.log_end, *(ends.get(b, 0) for b in state.isr if b != me)])
-        local.raise_high_watermark(hw)
+        """The least log end over the ISR (and those this leader wrote in since), this broker's included."""
+        tp = (topic.id, local.partition)
+        members = self._isr.counted(tp, state, self._control.partition_revision(*tp))
+        local.raise_high_watermark(self._isr.high_watermark(tp, members, self._control.broker_id, local.log_end))
+
+    def holding(self, topic_id: int, partition: int, end: int) -> list[int]:
+        """The followers whose latest fetch said they have stored the offsets below `end`."""
+        return sorted(b for b, stored in self._isr.log_ends((topic_id, partition)).items() if stored >= end)
 
     async def fetch(self, request: replication_pb2.ReplicaFetchRequest) -> replication_pb2.ReplicaFetchResponse:
         """A follower's fetch: its log end counts toward the high watermark; the stored batches after it."""
@@ -159,17 +190,24 @@ class Replication:
                 leader_epoch=state.leader_epoch if state else -1,
             )
         local = topic.partitions[request.partition]
-        if request.offset > local.log_end:
+        epochs = local.leader_epochs
+        if epochs is None or epochs.latest < state.leader_epoch:
             raise BrokerError(
-                Reason.OFFSET_OUT_OF_RANGE,
-                f"a replica at {request.offset} is past the leader's log end {local.log_end}",
-                log_end=local.log_end,
+                Reason.LEADER_NOT_AVAILABLE,
+                f"broker {me} is taking the lead of {topic.name}/{request.partition} in epoch {state.leader_epoch}; "
+                "retry",
+            )
+        parted = diverging(epochs, local.log_end, request.last_fetched_epoch, request.offset)
+        if parted is not None:  # nothing counts toward the high watermark until the follower cuts back
+            return replication_pb2.ReplicaFetchResponse(
+                diverging=replication_pb2.DivergingEpoch(epoch=parted[0], end_offset=parted[1]),
                 high_watermark=local.high_watermark,
+                log_end=local.log_end,
             )
         tp = (topic.id, request.partition)
         self._isr.on_fetch(tp, request.replica_id, request.offset, local.log_end, time.monotonic())
         self._raise_high_watermark(topic, local, state)
-        if request.replica_id not in state.isr and request.offset >= local.high_watermark:
+        if request.replica_id not in state.isr and request.offset >= max(local.high_watermark, epochs.entries[-1][1]):
             self._isr_check.set()
         deadline = time.monotonic() + min(request.max_wait_ms or FETCH_WAIT_MS, 10_000) / 1000
         while request.offset >= local.log_end and not topic.deleted:
@@ -179,7 +217,13 @@ class Replication:
             await local.wait_for_change(remaining)
         values = self._log.stored_values(topic, local, request.offset, request.max_bytes or FETCH_MAX_BYTES)
         return replication_pb2.ReplicaFetchResponse(
-            batches=values, high_watermark=local.high_watermark, log_end=local.log_end
+            batches=values,
+            high_watermark=local.high_watermark,
+            log_end=local.log_end,
+            epochs=[
+                replication_pb2.LeaderEpoch(epoch=e, start_offset=s)
+                for e, s in epochs.overlapping(request.offset, local.log_end)
+            ],
         )
 
     async def _maintain_isrs(self) -> None:
@@ -202,10 +246,17 @@ class Replication:
         if state is None or state.leader != me or state.leader_epoch != epoch or name not in self._log.registry:
             return
         local = self._log.registry.get(name).partitions[tp[1]]
+        epochs = local.leader_epochs
+        if epochs is None or epochs.latest != epoch:  # the epoch is not noted yet: the next check
+            return
         leaving = self._isr.lagging(tp, state, me, time.monotonic())
-        joining = self._isr.caught_up(tp, state, local.high_watermark)
+        joining = self._isr.caught_up(tp, state, local.high_watermark, epochs.entries[-1][1])
         new = with_isr(state, leaving, joining)
-        if new is not None and await self._control.alter_partition(*tp, state, new):
+        if new is None:
+            return
+        revision = await self._control.alter_partition(*tp, state, new)
+        if revision is not None:
+            self._isr.wrote(tp, state, new, revision)
             log.info("isr_changed", topic=name, partition=tp[1], isr=new.isr, left=leaving, joined=joining)
 
     # -- follower side -------------------------------------------------------------------
@@ -237,6 +288,10 @@ class Replication:
             if topic is None:
                 return
             local = topic.partitions[partition]
+            epochs = local.leader_epochs
+            if epochs is None:  # not marked replicated yet: the next reconcile does it
+                await asyncio.sleep(RETRY_S)
+                continue
             request = replication_pb2.ReplicaFetchRequest(
                 topic=topic.name,
                 partition=partition,
@@ -245,34 +300,33 @@ class Replication:
                 leader_epoch=epoch,
                 max_wait_ms=FETCH_WAIT_MS,
                 max_bytes=FETCH_MAX_BYTES,
+                last_fetched_epoch=epochs.latest,
             )
             try:
                 response = await self._stub(leader).ReplicaFetch(request, timeout=FETCH_WAIT_MS / 1000 + 5)
-            except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.OUT_OF_RANGE:  # ours runs past the leader's: cut it back
-                    leader_end = _metadata_int(err, "log_end")
-                    if leader_end is not None and leader_end < local.log_end:
-                        log.warning("replica_truncated", topic=topic.name, partition=partition, to=leader_end)
-                        await self._log.submit(TruncateOp(topic, partition, leader_end))
-                        continue
+            except grpc.aio.AioRpcError:
                 await asyncio.sleep(RETRY_S)  # the leader moves or is out of reach: the cache says which
                 continue
+            if response.HasField("diverging"):  # ours parts from the leader's: cut it back, then fetch again
+                parted = (response.diverging.epoch, response.diverging.end_offset)
+                cut = truncation_point(epochs, local.log_end, parted)
+                log.warning(
+                    "replica_truncated",
+                    topic=topic.name,
+                    partition=partition,
+                    log_end=local.log_end,
+                    to=cut,
+                    leader_epoch=parted[0],
+                    leader_epoch_end=parted[1],
+                )
+                await self._log.submit(TruncateOp(topic, partition, cut))
+                continue
             if response.batches:
+                new_epochs = [(e.epoch, e.start_offset) for e in response.epochs if e.epoch > epochs.latest]
                 try:
-                    await self._log.submit(ReplicateOp(topic, partition, list(response.batches)))
+                    await self._log.submit(ReplicateOp(topic, partition, list(response.batches), new_epochs))
                 except BrokerError as err:
                     log.warning("replica_append_failed", topic=topic.name, partition=partition, error=err.message)
                     await asyncio.sleep(RETRY_S)
                     continue
             local.raise_high_watermark(response.high_watermark)
-
-
-def _metadata_int(err: grpc.aio.AioRpcError, key: str) -> int | None:
-    """A number from the ErrorInfo metadata of a status (the leader's log end of an OUT_OF_RANGE)."""
-    for name, value in err.trailing_metadata() or ():
-        if name == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info) and key in info.metadata:
-                    return int(info.metadata[key])
-    return None

@@ -6,7 +6,7 @@ Each `apply` checks everything before it writes, through the store's LogWrite (n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored
 from tidelog.broker.errors import BrokerError, topic_not_found
@@ -223,6 +223,7 @@ class ReplicateOp:
     topic: TopicState
     partition: int
     values: list[bytes]  # stored values: header and RecordBatch bytes
+    epochs: list[tuple[int, int]] = field(default_factory=list)  # the leader's, for what is new here
 
     @property
     def write_bytes(self) -> int:
@@ -244,11 +245,18 @@ class ReplicateOp:
                 )
             stats = PartitionStats(base + count, stats.log_start_offset, stats.size_bytes + len(value))
             txn.append(self.topic.id, self.partition, StoredBatch(base, count, max_ts, append_ms, value), stats)
+        for epoch, start in self.epochs:
+            if start < stats.next_offset:  # an epoch is noted once this replica holds some of its records
+                txn.put_leader_epoch(self.topic.id, self.partition, epoch, start)
         return stats
 
     def publish(self, result: PartitionStats) -> None:
         if not self.topic.deleted:
             partition = self.topic.partitions[self.partition]
+            if partition.leader_epochs is not None:
+                for epoch, start in self.epochs:
+                    if start < result.next_offset:
+                        partition.leader_epochs.assign(epoch, start)
             if result.next_offset > partition.log_end:
                 partition.advance(result.next_offset, result.size_bytes)
 
@@ -275,4 +283,28 @@ class TruncateOp:
             partition.log_end = result.next_offset
             partition.size_bytes = result.size_bytes
             partition.high_watermark = min(partition.high_watermark, result.next_offset)
+            if partition.leader_epochs is not None:
+                partition.leader_epochs.truncate_from(self.offset)
             partition.wake()
+
+
+@dataclass
+class AssignEpochOp:
+    """A new leader notes its epoch at its log end, before it appends anything in it (log.epochs)."""
+
+    topic: TopicState
+    partition: int
+    epoch: int
+    write_bytes = 0
+
+    def apply(self, txn: LogWrite, now_ms: int) -> int:
+        stats = txn.stats(self.topic.id, self.partition)
+        if stats is None:
+            raise topic_not_found(self.topic.name)
+        txn.put_leader_epoch(self.topic.id, self.partition, self.epoch, stats.next_offset)
+        return stats.next_offset
+
+    def publish(self, result: int) -> None:
+        partition = self.topic.partitions[self.partition]
+        if not self.topic.deleted and partition.leader_epochs is not None:
+            partition.leader_epochs.assign(self.epoch, result)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from tidelog.broker.errors import topic_not_found
 from tidelog.broker.log import topic_config
+from tidelog.broker.log.epochs import LeaderEpochs
 from tidelog.broker.log.wakeups import Changes
 from tidelog.broker.storage.interface import PartitionStats as PartitionStats
 from tidelog.broker.storage.interface import TopicRecord as TopicRecord  # re-exported: the API's view
@@ -22,7 +23,15 @@ class PartitionState(Changes):
     here; `high_watermark` the offset readers may read up to. They are one for a partition of a
     single copy; a replicated one's high watermark follows its in-sync replicas (`on_log_end`)."""
 
-    __slots__ = ("high_watermark", "log_end", "log_start_offset", "on_log_end", "partition", "size_bytes")
+    __slots__ = (
+        "high_watermark",
+        "leader_epochs",
+        "log_end",
+        "log_start_offset",
+        "on_log_end",
+        "partition",
+        "size_bytes",
+    )
 
     def __init__(self, partition: int, stats: PartitionStats) -> None:
         super().__init__()
@@ -33,6 +42,7 @@ class PartitionState(Changes):
         self.size_bytes = stats.size_bytes
         # Set for a replicated partition: told of each append, it moves the high watermark.
         self.on_log_end: Callable[[PartitionState], None] | None = None
+        self.leader_epochs: LeaderEpochs | None = None  # a replicated partition's (log.epochs)
 
     def advance(self, log_end: int, size_bytes: int) -> None:
         self.log_end = log_end

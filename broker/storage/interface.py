@@ -1,8 +1,9 @@
 """What the rest of the broker needs of storage: the LogStore and the write transaction it hands out.
 
 A store keeps, per data directory: topics (name, numeric id, partition count, configs), per partition
-its log of stored batches keyed by base offset with its stats (next offset, log start, bytes), the
-producers' idempotence state, committed group offsets, ACL rules added at run time, and id counters.
+its log of stored batches keyed by base offset with its stats (next offset, log start, bytes) and,
+when replicated, its leader epochs; the producers' idempotence state, committed group offsets, ACL
+rules added at run time, and id counters.
 
 Writes happen in one transaction at a time (the writer group-commits many ops into one); each op runs
 in a nested transaction of it, so an op that fails leaves nothing behind. Reads see the last committed
@@ -126,8 +127,13 @@ class LogWrite(Protocol):
         ...
 
     def truncate(self, topic_id: int, partition: int, offset: int) -> PartitionStats | None:
-        """Cut the log's tail from `offset` on (a batch across it keeps its records below it); the new
-        stats, or None for a partition that does not exist. A follower does this to match its leader."""
+        """Cut the log's tail from `offset` on (a batch across it keeps its records below it), and the
+        leader epochs that start at or past it; the new stats, or None for a partition that does not
+        exist. A follower does this to match its leader."""
+        ...
+
+    def put_leader_epoch(self, topic_id: int, partition: int, epoch: int, start_offset: int) -> None:
+        """Note that leader epoch `epoch` writes the partition from `start_offset` on (log.epochs)."""
         ...
 
     def replace_batch(
@@ -193,6 +199,10 @@ class LogStore(Protocol):
         self, topic_id: int, partition: int, start: int, high_watermark: int, timestamp_ms: int, append_time: bool
     ) -> tuple[int, int] | None:
         """The first (offset, timestamp) at or after `timestamp_ms` from `start`, or None."""
+        ...
+
+    def leader_epochs(self, topic_id: int, partition: int) -> list[tuple[int, int]]:
+        """The partition's (leader epoch, start offset) entries, in order."""
         ...
 
     def committed(self, group: str) -> dict[tuple[int, int], int]:

@@ -14,6 +14,8 @@ Named databases:
   timeindex  TIME_KEY (topic_id, partition, timestamp i64) -> OFFSET (base offset u64), whenever a batch
              raises the partition's largest timestamp (storage.time_index)
   acls       an ACL rule added by CreateAcls (its text) -> b""
+  epochs     EPOCH_KEY (topic_id, partition, leader_epoch u32) -> OFFSET (where that epoch's records
+             start; a replicated partition's leader epoch cache, log.epochs)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ PRODUCER_BATCHES_KEPT = 5
 OFFSET_VALUE = struct.Struct(">qq")
 TIME_KEY = struct.Struct(">IIq")  # timestamps are >= 0, so signed big-endian sorts like the numbers
 OFFSET = struct.Struct(">Q")
+EPOCH_KEY = struct.Struct(">III")
 COUNTERS = {"topic": b"next_topic_id", "producer": b"next_producer_id"}
 
 

@@ -83,6 +83,7 @@ class LmdbStore:
         self.offsets = self.env.open_db(b"offsets")
         self.timeindex = self.env.open_db(b"timeindex")
         self.acls = self.env.open_db(b"acls")
+        self.epochs = self.env.open_db(b"epochs")
         self._check_format()
 
     def _check_format(self) -> None:
@@ -192,6 +193,17 @@ class LmdbStore:
         return topics, deleting
 
     # -- group offsets ----------------------------------------------------------
+
+    def leader_epochs(self, topic_id: int, partition: int) -> list[tuple[int, int]]:
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        out = []
+        with self.reading(), self.env.begin(db=self.epochs) as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(prefix)
+            while found and cursor.key()[:8] == prefix:
+                out.append((keys.EPOCH_KEY.unpack(cursor.key())[2], keys.OFFSET.unpack(cursor.value())[0]))
+                found = cursor.next()
+        return out
 
     def committed(self, group: str) -> dict[tuple[int, int], int]:
         prefix = keys.group_prefix(group)
@@ -383,7 +395,7 @@ class LmdbWrite:
         txn, store = self._txn, self._store
         prefix = TOPIC_ID.pack(topic_id)
         removed = 0
-        for db in (store.log, store.producers, store.timeindex):
+        for db in (store.log, store.producers, store.timeindex, store.epochs):
             cursor = txn.cursor(db=db)
             if not cursor.set_range(prefix):
                 continue
@@ -448,7 +460,10 @@ class LmdbWrite:
     def truncate(self, topic_id: int, partition: int, offset: int) -> PartitionStats | None:
         txn, store = self._txn, self._store
         stats = self.stats(topic_id, partition)
-        if stats is None or offset >= stats.next_offset:
+        if stats is None:
+            return None
+        self._truncate_epochs(topic_id, partition, offset)  # an epoch that wrote nothing may start at the end
+        if offset >= stats.next_offset:
             return stats
         offset = max(offset, stats.log_start_offset)
         prefix = PARTITION_KEY.pack(topic_id, partition)
@@ -471,6 +486,21 @@ class LmdbWrite:
         cut = PartitionStats(offset, stats.log_start_offset, max(0, size))
         self._put_stats(topic_id, partition, cut)
         return cut
+
+    def _truncate_epochs(self, topic_id: int, partition: int, offset: int) -> None:
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        cursor = self._txn.cursor(db=self._store.epochs)
+        found = cursor.set_range(prefix)
+        while found and cursor.key()[:8] == prefix:
+            if keys.OFFSET.unpack(cursor.value())[0] >= offset:
+                found = cursor.delete() and cursor.key()[:8] == prefix
+            else:
+                found = cursor.next()
+
+    def put_leader_epoch(self, topic_id: int, partition: int, epoch: int, start_offset: int) -> None:
+        self._txn.put(
+            keys.EPOCH_KEY.pack(topic_id, partition, epoch), keys.OFFSET.pack(start_offset), db=self._store.epochs
+        )
 
     def replace_batch(
         self, topic_id: int, partition: int, base_offset: int, count: int, batches: list[StoredBatch]

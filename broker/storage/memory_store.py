@@ -65,6 +65,7 @@ class _State:
     offsets: dict[tuple[str, int, int], int] = field(default_factory=dict)
     acls: set[str] = field(default_factory=set)
     counters: dict[str, int] = field(default_factory=dict)
+    epochs: dict[TP, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # (epoch, start) in order
     forked_logs: set[TP] = field(default_factory=set)  # logs this fork has copied (and may change)
 
     def fork(self) -> _State:
@@ -77,6 +78,7 @@ class _State:
             dict(self.offsets),
             set(self.acls),
             dict(self.counters),
+            dict(self.epochs),
         )
 
     def log_for_write(self, tp: TP) -> _PartitionLog:
@@ -173,6 +175,9 @@ class MemoryStore:
     def stored_acls(self) -> list[str]:
         return sorted(self._state.acls)
 
+    def leader_epochs(self, topic_id: int, partition: int) -> list[tuple[int, int]]:
+        return list(self._state.epochs.get((topic_id, partition), ()))
+
     # -- space: memory is never full here --
 
     def grow(self, into_reserve: bool) -> bool:
@@ -238,6 +243,8 @@ class MemoryWrite:
             if removed >= limit:
                 return False
             del state.logs[tp]
+        for tp in [tp for tp in state.epochs if tp[0] == topic_id]:
+            del state.epochs[tp]
         for producer in [k for k in state.producers if k[0] == topic_id]:
             del state.producers[producer]
         for committed in [k for k in state.offsets if k[1] == topic_id]:
@@ -277,7 +284,11 @@ class MemoryWrite:
 
     def truncate(self, topic_id: int, partition: int, offset: int) -> PartitionStats | None:
         stats = self.stats(topic_id, partition)
-        if stats is None or offset >= stats.next_offset:
+        if stats is None:
+            return None
+        kept_epochs = tuple(e for e in self._state.epochs.get((topic_id, partition), ()) if e[1] < offset)
+        self._state.epochs[(topic_id, partition)] = kept_epochs
+        if offset >= stats.next_offset:
             return stats
         offset = max(offset, stats.log_start_offset)
         log = self._state.log_for_write((topic_id, partition))
@@ -297,6 +308,11 @@ class MemoryWrite:
         cut = PartitionStats(offset, stats.log_start_offset, max(0, size))
         self._state.stats[(topic_id, partition)] = cut
         return cut
+
+    def put_leader_epoch(self, topic_id: int, partition: int, epoch: int, start_offset: int) -> None:
+        entries = dict(self._state.epochs.get((topic_id, partition), ()))
+        entries[epoch] = start_offset
+        self._state.epochs[(topic_id, partition)] = tuple(sorted(entries.items()))
 
     def replace_batch(
         self, topic_id: int, partition: int, base_offset: int, count: int, batches: list[StoredBatch]

@@ -117,6 +117,29 @@ def test_truncate_cuts_the_tail_and_a_batch_across_it(store: LogStore) -> None:
     assert values_of(store.read(topic.id, 0, 2, 4, 100, 1 << 20).batches) == [(2, b"c"), (3, b"g")]
 
 
+def test_leader_epochs_last_across_a_restart_and_a_truncation_drops_those_past_the_cut(
+    open_store: StoreFactory,
+) -> None:
+    store = open_store()
+    topic = create(store)
+    with store.write() as txn:
+        for epoch, start in [(0, 0), (2, 5), (3, 9), (4, 9)]:  # epoch 3 wrote nothing
+            txn.put_leader_epoch(topic.id, 0, epoch, start)
+        txn.put_leader_epoch(topic.id, 1, 7, 0)
+    for values in ([b"a"] * 5, [b"b"] * 4, [b"c"] * 3):
+        append(store, topic.id, 0, values)
+    store = open_store()
+    assert store.leader_epochs(topic.id, 0) == [(0, 0), (2, 5), (3, 9), (4, 9)]
+    with store.write() as txn:
+        txn.truncate(topic.id, 0, 9)
+    assert store.leader_epochs(topic.id, 0) == [(0, 0), (2, 5)]
+    with store.write() as txn:
+        txn.put_leader_epoch(topic.id, 0, 5, 9)
+        txn.truncate(topic.id, 0, 9)  # at the log's end: only the epoch that starts there goes
+    assert store.leader_epochs(topic.id, 0) == [(0, 0), (2, 5)]
+    assert store.leader_epochs(topic.id, 1) == [(7, 0)]
+
+
 def test_compaction_replaces_a_batch_with_runs_at_their_offsets(store: LogStore) -> None:
     topic = create(store)
     old = append(store, topic.id, 0, [b"a", b"b", b"c", b"d"])
@@ -173,6 +196,7 @@ def test_a_deleted_topic_is_purged_in_steps_and_a_new_one_of_its_name_starts_emp
     with store.write() as txn:
         txn.commit_offset("g", topic.id, 0, 5, 0)
         txn.put_producer_batches(topic.id, 0, 1, [ProducerBatch(0, 1, 0, 0)], 0)
+        txn.put_leader_epoch(topic.id, 0, 0, 0)
         txn.delete_topic(topic)
         assert txn.topic("gone") is None
     assert store.load() == ([], [topic.id])
@@ -183,7 +207,7 @@ def test_a_deleted_topic_is_purged_in_steps_and_a_new_one_of_its_name_starts_emp
             if txn.purge_topic(topic.id, limit=2):
                 break
     assert steps > 1
-    assert store.load() == ([], []) and store.committed("g") == {}
+    assert store.load() == ([], []) and store.committed("g") == {} and store.leader_epochs(topic.id, 0) == []
     again = create(store, "gone", 1)
     assert again.id != topic.id
     assert store.read(again.id, 0, 0, 0, 10, 1 << 20).batches == []

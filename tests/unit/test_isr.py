@@ -54,9 +54,10 @@ def test_a_replica_outside_the_isr_joins_once_it_has_the_high_watermark() -> Non
     state = PartitionState((1, 2, 3), 1, 4, (1, 2))
     isr.became_leader(TP, [2, 3], now=0)
     isr.on_fetch(TP, 3, offset=40, leader_end=100, now=1)
-    assert isr.caught_up(TP, state, high_watermark=90) == []
+    assert isr.caught_up(TP, state, high_watermark=90, epoch_start=0) == []
     isr.on_fetch(TP, 3, offset=90, leader_end=100, now=2)
-    assert isr.caught_up(TP, state, high_watermark=90) == [3]
+    assert isr.caught_up(TP, state, high_watermark=90, epoch_start=0) == [3]
+    assert isr.caught_up(TP, state, high_watermark=90, epoch_start=95) == []  # what earlier leaders acknowledged
 
 
 def test_with_isr_keeps_the_leader_and_replica_order() -> None:
@@ -64,3 +65,14 @@ def test_with_isr_keeps_the_leader_and_replica_order() -> None:
     assert with_isr(state, leaving=[2, 3], joining=[]) == PartitionState((1, 2, 3), 2, 4, (2,))
     assert with_isr(state, leaving=[], joining=[1]) == PartitionState((1, 2, 3), 2, 4, (1, 2, 3))
     assert with_isr(state, leaving=[], joining=[]) is None
+
+
+def test_a_replica_that_has_not_fetched_from_this_leader_does_not_join() -> None:
+    """A new leadership knows its followers only by name: a dead one must not join an empty partition's
+    ISR for its log end of 0."""
+    isr = IsrTracker(lag_s=10)
+    state = PartitionState((1, 2, 3), 1, 4, (1,))
+    isr.became_leader(TP, [2, 3], now=0)
+    assert isr.caught_up(TP, state, high_watermark=0, epoch_start=0) == []
+    isr.on_fetch(TP, 2, offset=0, leader_end=0, now=1)
+    assert isr.caught_up(TP, state, high_watermark=0, epoch_start=0) == [2]

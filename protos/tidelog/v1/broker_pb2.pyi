@@ -107,10 +107,22 @@ class PartitionResult(_message.Message):
     BASE_OFFSET_FIELD_NUMBER: _builtins.int
     RECORD_COUNT_FIELD_NUMBER: _builtins.int
     LOG_APPEND_TIME_MS_FIELD_NUMBER: _builtins.int
+    DURABLE_ON_FIELD_NUMBER: _builtins.int
+    LEADER_EPOCH_FIELD_NUMBER: _builtins.int
+    HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
     partition: _builtins.int
     base_offset: _builtins.int
     record_count: _builtins.int
     log_append_time_ms: _builtins.int
+    leader_epoch: _builtins.int
+    high_watermark: _builtins.int
+    @_builtins.property
+    def durable_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The durability receipt of a clustered broker's answer: the brokers that held the records durably
+        when it was sent (the leader first), the leader epoch they were written in, and the partition's
+        high watermark then. A single broker names itself, epoch 0.
+        """
+
     def __init__(
         self,
         *,
@@ -118,10 +130,13 @@ class PartitionResult(_message.Message):
         base_offset: _builtins.int = ...,
         record_count: _builtins.int = ...,
         log_append_time_ms: _builtins.int = ...,
+        durable_on: _abc.Iterable[_builtins.int] | None = ...,
+        leader_epoch: _builtins.int = ...,
+        high_watermark: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_offset", b"base_offset", "log_append_time_ms", b"log_append_time_ms", "partition", b"partition", "record_count", b"record_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_offset", b"base_offset", "durable_on", b"durable_on", "high_watermark", b"high_watermark", "leader_epoch", b"leader_epoch", "log_append_time_ms", b"log_append_time_ms", "partition", b"partition", "record_count", b"record_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctidelog/v1/replication.proto\x12\ntidelog.v1\"\x99\x01\n\x13ReplicaFetchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x12\n\nreplica_id\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\x12\x11\n\tmax_bytes\x18\x07 \x01(\x05\"P\n\x14ReplicaFetchResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x03(\x0c\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x0f\n\x07log_end\x18\x03 \x01(\x03\x32g\n\x12ReplicationService\x12Q\n\x0cReplicaFetch\x12\x1f.tidelog.v1.ReplicaFetchRequest\x1a .tidelog.v1.ReplicaFetchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctidelog/v1/replication.proto\x12\ntidelog.v1\"\xb5\x01\n\x13ReplicaFetchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x12\n\nreplica_id\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\x12\x11\n\tmax_bytes\x18\x07 \x01(\x05\x12\x1a\n\x12last_fetched_epoch\x18\x08 \x01(\x05\"2\n\x0bLeaderEpoch\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x02 \x01(\x03\"\xa8\x01\n\x14ReplicaFetchResponse\x12\x0f\n\x07\x62\x61tches\x18\x01 \x03(\x0c\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x0f\n\x07log_end\x18\x03 \x01(\x03\x12-\n\tdiverging\x18\x04 \x01(\x0b\x32\x1a.tidelog.v1.DivergingEpoch\x12\'\n\x06\x65pochs\x18\x05 \x03(\x0b\x32\x17.tidelog.v1.LeaderEpoch\"3\n\x0e\x44ivergingEpoch\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x12\n\nend_offset\x18\x02 \x01(\x03\x32g\n\x12ReplicationService\x12Q\n\x0cReplicaFetch\x12\x1f.tidelog.v1.ReplicaFetchRequest\x1a .tidelog.v1.ReplicaFetchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tidelog.v1.replication_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REPLICAFETCHREQUEST']._serialized_start=45
-  _globals['_REPLICAFETCHREQUEST']._serialized_end=198
-  _globals['_REPLICAFETCHRESPONSE']._serialized_start=200
-  _globals['_REPLICAFETCHRESPONSE']._serialized_end=280
-  _globals['_REPLICATIONSERVICE']._serialized_start=282
-  _globals['_REPLICATIONSERVICE']._serialized_end=385
+  _globals['_REPLICAFETCHREQUEST']._serialized_end=226
+  _globals['_LEADEREPOCH']._serialized_start=228
+  _globals['_LEADEREPOCH']._serialized_end=278
+  _globals['_REPLICAFETCHRESPONSE']._serialized_start=281
+  _globals['_REPLICAFETCHRESPONSE']._serialized_end=449
+  _globals['_DIVERGINGEPOCH']._serialized_start=451
+  _globals['_DIVERGINGEPOCH']._serialized_end=502
+  _globals['_REPLICATIONSERVICE']._serialized_start=504
+  _globals['_REPLICATIONSERVICE']._serialized_end=607
 # @@protoc_insertion_point(module_scope)

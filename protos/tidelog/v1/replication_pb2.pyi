@@ -29,6 +29,7 @@ class ReplicaFetchRequest(_message.Message):
     LEADER_EPOCH_FIELD_NUMBER: _builtins.int
     MAX_WAIT_MS_FIELD_NUMBER: _builtins.int
     MAX_BYTES_FIELD_NUMBER: _builtins.int
+    LAST_FETCHED_EPOCH_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     partition: _builtins.int
     offset: _builtins.int
@@ -36,6 +37,10 @@ class ReplicaFetchRequest(_message.Message):
     leader_epoch: _builtins.int
     max_wait_ms: _builtins.int
     max_bytes: _builtins.int
+    last_fetched_epoch: _builtins.int
+    """The latest leader epoch in the follower's epoch cache (-1: none): the leader checks that the
+    follower's log up to `offset` is a prefix of its own.
+    """
     def __init__(
         self,
         *,
@@ -46,14 +51,39 @@ class ReplicaFetchRequest(_message.Message):
         leader_epoch: _builtins.int = ...,
         max_wait_ms: _builtins.int = ...,
         max_bytes: _builtins.int = ...,
+        last_fetched_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_epoch", b"leader_epoch", "max_bytes", b"max_bytes", "max_wait_ms", b"max_wait_ms", "offset", b"offset", "partition", b"partition", "replica_id", b"replica_id", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_fetched_epoch", b"last_fetched_epoch", "leader_epoch", b"leader_epoch", "max_bytes", b"max_bytes", "max_wait_ms", b"max_wait_ms", "offset", b"offset", "partition", b"partition", "replica_id", b"replica_id", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplicaFetchRequest: _TypeAlias = ReplicaFetchRequest  # noqa: Y015
+
+@_typing.final
+class LeaderEpoch(_message.Message):
+    """A leader epoch and the offset its records start at (a partition's leader epoch cache)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    start_offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        start_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "start_offset", b"start_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderEpoch: _TypeAlias = LeaderEpoch  # noqa: Y015
 
 @_typing.final
 class ReplicaFetchResponse(_message.Message):
@@ -62,6 +92,8 @@ class ReplicaFetchResponse(_message.Message):
     BATCHES_FIELD_NUMBER: _builtins.int
     HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
     LOG_END_FIELD_NUMBER: _builtins.int
+    DIVERGING_FIELD_NUMBER: _builtins.int
+    EPOCHS_FIELD_NUMBER: _builtins.int
     high_watermark: _builtins.int
     log_end: _builtins.int
     @_builtins.property
@@ -70,17 +102,53 @@ class ReplicaFetchResponse(_message.Message):
         RecordBatch bytes.
         """
 
+    @_builtins.property
+    def diverging(self) -> Global___DivergingEpoch:
+        """Set when the follower's log has parted from the leader's."""
+
+    @_builtins.property
+    def epochs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaderEpoch]:
+        """The leader epochs that wrote the batches returned, for the follower's epoch cache."""
+
     def __init__(
         self,
         *,
         batches: _abc.Iterable[_builtins.bytes] | None = ...,
         high_watermark: _builtins.int = ...,
         log_end: _builtins.int = ...,
+        diverging: Global___DivergingEpoch | None = ...,
+        epochs: _abc.Iterable[Global___LeaderEpoch] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["diverging", b"diverging"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "high_watermark", b"high_watermark", "log_end", b"log_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "diverging", b"diverging", "epochs", b"epochs", "high_watermark", b"high_watermark", "log_end", b"log_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplicaFetchResponse: _TypeAlias = ReplicaFetchResponse  # noqa: Y015
+
+@_typing.final
+class DivergingEpoch(_message.Message):
+    """Where a follower's log parts from the leader's: the leader's largest epoch up to the follower's
+    latest, and the offset where that epoch ends on the leader.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    END_OFFSET_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    end_offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        end_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DivergingEpoch: _TypeAlias = DivergingEpoch  # noqa: Y015

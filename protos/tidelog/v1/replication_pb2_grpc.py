@@ -51,8 +51,9 @@ class ReplicationServiceServicer:
     def ReplicaFetch(self, request, context):
         """The leader's stored batches from `offset` (the follower's log end: all before it is stored there,
         which the leader counts toward the high watermark), waiting up to max_wait_ms when there is none.
-        UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`;
-        OUT_OF_RANGE when `offset` is past the leader's log end (the follower's log diverged).
+        UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`,
+        (LEADER_NOT_AVAILABLE) while it is taking the lead. When the follower's log has parted from the
+        leader's (KIP-101), the answer is `diverging` and no batches: the follower cuts its log back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

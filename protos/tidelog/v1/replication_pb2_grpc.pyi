@@ -38,8 +38,9 @@ class ReplicationServiceStub:
     ReplicaFetch: _grpc.UnaryUnaryMultiCallable[_replication_pb2.ReplicaFetchRequest, _replication_pb2.ReplicaFetchResponse]
     """The leader's stored batches from `offset` (the follower's log end: all before it is stored there,
     which the leader counts toward the high watermark), waiting up to max_wait_ms when there is none.
-    UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`;
-    OUT_OF_RANGE when `offset` is past the leader's log end (the follower's log diverged).
+    UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`,
+    (LEADER_NOT_AVAILABLE) while it is taking the lead. When the follower's log has parted from the
+    leader's (KIP-101), the answer is `diverging` and no batches: the follower cuts its log back.
     """
 
 @_typing.type_check_only
@@ -52,8 +53,9 @@ class ReplicationServiceAsyncStub(ReplicationServiceStub):
     ReplicaFetch: _aio.UnaryUnaryMultiCallable[_replication_pb2.ReplicaFetchRequest, _replication_pb2.ReplicaFetchResponse]  # type: ignore[assignment]
     """The leader's stored batches from `offset` (the follower's log end: all before it is stored there,
     which the leader counts toward the high watermark), waiting up to max_wait_ms when there is none.
-    UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`;
-    OUT_OF_RANGE when `offset` is past the leader's log end (the follower's log diverged).
+    UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`,
+    (LEADER_NOT_AVAILABLE) while it is taking the lead. When the follower's log has parted from the
+    leader's (KIP-101), the answer is `diverging` and no batches: the follower cuts its log back.
     """
 
 class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -69,8 +71,9 @@ class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_replication_pb2.ReplicaFetchResponse, _abc.Awaitable[_replication_pb2.ReplicaFetchResponse]]:
         """The leader's stored batches from `offset` (the follower's log end: all before it is stored there,
         which the leader counts toward the high watermark), waiting up to max_wait_ms when there is none.
-        UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`;
-        OUT_OF_RANGE when `offset` is past the leader's log end (the follower's log diverged).
+        UNAVAILABLE (NOT_LEADER) when this broker does not lead the partition in `leader_epoch`,
+        (LEADER_NOT_AVAILABLE) while it is taking the lead. When the follower's log has parted from the
+        leader's (KIP-101), the answer is `diverging` and no batches: the follower cuts its log back.
         """
 
 def add_ReplicationServiceServicer_to_server(servicer: ReplicationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
