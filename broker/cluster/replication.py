@@ -250,7 +250,10 @@ class Replication:
         if epochs is None or epochs.latest != epoch:  # the epoch is not noted yet: the next check
             return
         leaving = self._isr.lagging(tp, state, me, time.monotonic())
-        joining = self._isr.caught_up(tp, state, local.high_watermark, epochs.entries[-1][1])
+        registered = self._control.brokers()  # one the controller dropped (its lease ran out) waits to register
+        joining = [
+            b for b in self._isr.caught_up(tp, state, local.high_watermark, epochs.entries[-1][1]) if b in registered
+        ]
         new = with_isr(state, leaving, joining)
         if new is None:
             return

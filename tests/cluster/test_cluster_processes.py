@@ -16,11 +16,14 @@ import pytest
 from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
 from tidelog import AdminClient
+from tidelog.broker.batches import HEADER_SIZE
+from tidelog.broker.storage import maintenance
 from tidelog.errors import InvalidConfigError, UnavailableError
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
+from tidelog.v1.records_pb2 import RecordBatch
 
 
 @pytest.fixture
@@ -389,5 +392,125 @@ def test_a_follower_that_stops_fetching_leaves_the_isr_while_registered_and_rejo
         )
         assert offsets == list(range(20))
         assert read_all(everyone[leader], "lagging") == [f"r{i}".encode() for i in range(20)]
+    finally:
+        cluster.stop()
+
+
+def stored_batches(cluster: ClusterProcess, broker_id: int, topic: str, below: int) -> list[tuple[int, int, int]]:
+    """(base offset, record count, CRC32C) of partition 0's stored batches that end at or below `below`,
+    read from the broker's LMDB directly (another process may read it while the broker runs)."""
+    store = maintenance.open_existing(cluster.brokers[broker_id].data_dir)
+    try:
+        topics, _ = store.load()
+        topic_id = next(t.id for t, _ in topics if t.name == topic)
+        out = []
+        for batch in store.scan(topic_id, 0, 0, below):
+            if batch.base_offset + batch.count <= below:
+                crc = RecordBatch.FromString(batch.value[HEADER_SIZE:]).crc32c
+                out.append((batch.base_offset, batch.count, crc))
+        return out
+    finally:
+        store.close()
+
+
+def test_a_paused_leader_is_fenced_cuts_what_it_alone_wrote_and_rejoins_as_a_follower(
+    cluster: ClusterProcess,
+) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic("zombie", 1, replication_factor=3)
+    wait_for(lambda: leader_of(everyone[0], "zombie")[0] >= 0, 30, what="the topic's leader")
+    old, old_epoch = leader_of(everyone[0], "zombie")
+    wait_for(lambda: isr_of(everyone[old], "zombie") == sorted(everyone), 30, what="a full ISR")
+    before = [f"before-{i}".encode() for i in range(10)]
+    assert [produce_all(everyone[old], "zombie", v) for v in before] == list(range(10))
+
+    with grpc.insecure_channel(everyone[old]) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        cluster.pause(old)  # SIGSTOP past its lease
+        try:
+            zombie_write = BrokerStub(channel).Produce.future(
+                broker_pb2.ProduceRequest(topic="zombie", partition=0, records=[records_pb2.Record(value=b"zombie")]),
+                timeout=60,
+            )  # queued on the paused broker: it sees this once it wakes, perhaps before it learns it was replaced
+            rest = {i: a for i, a in everyone.items() if i != old}
+            wait_for(lambda: all(leader_of(a, "zombie")[1] > old_epoch for a in rest.values()), 30, what="a new leader")
+            new, new_epoch = leader_of(next(iter(rest.values())), "zombie")
+            after = [f"after-{i}".encode() for i in range(10)]
+            assert [produce_all(everyone[new], "zombie", v) for v in after] == list(range(10, 20))
+        finally:
+            cluster.resume(old)
+        with pytest.raises(grpc.RpcError) as refused:
+            zombie_write.result(timeout=60)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value  # never acknowledged
+
+    wait_for(lambda: leader_of(everyone[old], "zombie") == (new, new_epoch), 30, what="the old leader to learn")
+    wait_for(lambda: isr_of(everyone[new], "zombie") == sorted(everyone), 30, what="the old leader back in the ISR")
+    assert read_all(everyone[new], "zombie") == before + after  # and no b"zombie"
+    last = produce_all(everyone[new], "zombie", b"last")  # acks=all: every replica holds all of it now
+    end = last + 1
+    replicas = {b: stored_batches(cluster, b, "zombie", end) for b in everyone}
+    assert replicas[old] == replicas[new] and replicas[new] == replicas[min(rest)]
+    assert sum(count for _, count, _ in replicas[new]) == end
+
+
+def test_a_restarted_leader_cuts_the_tail_only_it_has_back_to_its_successors_epoch(tmp_path: Path) -> None:
+    """The followers are stopped (inside their lease) while the leader takes records with acks=leader;
+    the leader is killed and a follower takes over without them (but perhaps the first, if a fetch was
+    already waiting for it). When the old leader comes back, its log runs past where epoch 0 ends on
+    the new leader: it cuts those records and copies the new leader's, so the replicas are
+    byte-for-byte the same."""
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    cluster = ClusterProcess(tmp_path, 3, lease_s=10).start()
+    try:
+        everyone = cluster.addresses
+        wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+        with AdminClient(everyone[0]) as admin:
+            admin.create_topic("tail", 1, replication_factor=3)
+        wait_for(lambda: leader_of(everyone[0], "tail")[0] >= 0, 30, what="the topic's leader")
+        old, _ = leader_of(everyone[0], "tail")
+        followers = [b for b in everyone if b != old]
+        wait_for(lambda: isr_of(everyone[old], "tail") == sorted(everyone), 30, what="a full ISR")
+        shared = [produce_all(everyone[old], "tail", f"shared-{i}".encode()) for i in range(5)]
+        assert shared == list(range(5))
+
+        for b in followers:
+            cluster.pause(b)
+        try:
+            with grpc.insecure_channel(everyone[old]) as channel:
+                stub = BrokerStub(channel)
+                for i in range(3):
+                    request = broker_pb2.ProduceRequest(
+                        topic="tail",
+                        partition=0,
+                        acks=broker_pb2.ACKS_LEADER,
+                        records=[records_pb2.Record(value=f"only-on-old-{i}".encode())],
+                    )
+                    assert stub.Produce(request, timeout=10).results[0].base_offset == 5 + i
+            cluster.kill(old)
+        finally:
+            for b in followers:
+                cluster.resume(b)
+        wait_for(lambda: leader_of(everyone[followers[0]], "tail")[0] in followers, 60, what="a follower to lead")
+        new, _ = leader_of(everyone[followers[0]], "tail")
+        after = [produce_all(everyone[new], "tail", f"after-{i}".encode()) for i in range(5)]
+        kept = after[0] - 5  # of the three, what reached the followers before they stopped
+        assert kept <= 1 and after == list(range(after[0], after[0] + 5))  # offsets the old leader used
+
+        cluster.restart(old)
+        wait_for(lambda: isr_of(everyone[new], "tail") == sorted(everyone), 60, what="the old leader back in the ISR")
+        assert "replica_truncated" in cluster.brokers[old].log()
+        end = produce_all(everyone[new], "tail", b"last") + 1
+        replicas = {b: stored_batches(cluster, b, "tail", end) for b in everyone}
+        assert replicas[old] == replicas[new] == replicas[next(b for b in followers if b != new)]
+        expected = [
+            *(f"shared-{i}".encode() for i in range(5)),
+            *(f"only-on-old-{i}".encode() for i in range(kept)),
+            *(f"after-{i}".encode() for i in range(5)),
+            b"last",
+        ]
+        assert read_all(everyone[new], "tail") == expected
     finally:
         cluster.stop()
