@@ -24,6 +24,7 @@ from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.cluster.membership import Membership, NoFollowers, ReplicaProgress, SingleBroker
 from tidelog.broker.cluster.mirror import TopicMirror
+from tidelog.broker.cluster.producer_ids import ClusterProducerIds, LocalProducerIds, ProducerIds
 from tidelog.broker.cluster.replication import Replication
 from tidelog.broker.config import Settings
 from tidelog.broker.groups.coordinator import Coordinator
@@ -138,7 +139,8 @@ class Broker:
             register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
         followers: ReplicaProgress = self.replication if self.replication is not None else NoFollowers()
         register(server, ADMIN, AdminService(settings, log_, purger, rpc, access, self.control, advertised).handlers())
-        data = BrokerService(settings, log_, self.membership, followers, self.metrics, rpc, access)
+        producer_ids: ProducerIds = LocalProducerIds(log_) if self.control is None else ClusterProducerIds(self.control)
+        data = BrokerService(settings, log_, self.membership, followers, producer_ids, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
         self.coordinator = coordinator = Coordinator(registry)
         self.groups = groups = GroupService(log_, offsets, coordinator, self.metrics, rpc, access)

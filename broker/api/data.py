@@ -13,11 +13,13 @@ import grpc
 from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
+from tidelog.broker.cluster.control import ETCD_ERRORS
 from tidelog.broker.cluster.membership import Membership, ReplicaProgress
+from tidelog.broker.cluster.producer_ids import ProducerIds
 from tidelog.broker.cluster.routing import require_epoch_noted, require_in_sync, require_leader
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
-from tidelog.broker.log.ops import InitProducerOp, ProduceOp
+from tidelog.broker.log.ops import ProduceOp
 from tidelog.broker.log.produce import check_partition, prepare_produce
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import PartitionState, TopicState
@@ -82,6 +84,7 @@ class BrokerService:
         log_: Log,
         membership: Membership,
         followers: ReplicaProgress,
+        producer_ids: ProducerIds,
         metrics: Metrics,
         rpc: Rpc,
         access: Access,
@@ -94,6 +97,7 @@ class BrokerService:
         self._registry = log_.registry
         self._membership = membership
         self._followers = followers
+        self._producer_ids = producer_ids
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
@@ -201,7 +205,14 @@ class BrokerService:
         self, request: broker_pb2.InitProducerRequest, context: Context
     ) -> broker_pb2.InitProducerResponse:
         self._access.require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
-        return broker_pb2.InitProducerResponse(producer_id=await self._log.submit(InitProducerOp()))
+        try:
+            producer_id = await self._producer_ids.next_id()
+        except ETCD_ERRORS as err:
+            raise BrokerError(
+                Reason.CLUSTER_UNAVAILABLE,
+                f"no producer id: the cluster's metadata store is out of reach ({err}); retry",
+            ) from None
+        return broker_pb2.InitProducerResponse(producer_id=producer_id)
 
     async def produce_stream(
         self, requests: AsyncIterator[bytes], context: Context

@@ -65,6 +65,10 @@ class ClusterKeys:
         return self.prefix + b"ids/topic"
 
     @property
+    def producer_ids(self) -> bytes:
+        return self.prefix + b"ids/producer"
+
+    @property
     def topics(self) -> bytes:
         return self.prefix + b"topics/"
 
@@ -281,7 +285,7 @@ class ControlPlane:
         """Place the replicas over the live brokers and create the topic with its partitions in one
         transaction; TopicExists if another broker created it first, ValueError if too few brokers live."""
         placement = assign_replicas(list(self.brokers()), partitions, replication_factor)
-        spec = TopicSpec(await self._next_topic_id(), name, partitions, replication_factor, configs)
+        spec = TopicSpec(await self._bump(self.keys.topic_ids, 1), name, partitions, replication_factor, configs)
         puts = [(self.keys.topic(name), spec.encode())]
         for p, replicas in enumerate(placement):
             state = PartitionState(replicas, replicas[0], 0, replicas)
@@ -290,18 +294,23 @@ class ControlPlane:
             raise TopicExists(name)
         return spec
 
-    async def _next_topic_id(self) -> int:
-        key = self.keys.topic_ids
+    async def producer_id_block(self, size: int) -> range:
+        """`size` producer ids no other broker hands out (a producer may meet any partition's leader)."""
+        last = await self._bump(self.keys.producer_ids, size)
+        return range(last - size + 1, last + 1)
+
+    async def _bump(self, key: bytes, by: int) -> int:
+        """Raise the counter at `key` by `by` (compare-and-swap, retried); its new value."""
         while True:
             current = await self._etcd.get(key)
             last = int(current.value) if current is not None else 0
-            bump = [(key, str(last + 1).encode())]
+            bump = [(key, str(last + by).encode())]
             if current is None:
                 written = await self._etcd.put_if(created_at={key: 0}, puts=bump)
             else:
                 written = await self._etcd.put_if(modified_at={key: current.mod_revision}, puts=bump)
             if written:
-                return last + 1
+                return last + by
 
     def topics(self) -> dict[str, TopicSpec]:
         prefix = self.keys.topics

@@ -4,6 +4,7 @@ Keys under `/{cluster}/`:
   brokers/{id}                    advertised address (bound to the broker's lease)
   controller                      the controller's id (bound to its lease; create revision = election)
   ids/topic                       the last topic id handed out
+  ids/producer                    the last producer id handed out (brokers take blocks of them)
   topics/{name}                   JSON {id, partitions, replication_factor, configs}
   partitions/{topic_id}/{p}       JSON {replicas, leader, leader_epoch, isr}; leader -1: offline
 

@@ -67,4 +67,5 @@ class Reason(StrEnum):
         _C.INVALID_ARGUMENT,
         "a replication factor the live brokers cannot hold",
     )
+    CLUSTER_UNAVAILABLE = ("CLUSTER_UNAVAILABLE", _C.UNAVAILABLE, "the cluster's metadata store (etcd) is out of reach")
     INTERNAL = ("INTERNAL", _C.INTERNAL, "a broker bug")

@@ -514,3 +514,18 @@ def test_a_restarted_leader_cuts_the_tail_only_it_has_back_to_its_successors_epo
         assert read_all(everyone[new], "tail") == expected
     finally:
         cluster.stop()
+
+
+def test_producer_ids_are_unique_across_the_brokers(cluster: ClusterProcess) -> None:
+    """Each leader de-duplicates by producer id: two producers given one id by two brokers would have
+    one's batches taken for the other's retries."""
+    ids = []
+    for address in [*cluster.addresses.values(), *cluster.addresses.values()]:
+        with grpc.insecure_channel(address) as channel:
+            response = BrokerStub(channel).InitProducer(broker_pb2.InitProducerRequest(), timeout=10)
+            ids.append(response.producer_id)
+    assert len(set(ids)) == len(ids) and min(ids) > 0
+    cluster.restart(0)  # a restarted broker takes a new block: no id handed out again
+    with grpc.insecure_channel(cluster.addresses[0]) as channel:
+        again = BrokerStub(channel).InitProducer(broker_pb2.InitProducerRequest(), timeout=10).producer_id
+    assert again not in ids
