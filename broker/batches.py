@@ -29,13 +29,22 @@ def frame_batches(wire_batches: list[bytes]) -> bytes:
 
 
 def build_stored(
-    records_bytes: bytes, count: int, base_offset: int, append_time_ms: int, max_timestamp_ms: int, crc: int
+    records_bytes: bytes,
+    count: int,
+    base_offset: int,
+    append_time_ms: int,
+    max_timestamp_ms: int,
+    crc: int,
+    producer: tuple[int, int] | None = None,
 ) -> bytes:
+    """`producer`: (producer id, first sequence) of an idempotent producer's batch."""
     head = RecordBatch(
         base_offset=base_offset,
         append_time_ms=append_time_ms,
         max_timestamp_ms=max_timestamp_ms,
         crc32c=crc,
+        producer_id=producer[0] if producer else 0,
+        base_sequence=producer[1] if producer else 0,
     ).SerializeToString()
     return VALUE_HEADER.pack(count, max_timestamp_ms, append_time_ms) + head + records_bytes
 

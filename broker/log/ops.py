@@ -63,7 +63,12 @@ class ProduceOp:
                 max_ts = max(part.max_timestamp_ms, now_ms)
             else:
                 max_ts = part.max_timestamp_ms
-            value = build_stored(part.records, part.count, base, now_ms, max_ts, part.crc)
+            producer = (
+                (self.producer_id, self.sequence)
+                if self.producer_id is not None and self.sequence is not None
+                else None
+            )
+            value = build_stored(part.records, part.count, base, now_ms, max_ts, part.crc, producer)
             new_stats = PartitionStats(base + part.count, stats.log_start_offset, stats.size_bytes + len(value))
             txn.append(topic_id, part.partition, StoredBatch(base, part.count, max_ts, now_ms, value), new_stats)
             if self.producer_id is not None and self.sequence is not None:
@@ -218,7 +223,8 @@ class AclsOp:
 @dataclass
 class ReplicateOp:
     """A follower appends the leader's stored batches verbatim, at their own base offsets; a batch it
-    already has is skipped, a gap refused (the follower fetches again from its log end)."""
+    already has is skipped, a gap refused (the follower fetches again from its log end). An idempotent
+    producer's batch adds to that producer's state here too, as on the leader."""
 
     topic: TopicState
     partition: int
@@ -235,7 +241,8 @@ class ReplicateOp:
             raise topic_not_found(self.topic.name)
         for value in self.values:
             count, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
-            base = RecordBatch.FromString(value[HEADER_SIZE:]).base_offset
+            head = RecordBatch.FromString(value[HEADER_SIZE:])
+            base = head.base_offset
             if base + count <= stats.next_offset:
                 continue
             if base != stats.next_offset:
@@ -245,6 +252,10 @@ class ReplicateOp:
                 )
             stats = PartitionStats(base + count, stats.log_start_offset, stats.size_bytes + len(value))
             txn.append(self.topic.id, self.partition, StoredBatch(base, count, max_ts, append_ms, value), stats)
+            if head.producer_id:
+                history = txn.producer_batches(self.topic.id, self.partition, head.producer_id)
+                history.append(ProducerBatch(head.base_sequence, count, base, append_ms))
+                txn.put_producer_batches(self.topic.id, self.partition, head.producer_id, history, now_ms)
         for epoch, start in self.epochs:
             if start < stats.next_offset:  # an epoch is noted once this replica holds some of its records
                 txn.put_leader_epoch(self.topic.id, self.partition, epoch, start)

@@ -127,9 +127,10 @@ class LogWrite(Protocol):
         ...
 
     def truncate(self, topic_id: int, partition: int, offset: int) -> PartitionStats | None:
-        """Cut the log's tail from `offset` on (a batch across it keeps its records below it), and the
-        leader epochs that start at or past it; the new stats, or None for a partition that does not
-        exist. A follower does this to match its leader."""
+        """Cut the log's tail from `offset` on (a batch across it keeps its records below it), the
+        leader epochs that start at or past it, and the producers' batches there (a retry of one is
+        new again); the new stats, or None for a partition that does not exist. A follower does this
+        to match its leader."""
         ...
 
     def put_leader_epoch(self, topic_id: int, partition: int, epoch: int, start_offset: int) -> None:

@@ -465,6 +465,7 @@ class LmdbWrite:
         self._truncate_epochs(topic_id, partition, offset)  # an epoch that wrote nothing may start at the end
         if offset >= stats.next_offset:
             return stats
+        self._truncate_producers(topic_id, partition, offset)
         offset = max(offset, stats.log_start_offset)
         prefix = PARTITION_KEY.pack(topic_id, partition)
         cursor = txn.cursor(db=store.log)
@@ -496,6 +497,22 @@ class LmdbWrite:
                 found = cursor.delete() and cursor.key()[:8] == prefix
             else:
                 found = cursor.next()
+
+    def _truncate_producers(self, topic_id: int, partition: int, offset: int) -> None:
+        prefix = PARTITION_KEY.pack(topic_id, partition)
+        cursor = self._txn.cursor(db=self._store.producers)
+        found = cursor.set_range(prefix)
+        while found and cursor.key()[:8] == prefix:
+            key, value = bytes(cursor.key()), bytes(cursor.value())
+            batches = keys.decode_producer(value)
+            kept = [b for b in batches if b.base_offset < offset]
+            if len(kept) == len(batches):
+                found = cursor.next()
+            elif kept:
+                cursor.put(key, keys.encode_producer(kept, keys.PRODUCER_HEAD.unpack_from(value)[0]))
+                found = cursor.next()
+            else:
+                found = cursor.delete() and cursor.key()[:8] == prefix
 
     def put_leader_epoch(self, topic_id: int, partition: int, epoch: int, start_offset: int) -> None:
         self._txn.put(

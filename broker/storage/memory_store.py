@@ -290,6 +290,13 @@ class MemoryWrite:
         self._state.epochs[(topic_id, partition)] = kept_epochs
         if offset >= stats.next_offset:
             return stats
+        for key, batches in list(self._state.producers.items()):
+            if key[:2] == (topic_id, partition):
+                kept = [b for b in batches if b.base_offset < offset]
+                if kept:
+                    self._state.producers[key] = kept
+                else:
+                    del self._state.producers[key]
         offset = max(offset, stats.log_start_offset)
         log = self._state.log_for_write((topic_id, partition))
         size = stats.size_bytes

@@ -529,3 +529,52 @@ def test_producer_ids_are_unique_across_the_brokers(cluster: ClusterProcess) -> 
     with grpc.insecure_channel(cluster.addresses[0]) as channel:
         again = BrokerStub(channel).InitProducer(broker_pb2.InitProducerRequest(), timeout=10).producer_id
     assert again not in ids
+
+
+def test_a_new_leader_answers_an_idempotent_retry_with_the_original_offsets(cluster: ClusterProcess) -> None:
+    """Followers rebuild producer state from the batches they copy: a retry that reaches the new leader
+    after a failover (the answer was lost with the old one) is not written twice."""
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic("dedup", 1, replication_factor=3)
+    wait_for(lambda: leader_of(everyone[0], "dedup")[0] >= 0, 30, what="the topic's leader")
+    old, epoch = leader_of(everyone[0], "dedup")
+    wait_for(lambda: isr_of(everyone[old], "dedup") == sorted(everyone), 30, what="a full ISR")
+
+    def batch(sequence: int) -> broker_pb2.ProduceRequest:
+        values = [f"seq-{sequence}-{i}".encode() for i in range(3)]
+        return broker_pb2.ProduceRequest(
+            topic="dedup",
+            partition=0,
+            producer_id=producer_id,
+            sequence=sequence,
+            records=[records_pb2.Record(value=v) for v in values],
+        )
+
+    with grpc.insecure_channel(everyone[old]) as channel:
+        stub = BrokerStub(channel)
+        producer_id = stub.InitProducer(broker_pb2.InitProducerRequest(), timeout=10).producer_id
+        first = [stub.Produce(batch(s), timeout=30).results[0] for s in (0, 3, 6)]
+    assert [r.base_offset for r in first] == [0, 3, 6]
+    assert sorted(first[-1].durable_on) == sorted(everyone) and first[-1].leader_epoch == epoch  # the receipt
+    cluster.kill(old)
+    rest = [a for i, a in everyone.items() if i != old]
+    wait_for(lambda: leader_of(rest[0], "dedup")[1] > epoch, 30, what="another in-sync replica to lead")
+    new, _ = leader_of(rest[0], "dedup")
+
+    def answer(sequence: int) -> broker_pb2.PartitionResult | None:
+        try:
+            with grpc.insecure_channel(everyone[new]) as channel:
+                result: broker_pb2.PartitionResult = BrokerStub(channel).Produce(batch(sequence), timeout=10).results[0]
+                return result
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:  # the new leader noting its epoch: retry
+                return None
+            raise
+
+    retried = wait_for(lambda: answer(6), 30, what="the retry answered by the new leader")
+    assert retried.base_offset == 6  # the original offsets: not written again
+    assert answer(9) is not None and read_all(everyone[new], "dedup") == [
+        f"seq-{s}-{i}".encode() for s in (0, 3, 6, 9) for i in range(3)
+    ]

@@ -140,6 +140,20 @@ def test_leader_epochs_last_across_a_restart_and_a_truncation_drops_those_past_t
     assert store.leader_epochs(topic.id, 1) == [(7, 0)]
 
 
+def test_truncate_forgets_the_producer_batches_it_cuts(store: LogStore) -> None:
+    topic = create(store)
+    for values in ([b"a", b"b"], [b"c"], [b"d"]):
+        append(store, topic.id, 0, values)
+    with store.write() as txn:
+        txn.put_producer_batches(topic.id, 0, 7, [ProducerBatch(0, 2, 0, 0), ProducerBatch(2, 1, 2, 0)], 0)
+        txn.put_producer_batches(topic.id, 0, 8, [ProducerBatch(0, 1, 3, 0)], 0)
+        txn.put_producer_batches(topic.id, 1, 8, [ProducerBatch(0, 1, 9, 0)], 0)  # another partition
+        txn.truncate(topic.id, 0, 2)
+        assert txn.producer_batches(topic.id, 0, 7) == [ProducerBatch(0, 2, 0, 0)]
+        assert txn.producer_batches(topic.id, 0, 8) == []
+        assert txn.producer_batches(topic.id, 1, 8) == [ProducerBatch(0, 1, 9, 0)]
+
+
 def test_compaction_replaces_a_batch_with_runs_at_their_offsets(store: LogStore) -> None:
     topic = create(store)
     old = append(store, topic.id, 0, [b"a", b"b", b"c", b"d"])

@@ -113,6 +113,8 @@ class RecordBatch(_message.Message):
     APPEND_TIME_MS_FIELD_NUMBER: _builtins.int
     MAX_TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
     CRC32C_FIELD_NUMBER: _builtins.int
+    PRODUCER_ID_FIELD_NUMBER: _builtins.int
+    BASE_SEQUENCE_FIELD_NUMBER: _builtins.int
     base_offset: _builtins.int
     append_time_ms: _builtins.int
     """Set by the broker once per batch when it is appended."""
@@ -124,6 +126,12 @@ class RecordBatch(_message.Message):
     """CRC-32C (Castagnoli) of the encoded `records` entries of this batch: the
     bytes of a RecordBatch that has only its records set.
     """
+    producer_id: _builtins.int
+    """Set by the broker on an idempotent producer's batch: its producer id and the sequence of its
+    first record (replicas rebuild the producer's state from them, so a new leader de-duplicates
+    retries). Not covered by crc32c.
+    """
+    base_sequence: _builtins.int
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     def __init__(
@@ -134,10 +142,12 @@ class RecordBatch(_message.Message):
         append_time_ms: _builtins.int = ...,
         max_timestamp_ms: _builtins.int = ...,
         crc32c: _builtins.int = ...,
+        producer_id: _builtins.int = ...,
+        base_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_time_ms", b"append_time_ms", "base_offset", b"base_offset", "crc32c", b"crc32c", "max_timestamp_ms", b"max_timestamp_ms", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_time_ms", b"append_time_ms", "base_offset", b"base_offset", "base_sequence", b"base_sequence", "crc32c", b"crc32c", "max_timestamp_ms", b"max_timestamp_ms", "producer_id", b"producer_id", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
