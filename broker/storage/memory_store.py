@@ -292,9 +292,9 @@ class MemoryWrite:
             return stats
         for key, batches in list(self._state.producers.items()):
             if key[:2] == (topic_id, partition):
-                kept = [b for b in batches if b.base_offset < offset]
-                if kept:
-                    self._state.producers[key] = kept
+                before_cut = [b for b in batches if b.base_offset < offset]
+                if before_cut:
+                    self._state.producers[key] = before_cut
                 else:
                     del self._state.producers[key]
         offset = max(offset, stats.log_start_offset)

@@ -574,7 +574,7 @@ def test_a_new_leader_answers_an_idempotent_retry_with_the_original_offsets(clus
             raise
 
     retried = wait_for(lambda: answer(6), 30, what="the retry answered by the new leader")
-    assert retried.base_offset == 6  # the original offsets: not written again
+    assert retried is not None and retried.base_offset == 6  # the original offsets: not written again
     assert answer(9) is not None and read_all(everyone[new], "dedup") == [
         f"seq-{s}-{i}".encode() for s in (0, 3, 6, 9) for i in range(3)
     ]
