@@ -1,9 +1,10 @@
-"""The sender: one pipelined ProduceStream to the broker, answered in order.
+"""The sender: one pipelined ProduceStream to one broker, answered in order.
 
 It writes the batches the delivery side hands it (several in flight), reads the answers, and hands
 each back; a stream whose oldest request goes unanswered for `request_timeout_ms` is ended. When the
 stream breaks (broker restart, network), the delivery side takes back what was in flight and the
-sender reconnects with exponential backoff and jitter.
+sender reconnects with exponential backoff and jitter. A producer has one sender per broker it
+writes to (the leaders of its partitions).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -18,7 +20,7 @@ import grpc
 from tidelog._channel import backoff_delay
 from tidelog.errors import DeadlineExceededError, TidelogError, UnavailableError, from_rpc_error
 from tidelog.producer._batch import Batch
-from tidelog.v1 import broker_pb2, broker_pb2_grpc
+from tidelog.v1 import broker_pb2
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,6 @@ class Delivery(Protocol):
 
     @property
     def producer_id(self) -> int | None: ...
-
-    @property
-    def needs_producer_id(self) -> bool: ...
-
-    def start_over(self, producer_id: int) -> None: ...
 
     def next_to_send(self) -> Batch | None:
         """The next batch to write, now counted in flight; None when there is none."""
@@ -51,25 +48,28 @@ class Delivery(Protocol):
     def expire_queued(self) -> None: ...
 
 
+def produce_stream(channel: grpc.aio.Channel) -> Callable[[], Any]:
+    """Opens a ProduceStream on `channel` that takes requests already encoded (Batch.encode)."""
+    opener: Callable[[], Any] = channel.stream_stream(
+        "/tidelog.v1.Broker/ProduceStream",
+        request_serializer=None,
+        response_deserializer=broker_pb2.ProduceResponse.FromString,
+    )
+    return opener
+
+
 class Sender:
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        open_stream: Callable[[], Any],
         delivery: Delivery,
         *,
         request_timeout_ms: float,
-        delivery_timeout_ms: float,
         backoff_ms: tuple[float, float],
     ) -> None:
-        self._stub = broker_pb2_grpc.BrokerStub(channel)
-        self._produce_stream = channel.stream_stream(
-            "/tidelog.v1.Broker/ProduceStream",
-            request_serializer=None,
-            response_deserializer=broker_pb2.ProduceResponse.FromString,
-        )
+        self._produce_stream = open_stream
         self._delivery = delivery
         self._request_timeout_s = request_timeout_ms / 1000
-        self._delivery_timeout_s = delivery_timeout_ms / 1000
         self._backoff_ms = backoff_ms
         self.wakeup = asyncio.Event()  # set when there is something to send
 
@@ -84,17 +84,10 @@ class Sender:
             self._delivery.expire_queued()
             error: TidelogError | None
             try:
-                if self._delivery.needs_producer_id:
-                    response = await self._stub.InitProducer(
-                        broker_pb2.InitProducerRequest(), timeout=self._delivery_timeout_s
-                    )
-                    self._delivery.start_over(response.producer_id)
                 acknowledged = await self._pump(self._produce_stream())
                 error = None
             except _StreamBroken as broken:
                 error, acknowledged = broken.error, broken.acknowledged
-            except grpc.aio.AioRpcError as err:  # InitProducer
-                error, acknowledged = from_rpc_error(err), 0
             if error is None:
                 return
             failures = 0 if acknowledged else failures + 1

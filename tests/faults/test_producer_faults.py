@@ -116,9 +116,9 @@ class ModelStream:
 async def produce_through(broker: ModelBroker, records: int) -> list[Any]:
     config = ProducerConfig(batch_bytes=64, linger_ms=0, retry_backoff_ms=0.1, retry_backoff_max_ms=1)
     core = ProducerCore("127.0.0.1:9", asyncio.get_running_loop(), config)
-    # The model broker stands in for the gRPC stub and stream the sender uses.
-    core._sender._stub = broker  # type: ignore[assignment]
-    core._sender._produce_stream = broker.open_stream
+    # The model broker stands in for the gRPC stub (InitProducer) and the streams the senders use.
+    core._routing._stub = broker  # type: ignore[assignment]
+    core.open_stream = lambda key: broker.open_stream  # type: ignore[method-assign]
     core._accumulator.partitions["t"] = PARTITIONS
     core.start()
     futures = []

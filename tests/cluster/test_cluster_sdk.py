@@ -1,0 +1,136 @@
+"""The SDK in a cluster: given a bootstrap list, clients send each partition's requests to its leader,
+and follow the leadership when it moves (a kill -9)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.harness import wait_for
+from tidelog import AdminClient, Producer, RecordFuture
+from tidelog.producer._batch import DeliveryCallback
+from tidelog.testing import ClusterProcess
+from tidelog.v1 import broker_pb2
+from tidelog.v1.broker_pb2_grpc import BrokerStub
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    process = ClusterProcess(tmp_path, 3, "--retention-ms", "-1", lease_s=2)
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+def leaders(address: str, topic: str) -> dict[int, tuple[int, int]]:
+    """partition -> (leader, epoch) as the broker at `address` reports them ({} while unknown)."""
+    with grpc.insecure_channel(address) as channel:
+        answer = BrokerStub(channel).GetMetadata(broker_pb2.GetMetadataRequest(topics=[topic]), timeout=5)
+    return {p.partition: (p.leader, p.leader_epoch) for t in answer.topics for p in t.partitions if p.leader >= 0}
+
+
+def read_partition(address: str, topic: str, partition: int) -> list[bytes]:
+    """Every record of a partition, read from the broker at `address` (its leader)."""
+    with grpc.insecure_channel(address) as channel:
+        answer = BrokerStub(channel).Fetch(
+            broker_pb2.FetchRequest(topic=topic, partition=partition, max_records=1_000_000, max_bytes=64 << 20),
+            timeout=10,
+        )
+    return [r.value for b in answer.batches for r in b.records]
+
+
+def members(address: str) -> set[int]:
+    with grpc.insecure_channel(address) as channel:
+        answer = BrokerStub(channel).GetMetadata(broker_pb2.GetMetadataRequest(), timeout=5)
+    return {b.id for b in answer.brokers}
+
+
+def create(cluster: ClusterProcess, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+    everyone = cluster.addresses
+    wait_for(lambda: all(members(a) == set(everyone) for a in everyone.values()), 30, what="all three everywhere")
+    with AdminClient(cluster.bootstrap) as admin:
+        admin.create_topic(topic, partitions, replication_factor=3)
+    return wait_for(lambda: led_by(everyone[0], topic, partitions, set(everyone)), 30, what="every partition led")
+
+
+def led_by(address: str, topic: str, partitions: int, brokers: set[int]) -> dict[int, tuple[int, int]] | None:
+    """The topic's leaders as `address` reports them, once every partition is led by one of `brokers`."""
+    led = leaders(address, topic)
+    return led if len(led) == partitions and all(leader in brokers for leader, _ in led.values()) else None
+
+
+def test_a_producer_given_the_bootstrap_list_sends_each_partition_to_its_leader(cluster: ClusterProcess) -> None:
+    led = create(cluster, "spread", 6)
+    assert {leader for leader, _ in led.values()} == set(cluster.addresses)  # leaders on every broker
+    with Producer(cluster.addresses[0]) as producer:  # one bootstrap broker: it learns the others
+        futures = [producer.send("spread", f"r{i}".encode(), partition=i % 6) for i in range(600)]
+        producer.flush()
+        assert producer.metrics()["broker_connections"] == 3
+    offsets = [f.result(10) for f in futures]
+    assert all(m.offset == i // 6 for i, m in enumerate(offsets))
+    for partition, (leader, _) in led.items():
+        expected = [f"r{i}".encode() for i in range(partition, 600, 6)]
+        assert read_partition(cluster.addresses[leader], "spread", partition) == expected
+
+
+def test_a_producer_follows_the_leadership_across_a_kill_and_loses_nothing_acknowledged(
+    cluster: ClusterProcess,
+) -> None:
+    led = create(cluster, "moving", 3)
+    victim = led[0][0]
+    acknowledged: list[list[bytes]] = [[], [], []]
+    lock = threading.Lock()
+    killed = threading.Event()
+    after_kill = [0]
+
+    def on_delivery(partition: int, value: bytes) -> DeliveryCallback:
+        def delivered(future: RecordFuture) -> None:
+            if future.exception() is None:
+                with lock:
+                    acknowledged[partition].append(value)
+                    if killed.is_set():
+                        after_kill[0] += 1
+
+        return delivered
+
+    with Producer(cluster.bootstrap, linger_ms=1) as producer:
+        i = 0
+
+        def send_some(n: int) -> None:
+            nonlocal i
+            for _ in range(n):
+                partition, value = i % 3, f"m{i}".encode()
+                producer.send("moving", value, partition=partition).add_done_callback(on_delivery(partition, value))
+                i += 1
+
+        send_some(300)
+        producer.flush()
+        cluster.kill(victim)  # a leader of partition 0, mid-stream
+        killed.set()
+
+        def delivered_on_the_new_leaders() -> bool:  # keep sending until records land after the failover
+            send_some(30)
+            producer.flush()
+            with lock:
+                return after_kill[0] >= 300
+
+        wait_for(delivered_on_the_new_leaders, 60, interval=0, what="300 records acknowledged after the kill")
+    survivors = {b: a for b, a in cluster.addresses.items() if b != victim}
+    now = wait_for(
+        lambda: led_by(next(iter(survivors.values())), "moving", 3, set(survivors)), 30, what="survivors leading"
+    )
+    assert now[0][1] > led[0][1]  # a new epoch
+    for partition, (leader, _) in now.items():
+        stored = read_partition(survivors[leader], "moving", partition)
+        with lock:
+            expected = acknowledged[partition]
+        assert len(stored) == len(set(stored)), f"partition {partition} holds a record twice"
+        assert [v for v in stored if v in set(expected)] == expected  # every acknowledged one, in order
