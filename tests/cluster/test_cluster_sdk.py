@@ -58,7 +58,9 @@ def create(cluster: ClusterProcess, topic: str, partitions: int) -> dict[int, tu
     wait_for(lambda: all(members(a) == set(everyone) for a in everyone.values()), 30, what="all three everywhere")
     with AdminClient(cluster.bootstrap) as admin:
         admin.create_topic(topic, partitions, replication_factor=3)
-    return wait_for(lambda: led_by(everyone[0], topic, partitions, set(everyone)), 30, what="every partition led")
+    led = wait_for(lambda: led_by(everyone[0], topic, partitions, set(everyone)), 30, what="every partition led")
+    assert led is not None
+    return led
 
 
 def led_by(address: str, topic: str, partitions: int, brokers: set[int]) -> dict[int, tuple[int, int]] | None:
@@ -127,7 +129,7 @@ def test_a_producer_follows_the_leadership_across_a_kill_and_loses_nothing_ackno
     now = wait_for(
         lambda: led_by(next(iter(survivors.values())), "moving", 3, set(survivors)), 30, what="survivors leading"
     )
-    assert now[0][1] > led[0][1]  # a new epoch
+    assert now is not None and now[0][1] > led[0][1]  # a new epoch
     for partition, (leader, _) in now.items():
         stored = read_partition(survivors[leader], "moving", partition)
         with lock:
