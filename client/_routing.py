@@ -3,8 +3,10 @@
 A client starts with one channel to its bootstrap list (any broker answers GetMetadata). Once the
 metadata names more than one broker, each partition's requests go to its leader over a channel of
 their own (one per broker, opened on first use); a `NOT_LEADER` answer names the new leader, which is
-used at once, and a refresh of the metadata follows. A single broker is reached through the bootstrap
-channel whatever address it advertises (it may sit behind a port forward).
+used at once, and a refresh of the metadata follows — through the bootstrap list, or, when none of
+it answers (the one broker listed died), through the brokers the last metadata named, as Kafka's
+clients do. A single broker is reached through the bootstrap channel whatever address it advertises
+(it may sit behind a port forward).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP = ""  # the route key of the bootstrap channel
 REFRESH_MIN_INTERVAL_S = 0.1  # refreshes asked for in a burst (a broker died) share one GetMetadata
+REFRESH_TIMEOUT_S = 5.0  # per broker asked: one out of reach must not hold the others back
 
 TP = tuple[str, int]
 
@@ -38,6 +41,7 @@ class Routing:
         self._timeout_s = timeout_s
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._leaders: dict[TP, str] = {}  # partition -> its leader's address (clustered only)
+        self._brokers: list[str] = []  # every broker the last metadata named (clustered only)
         self._topics: set[str] = set()
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
@@ -60,12 +64,15 @@ class Routing:
         """The bootstrap channel's stub: metadata, producer ids, anything any broker answers."""
         return self._stub
 
-    async def metadata(self, topics: Iterable[str], wait_for_ready: bool = True) -> broker_pb2.GetMetadataResponse:
-        """GetMetadata for `topics` through the bootstrap channel; learns their leaders."""
+    async def metadata(
+        self, topics: Iterable[str], wait_for_ready: bool = True, key: str = BOOTSTRAP, timeout_s: float | None = None
+    ) -> broker_pb2.GetMetadataResponse:
+        """GetMetadata for `topics` through the route `key` (the bootstrap channel); learns their leaders."""
         names = sorted(set(topics))
         request = broker_pb2.GetMetadataRequest(topics=names)
+        stub = self._stub if key == BOOTSTRAP else broker_pb2_grpc.BrokerStub(self.channel(key))
         response: broker_pb2.GetMetadataResponse = await call(
-            self._stub.GetMetadata(request, timeout=self._timeout_s, wait_for_ready=wait_for_ready)
+            stub.GetMetadata(request, timeout=timeout_s or self._timeout_s, wait_for_ready=wait_for_ready)
         )
         self._topics.update(names)
         self.learn(response)
@@ -74,6 +81,7 @@ class Routing:
     def learn(self, response: broker_pb2.GetMetadataResponse) -> None:
         addresses = {b.id: b.address for b in response.brokers}
         clustered = len(addresses) > 1
+        self._brokers = sorted(addresses.values()) if clustered else []
         for topic in response.topics:
             for part in topic.partitions:
                 tp = (topic.name, part.partition)
@@ -103,11 +111,14 @@ class Routing:
         self._refreshed_at = time.monotonic()
         if not self._topics:
             return
-        try:
-            await self.metadata(self._topics, wait_for_ready=False)
-        except TidelogError as err:  # the next failure asks again
-            log.info("metadata refresh failed: %s", err)
-            return
+        for key in [BOOTSTRAP, *self._brokers]:
+            try:
+                await self.metadata(self._topics, wait_for_ready=False, key=key, timeout_s=REFRESH_TIMEOUT_S)
+                break
+            except TidelogError as err:
+                log.info("metadata refresh through %s failed: %s", key or "the bootstrap list", err)
+        else:
+            return  # no broker answered: the next failure asks again
         for listener in self.on_change:
             listener()
 

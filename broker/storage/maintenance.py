@@ -91,6 +91,8 @@ def _check_batch(wire: bytes, base: int, count: int, max_ts: int, append_ms: int
         append_time_ms=batch.append_time_ms,
         max_timestamp_ms=batch.max_timestamp_ms,
         crc32c=batch.crc32c,
+        producer_id=batch.producer_id,
+        base_sequence=batch.base_sequence,
     ).SerializeToString()
     if not wire.startswith(head):
         return "the batch header is not where it should be"

@@ -15,8 +15,9 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Literal
 
-from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
+from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call
 from tidelog._loop import LoopThread
+from tidelog._routing import Routing
 from tidelog.consumer.group_session import GroupDelivery, GroupSession, PartitionsCallback
 from tidelog.consumer.positions import EARLIEST, LATEST, PartitionPosition, Positions, Start, Timestamp
 from tidelog.consumer.subscriptions import QueueItem, Subscriptions
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 OffsetReset = Literal["earliest", "latest", "none"]
 # Parsed responses buffered between the streams and the caller.
 _QUEUE_RESPONSES = 64
+_METADATA_TIMEOUT_S = 30.0
 
 
 class AsyncConsumer:
@@ -83,8 +85,8 @@ class AsyncConsumer:
         if group is not None and not 100 <= session_timeout_ms <= 300_000:
             raise ValueError("session_timeout_ms must be 100-300000")
         security = {"tls_ca_file": tls_ca_file, "tls_cert_file": tls_cert_file, "tls_key_file": tls_key_file}
-        self._channel = open_channel(bootstrap, Security.take({**security, "token": token}))
-        self._stub = broker_pb2_grpc.BrokerStub(self._channel)
+        self._routing = Routing(bootstrap, Security.take({**security, "token": token}), _METADATA_TIMEOUT_S)
+        self._channel = self._routing.bootstrap_channel
         self._topics = list(topics)
         self._serde = (key_deserializer, value_deserializer) if key_deserializer or value_deserializer else None
         backoff_ms = (retry_backoff_ms, retry_backoff_max_ms)
@@ -93,7 +95,7 @@ class AsyncConsumer:
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(0 if group is not None else _QUEUE_RESPONSES)
         self._positions = Positions()
         self._subscriptions = Subscriptions(
-            self._channel, self._queue, max_bytes=max_bytes, reset=auto_offset_reset, backoff_ms=backoff_ms
+            self._routing, self._queue, max_bytes=max_bytes, reset=auto_offset_reset, backoff_ms=backoff_ms
         )
         self._buffer: list[MessageBatch] = []
         self._started = False
@@ -130,7 +132,7 @@ class AsyncConsumer:
                 self._auto_committer = asyncio.create_task(self._commit_periodically())
             return
         if self._topics:
-            response = await call(self._stub.GetMetadata(broker_pb2.GetMetadataRequest(topics=self._topics)))
+            response = await self._routing.metadata(self._topics, wait_for_ready=False)
             self.assign([TopicPartition(t.name, p.partition) for t in response.topics for p in t.partitions])
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -275,7 +277,8 @@ class AsyncConsumer:
         out = {}
         for tp in chosen:
             request = broker_pb2.ListOffsetsRequest(topic=tp.topic, partition=tp.partition, position=position)  # type: ignore[arg-type]
-            out[tp] = (await call(self._stub.ListOffsets(request))).offset
+            stub = broker_pb2_grpc.BrokerStub(self._routing.channel(self._routing.key_for((tp.topic, tp.partition))))
+            out[tp] = (await call(stub.ListOffsets(request))).offset
         return out
 
     # -- reading ----------------------------------------------------------------------
@@ -387,7 +390,7 @@ class AsyncConsumer:
         if self._group is not None:
             await self._group.close()
         await self._subscriptions.close_all()
-        await self._channel.close()
+        await self._routing.close()
 
     async def __aenter__(self) -> AsyncConsumer:
         await self.start()

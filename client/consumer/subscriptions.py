@@ -3,7 +3,8 @@
 A stream that breaks on a retriable failure (the broker restarting, the network, a call the server's
 transport cancelled) is opened again, after a backoff, exactly where the last response it queued
 ended: nothing is skipped and nothing delivered twice. A start the log no longer has (retention) or
-does not have yet falls back to the reset policy, as in Kafka, unless that is ``"none"``.
+does not have yet falls back to the reset policy, as in Kafka, unless that is ``"none"``. Each stream
+goes to the partition's leader (the client's routing), and follows it when it moves.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import grpc
 
 from tidelog._channel import backoff_delay
+from tidelog._routing import Routing
+from tidelog.common.reasons import Reason
 from tidelog.consumer.positions import EARLIEST, LATEST, PartitionPosition, Position, Start, Timestamp
 from tidelog.errors import OffsetOutOfRangeError, TidelogError, UnavailableError, from_rpc_error
 from tidelog.types import TopicPartition
@@ -31,23 +34,31 @@ class Subscriptions:
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        routing: Routing,
         queue: asyncio.Queue[QueueItem],
         *,
         max_bytes: int,
         reset: str,
         backoff_ms: tuple[float, float],
     ) -> None:
-        self._subscribe: Callable[..., Any] = channel.unary_stream(
-            "/tidelog.v1.Broker/Subscribe",
-            request_serializer=broker_pb2.SubscribeRequest.SerializeToString,
-            response_deserializer=broker_pb2.FetchResponse.FromString,
-        )
+        self._routing = routing
+        self._openers: dict[str, Callable[..., Any]] = {}  # a Subscribe opener per broker
         self._queue = queue
         self._max_bytes = max_bytes
         self._reset = reset
         self._backoff_ms = backoff_ms
         self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+
+    def _subscribe(self, tp: TopicPartition) -> Callable[..., Any]:
+        key = self._routing.key_for((tp.topic, tp.partition))
+        opener = self._openers.get(key)
+        if opener is None:
+            opener = self._openers[key] = self._routing.channel(key).unary_stream(
+                "/tidelog.v1.Broker/Subscribe",
+                request_serializer=broker_pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=broker_pb2.FetchResponse.FromString,
+            )
+        return opener
 
     def reset_start(self) -> Start:
         return EARLIEST if self._reset == "earliest" else LATEST
@@ -89,7 +100,7 @@ class Subscriptions:
         failures = 0
         while True:
             try:
-                async for response in self._subscribe(self._request(tp, entry.start)):
+                async for response in self._subscribe(tp)(self._request(tp, entry.start)):
                     failures = 0
                     entry.start = response.next_offset  # a reopened stream continues after this one
                     if entry.position is None:
@@ -108,6 +119,10 @@ class Subscriptions:
             if not error.retriable:  # a broken stream (even one the transport CANCELLED) is reopened
                 await self._queue.put(error)
                 return
+            if error.reason == Reason.NOT_LEADER:
+                self._routing.moved((tp.topic, tp.partition), error.metadata.get("leader_address", ""))
+            else:
+                self._routing.refresh_soon()
             failures += 1
             delay = backoff_delay(failures, *self._backoff_ms)
             log.warning("%s: subscription lost (%s), reopening in %d ms", tp, error, round(delay * 1000))

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.harness import wait_for
-from tidelog import AdminClient, Producer, RecordFuture
+from tidelog import AdminClient, Consumer, Producer, RecordFuture
 from tidelog.producer._batch import DeliveryCallback
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import broker_pb2
@@ -136,3 +136,32 @@ def test_a_producer_follows_the_leadership_across_a_kill_and_loses_nothing_ackno
             expected = acknowledged[partition]
         assert len(stored) == len(set(stored)), f"partition {partition} holds a record twice"
         assert [v for v in stored if v in set(expected)] == expected  # every acknowledged one, in order
+
+
+def test_a_consumer_reads_every_partition_from_its_leader_and_follows_it_across_a_kill(
+    cluster: ClusterProcess,
+) -> None:
+    led = create(cluster, "read", 3)
+    with Producer(cluster.bootstrap) as producer:
+        for i in range(300):
+            producer.send("read", f"a{i}".encode(), partition=i % 3)
+    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+
+    def read_until(count: int, consumer: Consumer) -> None:
+        def enough() -> bool:
+            for message in consumer.poll(timeout=0.2):
+                seen[message.partition].append(message.value)
+            return sum(map(len, seen.values())) >= count
+
+        wait_for(enough, 60, interval=0, what=f"{count} records read")
+
+    with Consumer(cluster.addresses[led[0][0]], topics=["read"], auto_offset_reset="earliest") as consumer:
+        read_until(300, consumer)
+        cluster.kill(led[0][0])  # the broker the consumer bootstrapped from, and a leader
+        with Producer(",".join(a for b, a in cluster.addresses.items() if b != led[0][0])) as producer:
+            for i in range(300):
+                producer.send("read", f"b{i}".encode(), partition=i % 3)
+        read_until(600, consumer)
+    for partition in range(3):
+        expected = [f"{p}{i}".encode() for p in "ab" for i in range(partition, 300, 3)]
+        assert seen[partition] == expected  # every record once, in order, across the move
