@@ -51,6 +51,7 @@ GROUPS = groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name
 REPLICATION = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name
 SERVICES = ("", ADMIN, BROKER, GROUPS)
 SHUTDOWN_GRACE_S = 5.0
+HAND_OVER_TIMEOUT_S = 5.0  # controlled shutdown: how long to wait for the moves to show in the metadata
 
 
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -207,6 +208,12 @@ class Broker:
 
     async def stop(self) -> None:
         log.info("stopping", grace_s=SHUTDOWN_GRACE_S)
+        if self.replication is not None:  # controlled shutdown: others lead before this one goes
+            try:
+                moved = await asyncio.wait_for(self.replication.hand_over(), HAND_OVER_TIMEOUT_S)
+                log.info("handed_over", partitions=moved)
+            except TimeoutError:  # etcd slow or out of reach: the lease moves the rest
+                log.warning("hand_over_unfinished", timeout_s=HAND_OVER_TIMEOUT_S)
         await self.health.enter_graceful_shutdown()
         self.groups.end_streams()
         await self.server.stop(SHUTDOWN_GRACE_S)

@@ -262,6 +262,42 @@ class Replication:
             self._isr.wrote(tp, state, new, revision)
             log.info("isr_changed", topic=name, partition=tp[1], isr=new.isr, left=leaving, joined=joining)
 
+    async def hand_over(self) -> int:
+        """Controlled shutdown: lead nothing before stopping. Each partition led here goes to the
+        registered in-sync replica that has stored the most, under the next epoch and without this
+        broker in its ISR (compare-and-swap, as an ISR change): producers move on the NOT_LEADER
+        they get, instead of waiting out this broker's lease. The partitions handed over, once this
+        broker's metadata shows every move (the caller bounds the wait)."""
+        me = self._control.broker_id
+        registered = self._control.brokers()
+        moved: list[TP] = []
+        for tp in list(self._leading):
+            state = self._control.partition_state(*tp)
+            if state is None or state.leader != me:
+                continue
+            ends = self._isr.log_ends(tp)
+            candidates = [b for b in state.isr if b != me and b in registered]
+            if not candidates:  # the only in-sync replica: it goes offline with this broker, as it must
+                continue
+            successor = max(candidates, key=lambda b: (ends.get(b, -1), -state.replicas.index(b)))
+            isr = tuple(b for b in state.isr if b != me)
+            new = PartitionState(state.replicas, successor, state.leader_epoch + 1, isr)
+            try:
+                if await self._control.alter_partition(*tp, state, new) is not None:
+                    moved.append(tp)
+                    log.info("leadership_handed_over", topic_id=tp[0], partition=tp[1], to=successor)
+            except ETCD_ERRORS as err:  # the lease running out moves it instead
+                log.warning("hand_over_failed", topic_id=tp[0], partition=tp[1], error=str(err))
+        while True:
+            seen = self._control.cache.version
+            if not any(self._leads(tp) for tp in moved):
+                return len(moved)
+            await self._control.cache.changed_since(seen)
+
+    def _leads(self, tp: TP) -> bool:
+        state = self._control.partition_state(*tp)
+        return state is not None and state.leader == self._control.broker_id
+
     # -- follower side -------------------------------------------------------------------
 
     def _stub(self, leader: int) -> Any:

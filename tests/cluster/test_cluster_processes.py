@@ -578,3 +578,30 @@ def test_a_new_leader_answers_an_idempotent_retry_with_the_original_offsets(clus
     assert answer(9) is not None and read_all(everyone[new], "dedup") == [
         f"seq-{s}-{i}".encode() for s in (0, 3, 6, 9) for i in range(3)
     ]
+
+
+def test_after_the_controller_is_killed_another_creates_topics_and_elects_leaders(cluster: ClusterProcess) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    controller = view(everyone[0])[1]
+    cluster.kill(controller)
+    rest = {i: a for i, a in everyone.items() if i != controller}
+    wait_for(lambda: all(view(a)[1] in rest and view(a)[0] == rest for a in rest.values()), 30, what="a new controller")
+    new_controller = view(next(iter(rest.values())))[1]
+    with AdminClient(",".join(rest.values())) as admin:
+        admin.create_topic("after", 2, replication_factor=2)  # two brokers live: a factor of 2 fits
+    victim = next(b for b in rest if b != new_controller)
+
+    def leaders() -> dict[int, tuple[int, int]]:
+        topics = {t.name: t for t in metadata(rest[new_controller]).topics}
+        parts = topics["after"].partitions if "after" in topics else []
+        return {p.partition: (p.leader, p.leader_epoch) for p in parts}
+
+    wait_for(lambda: {leader for leader, _ in leaders().values()} == set(rest), 30, what="leaders on both brokers")
+    before = leaders()
+    cluster.kill(victim)  # the election of its partition must come from the new controller
+    wait_for(
+        lambda: all(leader == new_controller for leader, _ in leaders().values()), 30, what="the survivor leading all"
+    )
+    after = leaders()
+    assert all(after[p][1] > epoch for p, (leader, epoch) in before.items() if leader == victim)

@@ -165,3 +165,61 @@ def test_a_consumer_reads_every_partition_from_its_leader_and_follows_it_across_
     for partition in range(3):
         expected = [f"{p}{i}".encode() for p in "ab" for i in range(partition, 300, 3)]
         assert seen[partition] == expected  # every record once, in order, across the move
+
+
+def test_a_leader_stopped_with_sigterm_hands_its_partitions_over_and_no_send_fails(cluster: ClusterProcess) -> None:
+    """Controlled shutdown: the stopping broker moves its leaderships to in-sync replicas first, so a
+    producer re-routes on NOT_LEADER at once and no record fails (no lease to wait out)."""
+    led = create(cluster, "handover", 3)
+    stopping = led[0][0]
+    failures: list[BaseException] = []
+    acknowledged: list[list[bytes]] = [[], [], []]
+    lock = threading.Lock()
+    stopped = threading.Event()
+    after = [0]
+
+    def on_delivery(partition: int, value: bytes) -> DeliveryCallback:
+        def delivered(future: RecordFuture) -> None:
+            error = future.exception()
+            with lock:
+                if error is not None:
+                    failures.append(error)
+                    return
+                acknowledged[partition].append(value)
+                if stopped.is_set():
+                    after[0] += 1
+
+        return delivered
+
+    with Producer(cluster.bootstrap, linger_ms=1) as producer:
+        sent = 0
+
+        def send_some(n: int) -> None:
+            nonlocal sent
+            for _ in range(n):
+                partition, value = sent % 3, f"h{sent}".encode()
+                producer.send("handover", value, partition=partition).add_done_callback(on_delivery(partition, value))
+                sent += 1
+
+        send_some(300)
+        stopper = threading.Thread(target=cluster.brokers[stopping].stop)  # SIGTERM, mid-stream
+        stopper.start()
+
+        def sent_past_the_stop() -> bool:
+            send_some(30)
+            if not stopper.is_alive():
+                stopped.set()
+            with lock:
+                return after[0] >= 300
+
+        wait_for(sent_past_the_stop, 60, interval=0, what="300 records acknowledged after the stop")
+        producer.flush()
+        stopper.join()
+    assert failures == []
+    assert "leadership_handed_over" in cluster.brokers[stopping].log()
+    survivors = {b: a for b, a in cluster.addresses.items() if b != stopping}
+    now = wait_for(lambda: led_by(next(iter(survivors.values())), "handover", 3, set(survivors)), 30, what="moved")
+    assert now is not None
+    for partition, (leader, _) in now.items():
+        stored = read_partition(survivors[leader], "handover", partition)
+        assert stored == acknowledged[partition]  # once each, in order: the idempotent retries were answered
