@@ -220,6 +220,8 @@ class Broker:
         await self.groups.stop()
         await self.cleaner.stop()
         await self.purger.stop()
+        if self.replication is not None:
+            await self.replication.checkpoint()  # a clean restart shows at once what was readable
         await self.writer.stop()
         if self.replication is not None:
             await self.replication.stop()

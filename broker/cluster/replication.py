@@ -16,9 +16,9 @@ The leader keeps its ISR true (isr.py): a follower that has not caught up within
 `--replica-lag-time-ms` leaves it, one that has stored up to the high watermark rejoins, each change
 a compare-and-swap of the partition's key in etcd.
 
-A producer's `acks=all` waits for the high watermark to pass its records (api/data.py). Not built
-yet: the high watermark's checkpoint across restarts (a restarted broker hides a replicated
-partition's records until its followers confirm them again).
+A producer's `acks=all` waits for the high watermark to pass its records (api/data.py). The high
+watermark is checkpointed every few seconds (and at a clean stop); a restart shows records up to the
+checkpoint at once, and the rest once the in-sync replicas confirm them again.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tidelog.broker.cluster.isr import IsrTracker, with_isr
 from tidelog.broker.cluster.metadata import PartitionState
 from tidelog.broker.errors import BrokerError, topic_not_found
 from tidelog.broker.log.epochs import LeaderEpochs, diverging, truncation_point
-from tidelog.broker.log.ops import AssignEpochOp, ReplicateOp, TruncateOp
+from tidelog.broker.log.ops import AssignEpochOp, CheckpointHighWatermarksOp, ReplicateOp, TruncateOp
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import PartitionState as LocalPartition
 from tidelog.broker.log.topics import TopicState
@@ -47,6 +47,7 @@ from tidelog.v1 import replication_pb2, replication_pb2_grpc
 log = structlog.get_logger("tidelog.replication")
 
 FETCH_WAIT_MS = 500
+HW_CHECKPOINT_S = 5.0  # Kafka's replica.high.watermark.checkpoint.interval.ms
 FETCH_MAX_BYTES = 4 << 20
 RETRY_S = 0.2
 
@@ -61,6 +62,7 @@ class Replication:
         self._leading: dict[TP, tuple[int, str]] = {}  # tp -> (leader epoch, topic name)
         self._isr_check = asyncio.Event()  # a follower out of the ISR may have caught up
         self._assigning: dict[TP, asyncio.Task[None]] = {}  # a new leader noting its epoch
+        self._checkpointed: dict[TP, int] = {}  # the high watermark last checkpointed, by partition
         self._following: dict[TP, tuple[asyncio.Task[None], int, int]] = {}  # tp -> (task, leader, epoch)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -70,7 +72,11 @@ class Replication:
         self._local_change = asyncio.Event()
         self._isr_check = asyncio.Event()
         self._log.registry.listeners.append(lambda name: self._local_change.set())  # a topic mirrored here
-        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._maintain_isrs())]
+        self._tasks = [
+            asyncio.create_task(self._run()),
+            asyncio.create_task(self._maintain_isrs()),
+            asyncio.create_task(self._checkpoint_periodically()),
+        ]
 
     async def stop(self) -> None:
         tasks = [t for t, _, _ in self._following.values()] + self._tasks + list(self._assigning.values())
@@ -79,6 +85,29 @@ class Replication:
         await asyncio.gather(*tasks, return_exceptions=True)
         for channel in self._channels.values():
             await channel.close()
+
+    # -- the high watermark's checkpoint -------------------------------------------------
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(HW_CHECKPOINT_S)
+            try:
+                await self.checkpoint()
+            except BrokerError as err:  # a full disk: the next one tries again
+                log.warning("hw_checkpoint_failed", error=err.message)
+
+    async def checkpoint(self) -> None:
+        """Note every replicated partition's high watermark that moved since the last checkpoint."""
+        marks = []
+        for topic in self._log.registry.sorted():
+            for local in topic.partitions:
+                tp = (topic.id, local.partition)
+                if tp in self._checkpointed and self._checkpointed[tp] != local.high_watermark:
+                    marks.append((topic, local.partition, local.high_watermark))
+        if marks:
+            await self._log.submit(CheckpointHighWatermarksOp(marks))
+            for topic, partition, offset in marks:
+                self._checkpointed[(topic.id, partition)] = offset
 
     # -- which partitions this broker replicates, and how --------------------------------
 
@@ -113,7 +142,9 @@ class Replication:
                     continue
                 if local.on_log_end is None:  # replicated: its high watermark follows the ISR from now on
                     local.on_log_end = functools.partial(self._log_end_moved, topic)
-                    local.high_watermark = min(local.high_watermark, local.log_start_offset)
+                    checkpoint = self._log.high_watermark_checkpoint(topic, local) or 0
+                    local.high_watermark = min(local.log_end, max(local.log_start_offset, checkpoint))
+                    self._checkpointed[(spec.id, p)] = local.high_watermark
                     local.leader_epochs = LeaderEpochs(self._log.leader_epochs(topic, local))
                 if state.leader == me:
                     tp = (spec.id, p)

@@ -319,3 +319,20 @@ class AssignEpochOp:
         partition = self.topic.partitions[self.partition]
         if not self.topic.deleted and partition.leader_epochs is not None:
             partition.leader_epochs.assign(self.epoch, result)
+
+
+@dataclass
+class CheckpointHighWatermarksOp:
+    """Replicated partitions' high watermarks, noted so that a restart shows what was readable at once
+    instead of hiding everything until the followers confirm it again."""
+
+    marks: list[tuple[TopicState, int, int]]  # (topic, partition, high watermark)
+    write_bytes = 0
+
+    def apply(self, txn: LogWrite, now_ms: int) -> None:
+        for topic, partition, offset in self.marks:
+            if txn.stats(topic.id, partition) is not None:  # deleted since: nothing to note
+                txn.put_high_watermark(topic.id, partition, offset)
+
+    def publish(self, result: None) -> None:
+        pass

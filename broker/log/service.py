@@ -43,6 +43,9 @@ class Log:
         """The partition's stored leader epochs (read once, when it becomes replicated)."""
         return self._store.leader_epochs(topic.id, partition.partition)
 
+    def high_watermark_checkpoint(self, topic: TopicState, partition: PartitionState) -> int | None:
+        return self._store.high_watermark(topic.id, partition.partition)
+
     def stored_values(self, topic: TopicState, partition: PartitionState, offset: int, max_bytes: int) -> list[bytes]:
         """The stored batches from the one holding `offset` up to the log's end (past the high watermark:
         what a follower replicates), whole, at least one, then while they fit in `max_bytes`."""

@@ -137,6 +137,10 @@ class LogWrite(Protocol):
         """Note that leader epoch `epoch` writes the partition from `start_offset` on (log.epochs)."""
         ...
 
+    def put_high_watermark(self, topic_id: int, partition: int, offset: int) -> None:
+        """Checkpoint a replicated partition's high watermark (what a restart may show at once)."""
+        ...
+
     def replace_batch(
         self, topic_id: int, partition: int, base_offset: int, count: int, batches: list[StoredBatch]
     ) -> int | None:
@@ -204,6 +208,10 @@ class LogStore(Protocol):
 
     def leader_epochs(self, topic_id: int, partition: int) -> list[tuple[int, int]]:
         """The partition's (leader epoch, start offset) entries, in order."""
+        ...
+
+    def high_watermark(self, topic_id: int, partition: int) -> int | None:
+        """A replicated partition's last checkpointed high watermark, if any."""
         ...
 
     def committed(self, group: str) -> dict[tuple[int, int], int]:

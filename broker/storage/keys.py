@@ -14,6 +14,7 @@ Named databases:
   timeindex  TIME_KEY (topic_id, partition, timestamp i64) -> OFFSET (base offset u64), whenever a batch
              raises the partition's largest timestamp (storage.time_index)
   acls       an ACL rule added by CreateAcls (its text) -> b""
+  hwmarks    PARTITION_KEY -> OFFSET: a replicated partition's checkpointed high watermark
   epochs     EPOCH_KEY (topic_id, partition, leader_epoch u32) -> OFFSET (where that epoch's records
              start; a replicated partition's leader epoch cache, log.epochs)
 """

@@ -84,6 +84,7 @@ class LmdbStore:
         self.timeindex = self.env.open_db(b"timeindex")
         self.acls = self.env.open_db(b"acls")
         self.epochs = self.env.open_db(b"epochs")
+        self.hwmarks = self.env.open_db(b"hwmarks")
         self._check_format()
 
     def _check_format(self) -> None:
@@ -193,6 +194,11 @@ class LmdbStore:
         return topics, deleting
 
     # -- group offsets ----------------------------------------------------------
+
+    def high_watermark(self, topic_id: int, partition: int) -> int | None:
+        with self.reading(), self.env.begin(db=self.hwmarks) as txn:
+            value = txn.get(PARTITION_KEY.pack(topic_id, partition))
+        return None if value is None else int(keys.OFFSET.unpack(value)[0])
 
     def leader_epochs(self, topic_id: int, partition: int) -> list[tuple[int, int]]:
         prefix = PARTITION_KEY.pack(topic_id, partition)
@@ -395,7 +401,7 @@ class LmdbWrite:
         txn, store = self._txn, self._store
         prefix = TOPIC_ID.pack(topic_id)
         removed = 0
-        for db in (store.log, store.producers, store.timeindex, store.epochs):
+        for db in (store.log, store.producers, store.timeindex, store.epochs, store.hwmarks):
             cursor = txn.cursor(db=db)
             if not cursor.set_range(prefix):
                 continue
@@ -513,6 +519,9 @@ class LmdbWrite:
                 found = cursor.next()
             else:
                 found = cursor.delete() and cursor.key()[:8] == prefix
+
+    def put_high_watermark(self, topic_id: int, partition: int, offset: int) -> None:
+        self._txn.put(PARTITION_KEY.pack(topic_id, partition), keys.OFFSET.pack(offset), db=self._store.hwmarks)
 
     def put_leader_epoch(self, topic_id: int, partition: int, epoch: int, start_offset: int) -> None:
         self._txn.put(

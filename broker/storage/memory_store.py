@@ -66,6 +66,7 @@ class _State:
     acls: set[str] = field(default_factory=set)
     counters: dict[str, int] = field(default_factory=dict)
     epochs: dict[TP, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # (epoch, start) in order
+    hwmarks: dict[TP, int] = field(default_factory=dict)
     forked_logs: set[TP] = field(default_factory=set)  # logs this fork has copied (and may change)
 
     def fork(self) -> _State:
@@ -79,6 +80,7 @@ class _State:
             set(self.acls),
             dict(self.counters),
             dict(self.epochs),
+            dict(self.hwmarks),
         )
 
     def log_for_write(self, tp: TP) -> _PartitionLog:
@@ -178,6 +180,9 @@ class MemoryStore:
     def leader_epochs(self, topic_id: int, partition: int) -> list[tuple[int, int]]:
         return list(self._state.epochs.get((topic_id, partition), ()))
 
+    def high_watermark(self, topic_id: int, partition: int) -> int | None:
+        return self._state.hwmarks.get((topic_id, partition))
+
     # -- space: memory is never full here --
 
     def grow(self, into_reserve: bool) -> bool:
@@ -212,7 +217,7 @@ class MemoryWrite:
             child.acls,
             child.counters,
         )
-        parent.logs = child.logs
+        parent.logs, parent.epochs, parent.hwmarks = child.logs, child.epochs, child.hwmarks
         parent.forked_logs = parent.forked_logs | child.forked_logs
 
     def topic(self, name: str) -> TopicRecord | None:
@@ -245,6 +250,8 @@ class MemoryWrite:
             del state.logs[tp]
         for tp in [tp for tp in state.epochs if tp[0] == topic_id]:
             del state.epochs[tp]
+        for tp in [tp for tp in state.hwmarks if tp[0] == topic_id]:
+            del state.hwmarks[tp]
         for producer in [k for k in state.producers if k[0] == topic_id]:
             del state.producers[producer]
         for committed in [k for k in state.offsets if k[1] == topic_id]:
@@ -315,6 +322,9 @@ class MemoryWrite:
         cut = PartitionStats(offset, stats.log_start_offset, max(0, size))
         self._state.stats[(topic_id, partition)] = cut
         return cut
+
+    def put_high_watermark(self, topic_id: int, partition: int, offset: int) -> None:
+        self._state.hwmarks[(topic_id, partition)] = offset
 
     def put_leader_epoch(self, topic_id: int, partition: int, epoch: int, start_offset: int) -> None:
         entries = dict(self._state.epochs.get((topic_id, partition), ()))

@@ -605,3 +605,50 @@ def test_after_the_controller_is_killed_another_creates_topics_and_elects_leader
     )
     after = leaders()
     assert all(after[p][1] > epoch for p, (leader, epoch) in before.items() if leader == victim)
+
+
+def checkpointed(cluster: ClusterProcess, broker_id: int, topic: str) -> int:
+    """The high watermark of the topic's partition 0 checkpointed in the broker's LMDB (-1: none)."""
+    store = maintenance.open_existing(cluster.brokers[broker_id].data_dir)
+    try:
+        topics, _ = store.load()
+        topic_id = next((t.id for t, _ in topics if t.name == topic), None)
+        mark = store.high_watermark(topic_id, 0) if topic_id is not None else None
+        return -1 if mark is None else mark
+    finally:
+        store.close()
+
+
+def test_a_restarted_leader_serves_up_to_its_checkpointed_high_watermark_before_followers_return(
+    tmp_path: Path,
+) -> None:
+    """The leader is killed and restarted while its followers are stopped (inside their lease and lag
+    time): without the checkpoint it would hide every record until they fetch again."""
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    cluster = ClusterProcess(tmp_path, 3, "--replica-lag-time-ms", "60000", lease_s=60).start()
+    try:
+        everyone = cluster.addresses
+        wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+        with AdminClient(everyone[0]) as admin:
+            admin.create_topic("marked", 1, replication_factor=3)
+        wait_for(lambda: leader_of(everyone[0], "marked")[0] >= 0, 30, what="the topic's leader")
+        leader, _ = leader_of(everyone[0], "marked")
+        wait_for(lambda: isr_of(everyone[leader], "marked") == sorted(everyone), 30, what="a full ISR")
+        values = [f"v{i}".encode() for i in range(10)]
+        for value in values:
+            produce_all(everyone[leader], "marked", value)
+        wait_for(lambda: checkpointed(cluster, leader, "marked") == 10, 30, what="the high watermark checkpointed")
+
+        followers = [b for b in everyone if b != leader]
+        cluster.kill(leader)
+        for b in followers:
+            cluster.pause(b)
+        try:
+            cluster.restart(leader)  # still the leader: its old lease outlives the restart
+            assert read_all(everyone[leader], "marked") == values
+        finally:
+            for b in followers:
+                cluster.resume(b)
+    finally:
+        cluster.stop()

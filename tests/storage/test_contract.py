@@ -124,12 +124,16 @@ def test_leader_epochs_last_across_a_restart_and_a_truncation_drops_those_past_t
     topic = create(store)
     with store.write() as txn:
         for epoch, start in [(0, 0), (2, 5), (3, 9), (4, 9)]:  # epoch 3 wrote nothing
-            txn.put_leader_epoch(topic.id, 0, epoch, start)
+            with txn.nested() as op:  # as the writer applies each op
+                op.put_leader_epoch(topic.id, 0, epoch, start)
         txn.put_leader_epoch(topic.id, 1, 7, 0)
+        with txn.nested() as op:
+            op.put_high_watermark(topic.id, 0, 9)
     for values in ([b"a"] * 5, [b"b"] * 4, [b"c"] * 3):
         append(store, topic.id, 0, values)
     store = open_store()
     assert store.leader_epochs(topic.id, 0) == [(0, 0), (2, 5), (3, 9), (4, 9)]
+    assert (store.high_watermark(topic.id, 0), store.high_watermark(topic.id, 1)) == (9, None)
     with store.write() as txn:
         txn.truncate(topic.id, 0, 9)
     assert store.leader_epochs(topic.id, 0) == [(0, 0), (2, 5)]
