@@ -190,6 +190,17 @@ class LeaderNotAvailableError(UnavailableError):
     """The partition has no leader right now (an election is under way, or every in-sync replica is down)."""
 
 
+class NotEnoughReplicasError(UnavailableError):
+    """acks=all and the partition has fewer in-sync replicas than its ``min.insync.replicas``:
+    refused before anything was written, or (``metadata["after_append"] == "true"``) written with
+    fewer copies than asked for. Retriable: a replica catching up ends it."""
+
+
+class ReplicationTimeoutError(UnavailableError):
+    """The in-sync replicas did not confirm the records within the broker's replication timeout: they
+    may be stored. Retriable; the idempotent producer's retry settles it."""
+
+
 class TransportError(UnavailableError):
     """The connection failed mid-call (grpc's own INTERNAL, UNKNOWN or CANCELLED, with no broker
     ErrorInfo attached): the broker may never have seen the call. Retriable, like UnavailableError;
@@ -233,7 +244,9 @@ EXCEPTIONS: dict[Reason, type[TidelogError]] = {
     Reason.SHUTTING_DOWN: UnavailableError,
     Reason.NOT_LEADER: NotLeaderError,
     Reason.LEADER_NOT_AVAILABLE: LeaderNotAvailableError,
-    Reason.REPLICATION_TIMEOUT: UnavailableError,
+    Reason.REPLICATION_TIMEOUT: ReplicationTimeoutError,
+    Reason.NOT_ENOUGH_REPLICAS: NotEnoughReplicasError,
+    Reason.CLUSTER_UNAVAILABLE: UnavailableError,
     Reason.INVALID_REPLICATION_FACTOR: InvalidArgumentError,
     Reason.INTERNAL: InternalError,
 }

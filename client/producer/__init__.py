@@ -16,7 +16,11 @@ Settings (keyword arguments of both classes):
   before it fails with DeliveryTimeoutError; ``retry_backoff_ms`` (100) and
   ``retry_backoff_max_ms`` (2 000) bound the exponential backoff between reconnects;
   a stream with a request unanswered for ``request_timeout_ms`` (30 000) is reconnected.
-- ``max_in_flight`` (16): requests awaiting an answer (at most 5 per partition with idempotence).
+- ``max_in_flight`` (16): requests awaiting an answer per broker (at most 5 per partition with
+  idempotence).
+- ``acks`` ("all"): in a cluster, ``"all"`` answers once every in-sync replica has the records
+  (refused up front below the topic's ``min.insync.replicas``); ``"leader"`` once the leader has
+  committed them. A single broker answers both after its own commit.
 - ``key_serializer``, ``value_serializer``: callables to bytes (tidelog.serde); bytes by default.
 """
 

@@ -62,9 +62,14 @@ class Batch:
         self._callbacks: list[Callable[[], None]] = []
         self._aio_futures: list[asyncio.Future[None]] = []
 
-    def encode(self, request_id: int, producer_id: int | None) -> bytes:
+    def encode(self, request_id: int, producer_id: int | None, acks: int = 0) -> bytes:
         """The ProduceRequest: the records as encoded at send(), then the header fields."""
-        header = broker_pb2.ProduceRequest(topic=self.topic, partition=self.partition, request_id=request_id)
+        header = broker_pb2.ProduceRequest(
+            topic=self.topic,
+            partition=self.partition,
+            request_id=request_id,
+            acks=acks,  # type: ignore[arg-type]
+        )
         if producer_id is not None and self.sequence is not None:
             header.producer_id = producer_id
             header.sequence = self.sequence

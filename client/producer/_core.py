@@ -64,6 +64,7 @@ from tidelog.producer.sender import Sender, produce_stream
 from tidelog.v1 import broker_pb2
 
 log = logging.getLogger(__name__)
+ACKS = {"all": broker_pb2.ACKS_ALL, "leader": broker_pb2.ACKS_LEADER}
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,11 @@ class ProducerConfig:
     retry_backoff_ms: float = 100
     retry_backoff_max_ms: float = 2_000
     request_timeout_ms: float = 30_000
+    acks: str = "all"
 
     def __post_init__(self) -> None:
+        if self.acks not in ACKS:
+            raise ValueError(f"acks must be 'all' or 'leader', not {self.acks!r}")
         for name in (
             "linger_ms",
             "max_block_ms",
@@ -115,6 +119,10 @@ class _Route:
     @property
     def producer_id(self) -> int | None:
         return self.core.producer_id
+
+    @property
+    def acks(self) -> int:
+        return ACKS[self.core.config.acks]
 
     def next_to_send(self) -> Batch | None:
         return self.core.next_to_send(self)

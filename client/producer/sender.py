@@ -31,6 +31,11 @@ class Delivery(Protocol):
     @property
     def producer_id(self) -> int | None: ...
 
+    @property
+    def acks(self) -> int:
+        """The ProduceRequest's acks value."""
+        ...
+
     def next_to_send(self) -> Batch | None:
         """The next batch to write, now counted in flight; None when there is none."""
         ...
@@ -127,7 +132,7 @@ class Sender:
                 continue
             request_id += 1
             batch.sent_at = time.monotonic()
-            await stream.write(batch.encode(request_id, self._delivery.producer_id))
+            await stream.write(batch.encode(request_id, self._delivery.producer_id, self._delivery.acks))
 
     async def _watch_answers(self) -> None:
         """End a stream whose oldest request went unanswered for request_timeout_ms (a silent broker or network)."""

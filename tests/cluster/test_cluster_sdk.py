@@ -13,6 +13,7 @@ import pytest
 
 from tests.harness import wait_for
 from tidelog import AdminClient, Consumer, Producer, RecordFuture
+from tidelog.errors import NotEnoughReplicasError
 from tidelog.producer._batch import DeliveryCallback
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import broker_pb2
@@ -223,3 +224,19 @@ def test_a_leader_stopped_with_sigterm_hands_its_partitions_over_and_no_send_fai
     for partition, (leader, _) in now.items():
         stored = read_partition(survivors[leader], "handover", partition)
         assert stored == acknowledged[partition]  # once each, in order: the idempotent retries were answered
+
+
+def test_acks_leader_goes_through_below_min_insync_replicas_and_acks_all_fails(cluster: ClusterProcess) -> None:
+    with pytest.raises(ValueError, match="acks must be 'all' or 'leader'"):
+        Producer(cluster.bootstrap, acks="some")
+    led = create(cluster, "acks", 1)
+    leader = led[0][0]
+    for b in cluster.addresses:
+        if b != leader:
+            cluster.kill(b)
+    wait_for(lambda: members(cluster.addresses[leader]) == {leader}, 30, what="the followers gone")
+    with Producer(cluster.addresses[leader], acks="leader") as producer:
+        assert producer.send("acks", b"one copy").result(30).offset == 0
+    with Producer(cluster.addresses[leader], delivery_timeout_ms=2_000, retry_backoff_max_ms=200) as producer:
+        with pytest.raises(NotEnoughReplicasError):
+            producer.send("acks", b"needs two").result(30)
