@@ -237,6 +237,8 @@ def test_acks_leader_goes_through_below_min_insync_replicas_and_acks_all_fails(c
     wait_for(lambda: members(cluster.addresses[leader]) == {leader}, 30, what="the followers gone")
     with Producer(cluster.addresses[leader], acks="leader") as producer:
         assert producer.send("acks", b"one copy").result(30).offset == 0
-    with Producer(cluster.addresses[leader], delivery_timeout_ms=2_000, retry_backoff_max_ms=200) as producer:
-        with pytest.raises(NotEnoughReplicasError):
-            producer.send("acks", b"needs two").result(30)
+    with (
+        Producer(cluster.addresses[leader], delivery_timeout_ms=2_000, retry_backoff_max_ms=200) as producer,
+        pytest.raises(NotEnoughReplicasError),
+    ):
+        producer.send("acks", b"needs two").result(30)
