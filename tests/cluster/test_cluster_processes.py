@@ -3,16 +3,15 @@ controller as every broker's GetMetadata reports them, across a kill -9 and a pa
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.cluster.conftest import own_cluster
 from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
 from tidelog import AdminClient
@@ -24,17 +23,6 @@ from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 from tidelog.v1.records_pb2 import RecordBatch
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    process = ClusterProcess(tmp_path, 3, "--retention-ms", "-1", lease_s=2)
-    try:
-        yield process.start()
-    finally:
-        process.stop()
 
 
 def metadata(address: str) -> broker_pb2.GetMetadataResponse:
@@ -53,6 +41,24 @@ def leader_of(address: str, topic: str) -> tuple[int, int]:
     return (part.leader, part.leader_epoch) if part is not None else (-1, -1)
 
 
+def all_up(cluster: ClusterProcess) -> dict[int, str]:
+    """The brokers' addresses, once every broker reports all of them."""
+    everyone = cluster.addresses
+    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    return everyone
+
+
+def replicated(cluster: ClusterProcess, topic: str) -> tuple[int, int]:
+    """Create `topic` (one partition, factor 3); (its leader, epoch) once its ISR is full."""
+    everyone = cluster.addresses
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic(topic, 1, replication_factor=3)
+    wait_for(lambda: leader_of(everyone[0], topic)[0] >= 0, 30, what="the topic's leader")
+    leader, epoch = leader_of(everyone[0], topic)
+    wait_for(lambda: isr_of(everyone[leader], topic) == sorted(everyone), 30, what="a full ISR")
+    return leader, epoch
+
+
 def view(address: str) -> tuple[dict[int, str], int]:
     """(the brokers, the controller) as the broker at `address` reports them."""
     answer = metadata(address)
@@ -62,8 +68,7 @@ def view(address: str) -> tuple[dict[int, str], int]:
 def test_every_broker_reports_the_same_members_and_controller_across_a_kill_and_a_pause(
     cluster: ClusterProcess,
 ) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    everyone = all_up(cluster)
     wait_for(lambda: len({view(a)[1] for a in everyone.values()}) == 1, 30, what="one controller, agreed")
     controller = view(everyone[0])[1]
     assert controller in everyone
@@ -105,8 +110,7 @@ def test_cluster_flags_are_checked(tmp_path: Path, args: list[str], fragment: st
 def test_topics_are_placed_over_the_brokers_and_each_partition_answers_on_its_leader(
     cluster: ClusterProcess,
 ) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    everyone = all_up(cluster)
     with AdminClient(everyone[1]) as admin:
         admin.create_topic("placed", 6, replication_factor=3)
     with grpc.insecure_channel(everyone[1]) as channel:
@@ -166,8 +170,7 @@ def test_topics_are_placed_over_the_brokers_and_each_partition_answers_on_its_le
 
 
 def test_a_client_given_every_broker_starts_while_the_first_is_down(cluster: ClusterProcess) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    all_up(cluster)
     cluster.kill(0)  # the first address of the bootstrap list answers no more
 
     def described() -> bool:
@@ -181,8 +184,7 @@ def test_a_client_given_every_broker_starts_while_the_first_is_down(cluster: Clu
 
 
 def test_records_read_on_a_leader_are_on_its_successor_after_a_kill(cluster: ClusterProcess) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    everyone = all_up(cluster)
     with AdminClient(everyone[0]) as admin:
         admin.create_topic("kept", 1, replication_factor=3)
 
@@ -218,8 +220,7 @@ def test_records_read_on_a_leader_are_on_its_successor_after_a_kill(cluster: Clu
 
 
 def test_every_record_acknowledged_with_acks_all_is_on_the_successor(cluster: ClusterProcess) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    everyone = all_up(cluster)
     with AdminClient(everyone[0]) as admin:
         admin.create_topic("acked", 1, replication_factor=3)
 
@@ -266,8 +267,7 @@ def test_every_record_acknowledged_with_acks_all_is_on_the_successor(cluster: Cl
 
 
 def test_acks_all_is_refused_below_min_insync_replicas_and_nothing_is_written(cluster: ClusterProcess) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    everyone = all_up(cluster)
     with AdminClient(everyone[0]) as admin:
         topic = admin.create_topic("guarded", 1, replication_factor=3)
         assert topic.configs["min.insync.replicas"] == "2"  # min(2, replication factor)
@@ -322,14 +322,9 @@ def read_all(address: str, topic: str) -> list[bytes]:
 
 
 def test_a_killed_follower_restarted_catches_up_and_rejoins_the_isr(cluster: ClusterProcess) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
-    with AdminClient(everyone[0]) as admin:
-        admin.create_topic("rejoin", 1, replication_factor=3)
-    wait_for(lambda: leader_of(everyone[0], "rejoin")[0] >= 0, 30, what="the topic's leader")
-    leader, _ = leader_of(everyone[0], "rejoin")
+    everyone = all_up(cluster)
+    leader, _ = replicated(cluster, "rejoin")
     follower, other = [b for b in everyone if b != leader]
-    wait_for(lambda: isr_of(everyone[leader], "rejoin") == sorted(everyone), 30, what="a full ISR")
 
     acknowledged = [produce_all(everyone[leader], "rejoin", b"before")]
     cluster.kill(follower)
@@ -363,18 +358,10 @@ def test_a_killed_follower_restarted_catches_up_and_rejoins_the_isr(cluster: Clu
 def test_a_follower_that_stops_fetching_leaves_the_isr_while_registered_and_rejoins(tmp_path: Path) -> None:
     """SIGSTOP for longer than the replica lag time, well inside the lease: the leader shrinks its ISR
     by lag (not by the broker leaving), acks=all goes on with the rest, and after SIGCONT it rejoins."""
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    cluster = ClusterProcess(tmp_path, 3, "--replica-lag-time-ms", "500", lease_s=60).start()
-    try:
-        everyone = cluster.addresses
-        wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
-        with AdminClient(everyone[0]) as admin:
-            admin.create_topic("lagging", 1, replication_factor=3)
-        wait_for(lambda: leader_of(everyone[0], "lagging")[0] >= 0, 30, what="the topic's leader")
-        leader, _ = leader_of(everyone[0], "lagging")
+    with own_cluster(tmp_path, "--replica-lag-time-ms", "500", lease_s=60) as cluster:
+        everyone = all_up(cluster)
+        leader, _ = replicated(cluster, "lagging")
         stopped = max(b for b in everyone if b != leader)
-        wait_for(lambda: isr_of(everyone[leader], "lagging") == sorted(everyone), 30, what="a full ISR")
 
         cluster.pause(stopped)
         try:
@@ -392,8 +379,6 @@ def test_a_follower_that_stops_fetching_leaves_the_isr_while_registered_and_rejo
         )
         assert offsets == list(range(20))
         assert read_all(everyone[leader], "lagging") == [f"r{i}".encode() for i in range(20)]
-    finally:
-        cluster.stop()
 
 
 def stored_batches(cluster: ClusterProcess, broker_id: int, topic: str, below: int) -> list[tuple[int, int, int]]:
@@ -416,13 +401,8 @@ def stored_batches(cluster: ClusterProcess, broker_id: int, topic: str, below: i
 def test_a_paused_leader_is_fenced_cuts_what_it_alone_wrote_and_rejoins_as_a_follower(
     cluster: ClusterProcess,
 ) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
-    with AdminClient(everyone[0]) as admin:
-        admin.create_topic("zombie", 1, replication_factor=3)
-    wait_for(lambda: leader_of(everyone[0], "zombie")[0] >= 0, 30, what="the topic's leader")
-    old, old_epoch = leader_of(everyone[0], "zombie")
-    wait_for(lambda: isr_of(everyone[old], "zombie") == sorted(everyone), 30, what="a full ISR")
+    everyone = all_up(cluster)
+    old, old_epoch = replicated(cluster, "zombie")
     before = [f"before-{i}".encode() for i in range(10)]
     assert [produce_all(everyone[old], "zombie", v) for v in before] == list(range(10))
 
@@ -461,18 +441,10 @@ def test_a_restarted_leader_cuts_the_tail_only_it_has_back_to_its_successors_epo
     already waiting for it). When the old leader comes back, its log runs past where epoch 0 ends on
     the new leader: it cuts those records and copies the new leader's, so the replicas are
     byte-for-byte the same."""
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    cluster = ClusterProcess(tmp_path, 3, lease_s=10).start()
-    try:
-        everyone = cluster.addresses
-        wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
-        with AdminClient(everyone[0]) as admin:
-            admin.create_topic("tail", 1, replication_factor=3)
-        wait_for(lambda: leader_of(everyone[0], "tail")[0] >= 0, 30, what="the topic's leader")
-        old, _ = leader_of(everyone[0], "tail")
+    with own_cluster(tmp_path, lease_s=10) as cluster:
+        everyone = all_up(cluster)
+        old, _ = replicated(cluster, "tail")
         followers = [b for b in everyone if b != old]
-        wait_for(lambda: isr_of(everyone[old], "tail") == sorted(everyone), 30, what="a full ISR")
         shared = [produce_all(everyone[old], "tail", f"shared-{i}".encode()) for i in range(5)]
         assert shared == list(range(5))
 
@@ -512,8 +484,6 @@ def test_a_restarted_leader_cuts_the_tail_only_it_has_back_to_its_successors_epo
             b"last",
         ]
         assert read_all(everyone[new], "tail") == expected
-    finally:
-        cluster.stop()
 
 
 def test_producer_ids_are_unique_across_the_brokers(cluster: ClusterProcess) -> None:
@@ -534,13 +504,8 @@ def test_producer_ids_are_unique_across_the_brokers(cluster: ClusterProcess) -> 
 def test_a_new_leader_answers_an_idempotent_retry_with_the_original_offsets(cluster: ClusterProcess) -> None:
     """Followers rebuild producer state from the batches they copy: a retry that reaches the new leader
     after a failover (the answer was lost with the old one) is not written twice."""
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
-    with AdminClient(everyone[0]) as admin:
-        admin.create_topic("dedup", 1, replication_factor=3)
-    wait_for(lambda: leader_of(everyone[0], "dedup")[0] >= 0, 30, what="the topic's leader")
-    old, epoch = leader_of(everyone[0], "dedup")
-    wait_for(lambda: isr_of(everyone[old], "dedup") == sorted(everyone), 30, what="a full ISR")
+    everyone = all_up(cluster)
+    old, epoch = replicated(cluster, "dedup")
 
     def batch(sequence: int) -> broker_pb2.ProduceRequest:
         values = [f"seq-{sequence}-{i}".encode() for i in range(3)]
@@ -581,8 +546,7 @@ def test_a_new_leader_answers_an_idempotent_retry_with_the_original_offsets(clus
 
 
 def test_after_the_controller_is_killed_another_creates_topics_and_elects_leaders(cluster: ClusterProcess) -> None:
-    everyone = cluster.addresses
-    wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
+    everyone = all_up(cluster)
     controller = view(everyone[0])[1]
     cluster.kill(controller)
     rest = {i: a for i, a in everyone.items() if i != controller}
@@ -624,17 +588,9 @@ def test_a_restarted_leader_serves_up_to_its_checkpointed_high_watermark_before_
 ) -> None:
     """The leader is killed and restarted while its followers are stopped (inside their lease and lag
     time): without the checkpoint it would hide every record until they fetch again."""
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    cluster = ClusterProcess(tmp_path, 3, "--replica-lag-time-ms", "60000", lease_s=60).start()
-    try:
-        everyone = cluster.addresses
-        wait_for(lambda: all(view(a)[0] == everyone for a in everyone.values()), 30, what="all three in every view")
-        with AdminClient(everyone[0]) as admin:
-            admin.create_topic("marked", 1, replication_factor=3)
-        wait_for(lambda: leader_of(everyone[0], "marked")[0] >= 0, 30, what="the topic's leader")
-        leader, _ = leader_of(everyone[0], "marked")
-        wait_for(lambda: isr_of(everyone[leader], "marked") == sorted(everyone), 30, what="a full ISR")
+    with own_cluster(tmp_path, "--replica-lag-time-ms", "60000", lease_s=60) as cluster:
+        everyone = all_up(cluster)
+        leader, _ = replicated(cluster, "marked")
         values = [f"v{i}".encode() for i in range(10)]
         for value in values:
             produce_all(everyone[leader], "marked", value)
@@ -650,5 +606,3 @@ def test_a_restarted_leader_serves_up_to_its_checkpointed_high_watermark_before_
         finally:
             for b in followers:
                 cluster.resume(b)
-    finally:
-        cluster.stop()

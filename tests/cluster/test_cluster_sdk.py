@@ -3,10 +3,7 @@ and follow the leadership when it moves (a kill -9)."""
 
 from __future__ import annotations
 
-import shutil
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -18,17 +15,6 @@ from tidelog.producer._batch import DeliveryCallback
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import broker_pb2
 from tidelog.v1.broker_pb2_grpc import BrokerStub
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    process = ClusterProcess(tmp_path, 3, "--retention-ms", "-1", lease_s=2)
-    try:
-        yield process.start()
-    finally:
-        process.stop()
 
 
 def leaders(address: str, topic: str) -> dict[int, tuple[int, int]]:
@@ -46,6 +32,44 @@ def read_partition(address: str, topic: str, partition: int) -> list[bytes]:
             timeout=10,
         )
     return [r.value for b in answer.batches for r in b.records]
+
+
+class Stream:
+    """Unique records sent round-robin to a topic's partitions, and what came of each."""
+
+    def __init__(self, producer: Producer, topic: str, partitions: int) -> None:
+        self._producer, self._topic, self._partitions = producer, topic, partitions
+        self._lock = threading.Lock()
+        self._sent = 0
+        self.acknowledged: list[list[bytes]] = [[] for _ in range(partitions)]
+        self.failures: list[BaseException] = []
+        self.mark = threading.Event()  # set it: acknowledgements from then on are counted
+        self._after_mark = 0
+
+    def send(self, n: int) -> None:
+        for _ in range(n):
+            partition, value = self._sent % self._partitions, f"{self._topic}-{self._sent}".encode()
+            self._producer.send(self._topic, value, partition=partition).add_done_callback(
+                self._on_delivery(partition, value)
+            )
+            self._sent += 1
+
+    def _on_delivery(self, partition: int, value: bytes) -> DeliveryCallback:
+        def delivered(future: RecordFuture) -> None:
+            error = future.exception()
+            with self._lock:
+                if error is not None:
+                    self.failures.append(error)
+                    return
+                self.acknowledged[partition].append(value)
+                if self.mark.is_set():
+                    self._after_mark += 1
+
+        return delivered
+
+    def acknowledged_after_mark(self) -> int:
+        with self._lock:
+            return self._after_mark
 
 
 def members(address: str) -> set[int]:
@@ -89,41 +113,17 @@ def test_a_producer_follows_the_leadership_across_a_kill_and_loses_nothing_ackno
 ) -> None:
     led = create(cluster, "moving", 3)
     victim = led[0][0]
-    acknowledged: list[list[bytes]] = [[], [], []]
-    lock = threading.Lock()
-    killed = threading.Event()
-    after_kill = [0]
-
-    def on_delivery(partition: int, value: bytes) -> DeliveryCallback:
-        def delivered(future: RecordFuture) -> None:
-            if future.exception() is None:
-                with lock:
-                    acknowledged[partition].append(value)
-                    if killed.is_set():
-                        after_kill[0] += 1
-
-        return delivered
-
     with Producer(cluster.bootstrap, linger_ms=1) as producer:
-        i = 0
-
-        def send_some(n: int) -> None:
-            nonlocal i
-            for _ in range(n):
-                partition, value = i % 3, f"m{i}".encode()
-                producer.send("moving", value, partition=partition).add_done_callback(on_delivery(partition, value))
-                i += 1
-
-        send_some(300)
+        stream = Stream(producer, "moving", 3)
+        stream.send(300)
         producer.flush()
         cluster.kill(victim)  # a leader of partition 0, mid-stream
-        killed.set()
+        stream.mark.set()
 
         def delivered_on_the_new_leaders() -> bool:  # keep sending until records land after the failover
-            send_some(30)
+            stream.send(30)
             producer.flush()
-            with lock:
-                return after_kill[0] >= 300
+            return stream.acknowledged_after_mark() >= 300
 
         wait_for(delivered_on_the_new_leaders, 60, interval=0, what="300 records acknowledged after the kill")
     survivors = {b: a for b, a in cluster.addresses.items() if b != victim}
@@ -133,8 +133,7 @@ def test_a_producer_follows_the_leadership_across_a_kill_and_loses_nothing_ackno
     assert now is not None and now[0][1] > led[0][1]  # a new epoch
     for partition, (leader, _) in now.items():
         stored = read_partition(survivors[leader], "moving", partition)
-        with lock:
-            expected = acknowledged[partition]
+        expected = stream.acknowledged[partition]
         assert len(stored) == len(set(stored)), f"partition {partition} holds a record twice"
         assert [v for v in stored if v in set(expected)] == expected  # every acknowledged one, in order
 
@@ -173,57 +172,29 @@ def test_a_leader_stopped_with_sigterm_hands_its_partitions_over_and_no_send_fai
     producer re-routes on NOT_LEADER at once and no record fails (no lease to wait out)."""
     led = create(cluster, "handover", 3)
     stopping = led[0][0]
-    failures: list[BaseException] = []
-    acknowledged: list[list[bytes]] = [[], [], []]
-    lock = threading.Lock()
-    stopped = threading.Event()
-    after = [0]
-
-    def on_delivery(partition: int, value: bytes) -> DeliveryCallback:
-        def delivered(future: RecordFuture) -> None:
-            error = future.exception()
-            with lock:
-                if error is not None:
-                    failures.append(error)
-                    return
-                acknowledged[partition].append(value)
-                if stopped.is_set():
-                    after[0] += 1
-
-        return delivered
-
     with Producer(cluster.bootstrap, linger_ms=1) as producer:
-        sent = 0
-
-        def send_some(n: int) -> None:
-            nonlocal sent
-            for _ in range(n):
-                partition, value = sent % 3, f"h{sent}".encode()
-                producer.send("handover", value, partition=partition).add_done_callback(on_delivery(partition, value))
-                sent += 1
-
-        send_some(300)
+        stream = Stream(producer, "handover", 3)
+        stream.send(300)
         stopper = threading.Thread(target=cluster.brokers[stopping].stop)  # SIGTERM, mid-stream
         stopper.start()
 
         def sent_past_the_stop() -> bool:
-            send_some(30)
+            stream.send(30)
             if not stopper.is_alive():
-                stopped.set()
-            with lock:
-                return after[0] >= 300
+                stream.mark.set()
+            return stream.acknowledged_after_mark() >= 300
 
         wait_for(sent_past_the_stop, 60, interval=0, what="300 records acknowledged after the stop")
         producer.flush()
         stopper.join()
-    assert failures == []
+    assert stream.failures == []
     assert "leadership_handed_over" in cluster.brokers[stopping].log()
     survivors = {b: a for b, a in cluster.addresses.items() if b != stopping}
     now = wait_for(lambda: led_by(next(iter(survivors.values())), "handover", 3, set(survivors)), 30, what="moved")
     assert now is not None
     for partition, (leader, _) in now.items():
         stored = read_partition(survivors[leader], "handover", partition)
-        assert stored == acknowledged[partition]  # once each, in order: the idempotent retries were answered
+        assert stored == stream.acknowledged[partition]  # once each, in order: the idempotent retries were answered
 
 
 def test_acks_leader_goes_through_below_min_insync_replicas_and_acks_all_fails(cluster: ClusterProcess) -> None:

@@ -1,0 +1,30 @@
+"""A real etcd and three brokers per test, on loopback ports with temp data dirs."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tidelog.testing import ClusterProcess
+
+
+@contextmanager
+def own_cluster(root: Path, *broker_args: str, lease_s: int = 2) -> Iterator[ClusterProcess]:
+    """Three brokers with these extra flags, stopped (each by its PID) at the end."""
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    process = ClusterProcess(root, 3, *broker_args, lease_s=lease_s)
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
+    with own_cluster(tmp_path, "--retention-ms", "-1") as process:
+        yield process
