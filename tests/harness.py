@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 from tidelog import AdminClient
 from tidelog.testing import BrokerProcess, run_broker, wait_for
@@ -43,3 +47,15 @@ def new_topic(address: str, partitions: int = 1, prefix: str = "t", configs: dic
     with AdminClient(address) as admin:
         admin.create_topic(name, partitions, configs)
     return name
+
+
+NODE_DIR = ROOT / "tests" / "node"
+
+
+def run_node(script: str, *args: str) -> str:
+    node = shutil.which("node")
+    if node is None or not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").exists():
+        pytest.fail("node and tests/node/node_modules are set up by `make test`")
+    result = subprocess.run([node, script, *args], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return str(result.stdout)

@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 
-import pytest
-
-from tests.harness import ROOT, BrokerProcess, new_topic
+from tests.harness import ROOT, BrokerProcess, new_topic, run_node
 from tidelog import AdminClient, Producer, TopicPartition
-
-NODE_DIR = ROOT / "tests" / "node"
-
-
-def run_node(script: str, *args: str) -> str:
-    node = shutil.which("node")
-    if node is None or not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").exists():
-        pytest.fail("node and tests/node/node_modules are set up by `make test`")
-    result = subprocess.run([node, script, *args], cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_node_client_produces_and_subscribes(broker: BrokerProcess) -> None:

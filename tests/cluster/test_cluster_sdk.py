@@ -3,12 +3,13 @@ and follow the leadership when it moves (a kill -9)."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import grpc
 import pytest
 
-from tests.harness import wait_for
+from tests.harness import ROOT, run_node, wait_for
 from tidelog import AdminClient, Consumer, Producer, RecordFuture
 from tidelog.errors import NotEnoughReplicasError
 from tidelog.producer._batch import DeliveryCallback
@@ -213,3 +214,14 @@ def test_acks_leader_goes_through_below_min_insync_replicas_and_acks_all_fails(c
         pytest.raises(NotEnoughReplicasError),
     ):
         producer.send("acks", b"needs two").result(30)
+
+
+def test_a_node_client_finds_the_leader_in_the_metadata_and_the_not_leader_details(cluster: ClusterProcess) -> None:
+    """Any language's stubs get what the SDK uses: GetMetadata's leaders, and NOT_LEADER's ErrorInfo."""
+    led = create(cluster, "from-node", 1)
+    stdout = run_node("cluster_routing.js", cluster.addresses[0], str(ROOT / "protos"), "from-node")
+    answer = json.loads(stdout)
+    assert answer["code"] == grpc.StatusCode.UNAVAILABLE.value[0] and answer["reason"] == "NOT_LEADER"
+    assert answer["leader"] == answer["metadata_leader"] == led[0][0]
+    assert sorted(answer["isr"]) == sorted(cluster.addresses) and answer["offset"] == 0
+    assert sorted(answer["durable_on"]) == sorted(cluster.addresses)  # acks=all: the receipt names all three
