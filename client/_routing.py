@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import grpc
 
 from tidelog._channel import Security, call, open_channel
-from tidelog.errors import TidelogError
+from tidelog.errors import NotLeaderError, TidelogError
 from tidelog.v1 import broker_pb2, broker_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ REFRESH_MIN_INTERVAL_S = 0.1  # refreshes asked for in a burst (a broker died) s
 REFRESH_TIMEOUT_S = 5.0  # per broker asked: one out of reach must not hold the others back
 
 TP = tuple[str, int]
+T = TypeVar("T")
 
 
 class Routing:
@@ -90,6 +92,15 @@ class Routing:
                     self._leaders[tp] = address
                 else:
                     self._leaders.pop(tp, None)
+
+    async def to_leader(self, tp: TP, attempt: Callable[[grpc.aio.Channel], Awaitable[T]], tries: int = 3) -> T:
+        """`attempt` on the channel of the partition's leader, following NOT_LEADER up to `tries` times."""
+        for _ in range(tries - 1):
+            try:
+                return await attempt(self.channel(self.key_for(tp)))
+            except NotLeaderError as err:
+                self.moved(tp, err.metadata.get("leader_address", ""))
+        return await attempt(self.channel(self.key_for(tp)))
 
     def moved(self, tp: TP, address: str) -> None:
         """A broker answered NOT_LEADER naming `address`: use it now, and check the metadata soon."""

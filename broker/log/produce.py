@@ -60,8 +60,9 @@ def prepare_produce(request: ProduceRequest, registry: TopicRegistry, request_si
         partition = request.partition
         producer_id = request.producer_id if idempotent else None
         sequence = request.sequence if idempotent else None
-        for field in ("topic", "partition", "producer_id", "sequence", "request_id"):
-            request.ClearField(field)
+        for descriptor, _ in request.ListFields():  # the rest is the request's own, not the batch's
+            if descriptor.name != "records":
+                request.ClearField(descriptor.name)  # type: ignore[arg-type]
         request.DiscardUnknownFields()
         appends = [_append(partition, request.SerializeToString(), count, timestamps)]
         return ProduceOp(topic, appends, producer_id, sequence)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Literal
+from typing import Any, Literal
+
+import grpc
 
 from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call
 from tidelog._loop import LoopThread
@@ -277,8 +279,11 @@ class AsyncConsumer:
         out = {}
         for tp in chosen:
             request = broker_pb2.ListOffsetsRequest(topic=tp.topic, partition=tp.partition, position=position)  # type: ignore[arg-type]
-            stub = broker_pb2_grpc.BrokerStub(self._routing.channel(self._routing.key_for((tp.topic, tp.partition))))
-            out[tp] = (await call(stub.ListOffsets(request))).offset
+
+            async def list_offsets(channel: grpc.aio.Channel, request: Any = request) -> int:
+                return int((await call(broker_pb2_grpc.BrokerStub(channel).ListOffsets(request))).offset)
+
+            out[tp] = await self._routing.to_leader((tp.topic, tp.partition), list_offsets)
         return out
 
     # -- reading ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import grpc
 
 from tests.errors_util import error_info, expect_status
+from tidelog.broker.batches import records_crc
 from tidelog.common.reasons import Reason
 from tidelog.v1 import broker_pb2, records_pb2
 from tidelog.v1.broker_pb2_grpc import BrokerStub
@@ -212,3 +213,30 @@ def test_produce_stream_ends_on_undecodable_bytes(channel: grpc.Channel, topic_f
     responses = stream(iter([good, b"\xff\xff\xff"]))
     assert next(responses).request_id == 1
     expect_status(INVALID, "INVALID_REQUEST", lambda: next(responses))
+
+
+def test_a_stored_batch_keeps_only_the_records_of_the_request_and_its_producer(
+    broker_stub: BrokerStub, topic_factory: Callable[..., str]
+) -> None:
+    """Every request field but the records is the request's own: acks once leaked into the stored
+    bytes as a second field 7 (a RecordBatch's base_sequence), and followers took it for the sequence."""
+    topic = topic_factory()
+    producer_id = broker_stub.InitProducer(broker_pb2.InitProducerRequest()).producer_id
+    request = broker_pb2.ProduceRequest(
+        topic=topic,
+        partition=0,
+        records=records(b"a", b"b"),
+        producer_id=producer_id,
+        sequence=41,
+        request_id=9,
+        acks=broker_pb2.ACKS_LEADER,
+    )
+    expect_status(grpc.StatusCode.FAILED_PRECONDITION, "OUT_OF_ORDER_SEQUENCE", lambda: broker_stub.Produce(request))
+    request.sequence = 0
+    broker_stub.Produce(request)
+    fetched = broker_stub.Fetch(broker_pb2.FetchRequest(topic=topic, partition=0))
+    batch = fetched.batches[0]
+    assert (batch.producer_id, batch.base_sequence) == (producer_id, 0)
+    only_records = records_pb2.RecordBatch(records=batch.records).SerializeToString()
+    assert records_pb2.RecordBatch.FromString(only_records).records == batch.records
+    assert records_crc(only_records) == batch.crc32c  # the CRC covers exactly the records

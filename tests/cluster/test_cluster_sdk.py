@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from tests.harness import ROOT, run_node, wait_for
-from tidelog import AdminClient, Consumer, Producer, RecordFuture
+from tidelog import AdminClient, Consumer, Producer, RecordFuture, TopicPartition
 from tidelog.errors import NotEnoughReplicasError
 from tidelog.producer._batch import DeliveryCallback
 from tidelog.testing import ClusterProcess
@@ -146,6 +146,8 @@ def test_a_consumer_reads_every_partition_from_its_leader_and_follows_it_across_
     with Producer(cluster.bootstrap) as producer:
         for i in range(300):
             producer.send("read", f"a{i}".encode(), partition=i % 3)
+    with Consumer(cluster.addresses[0]) as fresh:  # knows no leader yet: follows NOT_LEADER
+        assert fresh.end_offsets(*[("read", p) for p in range(3)]) == {TopicPartition("read", p): 100 for p in range(3)}
     seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
 
     def read_until(count: int, consumer: Consumer) -> None:
