@@ -7,7 +7,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BUF_STAMP  := scripts/buf/node_modules/.installed
 BUF        := $(CURDIR)/scripts/buf/node_modules/.bin/buf
 
-.PHONY: install run run-cluster test test-fault lint proto bench bench-deps bench-peers etcd clean FORCE
+.PHONY: install run run-cluster test test-fault test-fault-cluster lint proto bench bench-deps bench-peers etcd clean FORCE
 
 MODULES := $(VENV)/.modules
 
@@ -57,6 +57,10 @@ test: install $(NODE_STAMP) etcd
 ## test-fault: the crash harness, long: 20 SIGKILLs of the broker while 1M records are produced
 test-fault: install
 	$(PY) scripts/crash_harness.py --kills 20 --records 1000000 --partitions 4
+
+## test-fault-cluster: the crash harness on 3 brokers: 21 kills and pauses, one broker at a time, over 1M records
+test-fault-cluster: install etcd
+	$(PY) scripts/crash_harness_cluster.py --faults 21 --records 1000000 --partitions 6
 
 ## lint: ruff, mypy, and buf (the protos' style, and no breaking change since the previous commit)
 lint: install $(BUF_STAMP)

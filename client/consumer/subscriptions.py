@@ -119,11 +119,15 @@ class Subscriptions:
             if not error.retriable:  # a broken stream (even one the transport CANCELLED) is reopened
                 await self._queue.put(error)
                 return
+            failures += 1
             if error.reason == Reason.NOT_LEADER:
-                self._routing.moved((tp.topic, tp.partition), error.metadata.get("leader_address", ""))
+                address = error.metadata.get("leader_address", "")
+                self._routing.moved((tp.topic, tp.partition), address)
+                if address and failures == 1:  # the leader moved and the answer says where: go at once
+                    log.info("%s: reading from the new leader at %s", tp, address)
+                    continue
             else:
                 self._routing.refresh_soon()
-            failures += 1
             delay = backoff_delay(failures, *self._backoff_ms)
             log.warning("%s: subscription lost (%s), reopening in %d ms", tp, error, round(delay * 1000))
             await asyncio.sleep(delay)
