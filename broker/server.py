@@ -144,7 +144,7 @@ class Broker:
         data = BrokerService(settings, log_, self.membership, followers, producer_ids, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
         self.coordinator = coordinator = Coordinator(registry)
-        self.groups = groups = GroupService(log_, offsets, coordinator, self.metrics, rpc, access)
+        self.groups = groups = GroupService(log_, offsets, coordinator, self.membership, self.metrics, rpc, access)
         register(server, GROUPS, groups.handlers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

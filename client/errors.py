@@ -247,6 +247,7 @@ EXCEPTIONS: dict[Reason, type[TidelogError]] = {
     Reason.REPLICATION_TIMEOUT: ReplicationTimeoutError,
     Reason.NOT_ENOUGH_REPLICAS: NotEnoughReplicasError,
     Reason.CLUSTER_UNAVAILABLE: UnavailableError,
+    Reason.UNSUPPORTED_IN_CLUSTER: FailedPreconditionError,
     Reason.INVALID_REPLICATION_FACTOR: InvalidArgumentError,
     Reason.INTERNAL: InternalError,
 }

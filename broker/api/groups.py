@@ -13,6 +13,7 @@ from tidelog.broker import config
 from tidelog.broker.api.data import offset_out_of_range, position_offset
 from tidelog.broker.api.rpc import Context, Response, Rpc, parse
 from tidelog.broker.batches import frame_batches
+from tidelog.broker.cluster.membership import Membership
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.coordinator import Coordinator, Group, Member
 from tidelog.broker.groups.offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, GroupOffsets, ResetOffsetsOp
@@ -56,10 +57,12 @@ class GroupService:
         log_: Log,
         offsets: GroupOffsets,
         coordinator: Coordinator,
+        membership: Membership,
         metrics: Metrics,
         rpc: Rpc,
         access: Access,
     ) -> None:
+        self._membership = membership
         self._rpc = rpc
         self._access = access
         self._metrics = metrics
@@ -112,6 +115,7 @@ class GroupService:
         self._access.require("consume", "group", first.join.group)
         for topic in first.join.topics:
             self._access.require("consume", "topic", topic)
+        self._require_local_replicas(first.join.topics)
         await self._coordinator.admin_writes_done(first.join.group)
         member = self._coordinator.join(first.join, context.peer())
         reader = asyncio.create_task(self._read_requests(incoming, member))
@@ -131,6 +135,26 @@ class GroupService:
         finally:
             reader.cancel()
             self._coordinator.leave(member)
+
+    def _require_local_replicas(self, topics: Iterable[str]) -> None:
+        """A group's records come from its coordinator's own log: in a cluster, that holds only the
+        partitions this broker replicates. Refuse the rest rather than deliver nothing from them."""
+        me = self._membership.broker_id
+        for name in topics:
+            if name not in self._registry:
+                continue  # the coordinator's own answer (a topic that does not exist) follows
+            topic = self._registry.get(name)
+            for partition in range(len(topic.partitions)):
+                state = self._membership.partition_state(topic.id, partition)
+                if state is not None and me not in state.replicas:
+                    raise BrokerError(
+                        Reason.UNSUPPORTED_IN_CLUSTER,
+                        f"broker {me} holds no replica of {name}/{partition}: consumer groups across brokers are "
+                        "not built yet, so a group reads only topics its broker replicates in full (create them "
+                        "with a replication factor of every broker), or read with a plain Consumer",
+                        topic=name,
+                        partition=partition,
+                    )
 
     async def _read_requests(self, incoming: AsyncIterator[bytes], member: Member) -> None:
         """Act on what the member sends; any message is a heartbeat. A half-closed stream stays a member."""

@@ -67,5 +67,10 @@ class Reason(StrEnum):
         _C.INVALID_ARGUMENT,
         "a replication factor the live brokers cannot hold",
     )
+    UNSUPPORTED_IN_CLUSTER = (
+        "UNSUPPORTED_IN_CLUSTER",
+        _C.FAILED_PRECONDITION,
+        "what a single broker does but a cluster does not yet (consumer groups over partitions this broker lacks)",
+    )
     CLUSTER_UNAVAILABLE = ("CLUSTER_UNAVAILABLE", _C.UNAVAILABLE, "the cluster's metadata store (etcd) is out of reach")
     INTERNAL = ("INTERNAL", _C.INTERNAL, "a broker bug")

@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness import ROOT, run_node, wait_for
 from tidelog import AdminClient, Consumer, Producer, RecordFuture, TopicPartition
-from tidelog.errors import NotEnoughReplicasError
+from tidelog.errors import FailedPreconditionError, NotEnoughReplicasError
 from tidelog.producer._batch import DeliveryCallback
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import broker_pb2
@@ -227,3 +227,30 @@ def test_a_node_client_finds_the_leader_in_the_metadata_and_the_not_leader_detai
     assert answer["leader"] == answer["metadata_leader"] == led[0][0]
     assert sorted(answer["isr"]) == sorted(cluster.addresses) and answer["offset"] == 0
     assert sorted(answer["durable_on"]) == sorted(cluster.addresses)  # acks=all: the receipt names all three
+
+
+def test_a_group_reads_a_topic_its_broker_replicates_in_full_and_is_refused_one_it_does_not(
+    cluster: ClusterProcess,
+) -> None:
+    create(cluster, "full", 3)  # replication factor 3: every broker holds every partition
+    with Producer(cluster.bootstrap) as producer:
+        for i in range(30):
+            producer.send("full", f"g{i}".encode(), partition=i % 3)
+    got: list[bytes] = []
+    with Consumer(cluster.addresses[0], group="g", topics=["full"], auto_offset_reset="earliest") as consumer:
+
+        def all_read() -> bool:
+            got.extend(m.value for m in consumer.poll(timeout=0.2))
+            return len(got) >= 30
+
+        wait_for(all_read, 60, what="the group to read all 30 records")
+    assert sorted(got) == sorted(f"g{i}".encode() for i in range(30))
+
+    with AdminClient(cluster.bootstrap) as admin:
+        admin.create_topic("narrow", 3, replication_factor=1)  # one partition on each broker
+    wait_for(lambda: led_by(cluster.addresses[0], "narrow", 3, set(cluster.addresses)), 30, what="narrow led")
+    with (
+        Consumer(cluster.addresses[0], group="h", topics=["narrow"]) as consumer,
+        pytest.raises(FailedPreconditionError, match="holds no replica of narrow/"),
+    ):
+        consumer.poll(timeout=10)
