@@ -27,6 +27,7 @@ from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.cluster.producer_ids import ClusterProducerIds, LocalProducerIds, ProducerIds
 from tidelog.broker.cluster.replication import Replication
 from tidelog.broker.config import Settings
+from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import GroupOffsets
 from tidelog.broker.log.purge import TopicPurger
@@ -41,6 +42,7 @@ from tidelog.broker.security.quotas import Quotas
 from tidelog.broker.storage.disk_reserve import DiskReserve
 from tidelog.broker.storage.lmdb_store import LmdbStore
 from tidelog.broker.storage.writer import Writer
+from tidelog.common.reasons import Reason
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2, replication_pb2
 
 log = structlog.get_logger("tidelog.server")
@@ -51,7 +53,8 @@ GROUPS = groups_pb2.DESCRIPTOR.services_by_name["Groups"].full_name
 REPLICATION = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name
 SERVICES = ("", ADMIN, BROKER, GROUPS)
 SHUTDOWN_GRACE_S = 5.0
-HAND_OVER_TIMEOUT_S = 5.0  # controlled shutdown: how long to wait for the moves to show in the metadata
+HAND_OVER_TIMEOUT_S = 5.0
+HANDED_OVER_GRACE_S = 0.5  # controlled shutdown: how long to wait for the moves to show in the metadata
 
 
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -208,15 +211,20 @@ class Broker:
 
     async def stop(self) -> None:
         log.info("stopping", grace_s=SHUTDOWN_GRACE_S)
+        grace_s = SHUTDOWN_GRACE_S
         if self.replication is not None:  # controlled shutdown: others lead before this one goes
             try:
                 moved = await asyncio.wait_for(self.replication.hand_over(), HAND_OVER_TIMEOUT_S)
                 log.info("handed_over", partitions=moved)
+                # What is still open here can only be answered NOT_LEADER now: no need to wait for it.
+                grace_s = HANDED_OVER_GRACE_S
             except TimeoutError:  # etcd slow or out of reach: the lease moves the rest
                 log.warning("hand_over_unfinished", timeout_s=HAND_OVER_TIMEOUT_S)
+            # Long-lived streams move to the new leaders at once rather than at the grace's end.
+            self.rpc.limits.end_all(BrokerError(Reason.SHUTTING_DOWN, "the broker is stopping; its partitions moved"))
         await self.health.enter_graceful_shutdown()
         self.groups.end_streams()
-        await self.server.stop(SHUTDOWN_GRACE_S)
+        await self.server.stop(grace_s)
         await self.groups.stop()
         await self.cleaner.stop()
         await self.purger.stop()

@@ -104,6 +104,12 @@ class StreamLimits:
                 ended += 1
         return ended
 
+    def end_all(self, err: BrokerError) -> int:
+        """End every open stream with `err`; how many were ended."""
+        for stream in list(self.streams):
+            stream.end(err)
+        return len(self.streams)
+
     def acquire(self, peer: str) -> None:
         if self._open >= self.total:
             raise BrokerError(

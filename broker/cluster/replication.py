@@ -380,7 +380,7 @@ class Replication:
             if response.HasField("diverging"):  # ours parts from the leader's: cut it back, then fetch again
                 parted = (response.diverging.epoch, response.diverging.end_offset)
                 cut = truncation_point(epochs, local.log_end, parted)
-                log.warning(
+                (log.warning if cut < local.log_end else log.debug)(  # records cut, or only an empty epoch
                     "replica_truncated",
                     topic=topic.name,
                     partition=partition,

@@ -130,4 +130,15 @@ class Subscriptions:
                 self._routing.refresh_soon()
             delay = backoff_delay(failures, *self._backoff_ms)
             log.warning("%s: subscription lost (%s), reopening in %d ms", tp, error, round(delay * 1000))
-            await asyncio.sleep(delay)
+            await self._back_off(tp, delay)
+
+    async def _back_off(self, tp: TopicPartition, delay: float) -> None:
+        """Wait `delay`, but no longer than it takes a metadata refresh to show another leader."""
+        key = self._routing.key_for((tp.topic, tp.partition))
+        deadline = asyncio.get_running_loop().time() + delay
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(left, 0.1))
+            if self._routing.key_for((tp.topic, tp.partition)) != key:
+                return
+            if key:  # a leader out of reach (not the bootstrap list): has another taken over?
+                self._routing.refresh_soon()

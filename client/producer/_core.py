@@ -65,6 +65,8 @@ from tidelog.v1 import broker_pb2
 
 log = logging.getLogger(__name__)
 ACKS = {"all": broker_pb2.ACKS_ALL, "leader": broker_pb2.ACKS_LEADER}
+WATCH_LEADERS_EVERY_S = 0.25
+WATCH_LEADERS_TIMES = 240  # a minute: leases are shorter than that
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,10 @@ class ProducerCore:
         self._routes: dict[str, _Route] = {}
         self._linger_timer: asyncio.TimerHandle | None = None
         self._producer_id_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._started = False
-        self._routing.on_change.append(self._drain)
+        self._routing.on_change.append(self._on_leaders_changed)
+        self._watching: set[str] = set()  # routes whose broker is out of reach: the leaders are watched
 
     def open_stream(self, key: str) -> Callable[[], Any]:
         """A ProduceStream opener for the route `key` (tests put a model broker here)."""
@@ -244,6 +248,32 @@ class ProducerCore:
             self._linger_timer = self._loop.call_later(next_deadline - now, self._on_linger)
         self._wake(with_work)
         self._ensure_producer_id()
+
+    def _on_leaders_changed(self) -> None:
+        """A metadata refresh: partitions listed for a route that no longer leads them move now."""
+        with self._lock:
+            for key, ready in list(self._ready.items()):
+                moving = [tp for tp in ready if self._routing.key_for(tp) != key]
+                if not moving:
+                    continue
+                self._ready[key] = collections.deque(tp for tp in ready if self._routing.key_for(tp) == key)
+                for tp in moving:
+                    part = self._parts[tp]
+                    part.is_ready = False
+                    self._mark_ready(tp, part)
+        self._drain()
+
+    async def _watch_leaders(self, key: str) -> None:
+        """While partitions wait for the route of a broker out of reach, refresh the metadata every
+        quarter second (not at the reconnect's backoff): once another broker leads them, they move."""
+        try:
+            for _ in range(WATCH_LEADERS_TIMES):
+                await asyncio.sleep(WATCH_LEADERS_EVERY_S)
+                if not self._ready.get(key):
+                    return
+                self._routing.refresh_soon()
+        finally:
+            self._watching.discard(key)
 
     def _wake(self, keys: list[str]) -> None:
         for key in keys:
@@ -421,6 +451,9 @@ class ProducerCore:
             self._finish(batch, error=error)
         if route.key:  # a leader's connection broke: it may lead nothing now
             self._routing.refresh_soon()
+            if route.key not in self._watching:
+                self._watching.add(route.key)
+                self._background.add(asyncio.create_task(self._watch_leaders(route.key)))
         self._wake(with_work)
         self._ensure_producer_id()
 
@@ -489,7 +522,7 @@ class ProducerCore:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), timeout)
         self._accumulator.close()
-        tasks = [route.task for route in self._routes.values()]
+        tasks = [route.task for route in self._routes.values()] + list(self._background)
         if self._producer_id_task is not None:
             tasks.append(self._producer_id_task)
         for task in tasks:

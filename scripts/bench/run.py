@@ -12,19 +12,40 @@ from pathlib import Path
 from typing import Any
 
 from tidelog import AdminClient
+from tidelog.bench import cluster as cluster_bench
 from tidelog.bench import tidelog_modes
 from tidelog.bench.peers import PEER_NAMES
-from tidelog.bench.stats import Figures, summarize
+from tidelog.bench.stats import Figures, format_number, summarize
 from tidelog.bench.tidelog_modes import Workload
-from tidelog.testing import BrokerProcess
+from tidelog.testing import BrokerProcess, ClusterProcess
 
-MODES = ("produce", "consume", "e2e", "fanout")
+MODES = ("produce", "consume", "e2e", "fanout", "failover")
 PEER_MODES = ("produce", "consume", "e2e")
 Results = dict[str, dict[str, list[Figures]]]  # system -> mode -> one Figures per run
 # Figures where lower is better: their ratio is peer / Tidelog, so a ratio above 1 always favours Tidelog.
 _LOWER_IS_BETTER = {"p50_ms", "p99_ms", "p999_ms"}
 _RATIO_FIGURES = ("records_per_s", "p50_ms", "p99_ms", "p999_ms")
 _TABLE_FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "rss_mb")
+FAILOVER = "tidelog failover"  # the system the failover mode's figures are filed under
+# The failover figures, in the order printed: (key, what it is, unit).
+_FAILOVER_FIGURES = (
+    ("kill_election_s", "kill -9 of the leader -> a new leader in GetMetadata", "s"),
+    ("kill_first_ack_s", "kill -9 -> first ack of a record sent after it", "s"),
+    ("kill_max_gap_s", "longest gap between acks around the kill", "s"),
+    ("kill_errors", "failed sends from the kill to the SIGTERM", ""),
+    ("rejoin_s", "restart of the killed broker -> in the ISR again", "s"),
+    ("rejoin_max_gap_s", "longest gap between acks while it rejoins", "s"),
+    ("stop_handover_s", "SIGTERM of the leader -> a new leader in GetMetadata", "s"),
+    ("stop_first_ack_s", "SIGTERM -> first ack of a record sent after it", "s"),
+    ("stop_max_gap_s", "longest gap between acks around the SIGTERM", "s"),
+    ("stop_exit_s", "SIGTERM -> the broker exited", "s"),
+    ("stop_errors", "failed sends after the SIGTERM", ""),
+    ("sent", "records sent", ""),
+    ("acknowledged", "records acknowledged", ""),
+    ("failed", "records failed", ""),
+    ("lost", "acknowledged records missing when read back", ""),
+    ("duplicates", "records stored twice", ""),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +53,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode", default="produce,consume,e2e", help=f"comma-separated, of {', '.join(MODES)} (default %(default)s)"
     )
     parser.add_argument("--bootstrap", help="benchmark a running broker instead of starting one")
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start an etcd and N clustered brokers (127.0.0.1, temp data dirs) instead of one broker",
+    )
+    parser.add_argument(
+        "--replication-factor",
+        metavar="R[,R...]",
+        help="run the modes once per replication factor, on the same brokers (default 1; above 1 needs a cluster)",
+    )
+    parser.add_argument(
+        "--lease-s", type=int, default=2, help="--cluster: the brokers' --cluster-lease-s (default %(default)s)"
+    )
+    parser.add_argument(
+        "--failover-rate", type=float, default=2000, help="failover: records per second (default %(default)s)"
+    )
+    parser.add_argument("--cluster-dir", type=Path, help="--cluster: keep the data and logs here (default: a temp dir)")
+    parser.add_argument("--broker-log-level", default="warning", help="the brokers' --log-level (default %(default)s)")
     parser.add_argument("--records", type=int, default=500_000, help="records to produce (default %(default)s)")
     parser.add_argument("--duration", type=float, help="produce for this many seconds instead of --records")
     parser.add_argument("--size", type=int, default=100, help="value bytes per record (default %(default)s)")
@@ -73,6 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     modes = _choices(args.mode, MODES, "--mode")
     peers = _choices(args.vs, PEER_NAMES, "--vs") if args.vs else []
+    factors = replication_factors(args)
+    if args.cluster and args.bootstrap:
+        raise SystemExit("tidelog bench: --cluster starts its own brokers; it does not take --bootstrap")
+    if args.cluster < 0 or (args.cluster and max(f or 1 for f in factors) > args.cluster):
+        raise SystemExit("tidelog bench: --cluster N takes N >= 1 brokers, at least the largest --replication-factor")
+    if "failover" in modes and args.cluster < 3:
+        raise SystemExit("tidelog bench: --mode failover needs --cluster 3 or more")
     workload = Workload(
         records=args.records,
         size=args.size,
@@ -94,9 +142,14 @@ def run_command(args: argparse.Namespace) -> int:
         missing = [message for spec in peers if (message := missing_requirements(spec))]
         if missing:
             raise SystemExit("tidelog bench: " + "; ".join(missing))
-    steps = args.runs * (len(modes) + sum(len([m for m in modes if m in PEER_MODES]) for _ in peers))
+    ours = [m for m in modes if m != "failover"]
+    steps = args.runs * (
+        len(ours) * len(factors)
+        + ("failover" in modes)
+        + sum(len([m for m in modes if m in PEER_MODES]) for _ in peers)
+    )
     with _progress(steps, quiet=args.json) as advance:
-        results: Results = {"tidelog": run_tidelog(args, modes, workload, advance)}
+        results: Results = run_tidelog(args, modes, workload, advance)
         for spec in peers:
             results.update(run_peer(spec, args, modes, workload, advance))
     if args.json:
@@ -104,6 +157,24 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         print_table(results, args)
     return 0
+
+
+def replication_factors(args: argparse.Namespace) -> list[int | None]:
+    """The --replication-factor list; [None] (the broker's default) for a single broker without one."""
+    if args.replication_factor is None:
+        return [1] if args.cluster else [None]
+    try:
+        factors = [int(item) for item in args.replication_factor.split(",") if item.strip()]
+    except ValueError:
+        factors = []
+    if not factors or min(factors) < 1:
+        raise SystemExit("tidelog bench: --replication-factor takes a comma-separated list of integers >= 1")
+    return list(dict.fromkeys(factors))
+
+
+def system_label(factor: int | None) -> str:
+    """How a replication factor's results are labelled: "tidelog" alone, "tidelog rf=3" with one."""
+    return "tidelog" if factor is None else f"tidelog rf={factor}"
 
 
 def _choices(text: str, allowed: Sequence[str], option: str) -> list[str]:
@@ -114,38 +185,72 @@ def _choices(text: str, allowed: Sequence[str], option: str) -> list[str]:
     return chosen
 
 
-def run_tidelog(
-    args: argparse.Namespace, modes: list[str], w: Workload, advance: Callable[[str], None]
-) -> dict[str, list[Figures]]:
-    out: dict[str, list[Figures]] = {}
+def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance: Callable[[str], None]) -> Results:
+    """Each mode per run and replication factor (interleaved, so that a drift of the machine's speed
+    touches every factor alike), then the failover mode per run; one system per factor."""
+    factors = replication_factors(args)
+    ours = [m for m in modes if m != "failover"]
+    results: Results = {system_label(factor): {} for factor in factors} if ours else {}
     with ExitStack() as stack:
-        broker = None if args.bootstrap else stack.enter_context(_broker(args.fsync))
-        bootstrap: str = args.bootstrap if broker is None else broker.address
+        cluster: ClusterProcess | None = None
+        broker: BrokerProcess | None = None
+        if args.cluster:
+            cluster = stack.enter_context(
+                cluster_bench.start_cluster(
+                    args.cluster, args.fsync, args.lease_s, args.broker_log_level, args.cluster_dir
+                )
+            )
+            bootstrap = cluster.bootstrap
+        elif args.bootstrap:
+            bootstrap = args.bootstrap
+        else:
+            broker = stack.enter_context(_broker(args.fsync, args.broker_log_level))
+            bootstrap = broker.address
         if args.idle_subscribers:
-            stack.enter_context(_idle_subscribers(bootstrap, args.idle_subscribers))
+            stack.enter_context(_idle_subscribers(bootstrap, args.idle_subscribers, clustered=cluster is not None))
         for run in range(args.runs):
-            topic = f"bench-{run}-{id(out)}"
-            with AdminClient(bootstrap) as admin:
-                admin.create_topic(topic, partitions=w.partitions)
-                admin.create_topic(f"{topic}-e2e")
-            written = 0
-            for mode in modes:
-                advance(f"tidelog {mode} (run {run + 1}/{args.runs})")
-                if mode in ("consume", "fanout") and not written:
-                    written = int(tidelog_modes.produce(bootstrap, topic, w)["records"]) + 1  # untimed fill
-                if mode == "produce":
-                    figures = tidelog_modes.produce(bootstrap, topic, w)
-                    written += int(figures["records"]) + 1  # + the warm-up record
-                elif mode == "consume":
-                    figures = tidelog_modes.consume(bootstrap, topic, w, written)
-                elif mode == "fanout":
-                    figures = tidelog_modes.fanout(bootstrap, topic, w, written)
-                else:
-                    figures = tidelog_modes.end_to_end(bootstrap, f"{topic}-e2e", w)
-                out.setdefault(mode, []).append(figures)
-            if broker is not None and broker.proc is not None:
-                out.setdefault("broker", []).append({"rss_mb": _rss_mb(broker.proc.pid)})
-    return out
+            for factor in factors if ours else []:
+                system = system_label(factor)
+                out = results[system]
+                topic = f"bench-{run}-{'' if factor is None else f'rf{factor}-'}{id(out)}"
+                with AdminClient(bootstrap) as admin:
+                    admin.create_topic(topic, partitions=w.partitions, replication_factor=factor)
+                    admin.create_topic(f"{topic}-e2e", replication_factor=factor)
+                if cluster is not None:
+                    cluster_bench.wait_replicated(cluster, topic, w.partitions, factor or 1)
+                    cluster_bench.wait_replicated(cluster, f"{topic}-e2e", 1, factor or 1)
+                written = 0
+                for mode in ours:
+                    advance(f"{system} {mode} (run {run + 1}/{args.runs})")
+                    if mode in ("consume", "fanout") and not written:
+                        written = int(tidelog_modes.produce(bootstrap, topic, w)["records"]) + 1  # untimed fill
+                    if mode == "produce":
+                        figures = tidelog_modes.produce(bootstrap, topic, w)
+                        written += int(figures["records"]) + 1  # + the warm-up record
+                    elif mode == "consume":
+                        figures = tidelog_modes.consume(bootstrap, topic, w, written)
+                    elif mode == "fanout":
+                        figures = tidelog_modes.fanout(bootstrap, topic, w, written)
+                    else:
+                        figures = tidelog_modes.end_to_end(bootstrap, f"{topic}-e2e", w)
+                    out.setdefault(mode, []).append(figures)
+                if broker is not None and broker.proc is not None:
+                    out.setdefault("broker", []).append({"rss_mb": _rss_mb(broker.proc.pid)})
+                if cluster is not None:
+                    pids = [b.proc.pid for b in cluster.brokers.values() if b.proc is not None]
+                    out.setdefault("brokers", []).append({"rss_mb": sum(_rss_mb(pid) for pid in pids)})
+            if "failover" in modes and cluster is not None:
+                advance(f"tidelog failover (run {run + 1}/{args.runs})")
+                figures = cluster_bench.failover(
+                    cluster, args.failover_rate, w.size, w.linger_ms, lambda line: _note(line, args.json)
+                )
+                results.setdefault(FAILOVER, {}).setdefault("failover", []).append(figures)
+    return results
+
+
+def _note(line: str, quiet: bool) -> None:
+    if not quiet:
+        print(line, file=sys.stderr)
 
 
 def _rss_mb(pid: int) -> float:
@@ -178,9 +283,9 @@ def run_peer(
 
 
 @contextmanager
-def _broker(fsync: str) -> Iterator[BrokerProcess]:
+def _broker(fsync: str, log_level: str = "warning") -> Iterator[BrokerProcess]:
     with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as tmp:
-        broker = BrokerProcess(Path(tmp) / "data", "--fsync", fsync, "--log-level", "warning").start()
+        broker = BrokerProcess(Path(tmp) / "data", "--fsync", fsync, "--log-level", log_level).start()
         try:
             yield broker
         finally:
@@ -188,8 +293,9 @@ def _broker(fsync: str) -> Iterator[BrokerProcess]:
 
 
 @contextmanager
-def _idle_subscribers(bootstrap: str, count: int) -> Iterator[None]:
-    """N live Subscribe streams on a topic nobody writes to: what idle consumers cost the broker."""
+def _idle_subscribers(bootstrap: str, count: int, clustered: bool = False) -> Iterator[None]:
+    """N live Subscribe streams on a topic nobody writes to: what idle consumers cost the broker
+    (in a cluster, the topic's leader)."""
     import grpc
 
     from tidelog.v1.broker_pb2 import SubscribeRequest
@@ -198,7 +304,8 @@ def _idle_subscribers(bootstrap: str, count: int) -> Iterator[None]:
     with AdminClient(bootstrap) as admin:
         if "bench-idle" not in [t.name for t in admin.list_topics()]:
             admin.create_topic("bench-idle")
-    with grpc.insecure_channel(bootstrap) as channel:
+    address = cluster_bench.leader_address(bootstrap, "bench-idle") if clustered else bootstrap
+    with grpc.insecure_channel(address) as channel:
         stub = BrokerStub(channel)
         streams = []
         for _ in range(count):  # one at a time: each is live (its first response read) before the next opens
@@ -236,8 +343,14 @@ def _progress(steps: int, quiet: bool) -> Iterator[Callable[[str], None]]:
 
 def _settings_line(args: argparse.Namespace) -> str:
     amount = f"{args.duration:g} s of records" if args.duration else f"{args.records:,} records"
+    where = ""
+    if args.cluster:
+        factors = ",".join(str(f) for f in replication_factors(args))
+        where = f"{args.cluster} brokers (lease {args.lease_s} s), replication factor {factors}, acks=all, "
+    elif args.replication_factor is not None:
+        where = f"replication factor {args.replication_factor}, acks=all, "
     return (
-        f"{amount} of {args.size} B, {args.partitions} partition(s), {args.producers} producer(s), "
+        f"{where}{amount} of {args.size} B, {args.partitions} partition(s), {args.producers} producer(s), "
         f"keys {'on' if args.keys else 'off'}, "
         f"{f'send_many({args.send_many})' if args.send_many else 'send()'}, "
         f"{'consume through a group, ' if args.group else ''}fsync={args.fsync}, linger={args.linger_ms:g} ms, "
@@ -250,16 +363,27 @@ def print_table(results: Results, args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"tidelog bench: {_settings_line(args)}", title_justify="left")
-    for column in ("system", "mode", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB"):
-        table.add_column(column, justify="left" if column in ("system", "mode") else "right")
-    for system, modes in results.items():
-        for mode, runs in modes.items():
-            s = summarize(runs)
-            cells = [s[k].format() if k in s else "" for k in _TABLE_FIGURES]
-            table.add_row(system, mode, *cells)
     console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(table)
+    throughput = {system: modes for system, modes in results.items() if system != FAILOVER}
+    if throughput:
+        table = Table(title=f"tidelog bench: {_settings_line(args)}", title_justify="left")
+        for column in ("system", "mode", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB"):
+            table.add_column(column, justify="left" if column in ("system", "mode") else "right")
+        for system, modes in throughput.items():
+            for mode, runs in modes.items():
+                s = summarize(runs)
+                cells = [s[k].format() if k in s else "" for k in _TABLE_FIGURES]
+                table.add_row(system, mode, *cells)
+        console.print(table)
+    replication = replication_rows(results)
+    if replication:
+        base = next(iter(throughput))
+        replication_table = Table(title="Replication's cost, same run", title_justify="left")
+        for column in ("system", "mode", f"records/s ÷ {base}'s"):
+            replication_table.add_column(column, justify="left" if column in ("system", "mode") else "right")
+        for system, mode, ratio in replication:
+            replication_table.add_row(system, mode, f"{ratio:.2f}")
+        console.print(replication_table)
     ratios = ratio_rows(results)
     if ratios:
         ratio_table = Table(
@@ -270,14 +394,64 @@ def print_table(results: Results, args: argparse.Namespace) -> None:
         for peer, mode, figure, ratio in ratios:
             ratio_table.add_row(peer, mode, figure, f"{ratio:.2f}")
         console.print(ratio_table)
+    if FAILOVER in results:
+        runs = results[FAILOVER]["failover"]
+        lease = runs[0]["lease_s"]
+        failover_table = Table(
+            title=f"tidelog bench failover: 3 replicas, acks=all, {args.failover_rate:,.0f} records/s of "
+            f"{args.size} B, {args.cluster} brokers, lease {lease:g} s, fsync={args.fsync}, "
+            f"median of {len(runs)} run(s) (min-max)",
+            title_justify="left",
+        )
+        for column in ("figure", "value", "each run", "goal"):
+            failover_table.add_column(column, justify="left" if column in ("figure", "goal") else "right")
+        s = summarize(runs)
+        for key, label, unit in _FAILOVER_FIGURES:
+            if key in s:
+                show = format_number if unit else "{:,.0f}".format  # seconds, or counts
+                low, median, high = show(s[key].low), show(s[key].median), show(s[key].high)
+                value = (median if low == high else f"{median} ({low}-{high})") + (f" {unit}" if unit else "")
+                each = " / ".join(show(run[key]) for run in runs) if len(runs) > 1 else ""
+                failover_table.add_row(label, value, each, _failover_goal(key, s[key].high, lease))
+        console.print(failover_table)
+
+
+def _failover_goal(key: str, worst: float, lease_s: float) -> str:
+    """Issue 16's goals, judged on the worst run."""
+    if key == "kill_first_ack_s":
+        return f"<= lease + 1 s = {lease_s + 1:g} s: {'met' if worst <= lease_s + 1 else 'MISSED'}"
+    if key == "stop_max_gap_s":
+        return f"< 1 s: {'met' if worst < 1 else 'MISSED'}"
+    if key == "stop_errors":
+        return f"0: {'met' if worst == 0 else 'MISSED'}"
+    if key == "lost":
+        return f"0: {'met' if worst == 0 else 'MISSED'}"
+    return ""
+
+
+def replication_rows(results: Results) -> list[tuple[str, str, float]]:
+    """(system, mode, its records/s ÷ the first replication factor's) for each further factor."""
+    systems = [name for name in results if name.startswith("tidelog rf=")]
+    if len(systems) < 2:
+        return []
+    base = {mode: summarize(runs) for mode, runs in results[systems[0]].items()}
+    rows = []
+    for system in systems[1:]:
+        for mode, runs in results[system].items():
+            ours = summarize(runs)
+            if "records_per_s" in ours and "records_per_s" in base.get(mode, {}):
+                rows.append((system, mode, ours["records_per_s"].median / base[mode]["records_per_s"].median))
+    return rows
 
 
 def ratio_rows(results: Results) -> list[tuple[str, str, str, float]]:
-    """(peer, mode, figure, Tidelog's advantage) for each figure both sides have."""
-    ours = {mode: summarize(runs) for mode, runs in results.get("tidelog", {}).items()}
+    """(peer, mode, figure, Tidelog's advantage) for each figure both sides have; Tidelog's side is
+    "tidelog", or the first replication factor's."""
+    systems = [name for name in results if name.startswith("tidelog") and name != FAILOVER]
+    ours = {mode: summarize(runs) for mode, runs in results.get(systems[0], {}).items()} if systems else {}
     rows = []
     for peer, modes in results.items():
-        if peer == "tidelog":
+        if peer.startswith("tidelog"):
             continue
         for mode, runs in modes.items():
             theirs = summarize(runs)
@@ -291,7 +465,7 @@ def ratio_rows(results: Results) -> list[tuple[str, str, str, float]]:
 
 def _as_json(results: Results, args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "settings": {k: v for k, v in vars(args).items() if not callable(v)},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not callable(v)},
         "median": {
             system: {mode: {k: s.median for k, s in summarize(runs).items()} for mode, runs in modes.items()}
             for system, modes in results.items()
@@ -301,5 +475,6 @@ def _as_json(results: Results, args: argparse.Namespace) -> dict[str, Any]:
             for system, modes in results.items()
         },
         "advantage": [{"peer": p, "mode": m, "figure": f, "ratio": r} for p, m, f, r in ratio_rows(results)],
+        "replication": [{"system": s, "mode": m, "ratio": r} for s, m, r in replication_rows(results)],
         "runs": results,
     }

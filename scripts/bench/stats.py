@@ -17,8 +17,8 @@ class Summary:
 
     def format(self) -> str:
         if self.low == self.high:
-            return _number(self.median)
-        return f"{_number(self.median)} ({_number(self.low)}-{_number(self.high)})"
+            return format_number(self.median)
+        return f"{format_number(self.median)} ({format_number(self.low)}-{format_number(self.high)})"
 
 
 def summarize(runs: Sequence[Figures]) -> dict[str, Summary]:
@@ -42,7 +42,8 @@ def throughput_figures(records: int, payload_bytes: int, seconds: float) -> Figu
     return {"records_per_s": records / seconds, "mb_per_s": payload_bytes / seconds / 1e6, "records": records}
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """A figure as printed: thousands separated, two decimals below 100."""
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:,.2f}"
