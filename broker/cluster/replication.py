@@ -246,6 +246,8 @@ class Replication:
             if remaining <= 0:
                 break
             await local.wait_for_change(remaining)
+        if request.offset >= local.log_end:  # it waited at the log's end all along: caught up till now
+            self._isr.on_fetch(tp, request.replica_id, request.offset, local.log_end, time.monotonic())
         values = self._log.stored_values(topic, local, request.offset, request.max_bytes or FETCH_MAX_BYTES)
         return replication_pb2.ReplicaFetchResponse(
             batches=values,

@@ -232,8 +232,8 @@ def serve(args: argparse.Namespace) -> int:
             raise SystemExit("tidelog: --cluster needs --broker-id N (0 or more, unique in the cluster)")
         if args.cluster_lease_s < 2:
             raise SystemExit("tidelog: --cluster-lease-s must be 2 or more (etcd's election timeout is ~1 s)")
-    if args.replica_lag_time_ms < 100:
-        raise SystemExit("tidelog: --replica-lag-time-ms must be 100 or more")
+    if args.replica_lag_time_ms < 1000:  # above twice a follower's long poll (500 ms), as in Kafka
+        raise SystemExit("tidelog: --replica-lag-time-ms must be 1000 or more")
     if args.replication_timeout_ms < 1:
         raise SystemExit("tidelog: --replication-timeout-ms must be >= 1")
     if args.default_replication_factor < 1:

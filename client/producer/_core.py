@@ -371,6 +371,7 @@ class ProducerCore:
             part = self._parts[(batch.topic, batch.partition)]
             part.in_flight -= 1
             part.attempts = 0
+            part.rerouted = False
             self._after_answer((batch.topic, batch.partition), part)
         self._finish(batch, base_offset=base_offset, append_time_ms=append_time_ms)
 
@@ -392,7 +393,11 @@ class ProducerCore:
                 if error.reason == Reason.TOPIC_NOT_FOUND:
                     self._accumulator.partitions.pop(batch.topic, None)
                 if error.retriable and not self._expired(batch):
-                    part.attempts += 1
+                    moved_to = error.metadata.get("leader_address") if error.reason == Reason.NOT_LEADER else None
+                    if moved_to and not part.rerouted:  # the answer says where: go there at once, once
+                        part.rerouted = True
+                    else:
+                        part.attempts += 1
                     part.retry.append(batch)
                 else:
                     failed = error

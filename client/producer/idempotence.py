@@ -34,6 +34,7 @@ class PartitionDelivery:
         "paused",
         "queue",
         "renumber_from",
+        "rerouted",
         "retry",
     )
 
@@ -47,6 +48,7 @@ class PartitionDelivery:
         self.retry: list[Batch] = []  # refused batches to send again once the hold ends
         self.attempts = 0  # consecutive retriable refusals, for backoff
         self.paused = False  # backing off after a retriable refusal
+        self.rerouted = False  # refused NOT_LEADER with the leader named, resent there without a backoff
 
 
 class Idempotence:

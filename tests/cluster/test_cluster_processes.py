@@ -99,6 +99,7 @@ def test_every_broker_reports_the_same_members_and_controller_across_a_kill_and_
         (["--cluster", "etcd://127.0.0.1:2379"], "--cluster needs --broker-id"),
         (["--cluster", "http://127.0.0.1:2379", "--broker-id", "1"], "must be etcd://HOST:PORT"),
         (["--cluster", "etcd://127.0.0.1:2379", "--broker-id", "1", "--cluster-lease-s", "1"], "2 or more"),
+        (["--replica-lag-time-ms", "500"], "--replica-lag-time-ms must be 1000 or more"),
     ],
 )
 def test_cluster_flags_are_checked(tmp_path: Path, args: list[str], fragment: str) -> None:
@@ -358,7 +359,7 @@ def test_a_killed_follower_restarted_catches_up_and_rejoins_the_isr(cluster: Clu
 def test_a_follower_that_stops_fetching_leaves_the_isr_while_registered_and_rejoins(tmp_path: Path) -> None:
     """SIGSTOP for longer than the replica lag time, well inside the lease: the leader shrinks its ISR
     by lag (not by the broker leaving), acks=all goes on with the rest, and after SIGCONT it rejoins."""
-    with own_cluster(tmp_path, "--replica-lag-time-ms", "500", lease_s=60) as cluster:
+    with own_cluster(tmp_path, "--replica-lag-time-ms", "2000", lease_s=60) as cluster:
         everyone = all_up(cluster)
         leader, _ = replicated(cluster, "lagging")
         stopped = max(b for b in everyone if b != leader)
