@@ -348,6 +348,9 @@ class Replication:
                 return
             except asyncio.CancelledError:
                 raise
+            except BrokerError as err:  # this broker's own refusal (it is stopping, its disk is full)
+                log.warning("replica_fetch_failed", topic_id=tp[0], partition=tp[1], leader=leader, error=err.message)
+                await asyncio.sleep(RETRY_S)
             except Exception:  # never give a partition up for good: log, wait, go on
                 log.exception("replica_fetch_failed", topic_id=tp[0], partition=tp[1], leader=leader)
                 await asyncio.sleep(RETRY_S)
