@@ -53,6 +53,7 @@ class Settings:
     default_replication_factor: int = 1  # for CreateTopic without one
     replication_timeout_ms: int = 30_000  # acks=all: how long a produce waits for the in-sync replicas
     replica_lag_time_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
+    inter_broker_token: str = ""  # the bearer token this broker replicates with (a cluster with tokens)
 
     @property
     def topic_defaults(self) -> dict[str, str]:

@@ -139,7 +139,9 @@ class Broker:
                 settings.cluster_lease_s,
             )
             self.membership = self.control
-            self.replication = Replication(self.control, log_, settings.replica_lag_time_ms / 1000)
+            self.replication = Replication(
+                self.control, log_, settings.replica_lag_time_ms / 1000, settings.inter_broker_token
+            )
             register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
         followers: ReplicaProgress = self.replication if self.replication is not None else NoFollowers()
         register(server, ADMIN, AdminService(settings, log_, purger, rpc, access, self.control, advertised).handlers())

@@ -263,6 +263,7 @@ class ClusterProcess:
         self.brokers: dict[int, BrokerProcess] = {}
 
     def start(self, timeout: float = 30.0) -> ClusterProcess:
+        self.root.mkdir(parents=True, exist_ok=True)
         self.etcd.start(timeout)
         for broker_id in range(self.count):
             args: tuple[str, ...] = ("--cluster", f"etcd://{self.etcd.endpoint}", "--cluster-name", self.name)

@@ -55,8 +55,9 @@ TP = tuple[int, int]  # (topic id, partition)
 
 
 class Replication:
-    def __init__(self, control: ControlPlane, log_: Log, replica_lag_s: float) -> None:
+    def __init__(self, control: ControlPlane, log_: Log, replica_lag_s: float, token: str = "") -> None:
         self._control = control
+        self._call_metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._log = log_
         self._isr = IsrTracker(replica_lag_s)  # leader side: what each follower has stored, and when
         self._leading: dict[TP, tuple[int, str]] = {}  # tp -> (leader epoch, topic name)
@@ -378,7 +379,9 @@ class Replication:
                 last_fetched_epoch=epochs.latest,
             )
             try:
-                response = await self._stub(leader).ReplicaFetch(request, timeout=FETCH_WAIT_MS / 1000 + 5)
+                response = await self._stub(leader).ReplicaFetch(
+                    request, timeout=FETCH_WAIT_MS / 1000 + 5, metadata=self._call_metadata
+                )
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(RETRY_S)  # the leader moves or is out of reach: the cache says which
                 continue

@@ -148,6 +148,13 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="require bearer tokens: a file of `principal sha256-hex-of-token` lines (reloaded on SIGHUP)",
     )
     parser.add_argument(
+        "--inter-broker-token-file",
+        type=Path,
+        default=env_path("TIDELOG_INTER_BROKER_TOKEN_FILE"),
+        help="a cluster with --auth-tokens: the token (in this file, not on the command line) this broker "
+        "sends to the others when it replicates; its principal needs alter on the cluster under ACLs",
+    )
+    parser.add_argument(
         "--acls",
         type=Path,
         default=env_path("TIDELOG_ACLS"),
@@ -192,9 +199,12 @@ def serve(args: argparse.Namespace) -> int:
         raise SystemExit("tidelog: --tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise SystemExit("tidelog: --tls-client-ca needs --tls-cert and --tls-key")
-    for path in (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls, args.quotas):
+    paths = (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls, args.quotas)
+    for path in (*paths, args.inter_broker_token_file):
         if path is not None and not path.is_file():
             raise SystemExit(f"tidelog: {path}: no such file")
+    if args.inter_broker_token_file is not None and not args.inter_broker_token_file.read_text().strip():
+        raise SystemExit(f"tidelog: {args.inter_broker_token_file}: the inter-broker token file is empty")
     if not args.tls_cert and not args.insecure and not is_loopback(args.listen):
         raise SystemExit(
             f"tidelog: refusing plaintext on {args.listen}, which is not a loopback address: give --tls-cert and "
@@ -279,6 +289,7 @@ def serve(args: argparse.Namespace) -> int:
         default_replication_factor=args.default_replication_factor,
         replication_timeout_ms=args.replication_timeout_ms,
         replica_lag_time_ms=args.replica_lag_time_ms,
+        inter_broker_token=args.inter_broker_token_file.read_text().strip() if args.inter_broker_token_file else "",
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

@@ -3,12 +3,15 @@ and follow the leadership when it moves (a kill -9)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.cluster.conftest import own_cluster
 from tests.harness import ROOT, run_node, wait_for
 from tidelog import AdminClient, Consumer, Producer, RecordFuture, TopicPartition
 from tidelog.errors import FailedPreconditionError, NotEnoughReplicasError
@@ -254,3 +257,22 @@ def test_a_group_reads_a_topic_its_broker_replicates_in_full_and_is_refused_one_
         pytest.raises(FailedPreconditionError, match="holds no replica of narrow/"),
     ):
         consumer.poll(timeout=10)
+
+
+def test_brokers_with_tokens_replicate_with_their_own(tmp_path: Path) -> None:
+    """--auth-tokens on every broker: replication authenticates with --inter-broker-token-file, so an
+    acks=all produce (which waits for both followers) is answered."""
+    tokens = tmp_path / "tokens"
+    lines = [f"{who} {hashlib.sha256(secret.encode()).hexdigest()}" for who, secret in [("broker", "b"), ("app", "a")]]
+    tokens.write_text("\n".join(lines) + "\n")
+    broker_token = tmp_path / "broker.token"
+    broker_token.write_text("b\n")
+    with own_cluster(tmp_path / "c", "--auth-tokens", str(tokens), "--inter-broker-token-file", str(broker_token)) as c:
+        with AdminClient(c.bootstrap, token="a") as admin:
+            admin.create_topic("secured", 1, replication_factor=3)
+        with Producer(c.bootstrap, token="a", delivery_timeout_ms=60_000) as producer:
+            metadata = producer.send("secured", b"replicated", partition=0).result(60)
+        assert metadata.offset == 0
+        with Consumer(c.bootstrap, token="a", topics=["secured"], auto_offset_reset="earliest") as consumer:
+            got = wait_for(lambda: consumer.poll(timeout=0.5), 30, what="the record read back")
+        assert got is not None and [m.value for m in got] == [b"replicated"]
