@@ -21,7 +21,7 @@ import grpc
 from tidelog import AdminClient, Consumer, Producer, RecordFuture
 from tidelog.bench.stats import Figures
 from tidelog.errors import TidelogError
-from tidelog.testing import ClusterProcess
+from tidelog.testing import ClusterProcess, wait_for
 from tidelog.v1.broker_pb2 import GetMetadataRequest
 from tidelog.v1.broker_pb2_grpc import BrokerStub
 
@@ -109,14 +109,10 @@ def leader_address(bootstrap: str, topic: str, partition: int = 0) -> str:
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
     """Poll `condition` until it is truthy (returning it); RuntimeError past `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"tidelog bench: timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return wait_for(condition, timeout, interval, what)
+    except AssertionError as err:  # the testing helper's failure is a test's; here it is the bench's
+        raise RuntimeError(f"tidelog bench: {err}") from None
 
 
 def _members(cluster: ClusterProcess) -> set[int]:
@@ -221,10 +217,7 @@ def failover(
             cluster.kill(victim)
             elected = _wait_new_leader(cluster, topic, victim, before.epoch, without=())
             f["kill_election_s"] = elected - killed
-            _wait_acked_after(acks, killed, "an acknowledgement after the kill")
-            first = acks.first_ack_of_sent_after(killed)
-            assert first is not None
-            f["kill_first_ack_s"] = first - killed
+            f["kill_first_ack_s"] = _first_ack_after(acks, killed, "an acknowledgement after the kill")
             time.sleep(SETTLE_S)
             f["kill_max_gap_s"] = acks.longest_gap(killed, time.perf_counter())
 
@@ -252,10 +245,7 @@ def failover(
             stopper.start()
             handed = _wait_new_leader(cluster, topic, leaving, before.epoch, without=(leaving,))
             f["stop_handover_s"] = handed - stopping
-            _wait_acked_after(acks, stopping, "an acknowledgement after the SIGTERM")
-            first = acks.first_ack_of_sent_after(stopping)
-            assert first is not None
-            f["stop_first_ack_s"] = first - stopping
+            f["stop_first_ack_s"] = _first_ack_after(acks, stopping, "an acknowledgement after the SIGTERM")
             stopper.join(PHASE_TIMEOUT_S)
             if not stopped_at:
                 raise RuntimeError(f"tidelog bench: broker {leaving} did not exit after SIGTERM")
@@ -307,8 +297,11 @@ def _wait_new_leader(cluster: ClusterProcess, topic: str, old: int, epoch: int, 
     return time.perf_counter()
 
 
-def _wait_acked_after(acks: _Acks, moment: float, what: str) -> None:
-    wait_until(lambda: acks.first_ack_of_sent_after(moment) is not None, PHASE_TIMEOUT_S, what, interval=0.02)
+def _first_ack_after(acks: _Acks, moment: float, what: str) -> float:
+    """Seconds from `moment` to the acknowledgement of the first record sent after it (waited for)."""
+    first = wait_until(lambda: acks.first_ack_of_sent_after(moment), PHASE_TIMEOUT_S, what, interval=0.02)
+    assert isinstance(first, float)
+    return first - moment
 
 
 def _read_back(bootstrap: str, topic: str, acknowledged: set[int]) -> tuple[int, int]:
