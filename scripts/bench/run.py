@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -212,7 +213,8 @@ def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance
             for factor in factors if ours else []:
                 system = system_label(factor)
                 out = results[system]
-                topic = f"bench-{run}-{'' if factor is None else f'rf{factor}-'}{id(out)}"
+                # A fresh name each time: an id() of a freed object comes back, and the topic then exists.
+                topic = f"bench-{run}-{'' if factor is None else f'rf{factor}-'}{uuid.uuid4().hex[:12]}"
                 with AdminClient(bootstrap) as admin:
                     admin.create_topic(topic, partitions=w.partitions, replication_factor=factor)
                     admin.create_topic(f"{topic}-e2e", replication_factor=factor)

@@ -269,6 +269,7 @@ def test_brokers_with_tokens_replicate_with_their_own(tmp_path: Path) -> None:
     broker_token.write_text("b\n")
     with own_cluster(tmp_path / "c", "--auth-tokens", str(tokens), "--inter-broker-token-file", str(broker_token)) as c:
         with AdminClient(c.bootstrap, token="a") as admin:
+            wait_for(lambda: len(admin.describe_cluster().brokers) == 3, 30, what="all three registered")
             admin.create_topic("secured", 1, replication_factor=3)
         with Producer(c.bootstrap, token="a", delivery_timeout_ms=60_000) as producer:
             metadata = producer.send("secured", b"replicated", partition=0).result(60)
