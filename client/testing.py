@@ -16,6 +16,7 @@ real etcd and several clustered brokers, with faults by broker id.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -45,6 +46,21 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_for_async(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = "condition"
+) -> T:
+    """`wait_for` in a coroutine: polls `condition` without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 class BrokerProcess:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,16 +21,6 @@ __all__ = ["ROOT", "BrokerProcess", "gather", "new_topic", "run_broker", "wait_f
 _topic_numbers = itertools.count()
 
 T = TypeVar("T")
-
-
-async def until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    """`wait_for` on the event loop: poll `condition` until it holds; fail naming `what` after `timeout` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def gather(into: list[T], items: Iterable[T]) -> int:

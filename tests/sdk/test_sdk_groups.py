@@ -6,10 +6,11 @@ import asyncio
 import itertools
 import threading
 
-from tests.harness import BrokerProcess, gather, new_topic, until, wait_for
+from tests.harness import BrokerProcess, gather, new_topic, wait_for
 from tests.proxy import TcpProxy
 from tidelog import AdminClient, AsyncConsumer, Consumer, MessageBatch, Producer, TopicPartition
 from tidelog.errors import UnavailableError
+from tidelog.testing import wait_for_async
 
 _groups = itertools.count()
 
@@ -190,7 +191,9 @@ def test_records_buffered_when_the_stream_breaks_are_not_skipped(broker: BrokerP
             assert session is not None
             generation = session.generation
             proxy.cut()  # the stream breaks; the consumer rejoins with its member id
-            await until(lambda: session.generation > generation and session.owned, "the member to rejoin")
+            await wait_for_async(
+                lambda: session.generation > generation and session.owned, 20, what="the member to rejoin"
+            )
             while not seen or max(seen) < 39:
                 seen += offsets(await consumer.getmany_batches(5))
             return seen
@@ -217,7 +220,7 @@ def test_commit_between_polls_with_records_piling_up_does_not_hang(broker: Broke
                 pass
             await asyncio.to_thread(produce, broker.address, topic, [b"more"] * 100, 100)  # one per partition
             # more records than the old 64-slot queue held
-            await until(lambda: consumer._queue.qsize() >= 64, "64 batches in the consumer's queue")
+            await wait_for_async(lambda: consumer._queue.qsize() >= 64, 20, what="64 batches in the consumer's queue")
             return await asyncio.wait_for(consumer.commit(), 10)
 
     assert asyncio.run(asyncio.wait_for(scenario(), 30)) == {TopicPartition(topic, 0): 1}
@@ -244,13 +247,15 @@ def test_a_commit_while_rejoining_fails_at_once_and_later_answers_stay_matched(b
             session = consumer._group
             assert session is not None
             proxy.cut()
-            await until(lambda: not session.owned, "the consumer to notice the cut and wait to rejoin")
+            await wait_for_async(
+                lambda: not session.owned, 20, what="the consumer to notice the cut and wait to rejoin"
+            )
             try:
                 await consumer.commit({tp: 3})
                 raise AssertionError("a commit without a live membership must fail")
             except UnavailableError:
                 pass
-            await until(lambda: session.owned, "the consumer to rejoin")
+            await wait_for_async(lambda: session.owned, 20, what="the consumer to rejoin")
             return await asyncio.wait_for(consumer.commit({tp: 7}), 10)
 
     try:
