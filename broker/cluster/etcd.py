@@ -159,16 +159,7 @@ class Etcd:
     async def put_if_created_at(self, fence_key: bytes, create_revision: int, puts: list[tuple[bytes, bytes]]) -> bool:
         """Write `puts` in one transaction only while `fence_key` is the one created at `create_revision`
         (a controller's writes: the fence is its election key); False when fenced out."""
-        request = rpc.TxnRequest(
-            compare=[
-                rpc.Compare(
-                    key=fence_key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=create_revision
-                )
-            ],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts],
-        )
-        response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
-        return bool(response.succeeded)
+        return await self.put_if(created_at={fence_key: create_revision}, puts=puts)
 
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Change]:
         """The changes under `prefix` from `start_revision` on; aetcd's RevisionCompactedError when etcd

@@ -239,7 +239,7 @@ class Replication:
         tp = (topic.id, request.partition)
         self._isr.on_fetch(tp, request.replica_id, request.offset, local.log_end, time.monotonic())
         self._raise_high_watermark(topic, local, state)
-        if request.replica_id not in state.isr and request.offset >= max(local.high_watermark, epochs.entries[-1][1]):
+        if request.replica_id not in state.isr and request.offset >= max(local.high_watermark, epochs.latest_start):
             self._isr_check.set()
         deadline = time.monotonic() + min(request.max_wait_ms or FETCH_WAIT_MS, 10_000) / 1000
         while request.offset >= local.log_end and not topic.deleted:
@@ -286,7 +286,7 @@ class Replication:
         leaving = self._isr.lagging(tp, state, me, time.monotonic())
         registered = self._control.brokers()  # one the controller dropped (its lease ran out) waits to register
         joining = [
-            b for b in self._isr.caught_up(tp, state, local.high_watermark, epochs.entries[-1][1]) if b in registered
+            b for b in self._isr.caught_up(tp, state, local.high_watermark, epochs.latest_start) if b in registered
         ]
         new = with_isr(state, leaving, joining)
         if new is None:

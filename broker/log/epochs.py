@@ -29,6 +29,11 @@ class LeaderEpochs:
     def latest(self) -> int:
         return self.entries[-1][0] if self.entries else NO_EPOCH
 
+    @property
+    def latest_start(self) -> int:
+        """Where the latest epoch's records start (0 with none)."""
+        return self.entries[-1][1] if self.entries else 0
+
     def assign(self, epoch: int, start: int) -> bool:
         """Note that `epoch` writes from `start` on; False (nothing changes) for an epoch already known."""
         if epoch <= self.latest:

@@ -164,7 +164,7 @@ class ReplicationModel(RuleBasedStateMachine):
         view = replica.view
         replica.tracker.check_clock(self.now)
         leaving = replica.tracker.lagging(TP, view, b, self.now)
-        joining = replica.tracker.caught_up(TP, view, replica.high_watermark, replica.epochs.entries[-1][1])
+        joining = replica.tracker.caught_up(TP, view, replica.high_watermark, replica.epochs.latest_start)
         new = with_isr(view, leaving, joining)
         if new is None:
             return
