@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from tidelog.broker.groups.coordinator import Coordinator
-    from tidelog.broker.groups.offsets import GroupOffsets
+    from tidelog.broker.groups.offsets import OffsetStore
     from tidelog.broker.log.topics import TopicRegistry
 
 log = structlog.get_logger("tidelog.metrics")
@@ -90,7 +90,7 @@ class Metrics:
             self.fetched_bytes.labels(topic).inc(size)
 
     def watch_state(
-        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: GroupOffsets, coordinator: Coordinator
+        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: OffsetStore, coordinator: Coordinator
     ) -> None:
         self.registry.register(_StateCollector(loop, registry, offsets, coordinator))
 
@@ -125,7 +125,7 @@ class _StateCollector(Collector):
     """Partition offsets and sizes and group lag, read on the event loop at scrape time."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: GroupOffsets, coordinator: Coordinator
+        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: OffsetStore, coordinator: Coordinator
     ) -> None:
         self._loop = loop
         self._registry = registry

@@ -22,6 +22,7 @@ from tidelog.broker.api.replication import ReplicationService
 from tidelog.broker.api.rpc import Rpc, StreamLimits, register
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.etcd import Etcd
+from tidelog.broker.cluster.group_store import EtcdGroups
 from tidelog.broker.cluster.membership import Membership, NoFollowers, ReplicaProgress, SingleBroker
 from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.cluster.producer_ids import ClusterProducerIds, LocalProducerIds, ProducerIds
@@ -29,7 +30,8 @@ from tidelog.broker.cluster.replication import Replication
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.coordinator import Coordinator
-from tidelog.broker.groups.offsets import GroupOffsets
+from tidelog.broker.groups.offsets import LocalOffsets, OffsetStore
+from tidelog.broker.groups.placement import GroupPlacement, SingleBrokerGroups
 from tidelog.broker.log.purge import TopicPurger
 from tidelog.broker.log.retention import Cleaner
 from tidelog.broker.log.service import Log
@@ -112,7 +114,6 @@ class Broker:
         self.writer = writer = Writer(store, loop, interval, self.metrics, disk_reserve)
         writer.start()
         log_ = Log(registry, store, writer)
-        offsets = GroupOffsets(store)
         self.purger = purger = TopicPurger(log_)
 
         authenticating = self.tokens is not None or self.access.authorizer is not None
@@ -130,15 +131,20 @@ class Broker:
 
         rpc, access = self.rpc, self.access
         self.membership: Membership = SingleBroker(advertised)
+        offsets: OffsetStore = LocalOffsets(store, log_.submit)
+        placement: GroupPlacement = SingleBrokerGroups()
+        self.cluster_groups: EtcdGroups | None = None
         if settings.cluster:
+            etcd = Etcd(settings.cluster[0])
             self.control = ControlPlane(
-                Etcd(settings.cluster[0]),
+                etcd,
                 settings.cluster_name,
                 settings.broker_id,
                 advertised,
                 settings.cluster_lease_s,
             )
             self.membership = self.control
+            self.cluster_groups = offsets = placement = EtcdGroups(self.control, etcd)
             self.replication = Replication(
                 self.control, log_, settings.replica_lag_time_ms / 1000, settings.inter_broker_token
             )
@@ -148,8 +154,18 @@ class Broker:
         producer_ids: ProducerIds = LocalProducerIds(log_) if self.control is None else ClusterProducerIds(self.control)
         data = BrokerService(settings, log_, self.membership, followers, producer_ids, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
-        self.coordinator = coordinator = Coordinator(registry)
-        self.groups = groups = GroupService(log_, offsets, coordinator, self.membership, self.metrics, rpc, access)
+        self.coordinator = coordinator = Coordinator(registry, offsets)
+        placement.on_lost(
+            lambda group: coordinator.drop(
+                group,
+                BrokerError(
+                    Reason.NOT_COORDINATOR, f"broker {settings.broker_id} no longer coordinates {group!r}; rejoin"
+                ),
+            )
+        )
+        self.groups = groups = GroupService(
+            log_, offsets, placement, coordinator, self.membership, self.metrics, rpc, access
+        )
         register(server, GROUPS, groups.handlers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -225,6 +241,11 @@ class Broker:
             # Long-lived streams move to the new leaders at once rather than at the grace's end.
             self.rpc.limits.end_all(BrokerError(Reason.SHUTTING_DOWN, "the broker is stopping; its partitions moved"))
         await self.health.enter_graceful_shutdown()
+        if self.cluster_groups is not None:  # before the members rejoin elsewhere
+            try:
+                await asyncio.wait_for(self.cluster_groups.release_all(), HAND_OVER_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("group_release_unfinished", timeout_s=HAND_OVER_TIMEOUT_S)
         self.groups.end_streams()
         await self.server.stop(grace_s)
         await self.groups.stop()

@@ -61,6 +61,10 @@ class Routing:
             channel = self._channels[key] = open_channel(key, self._security)
         return channel
 
+    def brokers(self) -> list[str]:
+        """The addresses of every broker the last metadata named (none for a single broker)."""
+        return list(self._brokers)
+
     @property
     def stub(self) -> broker_pb2_grpc.BrokerStub:
         """The bootstrap channel's stub: metadata, producer ids, anything any broker answers."""

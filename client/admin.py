@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
 
 from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call, open_channel
 from tidelog._loop import LoopThread
+from tidelog.errors import NotCoordinatorError
 from tidelog.types import (
     ClusterDescription,
     ClusterPartition,
@@ -21,6 +24,8 @@ from tidelog.types import (
 )
 from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, groups_pb2, groups_pb2_grpc, records_pb2
 
+T = TypeVar("T")
+_COORDINATOR_TRIES = 3
 _POSITIONS = {"earliest": records_pb2.POSITION_EARLIEST, "latest": records_pb2.POSITION_LATEST}
 
 
@@ -38,7 +43,9 @@ class AsyncAdminClient:
     def __init__(self, bootstrap: str = DEFAULT_BOOTSTRAP, *, timeout: float = 30.0, **security: Any) -> None:
         """`security`: tls_ca_file, tls_cert_file, tls_key_file, token (client._channel.Security)."""
         settings = dict(security)
-        self._channel = open_channel(bootstrap, Security.take(settings))
+        self._security = Security.take(settings)
+        self._channel = open_channel(bootstrap, self._security)
+        self._coordinator_channels: dict[str, grpc.aio.Channel] = {}
         if settings:
             raise TypeError(f"unknown AdminClient settings: {', '.join(sorted(settings))}")
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
@@ -115,7 +122,7 @@ class AsyncAdminClient:
         """Members, their partitions, and per partition the committed offset, end offset and lag;
         raises GroupNotFoundError."""
         request = groups_pb2.DescribeGroupRequest(group=name)
-        r = await call(self._groups.DescribeGroup(request, timeout=self._timeout))
+        r = await self._at_coordinator(lambda stub: stub.DescribeGroup(request, timeout=self._timeout))
         return GroupDescription(
             r.name,
             r.generation,
@@ -139,12 +146,13 @@ class AsyncAdminClient:
     async def group_offsets(self, name: str, topics: list[str] | None = None) -> dict[TopicPartition, int]:
         """The group's committed offsets (of `topics`, or all)."""
         request = groups_pb2.FetchOffsetsRequest(group=name, topics=topics or [])
-        response = await call(self._groups.FetchOffsets(request, timeout=self._timeout))
+        response = await self._at_coordinator(lambda stub: stub.FetchOffsets(request, timeout=self._timeout))
         return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
 
     async def delete_group(self, name: str) -> None:
         """Forget a group's committed offsets; raises GroupNotEmptyError while members are live."""
-        await call(self._groups.DeleteGroup(groups_pb2.DeleteGroupRequest(group=name), timeout=self._timeout))
+        request = groups_pb2.DeleteGroupRequest(group=name)
+        await self._at_coordinator(lambda stub: stub.DeleteGroup(request, timeout=self._timeout))
 
     async def reset_group_offsets(
         self,
@@ -169,8 +177,24 @@ class AsyncAdminClient:
         else:
             assert timestamp_ms is not None
             request.timestamp_ms = timestamp_ms
-        response = await call(self._groups.ResetOffsets(request, timeout=self._timeout))
+        response = await self._at_coordinator(lambda stub: stub.ResetOffsets(request, timeout=self._timeout))
         return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
+
+    async def _at_coordinator(self, attempt: Callable[[groups_pb2_grpc.GroupsStub], Awaitable[T]]) -> T:
+        """A group call at the group's coordinator: a broker that is not one names it (NOT_COORDINATOR)."""
+        stub = self._groups
+        for _ in range(_COORDINATOR_TRIES - 1):
+            try:
+                return await call(attempt(stub))
+            except NotCoordinatorError as err:
+                address = err.metadata.get("coordinator_address", "")
+                if not address:
+                    raise
+                channel = self._coordinator_channels.get(address)
+                if channel is None:
+                    channel = self._coordinator_channels[address] = open_channel(address, self._security)
+                stub = groups_pb2_grpc.GroupsStub(channel)
+        return await call(attempt(stub))
 
     async def create_acls(self, rules: list[str]) -> None:
         """Add ACL rules (`allow alice produce topic:orders-*`) beside the broker's ACL file."""
@@ -202,6 +226,8 @@ class AsyncAdminClient:
         )
 
     async def close(self) -> None:
+        for channel in self._coordinator_channels.values():
+            await channel.close()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncAdminClient:

@@ -190,6 +190,11 @@ class LeaderNotAvailableError(UnavailableError):
     """The partition has no leader right now (an election is under way, or every in-sync replica is down)."""
 
 
+class NotCoordinatorError(UnavailableError):
+    """Another broker coordinates the consumer group: ``metadata`` names it (``coordinator_id``,
+    ``coordinator_address``; empty while the group's coordinator is moving). Retriable."""
+
+
 class NotEnoughReplicasError(UnavailableError):
     """acks=all and the partition has fewer in-sync replicas than its ``min.insync.replicas``:
     refused before anything was written, or (``metadata["after_append"] == "true"``) written with
@@ -244,6 +249,7 @@ EXCEPTIONS: dict[Reason, type[TidelogError]] = {
     Reason.SHUTTING_DOWN: UnavailableError,
     Reason.NOT_LEADER: NotLeaderError,
     Reason.LEADER_NOT_AVAILABLE: LeaderNotAvailableError,
+    Reason.NOT_COORDINATOR: NotCoordinatorError,
     Reason.REPLICATION_TIMEOUT: ReplicationTimeoutError,
     Reason.NOT_ENOUGH_REPLICAS: NotEnoughReplicasError,
     Reason.CLUSTER_UNAVAILABLE: UnavailableError,

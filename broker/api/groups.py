@@ -16,7 +16,8 @@ from tidelog.broker.batches import frame_batches
 from tidelog.broker.cluster.membership import Membership
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.coordinator import Coordinator, Group, Member
-from tidelog.broker.groups.offsets import CommitOffsetsOp, DeleteGroupOffsetsOp, GroupOffsets, ResetOffsetsOp
+from tidelog.broker.groups.offsets import OffsetStore
+from tidelog.broker.groups.placement import GroupPlacement
 from tidelog.broker.log.produce import check_partition
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import PartitionState, TopicState
@@ -55,7 +56,8 @@ class GroupService:
     def __init__(
         self,
         log_: Log,
-        offsets: GroupOffsets,
+        offsets: OffsetStore,
+        placement: GroupPlacement,
         coordinator: Coordinator,
         membership: Membership,
         metrics: Metrics,
@@ -69,6 +71,7 @@ class GroupService:
         self._log = log_
         self._registry = log_.registry
         self._offsets = offsets
+        self._placement = placement
         self._coordinator = coordinator
         self._expiry: asyncio.Task[None] | None = None
 
@@ -115,9 +118,12 @@ class GroupService:
         self._access.require("consume", "group", first.join.group)
         for topic in first.join.topics:
             self._access.require("consume", "topic", topic)
-        self._require_local_replicas(first.join.topics)
+        base = await self._placement.coordinate(first.join.group)
+        subscribe = self._placement.clustered and first.join.can_subscribe
+        if not subscribe:
+            self._require_local_replicas(first.join.topics)
         await self._coordinator.admin_writes_done(first.join.group)
-        member = self._coordinator.join(first.join, context.peer())
+        member = self._coordinator.join(first.join, context.peer(), base, subscribe)
         reader = asyncio.create_task(self._read_requests(incoming, member))
         try:
             while True:
@@ -130,6 +136,9 @@ class GroupService:
                     await self._access.throttle("consume", len(response))
                     yield response
                     continue
+                if member.subscribe:
+                    await wait_any([member], IDLE_RECHECK_S)
+                    continue
                 partitions = [p for p in map(self._partition_state, member.owned) if p is not None]
                 await wait_any([member, *partitions], IDLE_RECHECK_S)
         finally:
@@ -137,8 +146,9 @@ class GroupService:
             self._coordinator.leave(member)
 
     def _require_local_replicas(self, topics: Iterable[str]) -> None:
-        """A group's records come from its coordinator's own log: in a cluster, that holds only the
-        partitions this broker replicates. Refuse the rest rather than deliver nothing from them."""
+        """Records delivered on the stream come from the coordinator's own log: in a cluster, that holds
+        only the partitions this broker replicates. A member that cannot read them itself (no
+        `can_subscribe`) is refused the rest rather than given nothing from them."""
         me = self._membership.broker_id
         for name in topics:
             if name not in self._registry:
@@ -149,9 +159,9 @@ class GroupService:
                 if state is not None and me not in state.replicas:
                     raise BrokerError(
                         Reason.UNSUPPORTED_IN_CLUSTER,
-                        f"broker {me} holds no replica of {name}/{partition}: consumer groups across brokers are "
-                        "not built yet, so a group reads only topics its broker replicates in full (create them "
-                        "with a replication factor of every broker), or read with a plain Consumer",
+                        f"broker {me} coordinates this group but holds no replica of {name}/{partition}, so it "
+                        "cannot deliver its records: join with can_subscribe and read each partition from its "
+                        "leader with Subscribe (the Tidelog SDK does), or replicate the topic on every broker",
                         topic=name,
                         partition=partition,
                     )
@@ -201,7 +211,10 @@ class GroupService:
         for o, topic in zip(offsets, topics, strict=True):
             check_partition(topic, o.partition)
             partition = topic.partitions[o.partition]
-            if not 0 <= o.offset <= partition.high_watermark:
+            # In a cluster this broker may hold no replica (or a follower's): the leader's high
+            # watermark is not known here, so only the lower bound is checked.
+            high_watermark = partition.high_watermark if not self._placement.clustered else None
+            if o.offset < 0 or (high_watermark is not None and o.offset > high_watermark):
                 raise BrokerError(
                     Reason.OFFSET_OUT_OF_RANGE,
                     f"cannot commit offset {o.offset} for {o.topic}/{o.partition}: commit 0 to the high watermark "
@@ -210,7 +223,7 @@ class GroupService:
                     high_watermark=partition.high_watermark,
                 )
             entries.append((topic.id, o.partition, o.offset))
-        written = self._log.submit(CommitOffsetsOp(group, entries))
+        written = self._offsets.commit(group, entries)
         result: asyncio.Future[list[groups_pb2.PartitionOffset]] = asyncio.get_running_loop().create_future()
 
         def done(outcome: asyncio.Future[list[int]]) -> None:
@@ -237,7 +250,7 @@ class GroupService:
 
     def _next_records(self, member: Member) -> bytes | None:
         """One records message from the next owned partition with data, within the member's credit."""
-        if not member.owned or not member.has_credit():
+        if member.subscribe or not member.owned or not member.has_credit():
             return None
         tps = sorted(member.owned)
         for step in range(len(tps)):
@@ -284,6 +297,7 @@ class GroupService:
         self, request: groups_pb2.CommitOffsetsRequest, context: Context
     ) -> groups_pb2.CommitOffsetsResponse:
         self._access.require("consume", "group", request.group)
+        await self._placement.coordinate(request.group)
         await self._submit_commit(request.group, request.member_id, request.generation, request.offsets)
         return groups_pb2.CommitOffsetsResponse()
 
@@ -304,6 +318,7 @@ class GroupService:
             self._access.require("describe", "topic", name)
         for name in wanted:
             self._registry.get(name)
+        await self._placement.coordinate(request.group)
         by_id = self._visible_topics_by_id()
         offsets = [
             groups_pb2.PartitionOffset(topic=by_id[topic_id].name, partition=partition, offset=offset)
@@ -317,16 +332,17 @@ class GroupService:
         self, request: groups_pb2.ListGroupsRequest, context: Context
     ) -> groups_pb2.ListGroupsResponse:
         self._access.require("describe", "cluster")
-        names = set(self._offsets.group_names()) | {g.name for g in self._coordinator.groups() if g.members}
+        names = set(await self._offsets.all_group_names()) | {g.name for g in self._coordinator.groups() if g.members}
         summaries = []
         for name in sorted(names):
             group = self._coordinator.group(name)
+            state = group.state if group else "empty" if self._placement.coordinates(name) else "elsewhere"
             summaries.append(
                 groups_pb2.GroupSummary(
                     name=name,
                     members=len(group.members) if group else 0,
                     generation=group.generation if group else 0,
-                    state=group.state if group else "empty",
+                    state=state,
                 )
             )
         return groups_pb2.ListGroupsResponse(groups=summaries)
@@ -335,6 +351,7 @@ class GroupService:
         self, request: groups_pb2.DescribeGroupRequest, context: Context
     ) -> groups_pb2.DescribeGroupResponse:
         self._access.require("describe", "group", request.group)
+        await self._placement.coordinate(request.group)
         group = self._coordinator.group(request.group)
         offsets = self._offsets.committed(request.group)
         if (group is None or not group.members) and not offsets:
@@ -397,9 +414,10 @@ class GroupService:
         self, request: groups_pb2.DeleteGroupRequest, context: Context
     ) -> groups_pb2.DeleteGroupResponse:
         self._access.require("delete", "group", request.group)
+        await self._placement.coordinate(request.group)
         self._check_no_members(request.group, "delete it")
         async with self._coordinator.admin_write(request.group):
-            had_offsets = await self._log.submit(DeleteGroupOffsetsOp(request.group))
+            had_offsets = await self._offsets.delete(request.group)
         if not had_offsets:  # and no members (checked above): an empty group is not kept in memory
             raise group_not_found(request.group)
         log.info("group_deleted", group=request.group)
@@ -410,6 +428,7 @@ class GroupService:
     ) -> groups_pb2.ResetOffsetsResponse:
         self._access.require("alter", "group", request.group)
         self._access.require("consume", "topic", request.topic)  # it moves where the group reads this topic
+        await self._placement.coordinate(request.group)
         self._check_no_members(request.group, "reset its offsets")
         topic = self._registry.get(request.topic)
         numbers = list(request.partitions) or range(len(topic.partitions))
@@ -422,7 +441,7 @@ class GroupService:
             entries.append((topic.id, number, self._reset_target(topic, topic.partitions[number], request, target)))
         async with self._coordinator.admin_write(request.group):
             self._check_no_members(request.group, "reset its offsets")  # none joined while we looked up offsets
-            await self._log.submit(ResetOffsetsOp(request.group, entries))
+            await self._offsets.reset(request.group, entries)
         log.info("group_offsets_reset", group=request.group, topic=topic.name, offsets=[e[2] for e in entries])
         return groups_pb2.ResetOffsetsResponse(
             offsets=[

@@ -79,6 +79,21 @@ class ClusterKeys:
     def partitions(self) -> bytes:
         return self.prefix + b"partitions/"
 
+    @property
+    def groups(self) -> bytes:
+        """Consumer groups: beside the cluster's prefix, not under it, so no broker's metadata watch
+        carries every offset commit."""
+        return f"/{self.cluster}:groups/".encode()
+
+    def group_coordinator(self, group: str) -> bytes:
+        return self.groups + group.encode() + b"/coordinator"
+
+    def group_offsets(self, group: str) -> bytes:
+        return self.groups + group.encode() + b"/offsets/"
+
+    def group_offset(self, group: str, topic_id: int, partition: int) -> bytes:
+        return self.group_offsets(group) + f"{topic_id}/{partition}".encode()
+
     def partition(self, topic_id: int, partition: int) -> bytes:
         return self.partitions + f"{topic_id}/{partition}".encode()
 
@@ -163,6 +178,7 @@ class ControlPlane:
         self.election: Election | None = None  # set while this broker is the controller
         self._tasks: list[asyncio.Task[None]] = []
         self._session_lost = asyncio.Event()
+        self.session_listeners: list[Callable[[], None]] = []  # told when a session (and its lease) ends
 
     async def start(self) -> None:
         await self._etcd.connect()
@@ -202,6 +218,9 @@ class ControlPlane:
             except* ETCD_ERRORS as failed:
                 log.warning("cluster_session_failed", broker_id=self.broker_id, error=str(failed.exceptions[0]))
             self.election = None
+            self.lease_id = 0
+            for listener in self.session_listeners:
+                listener()
             await asyncio.sleep(RETRY_S)
 
     async def _campaign(self) -> None:

@@ -130,10 +130,15 @@ class Etcd:
         created_at: dict[bytes, int] | None = None,
         modified_at: dict[bytes, int] | None = None,
         puts: list[tuple[bytes, bytes]],
+        delete_prefixes: list[bytes] | None = None,
     ) -> bool:
-        """Write `puts` in one transaction only while each key of `created_at` has that create revision
-        (0: does not exist) and each of `modified_at` that mod revision; False when one does not."""
-        return await self.put_if_revision(created_at=created_at, modified_at=modified_at, puts=puts) is not None
+        """Write `puts` (and delete every key under `delete_prefixes`) in one transaction only while each
+        key of `created_at` has that create revision (0: does not exist) and each of `modified_at` that
+        mod revision; False when one does not."""
+        revision = await self.put_if_revision(
+            created_at=created_at, modified_at=modified_at, puts=puts, delete_prefixes=delete_prefixes
+        )
+        return revision is not None
 
     async def put_if_revision(
         self,
@@ -141,6 +146,7 @@ class Etcd:
         created_at: dict[bytes, int] | None = None,
         modified_at: dict[bytes, int] | None = None,
         puts: list[tuple[bytes, bytes]],
+        delete_prefixes: list[bytes] | None = None,
     ) -> int | None:
         """`put_if`, answering the revision of the write (None when a compare failed)."""
         compares = [
@@ -150,9 +156,11 @@ class Etcd:
             rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=r)
             for k, r in (modified_at or {}).items()
         ]
-        request = rpc.TxnRequest(
-            compare=compares, success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts]
-        )
+        success = [rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts] + [
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=p, range_end=prefix_end(p)))
+            for p in delete_prefixes or ()
+        ]
+        request = rpc.TxnRequest(compare=compares, success=success)
         response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
         return int(response.header.revision) if response.succeeded else None
 
@@ -160,6 +168,19 @@ class Etcd:
         """Write `puts` in one transaction only while `fence_key` is the one created at `create_revision`
         (a controller's writes: the fence is its election key); False when fenced out."""
         return await self.put_if(created_at={fence_key: create_revision}, puts=puts)
+
+    async def delete_if_created_at(self, key: bytes, create_revision: int) -> bool:
+        """Delete `key` only while it is the one created at `create_revision`."""
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=create_revision
+                )
+            ],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+        )
+        response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
+        return bool(response.succeeded)
 
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Change]:
         """The changes under `prefix` from `start_revision` on; aetcd's RevisionCompactedError when etcd

@@ -22,6 +22,7 @@ from typing import Any
 
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.assignor import TP, assign
+from tidelog.broker.groups.offsets import OffsetStore
 from tidelog.broker.log.topics import TopicRegistry
 from tidelog.broker.log.wakeups import Changes
 from tidelog.broker.names import check_group_name
@@ -56,6 +57,7 @@ class Member(Changes):
         "reset",
         "revoking",
         "session_timeout_s",
+        "subscribe",
         "topics",
     )
 
@@ -69,6 +71,7 @@ class Member(Changes):
         self.session_timeout_s = session_timeout_s
         self.reset = reset
         self.peer = peer
+        self.subscribe = False  # reads its partitions itself (Subscribe): no records on the stream
         self.owned: set[TP] = set()  # delivered to this member now
         self.revoking: dict[TP, float] = {}  # asked back, still held until revoked or this deadline
         self.positions: dict[TP, int] = {}  # next offset to deliver, once resolved
@@ -106,10 +109,11 @@ class Member(Changes):
 
 
 class Group:
-    __slots__ = ("generation", "members", "name", "target")
+    __slots__ = ("base", "generation", "members", "name", "target")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, base: int) -> None:
         self.name = name
+        self.base = base  # generations are base + a counter: a new coordinator's base is above the last one's
         self.generation = 0
         self.members: dict[str, Member] = {}
         self.target: dict[str, set[TP]] = {}
@@ -139,8 +143,11 @@ def _partitions_message(tps: Iterable[TP]) -> list[groups_pb2.TopicPartition]:
 
 
 class Coordinator:
-    def __init__(self, registry: TopicRegistry, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, registry: TopicRegistry, offsets: OffsetStore, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._registry = registry
+        self._offsets = offsets
         self._clock = clock
         self._groups: dict[str, Group] = {}
         # One counter for every group: a group dropped when empty and joined again never reuses a generation.
@@ -174,9 +181,17 @@ class Coordinator:
             for member in group.members.values():
                 member.end(error)
 
+    def drop(self, name: str, error: BrokerError) -> None:
+        """This broker no longer coordinates the group: end its members' streams (they rejoin where it went)."""
+        group = self._groups.pop(name, None)
+        for member in group.members.values() if group is not None else ():
+            member.end(error)
+
     # -- membership ---------------------------------------------------------------
 
-    def join(self, request: groups_pb2.JoinGroup, peer: str) -> Member:
+    def join(self, request: groups_pb2.JoinGroup, peer: str, base: int = 0, subscribe: bool = False) -> Member:
+        """A new member (`subscribe`: it reads its partitions itself); `base` is the group's generation
+        base under this broker's claim (cluster), 0 on a single broker."""
         check_group_name(request.group)
         if not request.topics:
             raise invalid_request("join needs at least one topic")
@@ -196,7 +211,7 @@ class Coordinator:
 
         group = self._groups.get(request.group)
         if group is None:
-            group = self._groups[request.group] = Group(request.group)
+            group = self._groups[request.group] = Group(request.group, base)
         member_id = request.member_id or uuid.uuid4().hex
         previous = group.members.get(member_id)
         if previous is not None:  # the same member on a new stream: the old one is over
@@ -205,8 +220,9 @@ class Coordinator:
             )
         member = Member(member_id, group.name, frozenset(request.topics), timeout_ms / 1000, reset, peer)
         member.credit_bytes = request.initial_credit_bytes or DEFAULT_CREDIT_BYTES
+        member.subscribe = subscribe
         member.last_seen = self._clock()
-        member.joined_generation = self._generations.peek()
+        member.joined_generation = group.base + self._generations.peek()
         group.members[member_id] = member
         self._rebalance(group)
         return member
@@ -293,7 +309,7 @@ class Coordinator:
             del self._groups[group.name]  # its committed offsets stay in LMDB
 
     def _rebalance(self, group: Group) -> None:
-        group.generation = next(self._generations)
+        group.generation = group.base + next(self._generations)
         topics = {t for m in group.members.values() for t in m.topics}
         partitions: dict[str, int] = {}
         for topic in topics:
@@ -326,4 +342,20 @@ class Coordinator:
                 assignment = groups_pb2.Assignment(
                     generation=group.generation, member_id=member.id, partitions=_partitions_message(member.owned)
                 )
+                if member.subscribe:
+                    assignment.subscribe = True
+                    assignment.committed.extend(self._committed(group.name, member.owned))
                 member.send(groups_pb2.ConsumeResponse(assignment=assignment))
+
+    def _committed(self, group: str, tps: Iterable[TP]) -> list[groups_pb2.PartitionOffset]:
+        """The group's committed offsets of these partitions (those it has; topics still there)."""
+        out = []
+        for topic, partition in sorted(tps):
+            try:
+                topic_id = self._registry.get(topic).id
+            except BrokerError:
+                continue
+            offset = self._offsets.committed_offset(group, topic_id, partition)
+            if offset is not None:
+                out.append(groups_pb2.PartitionOffset(topic=topic, partition=partition, offset=offset))
+        return out

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 from tidelog.broker.config import Settings, check_listen, env_default, parse_cluster
@@ -195,6 +196,8 @@ def serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"tidelog: {err}") from None
     if args.fsync_interval_ms < 1:
         raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", args.cluster_name):
+        raise SystemExit("tidelog: --cluster-name: use 1-100 characters of A-Z a-z 0-9 . _ - (it names etcd keys)")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("tidelog: --tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:

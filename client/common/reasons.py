@@ -52,6 +52,11 @@ class Reason(StrEnum):
     SHUTTING_DOWN = ("SHUTTING_DOWN", _C.UNAVAILABLE, "the broker is stopping")
     NOT_LEADER = ("NOT_LEADER", _C.UNAVAILABLE, "another broker leads the partition (its id and address attached)")
     LEADER_NOT_AVAILABLE = ("LEADER_NOT_AVAILABLE", _C.UNAVAILABLE, "the partition has no leader right now")
+    NOT_COORDINATOR = (
+        "NOT_COORDINATOR",
+        _C.UNAVAILABLE,
+        "another broker coordinates the group (its id and address attached), or none does yet: retry",
+    )
     NOT_ENOUGH_REPLICAS = (
         "NOT_ENOUGH_REPLICAS",
         _C.UNAVAILABLE,
@@ -70,7 +75,7 @@ class Reason(StrEnum):
     UNSUPPORTED_IN_CLUSTER = (
         "UNSUPPORTED_IN_CLUSTER",
         _C.FAILED_PRECONDITION,
-        "what a single broker does but a cluster does not yet (consumer groups over partitions this broker lacks)",
+        "what a single broker does but a cluster does not (group delivery of partitions this broker lacks)",
     )
     CLUSTER_UNAVAILABLE = ("CLUSTER_UNAVAILABLE", _C.UNAVAILABLE, "the cluster's metadata store (etcd) is out of reach")
     INTERNAL = ("INTERNAL", _C.INTERNAL, "a broker bug")

@@ -97,7 +97,12 @@ class AsyncConsumer:
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(0 if group is not None else _QUEUE_RESPONSES)
         self._positions = Positions()
         self._subscriptions = Subscriptions(
-            self._routing, self._queue, max_bytes=max_bytes, reset=auto_offset_reset, backoff_ms=backoff_ms
+            self._routing,
+            self._queue,
+            max_bytes=max_bytes,
+            reset=auto_offset_reset,
+            backoff_ms=backoff_ms,
+            limit=_QUEUE_RESPONSES if group is not None else None,
         )
         self._buffer: list[MessageBatch] = []
         self._started = False
@@ -111,7 +116,7 @@ class AsyncConsumer:
         if group is not None:
             self._group = GroupSession(
                 _GroupSide(self),
-                self._channel,
+                self._routing,
                 group=group,
                 topics=self._topics,
                 auto_offset_reset=auto_offset_reset,
@@ -167,6 +172,9 @@ class AsyncConsumer:
     def _start_group_partition(self, tp: TopicPartition) -> None:
         self._drop_buffered(tp)
         self._positions.assign(tp, LATEST)  # the broker delivers from the group's offset: learnt from its batches
+
+    def _read_group_partition(self, tp: TopicPartition, offset: int | None) -> None:
+        self._add_partition(tp, self._subscriptions.reset_start() if offset is None else offset)
 
     def _stop_group_partition(self, tp: TopicPartition) -> None:
         self._remove_partition(tp)
@@ -328,8 +336,11 @@ class AsyncConsumer:
         if isinstance(item, TidelogError):
             raise item
         tp, epoch, response = item
-        if self._group is not None and isinstance(response, GroupDelivery):
+        if isinstance(response, GroupDelivery):
+            assert self._group is not None
             self._group.credit_taken(response.size)
+        else:
+            self._subscriptions.taken()
         entry = self._positions.current(tp, epoch)
         if entry is None:
             return  # read before a seek or an unassign
@@ -431,6 +442,9 @@ class _GroupSide:
 
     def start_partition(self, tp: TopicPartition) -> None:
         self._consumer._start_group_partition(tp)
+
+    def read_partition(self, tp: TopicPartition, offset: int | None) -> None:
+        self._consumer._read_group_partition(tp, offset)
 
     def stop_partition(self, tp: TopicPartition) -> None:
         self._consumer._stop_group_partition(tp)

@@ -1,9 +1,12 @@
 """A consumer's membership in a group: one Groups.Consume stream, driven for AsyncConsumer.
 
-The broker assigns partitions and pushes their records from the group's committed offsets.
-This side hands records to the consumer's queue, grants credit back as the caller takes
-them, commits (on the stream; answers come in commit order), answers `revoke` after
-committing what was processed, and rejoins with the same member id when the stream breaks.
+The broker assigns partitions and pushes their records from the group's committed offsets (a
+single broker), or, in a cluster, says to read them from their leaders with Subscribe from the
+committed offsets it sends along. This side hands pushed records to the consumer's queue, grants
+credit back as the caller takes them, commits (on the stream; answers come in commit order),
+answers `revoke` after committing what was processed, and rejoins with the same member id when the
+stream breaks. The stream goes to the group's coordinator: a broker that is not answers
+NOT_COORDINATOR with its address, and the session goes there.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 import grpc
 
 from tidelog._channel import backoff_delay
+from tidelog._routing import BOOTSTRAP, Routing
 from tidelog.common.reasons import Reason
 from tidelog.errors import TidelogError, UnavailableError, code_from_int, from_rpc_error, make_error
 from tidelog.types import TopicPartition
@@ -60,7 +64,13 @@ class GroupHost(Protocol):
         """The epoch of an owned partition's reading (None: not read now)."""
         ...
 
-    def start_partition(self, tp: TopicPartition) -> None: ...
+    def start_partition(self, tp: TopicPartition) -> None:
+        """Take the partition's records as the broker pushes them on the stream."""
+        ...
+
+    def read_partition(self, tp: TopicPartition, offset: int | None) -> None:
+        """Read the partition from its leader, from `offset` (None: by auto_offset_reset)."""
+        ...
 
     def stop_partition(self, tp: TopicPartition) -> None: ...
 
@@ -77,7 +87,7 @@ class GroupSession:
     def __init__(
         self,
         consumer: GroupHost,
-        channel: grpc.aio.Channel,
+        routing: Routing,
         *,
         group: str,
         topics: list[str],
@@ -88,16 +98,14 @@ class GroupSession:
         backoff_ms: tuple[float, float],
     ) -> None:
         self._consumer = consumer
-        self._consume = channel.stream_stream(
-            "/tidelog.v1.Groups/Consume",
-            request_serializer=groups_pb2.ConsumeRequest.SerializeToString,
-            response_deserializer=groups_pb2.ConsumeResponse.FromString,
-        )
+        self._routing = routing
+        self._coordinator = BOOTSTRAP  # the route of the group's coordinator, once a broker named it
         self._join = groups_pb2.JoinGroup(
             group=group,
             topics=topics,
             session_timeout_ms=session_timeout_ms,
             auto_offset_reset="earliest" if auto_offset_reset == "earliest" else "latest",
+            can_subscribe=True,
         )
         self.group = group
         self._heartbeat_s = session_timeout_ms / 3000
@@ -129,7 +137,13 @@ class GroupSession:
             self._credit_due = 0
             self._join.member_id = self.member_id
             self._outgoing.put_nowait(groups_pb2.ConsumeRequest(join=self._join))
-            stream = self._consume(self._requests(self._outgoing))
+            route = self._route(failures)
+            consume = self._routing.channel(route).stream_stream(
+                "/tidelog.v1.Groups/Consume",
+                request_serializer=groups_pb2.ConsumeRequest.SerializeToString,
+                response_deserializer=groups_pb2.ConsumeResponse.FromString,
+            )
+            stream = consume(self._requests(self._outgoing))
             heartbeat = asyncio.create_task(self._heartbeat(self._outgoing))
             try:
                 async for response in stream:
@@ -147,9 +161,25 @@ class GroupSession:
                 self._consumer.deliver(error)
                 return
             failures += 1
+            if error.reason == Reason.NOT_COORDINATOR:
+                address = error.metadata.get("coordinator_address", "")
+                self._coordinator = address or BOOTSTRAP
+                if address and failures == 1:  # the answer says where the coordinator is: go at once
+                    log.info("group %s: joining at its coordinator %s", self.group, address)
+                    continue
+            elif route != BOOTSTRAP:  # the coordinator is out of reach: ask the others who took over
+                self._coordinator = BOOTSTRAP
             delay = backoff_delay(failures, *self._backoff_ms)
             log.warning("group %s: stream lost (%s), rejoining in %d ms", self.group, error, round(delay * 1000))
             await asyncio.sleep(delay)
+
+    def _route(self, failures: int) -> str:
+        """Where to join: the coordinator once named; else the bootstrap list, and after failures there
+        the other brokers the metadata named in turn (the bootstrap broker may be the one that died)."""
+        if self._coordinator != BOOTSTRAP:
+            return self._coordinator
+        candidates = [BOOTSTRAP, *self._routing.brokers()]
+        return candidates[failures % len(candidates)]
 
     @staticmethod
     async def _requests(
@@ -188,10 +218,14 @@ class GroupSession:
             self.member_id, self.generation = assignment.member_id, assignment.generation
             now = {TopicPartition(tp.topic, tp.partition) for tp in assignment.partitions}
             added, lost = sorted(now - self.owned), sorted(self.owned - now)
+            committed = {TopicPartition(o.topic, o.partition): o.offset for o in assignment.committed}
             for tp in lost:
                 self._consumer.stop_partition(tp)
             for tp in added:
-                self._consumer.start_partition(tp)
+                if assignment.subscribe:
+                    self._consumer.read_partition(tp, committed.get(tp))
+                else:
+                    self._consumer.start_partition(tp)
             self.owned = now
             self._live = True
             self._joined.set()

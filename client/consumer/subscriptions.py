@@ -40,7 +40,10 @@ class Subscriptions:
         max_bytes: int,
         reset: str,
         backoff_ms: tuple[float, float],
+        limit: int | None = None,
     ) -> None:
+        """`limit`: at most this many responses queued and not yet taken (for a queue that has no
+        bound of its own: a group consumer's, which its Consume stream's messages must never wait on)."""
         self._routing = routing
         self._openers: dict[str, Callable[..., Any]] = {}  # a Subscribe opener per broker
         self._queue = queue
@@ -48,6 +51,12 @@ class Subscriptions:
         self._reset = reset
         self._backoff_ms = backoff_ms
         self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._room = asyncio.Semaphore(limit) if limit is not None else None
+
+    def taken(self) -> None:
+        """The consumer took one of the responses off the queue."""
+        if self._room is not None:
+            self._room.release()
 
     def _subscribe(self, tp: TopicPartition) -> Callable[..., Any]:
         key = self._routing.key_for((tp.topic, tp.partition))
@@ -105,6 +114,8 @@ class Subscriptions:
                     entry.start = response.next_offset  # a reopened stream continues after this one
                     if entry.position is None:
                         entry.learn(response.next_offset)
+                    if self._room is not None:
+                        await self._room.acquire()
                     await self._queue.put((tp, entry.epoch, response))
                 error: TidelogError = UnavailableError("the broker ended the subscription")
             except grpc.aio.AioRpcError as err:

@@ -6,19 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
 from tests.cluster.conftest import own_cluster
+from tests.errors_util import error_info
 from tests.harness import ROOT, run_node, wait_for
 from tidelog import AdminClient, Consumer, Producer, RecordFuture, TopicPartition
-from tidelog.errors import FailedPreconditionError, NotEnoughReplicasError
+from tidelog.errors import NotEnoughReplicasError, TidelogError
 from tidelog.producer._batch import DeliveryCallback
 from tidelog.testing import ClusterProcess
-from tidelog.v1 import broker_pb2
+from tidelog.v1 import broker_pb2, groups_pb2
 from tidelog.v1.broker_pb2_grpc import BrokerStub
+from tidelog.v1.groups_pb2_grpc import GroupsStub
 
 
 def leaders(address: str, topic: str) -> dict[int, tuple[int, int]]:
@@ -232,31 +235,145 @@ def test_a_node_client_finds_the_leader_in_the_metadata_and_the_not_leader_detai
     assert sorted(answer["durable_on"]) == sorted(cluster.addresses)  # acks=all: the receipt names all three
 
 
-def test_a_group_reads_a_topic_its_broker_replicates_in_full_and_is_refused_one_it_does_not(
-    cluster: ClusterProcess,
-) -> None:
-    create(cluster, "full", 3)  # replication factor 3: every broker holds every partition
+def coordinator_of(address: str, group: str) -> int:
+    """The broker coordinating a live group, as the broker at `address` knows it."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            GroupsStub(channel).DescribeGroup(groups_pb2.DescribeGroupRequest(group=group), timeout=5)
+        except grpc.RpcError as err:
+            info = error_info(err)
+            assert info.reason == "NOT_COORDINATOR", err
+            return int(info.metadata["coordinator_id"])
+    return next(b for b, a in members_addresses(address).items() if a == address)
+
+
+def members_addresses(address: str) -> dict[int, str]:
+    with grpc.insecure_channel(address) as channel:
+        answer = BrokerStub(channel).GetMetadata(broker_pb2.GetMetadataRequest(), timeout=5)
+    return {b.id: b.address for b in answer.brokers}
+
+
+def test_a_group_reads_partitions_led_anywhere_from_their_leaders(cluster: ClusterProcess) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(members(a) == set(everyone) for a in everyone.values()), 30, what="all three everywhere")
+    with AdminClient(cluster.bootstrap) as admin:
+        admin.create_topic("narrow", 3, replication_factor=1)  # one partition on each broker
+    wait_for(lambda: led_by(everyone[0], "narrow", 3, set(everyone)), 30, what="narrow led")
     with Producer(cluster.bootstrap) as producer:
         for i in range(30):
-            producer.send("full", f"g{i}".encode(), partition=i % 3)
+            producer.send("narrow", f"g{i}".encode(), partition=i % 3)
     got: list[bytes] = []
-    with Consumer(cluster.addresses[0], group="g", topics=["full"], auto_offset_reset="earliest") as consumer:
+    with Consumer(everyone[0], group="g", topics=["narrow"], auto_offset_reset="earliest") as consumer:
 
         def all_read() -> bool:
             got.extend(m.value for m in consumer.poll(timeout=0.2))
             return len(got) >= 30
 
         wait_for(all_read, 60, what="the group to read all 30 records")
+        consumer.commit()
     assert sorted(got) == sorted(f"g{i}".encode() for i in range(30))
+    with AdminClient(everyone[1]) as admin:  # not necessarily the coordinator: it is told where that is
+        assert admin.group_offsets("g") == {TopicPartition("narrow", p): 10 for p in range(3)}
 
-    with AdminClient(cluster.bootstrap) as admin:
-        admin.create_topic("narrow", 3, replication_factor=1)  # one partition on each broker
-    wait_for(lambda: led_by(cluster.addresses[0], "narrow", 3, set(cluster.addresses)), 30, what="narrow led")
-    with (
-        Consumer(cluster.addresses[0], group="h", topics=["narrow"]) as consumer,
-        pytest.raises(FailedPreconditionError, match="holds no replica of narrow/"),
-    ):
-        consumer.poll(timeout=10)
+    # A member that cannot read partitions itself (no can_subscribe) is refused what its coordinator lacks.
+    coordinator = everyone[coordinator_of(everyone[0], "g")]
+    join = groups_pb2.JoinGroup(group="g2", topics=["narrow"])
+    with grpc.insecure_channel(coordinator) as channel:
+        stream = GroupsStub(channel).Consume(iter([groups_pb2.ConsumeRequest(join=join)]), timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(stream)
+    assert "holds no replica of narrow/" in str(refused.value.details())
+
+
+def test_a_group_processes_every_record_across_a_coordinator_kill_and_its_offsets_never_go_back(
+    cluster: ClusterProcess,
+) -> None:
+    create(cluster, "work", 6)
+    processed: set[bytes] = set()
+    read_after_kill: list[tuple[int, int]] = []  # (partition, offset) of what members got after the kill
+    lock, stop, killed = threading.Lock(), threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def member() -> None:
+        try:
+            with Consumer(
+                cluster.bootstrap,
+                group="g",
+                topics=["work"],
+                auto_offset_reset="earliest",
+                auto_commit_interval_ms=100,
+                session_timeout_ms=3000,
+            ) as consumer:
+                while not stop.is_set():
+                    messages = consumer.poll(timeout=0.2)
+                    with lock:
+                        processed.update(m.value for m in messages)
+                        if killed.is_set():
+                            read_after_kill.extend((m.partition, m.offset) for m in messages)
+        except BaseException as err:
+            failures.append(err)
+
+    seen: dict[TopicPartition, list[int]] = {}  # every committed offset observed, in order
+
+    def observe() -> None:
+        with AdminClient(cluster.bootstrap, timeout=2) as admin:
+            while not stop.is_set():
+                try:
+                    offsets = admin.group_offsets("g")
+                except TidelogError:
+                    continue  # the coordinator is moving
+                for tp, offset in offsets.items():
+                    history = seen.setdefault(tp, [])
+                    if not history or history[-1] != offset:
+                        history.append(offset)
+
+    def committed_beyond(floor: dict[TopicPartition, int]) -> bool:
+        return len(seen) == 6 and all(history[-1] > floor.get(tp, 0) for tp, history in list(seen.items()))
+
+    threads = [threading.Thread(target=member) for _ in range(2)] + [threading.Thread(target=observe)]
+    with Producer(cluster.bootstrap, linger_ms=1) as producer:
+        stream = Stream(producer, "work", 6)
+        for thread in threads:
+            thread.start()
+        try:
+
+            def sent_until(condition: Callable[[], bool]) -> Callable[[], bool]:
+                def step() -> bool:
+                    stream.send(60)
+                    producer.flush()
+                    return condition()
+
+                return step
+
+            wait_for(sent_until(lambda: committed_beyond({})), 60, interval=0, what="commits on every partition")
+            victim = coordinator_of(cluster.addresses[0], "g")
+            before = {tp: history[-1] for tp, history in list(seen.items())}
+            killed.set()
+            cluster.kill(victim)
+            survivors = [a for b, a in cluster.addresses.items() if b != victim]
+            wait_for(
+                sent_until(lambda: committed_beyond(before) and coordinator_of(survivors[0], "g") != victim),
+                90,
+                interval=0,
+                what="commits past the kill, through another coordinator",
+            )
+            acknowledged = {v for values in stream.acknowledged for v in values}
+
+            def all_processed() -> bool:
+                with lock:
+                    return acknowledged <= processed
+
+            wait_for(all_processed, 60, what=f"the group to process all {len(acknowledged)} acknowledged records")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+    assert not failures and not stream.failures
+    for tp, history in seen.items():
+        assert history == sorted(history), f"{tp}: committed offsets went back: {history}"
+    # The new coordinator started the members at the committed offsets, not at the log start again.
+    again = [(p, o) for p, o in read_after_kill if o < before[TopicPartition("work", p)]]
+    assert not again, f"records below the offsets committed before the kill were read again: {again[:5]}"
 
 
 def test_brokers_with_tokens_replicate_with_their_own(tmp_path: Path) -> None:

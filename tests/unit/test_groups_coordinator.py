@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tidelog.broker.errors import BrokerError
@@ -20,11 +22,39 @@ class Clock:
         return self.now
 
 
-def coordinator(partitions: int = 12) -> tuple[Coordinator, Clock]:
+class Committed:
+    """Committed offsets the test sets (an OffsetStore whose writes are not used here)."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[tuple[str, int, int], int] = {}
+
+    def committed(self, group: str) -> dict[tuple[int, int], int]:
+        return {(t, p): o for (g, t, p), o in self.offsets.items() if g == group}
+
+    def committed_offset(self, group: str, topic_id: int, partition: int) -> int | None:
+        return self.offsets.get((group, topic_id, partition))
+
+    def group_names(self) -> list[str]:
+        return sorted({g for g, _, _ in self.offsets})
+
+    async def all_group_names(self) -> list[str]:
+        return self.group_names()
+
+    def commit(self, group: str, offsets: list[tuple[int, int, int]]) -> asyncio.Future[list[int]]:
+        raise NotImplementedError
+
+    async def reset(self, group: str, offsets: list[tuple[int, int, int]]) -> None:
+        raise NotImplementedError
+
+    async def delete(self, group: str) -> bool:
+        raise NotImplementedError
+
+
+def coordinator(partitions: int = 12, committed: Committed | None = None) -> tuple[Coordinator, Clock]:
     registry = TopicRegistry()
     registry.add(TopicState(TopicRecord(1, "t", partitions, {}), [PartitionStats()] * partitions))
     clock = Clock()
-    return Coordinator(registry, clock), clock
+    return Coordinator(registry, committed or Committed(), clock), clock
 
 
 def join(coord: Coordinator, member_id: str = "", timeout_ms: int = 1000) -> Member:
@@ -147,3 +177,23 @@ def test_unknown_topic_is_not_found() -> None:
     with pytest.raises(BrokerError) as refused:
         coord.join(groups_pb2.JoinGroup(group="g", topics=["nope"]), "test")
     assert refused.value.reason == Reason.TOPIC_NOT_FOUND
+
+
+def test_a_subscribing_member_is_told_to_read_itself_from_the_committed_offsets() -> None:
+    committed = Committed()
+    committed.offsets[("g", 1, 0)] = 17
+    coord, _ = coordinator(partitions=2, committed=committed)
+    request = groups_pb2.JoinGroup(group="g", topics=["t"], session_timeout_ms=1000)
+    member = coord.join(request, "peer", base=5 << 24, subscribe=True)
+    assignment = member.outbox[-1].assignment
+    assert assignment.subscribe
+    assert [(o.topic, o.partition, o.offset) for o in assignment.committed] == [("t", 0, 17)]
+    assert assignment.generation > 5 << 24  # above every generation of an earlier claim (a lower base)
+
+
+def test_a_dropped_group_ends_its_members_and_starts_afresh() -> None:
+    coord, _ = coordinator()
+    member = join(coord)
+    coord.drop("g", BrokerError(Reason.NOT_COORDINATOR, "moved"))
+    assert member.ended is not None and member.ended.reason == Reason.NOT_COORDINATOR
+    assert coord.group("g") is None

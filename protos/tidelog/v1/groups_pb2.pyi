@@ -77,6 +77,7 @@ class JoinGroup(_message.Message):
     SESSION_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     AUTO_OFFSET_RESET_FIELD_NUMBER: _builtins.int
     INITIAL_CREDIT_BYTES_FIELD_NUMBER: _builtins.int
+    CAN_SUBSCRIBE_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     member_id: _builtins.str
     """empty on the first join; the id from `assignment` to rejoin"""
@@ -86,6 +87,11 @@ class JoinGroup(_message.Message):
     """"latest" (default) or "earliest": where a partition without a committed offset starts"""
     initial_credit_bytes: _builtins.int
     """0 = 1 MiB"""
+    can_subscribe: _builtins.bool
+    """The member can read its partitions itself, with Subscribe to each partition's leader. A
+    coordinator in a cluster then answers with `Assignment.subscribe` and sends no records; without
+    it a clustered coordinator delivers only partitions it holds a replica of.
+    """
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -97,10 +103,11 @@ class JoinGroup(_message.Message):
         session_timeout_ms: _builtins.int = ...,
         auto_offset_reset: _builtins.str = ...,
         initial_credit_bytes: _builtins.int = ...,
+        can_subscribe: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_offset_reset", b"auto_offset_reset", "group", b"group", "initial_credit_bytes", b"initial_credit_bytes", "member_id", b"member_id", "session_timeout_ms", b"session_timeout_ms", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_offset_reset", b"auto_offset_reset", "can_subscribe", b"can_subscribe", "group", b"group", "initial_credit_bytes", b"initial_credit_bytes", "member_id", b"member_id", "session_timeout_ms", b"session_timeout_ms", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,11 +237,21 @@ class Assignment(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     MEMBER_ID_FIELD_NUMBER: _builtins.int
     PARTITIONS_FIELD_NUMBER: _builtins.int
+    SUBSCRIBE_FIELD_NUMBER: _builtins.int
+    COMMITTED_FIELD_NUMBER: _builtins.int
     generation: _builtins.int
     member_id: _builtins.str
+    subscribe: _builtins.bool
+    """The coordinator sends no records: read each partition from its leader with Subscribe, from its
+    offset in `committed` (or by auto_offset_reset where it has none). Only if the join said can_subscribe.
+    """
     @_builtins.property
     def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopicPartition]:
         """everything the member owns now"""
+
+    @_builtins.property
+    def committed(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionOffset]:
+        """with `subscribe`: the committed offsets of `partitions`"""
 
     def __init__(
         self,
@@ -242,10 +259,12 @@ class Assignment(_message.Message):
         generation: _builtins.int = ...,
         member_id: _builtins.str = ...,
         partitions: _abc.Iterable[Global___TopicPartition] | None = ...,
+        subscribe: _builtins.bool = ...,
+        committed: _abc.Iterable[Global___PartitionOffset] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "member_id", b"member_id", "partitions", b"partitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed", b"committed", "generation", b"generation", "member_id", b"member_id", "partitions", b"partitions", "subscribe", b"subscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -91,7 +91,8 @@ class GroupsServicer:
         the member's partitions from the committed offset, within the credit
         the client granted. Closing the stream leaves the group at once.
         INVALID_ARGUMENT (INVALID_NAME, INVALID_REQUEST); NOT_FOUND
-        (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN).
+        (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN; NOT_COORDINATOR in a cluster, with the
+        coordinator's id and address in the ErrorInfo metadata: every group call goes there).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,7 +115,8 @@ class GroupsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListGroups(self, request, context):
-        """Groups with live members or committed offsets.
+        """Groups with live members or committed offsets. In a cluster, `members` and `state` come from
+        the group's coordinator: a group another broker coordinates shows state "elsewhere".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

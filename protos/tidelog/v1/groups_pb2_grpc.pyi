@@ -46,7 +46,8 @@ class GroupsStub:
     the member's partitions from the committed offset, within the credit
     the client granted. Closing the stream leaves the group at once.
     INVALID_ARGUMENT (INVALID_NAME, INVALID_REQUEST); NOT_FOUND
-    (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN).
+    (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN; NOT_COORDINATOR in a cluster, with the
+    coordinator's id and address in the ErrorInfo metadata: every group call goes there).
     """
     CommitOffsets: _grpc.UnaryUnaryMultiCallable[_groups_pb2.CommitOffsetsRequest, _groups_pb2.CommitOffsetsResponse]
     """Commits offsets outside a Consume stream. FAILED_PRECONDITION (FENCED:
@@ -56,7 +57,9 @@ class GroupsStub:
     FetchOffsets: _grpc.UnaryUnaryMultiCallable[_groups_pb2.FetchOffsetsRequest, _groups_pb2.FetchOffsetsResponse]
     """The group's committed offsets for `topics` (all of them when empty)."""
     ListGroups: _grpc.UnaryUnaryMultiCallable[_groups_pb2.ListGroupsRequest, _groups_pb2.ListGroupsResponse]
-    """Groups with live members or committed offsets."""
+    """Groups with live members or committed offsets. In a cluster, `members` and `state` come from
+    the group's coordinator: a group another broker coordinates shows state "elsewhere".
+    """
     DescribeGroup: _grpc.UnaryUnaryMultiCallable[_groups_pb2.DescribeGroupRequest, _groups_pb2.DescribeGroupResponse]
     """Members, their partitions, and per partition the committed offset, end
     offset and lag. NOT_FOUND (GROUP_NOT_FOUND).
@@ -89,7 +92,8 @@ class GroupsAsyncStub(GroupsStub):
     the member's partitions from the committed offset, within the credit
     the client granted. Closing the stream leaves the group at once.
     INVALID_ARGUMENT (INVALID_NAME, INVALID_REQUEST); NOT_FOUND
-    (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN).
+    (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN; NOT_COORDINATOR in a cluster, with the
+    coordinator's id and address in the ErrorInfo metadata: every group call goes there).
     """
     CommitOffsets: _aio.UnaryUnaryMultiCallable[_groups_pb2.CommitOffsetsRequest, _groups_pb2.CommitOffsetsResponse]  # type: ignore[assignment]
     """Commits offsets outside a Consume stream. FAILED_PRECONDITION (FENCED:
@@ -99,7 +103,9 @@ class GroupsAsyncStub(GroupsStub):
     FetchOffsets: _aio.UnaryUnaryMultiCallable[_groups_pb2.FetchOffsetsRequest, _groups_pb2.FetchOffsetsResponse]  # type: ignore[assignment]
     """The group's committed offsets for `topics` (all of them when empty)."""
     ListGroups: _aio.UnaryUnaryMultiCallable[_groups_pb2.ListGroupsRequest, _groups_pb2.ListGroupsResponse]  # type: ignore[assignment]
-    """Groups with live members or committed offsets."""
+    """Groups with live members or committed offsets. In a cluster, `members` and `state` come from
+    the group's coordinator: a group another broker coordinates shows state "elsewhere".
+    """
     DescribeGroup: _aio.UnaryUnaryMultiCallable[_groups_pb2.DescribeGroupRequest, _groups_pb2.DescribeGroupResponse]  # type: ignore[assignment]
     """Members, their partitions, and per partition the committed offset, end
     offset and lag. NOT_FOUND (GROUP_NOT_FOUND).
@@ -135,7 +141,8 @@ class GroupsServicer(metaclass=_abc_1.ABCMeta):
         the member's partitions from the committed offset, within the credit
         the client granted. Closing the stream leaves the group at once.
         INVALID_ARGUMENT (INVALID_NAME, INVALID_REQUEST); NOT_FOUND
-        (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN).
+        (TOPIC_NOT_FOUND); UNAVAILABLE (SHUTTING_DOWN; NOT_COORDINATOR in a cluster, with the
+        coordinator's id and address in the ErrorInfo metadata: every group call goes there).
         """
 
     @_abc_1.abstractmethod
@@ -163,7 +170,9 @@ class GroupsServicer(metaclass=_abc_1.ABCMeta):
         request: _groups_pb2.ListGroupsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_groups_pb2.ListGroupsResponse, _abc.Awaitable[_groups_pb2.ListGroupsResponse]]:
-        """Groups with live members or committed offsets."""
+        """Groups with live members or committed offsets. In a cluster, `members` and `state` come from
+        the group's coordinator: a group another broker coordinates shows state "elsewhere".
+        """
 
     @_abc_1.abstractmethod
     def DescribeGroup(
