@@ -54,6 +54,8 @@ class Settings:
     replication_timeout_ms: int = 30_000  # acks=all: how long a produce waits for the in-sync replicas
     replica_lag_time_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
     inter_broker_token: str = ""  # the bearer token this broker replicates with (a cluster with tokens)
+    inter_broker_tls_ca: Path | None = None  # checks the other brokers' certificates (default tls_client_ca)
+    replication_advertise: str = ""  # where the other brokers replicate from (default: the advertised address)
 
     @property
     def topic_defaults(self) -> dict[str, str]:

@@ -59,6 +59,20 @@ HAND_OVER_TIMEOUT_S = 5.0
 HANDED_OVER_GRACE_S = 0.5  # controlled shutdown: how long to wait for the moves to show in the metadata
 
 
+def inter_broker_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS to the other brokers when this one serves TLS (a cluster's brokers serve alike): their
+    certificates checked against --inter-broker-tls-ca (or --tls-client-ca, or the system's roots),
+    this broker's own presented, for brokers that ask for client certificates."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ca = settings.inter_broker_tls_ca or settings.tls_client_ca
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes() if ca is not None else None,
+        private_key=settings.tls_key.read_bytes(),
+        certificate_chain=settings.tls_cert.read_bytes(),
+    )
+
+
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", config.MAX_RECEIVE_BYTES),
@@ -142,11 +156,16 @@ class Broker:
                 settings.broker_id,
                 advertised,
                 settings.cluster_lease_s,
+                settings.replication_advertise,
             )
             self.membership = self.control
             self.cluster_groups = offsets = placement = EtcdGroups(self.control, etcd)
             self.replication = Replication(
-                self.control, log_, settings.replica_lag_time_ms / 1000, settings.inter_broker_token
+                self.control,
+                log_,
+                settings.replica_lag_time_ms / 1000,
+                settings.inter_broker_token,
+                inter_broker_credentials(settings),
             )
             register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
         followers: ReplicaProgress = self.replication if self.replication is not None else NoFollowers()

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -269,8 +269,18 @@ class ClusterProcess:
     directories under `root`, each stopped by its PID; faults by broker id: kill (SIGKILL), pause
     (SIGSTOP, held past the lease it is a zombie), resume (SIGCONT) and restart."""
 
-    def __init__(self, root: Path, brokers: int = 3, *extra_args: str, lease_s: int = 2, name: str = "tidelog") -> None:
+    def __init__(
+        self,
+        root: Path,
+        brokers: int = 3,
+        *extra_args: str,
+        lease_s: int = 2,
+        name: str = "tidelog",
+        broker_args: Mapping[int, Sequence[str]] | None = None,
+    ) -> None:
+        """`extra_args` go to every broker, `broker_args[id]` to that one only."""
         self.root = Path(root)
+        self.broker_args = dict(broker_args or {})
         self.etcd = EtcdProcess(self.root / "etcd")
         self.count = brokers
         self.extra_args = extra_args
@@ -284,6 +294,7 @@ class ClusterProcess:
         for broker_id in range(self.count):
             args: tuple[str, ...] = ("--cluster", f"etcd://{self.etcd.endpoint}", "--cluster-name", self.name)
             args += ("--broker-id", str(broker_id), "--cluster-lease-s", str(self.lease_s), *self.extra_args)
+            args += tuple(self.broker_args.get(broker_id, ()))
             self.brokers[broker_id] = BrokerProcess(self.root / f"broker-{broker_id}", *args).start(timeout)
         return self
 

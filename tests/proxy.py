@@ -1,6 +1,7 @@
 """A loopback TCP proxy the tests put between a client and the broker to inject faults.
 
-`cut()` closes every connection (the client sees UNAVAILABLE and reconnects);
+`cut()` closes every connection (the client sees UNAVAILABLE and reconnects); `cut(hold=True)`
+also refuses new ones until `heal()` (a link down for a while);
 `swallow_answers()` drops what the broker sends back on the open connections
 (and on new ones too with `new_connections=True`) while requests still reach it,
 so the broker writes records whose acknowledgements never arrive.
@@ -15,14 +16,14 @@ from tidelog._loop import LoopThread
 
 
 class TcpProxy:
-    def __init__(self, upstream: str) -> None:
-        self._upstream_host, port = upstream.rsplit(":", 1)
-        self._upstream_port = int(port)
+    def __init__(self, upstream: str = "") -> None:
+        self.upstream = upstream  # HOST:PORT; may be set after start (a broker that listens later)
         self._io = LoopThread("test-proxy")
         self._writers: set[asyncio.StreamWriter] = set()
         self._swallowing: set[asyncio.StreamWriter] = set()  # client writers whose answers are dropped
         self._server: asyncio.Server | None = None
         self.swallow_new = False
+        self.holding = False  # a cut that lasts: new connections are closed at once
         self.connections = 0
         self.address = ""
 
@@ -33,8 +34,12 @@ class TcpProxy:
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.holding or not self.upstream:
+            client_writer.close()
+            return
         try:
-            broker_reader, broker_writer = await asyncio.open_connection(self._upstream_host, self._upstream_port)
+            host, port = self.upstream.rsplit(":", 1)
+            broker_reader, broker_writer = await asyncio.open_connection(host, int(port))
         except OSError:
             client_writer.close()
             return
@@ -70,17 +75,26 @@ class TcpProxy:
 
         self._io.run(mark())
 
-    def cut(self) -> None:
-        """Close every open connection, both ways."""
+    def cut(self, hold: bool = False) -> None:
+        """Close every open connection, both ways (with `hold`, and every new one until heal())."""
 
         async def close_all() -> None:
             self.swallow_new = False
+            self.holding = hold
             for writer in list(self._writers):
                 transport = writer.transport
                 with contextlib.suppress(Exception):
                     transport.abort()
 
         self._io.run(close_all())
+
+    def heal(self) -> None:
+        """Let new connections through again after cut(hold=True)."""
+
+        async def open_up() -> None:
+            self.holding = False
+
+        self._io.run(open_up())
 
     def close(self) -> None:
         """Stop listening and cut every connection. On the proxy's own loop: asyncio's server is not

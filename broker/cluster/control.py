@@ -61,6 +61,11 @@ class ClusterKeys:
         return self.brokers + str(broker_id).encode()
 
     @property
+    def replication(self) -> bytes:
+        """A broker's replication address, where it differs from its advertised one (under its lease)."""
+        return self.prefix + b"replication/"
+
+    @property
     def topic_ids(self) -> bytes:
         return self.prefix + b"ids/topic"
 
@@ -167,11 +172,14 @@ class Election:
 class ControlPlane:
     """One broker's registration, campaign and metadata cache; `start()` and `stop()` on its event loop."""
 
-    def __init__(self, etcd: Etcd, cluster: str, broker_id: int, address: str, lease_ttl_s: int) -> None:
+    def __init__(
+        self, etcd: Etcd, cluster: str, broker_id: int, address: str, lease_ttl_s: int, replication_address: str = ""
+    ) -> None:
         self._etcd = etcd
         self.keys = ClusterKeys(cluster)
         self.broker_id = broker_id
         self.address = address
+        self._replication_address = replication_address
         self._ttl_s = lease_ttl_s
         self.cache = MetadataCache(etcd, self.keys.prefix)
         self.lease_id = 0
@@ -208,6 +216,9 @@ class ControlPlane:
         while True:
             try:
                 self.lease_id = await self._etcd.grant(self._ttl_s)
+                if self._replication_address:  # before the registration: a follower never dials the wrong one
+                    key = self.keys.replication + str(self.broker_id).encode()
+                    await self._etcd.put(key, self._replication_address.encode(), self.lease_id)
                 await self._etcd.put(self.keys.broker(self.broker_id), self.address.encode(), self.lease_id)
                 log.info("broker_registered", broker_id=self.broker_id, lease=f"{self.lease_id:x}")
                 async with asyncio.TaskGroup() as group:
@@ -390,6 +401,11 @@ class ControlPlane:
             for key, value in self.cache.entries.items()
             if key.startswith(prefix)
         }
+
+    def replication_address(self, broker_id: int) -> str:
+        """Where to replicate from broker `broker_id` ("" when it is not registered)."""
+        own = self.cache.entries.get(self.keys.replication + str(broker_id).encode())
+        return own.decode() if own is not None else self.brokers().get(broker_id, "")
 
     async def controller_write(self, puts: list[tuple[bytes, bytes]]) -> bool:
         """Write as the controller, fenced by the election revision; False (and no longer the controller)

@@ -55,8 +55,16 @@ TP = tuple[int, int]  # (topic id, partition)
 
 
 class Replication:
-    def __init__(self, control: ControlPlane, log_: Log, replica_lag_s: float, token: str = "") -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        log_: Log,
+        replica_lag_s: float,
+        token: str = "",
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self._control = control
+        self._credentials = credentials  # TLS to the other brokers; None: plaintext
         self._call_metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._log = log_
         self._isr = IsrTracker(replica_lag_s)  # leader side: what each follower has stored, and when
@@ -335,10 +343,14 @@ class Replication:
     # -- follower side -------------------------------------------------------------------
 
     def _stub(self, leader: int) -> Any:
-        address = self._control.brokers().get(leader, "")
+        address = self._control.replication_address(leader)
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(address, self._credentials)
+            else:
+                channel = grpc.aio.insecure_channel(address)
+            self._channels[address] = channel
         return replication_pb2_grpc.ReplicationServiceStub(channel)
 
     async def _follow(self, tp: TP, leader: int, epoch: int) -> None:

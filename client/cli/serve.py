@@ -78,6 +78,11 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="address clients are told to use (GetMetadata); default: the listen address",
     )
     parser.add_argument(
+        "--replication-advertise",
+        default=env_default("TIDELOG_REPLICATION_ADVERTISE", ""),
+        help="address the other brokers replicate from (a network of their own); default: --advertise",
+    )
+    parser.add_argument(
         "--fsync",
         choices=("always", "interval"),
         default=env_default("TIDELOG_FSYNC", "always"),
@@ -156,6 +161,14 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "sends to the others when it replicates; its principal needs alter on the cluster under ACLs",
     )
     parser.add_argument(
+        "--inter-broker-tls-ca",
+        type=Path,
+        default=env_path("TIDELOG_INTER_BROKER_TLS_CA"),
+        help="a cluster with --tls-cert: the CA that signed the other brokers' certificates, which this "
+        "broker checks when it replicates from them (default: --tls-client-ca, else the system's roots); "
+        "it presents its own certificate",
+    )
+    parser.add_argument(
         "--acls",
         type=Path,
         default=env_path("TIDELOG_ACLS"),
@@ -202,8 +215,15 @@ def serve(args: argparse.Namespace) -> int:
         raise SystemExit("tidelog: --tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise SystemExit("tidelog: --tls-client-ca needs --tls-cert and --tls-key")
+    if args.inter_broker_tls_ca and not args.tls_cert:
+        raise SystemExit("tidelog: --inter-broker-tls-ca needs --tls-cert and --tls-key (brokers replicate over TLS)")
+    if args.replication_advertise:
+        try:
+            check_listen(args.replication_advertise)
+        except ValueError as err:
+            raise SystemExit(f"tidelog: --replication-advertise: {err}") from None
     paths = (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls, args.quotas)
-    for path in (*paths, args.inter_broker_token_file):
+    for path in (*paths, args.inter_broker_token_file, args.inter_broker_tls_ca):
         if path is not None and not path.is_file():
             raise SystemExit(f"tidelog: {path}: no such file")
     if args.inter_broker_token_file is not None and not args.inter_broker_token_file.read_text().strip():
@@ -293,6 +313,8 @@ def serve(args: argparse.Namespace) -> int:
         replication_timeout_ms=args.replication_timeout_ms,
         replica_lag_time_ms=args.replica_lag_time_ms,
         inter_broker_token=args.inter_broker_token_file.read_text().strip() if args.inter_broker_token_file else "",
+        inter_broker_tls_ca=args.inter_broker_tls_ca,
+        replication_advertise=args.replication_advertise,
     )
     logs.configure(settings.log_format, settings.log_level)
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,11 +13,14 @@ from tidelog.testing import ClusterProcess
 
 
 @contextmanager
-def own_cluster(root: Path, *broker_args: str, lease_s: int = 2) -> Iterator[ClusterProcess]:
-    """Three brokers with these extra flags, stopped (each by its PID) at the end."""
+def own_cluster(
+    root: Path, *broker_args: str, lease_s: int = 2, one_broker_args: Mapping[int, Sequence[str]] | None = None
+) -> Iterator[ClusterProcess]:
+    """Three brokers with these extra flags (and `one_broker_args[id]` for one), stopped (each by its
+    PID) at the end."""
     if shutil.which("etcd") is None:
         pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    process = ClusterProcess(root, 3, *broker_args, lease_s=lease_s)
+    process = ClusterProcess(root, 3, *broker_args, lease_s=lease_s, broker_args=one_broker_args)
     try:
         yield process.start()
     finally:

@@ -14,6 +14,7 @@ import pytest
 from tests.cluster.conftest import own_cluster
 from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
+from tests.proxy import TcpProxy
 from tidelog import AdminClient
 from tidelog.broker.batches import HEADER_SIZE
 from tidelog.broker.storage import maintenance
@@ -607,3 +608,35 @@ def test_a_restarted_leader_serves_up_to_its_checkpointed_high_watermark_before_
         finally:
             for b in followers:
                 cluster.resume(b)
+
+
+def test_a_cut_link_takes_the_follower_out_of_the_isr_and_it_rejoins_once_the_link_heals(tmp_path: Path) -> None:
+    """A TCP proxy carries the replication from leader 0 (its --replication-advertise): cut, the
+    follower (still registered, still running) leaves the ISR by lag, acks=all goes on with the ISR
+    that is left; healed, it catches up, rejoins and holds every record."""
+    link = TcpProxy().start()
+    try:
+        one = {0: ("--replication-advertise", link.address)}
+        with own_cluster(tmp_path, "--replica-lag-time-ms", "2000", one_broker_args=one) as cluster:
+            link.upstream = cluster.addresses[0]
+            everyone = all_up(cluster)
+            with AdminClient(everyone[0]) as admin:  # partition 0 of factor 2 is placed on brokers 0 and 1
+                admin.create_topic("linked", 1, {"min.insync.replicas": "1"}, replication_factor=2)
+            wait_for(lambda: isr_of(everyone[0], "linked") == [0, 1], 30, what="follower 1 in the ISR")
+            assert leader_of(everyone[0], "linked")[0] == 0
+            assert link.connections > 0  # the follower replicates through the link
+            first = [produce_all(everyone[0], "linked", f"before-{i}".encode()) for i in range(5)]
+
+            link.cut(hold=True)
+            wait_for(lambda: isr_of(everyone[0], "linked") == [0], 30, what="follower 1 out of the ISR")
+            assert 1 in view(everyone[0])[0]  # registered all along: it left by lag, not by its lease
+            during = [produce_all(everyone[0], "linked", f"cut-{i}".encode()) for i in range(5)]
+
+            link.heal()
+            wait_for(lambda: isr_of(everyone[0], "linked") == [0, 1], 30, what="follower 1 back in the ISR")
+            assert first + during == list(range(10))
+            expected = [f"{p}-{i}".encode() for p in ("before", "cut") for i in range(5)]
+            assert read_all(everyone[0], "linked") == expected
+            assert stored_batches(cluster, 1, "linked", 10) == stored_batches(cluster, 0, "linked", 10)
+    finally:
+        link.close()
