@@ -87,13 +87,18 @@ def channel_target(bootstrap: str) -> str:
 
 
 def open_channel(bootstrap: str, security: Security | None = None) -> grpc.aio.Channel:
-    """A channel to `bootstrap`: one HOST:PORT, or a comma-separated list (plaintext, or TLS with a
-    certificate valid for the addresses used)."""
+    """A channel to `bootstrap`: one HOST:PORT, or a comma-separated list (plaintext, or TLS; with TLS
+    every listed broker's certificate must be valid for the first listed host, as one channel carries
+    them all)."""
     security = security or Security()
     interceptors = _token_interceptors(security.token) if security.token else None
     target = channel_target(bootstrap)
     if security.tls:
-        return grpc.aio.secure_channel(target, security.credentials(), options=_OPTIONS, interceptors=interceptors)
+        options: list[tuple[str, int | str]] = list(_OPTIONS)
+        if "," in bootstrap:  # a list's addresses share one channel: check each certificate for the first name
+            first = bootstrap.split(",")[0].strip()
+            options.append(("grpc.default_authority", first))
+        return grpc.aio.secure_channel(target, security.credentials(), options=options, interceptors=interceptors)
     return grpc.aio.insecure_channel(target, options=_OPTIONS, interceptors=interceptors)
 
 

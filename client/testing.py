@@ -70,10 +70,18 @@ class BrokerProcess:
     clients that reconnect find the broker again.
     """
 
-    def __init__(self, data_dir: Path, *extra_args: str, wrapper: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra_args: str,
+        wrapper: Sequence[str] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         """`extra_args` go to `tidelog serve`; `wrapper` is a command the broker runs under
-        (it must end by running the command line it is given)."""
+        (it must end by running the command line it is given); `credentials` are for a broker that
+        serves TLS only (its health check at start)."""
         self.data_dir = Path(data_dir)
+        self.credentials = credentials
         self.extra_args = extra_args
         self.wrapper = tuple(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -119,7 +127,11 @@ class BrokerProcess:
 
         wait_for(is_ready, timeout, what="the broker to write its ready file")
         self.address = ready.read_text()
-        with grpc.insecure_channel(self.address) as channel:
+        if self.credentials is not None:
+            channel = grpc.secure_channel(self.address, self.credentials)
+        else:
+            channel = grpc.insecure_channel(self.address)
+        with channel:
             status = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(),
                 timeout=timeout if health_timeout is None else health_timeout,
@@ -277,9 +289,12 @@ class ClusterProcess:
         lease_s: int = 2,
         name: str = "tidelog",
         broker_args: Mapping[int, Sequence[str]] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        """`extra_args` go to every broker, `broker_args[id]` to that one only."""
+        """`extra_args` go to every broker, `broker_args[id]` to that one only; `credentials` to reach
+        brokers that serve TLS only."""
         self.root = Path(root)
+        self.credentials = credentials
         self.broker_args = dict(broker_args or {})
         self.etcd = EtcdProcess(self.root / "etcd")
         self.count = brokers
@@ -295,7 +310,8 @@ class ClusterProcess:
             args: tuple[str, ...] = ("--cluster", f"etcd://{self.etcd.endpoint}", "--cluster-name", self.name)
             args += ("--broker-id", str(broker_id), "--cluster-lease-s", str(self.lease_s), *self.extra_args)
             args += tuple(self.broker_args.get(broker_id, ()))
-            self.brokers[broker_id] = BrokerProcess(self.root / f"broker-{broker_id}", *args).start(timeout)
+            broker = BrokerProcess(self.root / f"broker-{broker_id}", *args, credentials=self.credentials)
+            self.brokers[broker_id] = broker.start(timeout)
         return self
 
     @property

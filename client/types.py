@@ -17,12 +17,16 @@ class TopicPartition(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class RecordMetadata:
-    """Where a produced record landed."""
+    """Where a produced record landed. In a cluster, `durable_on` is its durability receipt: the
+    brokers that held it durably when it was acknowledged (the leader's first), under the partition's
+    `leader_epoch`; a single broker answers `(0,)` and epoch 0."""
 
     topic: str
     partition: int
     offset: int
     timestamp_ms: int
+    durable_on: tuple[int, ...] = ()
+    leader_epoch: int = -1
 
 
 class Message:

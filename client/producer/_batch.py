@@ -36,8 +36,10 @@ class Batch:
         "base_offset",
         "count",
         "created",
+        "durable_on",
         "error",
         "frames",
+        "leader_epoch",
         "partition",
         "sent_at",
         "sequence",
@@ -57,6 +59,8 @@ class Batch:
         self.sequence: int | None = None
         self.base_offset = -1
         self.append_time_ms = 0
+        self.durable_on: tuple[int, ...] = ()  # the broker's durability receipt, once written
+        self.leader_epoch = -1
         self.error: TidelogError | None = None
         self._event = threading.Event()
         self._callbacks: list[Callable[[], None]] = []
@@ -162,7 +166,14 @@ class RecordFuture:
             raise batch.error
         # A record sent with timestamp 0 is stamped with the broker's append time.
         timestamp = self._timestamp_ms or batch.append_time_ms
-        return RecordMetadata(batch.topic, batch.partition, batch.base_offset + self._index, timestamp)
+        return RecordMetadata(
+            batch.topic,
+            batch.partition,
+            batch.base_offset + self._index,
+            timestamp,
+            batch.durable_on,
+            batch.leader_epoch,
+        )
 
     def __repr__(self) -> str:
         batch = self._batch
@@ -234,7 +245,10 @@ class RecordFutures(Sequence[RecordFuture]):
                 raise batch.error
             timestamp = self._timestamp_ms or batch.append_time_ms
             base = batch.base_offset + first
-            out += [RecordMetadata(batch.topic, batch.partition, base + i, timestamp) for i in range(end - start)]
+            out += [
+                RecordMetadata(batch.topic, batch.partition, base + i, timestamp, batch.durable_on, batch.leader_epoch)
+                for i in range(end - start)
+            ]
             start = end
         return out
 

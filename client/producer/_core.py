@@ -357,6 +357,7 @@ class ProducerCore:
         written = not response.HasField("error")
         if written:
             result = response.results[0]
+            batch.durable_on, batch.leader_epoch = tuple(result.durable_on), result.leader_epoch
             self._on_written(batch, result.base_offset, result.log_append_time_ms)
         else:
             e = response.error

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.certs import CertificateAuthority
 from tests.cluster.conftest import own_cluster
 from tests.errors_util import error_info
 from tests.harness import ROOT, run_node, wait_for
@@ -394,3 +396,27 @@ def test_brokers_with_tokens_replicate_with_their_own(tmp_path: Path) -> None:
         with Consumer(c.bootstrap, token="a", topics=["secured"], auto_offset_reset="earliest") as consumer:
             got = wait_for(lambda: consumer.poll(timeout=0.5), 30, what="the record read back")
         assert got is not None and [m.value for m in got] == [b"replicated"]
+
+
+def test_brokers_with_tls_replicate_over_tls_with_their_own_certificates(tmp_path: Path) -> None:
+    """mTLS on every broker: a follower connects to its leader with TLS, presents its certificate
+    (its principal), and checks the leader's against the CA; acks=all (both followers) is answered."""
+    ca = CertificateAuthority(tmp_path)
+    cert, key = ca.issue("broker", server=True)
+    app_cert, app_key = ca.issue("app")
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(ca.pem))
+    credentials = grpc.ssl_channel_credentials(ca.pem.read_bytes(), app_key.read_bytes(), app_cert.read_bytes())
+    security = {"tls_ca_file": str(ca.pem), "tls_cert_file": str(app_cert), "tls_key_file": str(app_key)}
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    cluster = ClusterProcess(tmp_path / "c", 3, *tls, credentials=credentials)
+    try:
+        cluster.start()
+        with AdminClient(cluster.bootstrap, timeout=30, **security) as admin:
+            wait_for(lambda: len(admin.describe_cluster().brokers) == 3, 30, what="all three registered")
+            admin.create_topic("private", 1, replication_factor=3)
+        with Producer(cluster.bootstrap, delivery_timeout_ms=60_000, **security) as producer:  # type: ignore[arg-type]
+            metadata = producer.send("private", b"over tls", partition=0).result(60)
+        assert metadata.offset == 0 and sorted(metadata.durable_on) == [0, 1, 2]
+    finally:
+        cluster.stop()
