@@ -8,7 +8,7 @@ thread asks the event loop for a snapshot, since only the loop may touch that st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
@@ -21,6 +21,8 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from tidelog.broker.cluster.control import ControlPlane
+    from tidelog.broker.cluster.replication import Replication
     from tidelog.broker.groups.coordinator import Coordinator
     from tidelog.broker.groups.offsets import OffsetStore
     from tidelog.broker.log.topics import TopicRegistry
@@ -94,6 +96,9 @@ class Metrics:
     ) -> None:
         self.registry.register(_StateCollector(loop, registry, offsets, coordinator))
 
+    def watch_cluster(self, loop: asyncio.AbstractEventLoop, control: ControlPlane, replication: Replication) -> None:
+        self.registry.register(_ClusterCollector(loop, control, replication))
+
     def throttled(self, principal: str, direction: str, seconds: float) -> None:
         self.throttle_seconds.labels(principal, direction).inc(seconds)
 
@@ -121,6 +126,55 @@ class Metrics:
         log.info("metrics_serving", listen=address, tls=tls_cert is not None)
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop, snapshot: Callable[[], list[Metric]]) -> Iterator[Metric]:
+    """`snapshot()` run on the event loop (only it may read the broker's state), for a scrape."""
+
+    async def run() -> list[Metric]:
+        return snapshot()
+
+    try:
+        metrics = asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=5)
+    except Exception:  # the loop is stopping or busy: a scrape without state beats a failed one
+        log.warning("metrics_snapshot_failed")
+        return iter(())
+    return iter(metrics)
+
+
+class _ClusterCollector(Collector):
+    """Replication health, Kafka's way: each leader reports its under-replicated partitions and its
+    followers' lag, the controller the partitions that have no leader (so sums over brokers are true)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, control: ControlPlane, replication: Replication) -> None:
+        self._loop = loop
+        self._control = control
+        self._replication = replication
+
+    def collect(self) -> Iterator[Metric]:
+        return _on_loop(self._loop, self._snapshot)
+
+    def _snapshot(self) -> list[Metric]:
+        me, registered = self._control.broker_id, self._control.brokers()
+        states = self._control.partitions_by_id().values()
+        under = GaugeMetricFamily(
+            "tidelog_under_replicated_partitions", "Partitions led here whose ISR is smaller than their replicas"
+        )
+        under.add_metric([], sum(1 for s in states if s.leader == me and len(s.isr) < len(s.replicas)))
+        offline = GaugeMetricFamily(
+            "tidelog_offline_partitions", "Partitions without a live leader (reported by the controller; 0 elsewhere)"
+        )
+        leaderless = sum(1 for s in states if s.leader not in registered)
+        offline.add_metric([], leaderless if self._control.is_controller else 0)
+        lag = GaugeMetricFamily(
+            "tidelog_replica_lag_records",
+            "Records a follower is behind the leader's log end (reported by the leader)",
+            labels=["topic", "partition", "replica"],
+        )
+        for (topic, partition), followers in sorted(self._replication.follower_lag().items()):
+            for replica, behind in sorted(followers.items()):
+                lag.add_metric([topic, str(partition), str(replica)], behind)
+        return [under, offline, lag]
+
+
 class _StateCollector(Collector):
     """Partition offsets and sizes and group lag, read on the event loop at scrape time."""
 
@@ -133,15 +187,7 @@ class _StateCollector(Collector):
         self._coordinator = coordinator
 
     def collect(self) -> Iterator[Metric]:
-        async def snapshot() -> list[Metric]:
-            return self._snapshot()
-
-        try:
-            metrics = asyncio.run_coroutine_threadsafe(snapshot(), self._loop).result(timeout=5)
-        except Exception:  # the loop is stopping or busy: a scrape without state beats a failed one
-            log.warning("metrics_snapshot_failed")
-            return iter(())
-        return iter(metrics)
+        return _on_loop(self._loop, self._snapshot)
 
     def _snapshot(self) -> list[Metric]:
         labels = ["topic", "partition"]

@@ -204,6 +204,8 @@ class Broker:
         groups.start()
         if settings.metrics_listen:
             self.metrics.watch_state(loop, registry, offsets, coordinator)
+            if self.control is not None and self.replication is not None:
+                self.metrics.watch_cluster(loop, self.control, self.replication)
             self.metrics.serve(settings.metrics_listen, settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
         self.cleaner.start()

@@ -211,6 +211,21 @@ class Replication:
         members = self._isr.counted(tp, state, self._control.partition_revision(*tp))
         local.raise_high_watermark(self._isr.high_watermark(tp, members, self._control.broker_id, local.log_end))
 
+    def follower_lag(self) -> dict[tuple[str, int], dict[int, int]]:
+        """Per partition led here, (topic name, partition): each follower's records behind this log end
+        (from its latest fetch; one that has not fetched since this leadership began counts from 0)."""
+        out: dict[tuple[str, int], dict[int, int]] = {}
+        for tp, (_, name) in self._leading.items():
+            state = self._control.partition_state(*tp)
+            if state is None or name not in self._log.registry:
+                continue
+            end = self._log.registry.get(name).partitions[tp[1]].log_end
+            ends = self._isr.log_ends(tp)
+            out[(name, tp[1])] = {
+                b: max(0, end - ends.get(b, 0)) for b in state.replicas if b != self._control.broker_id
+            }
+        return out
+
     def holding(self, topic_id: int, partition: int, end: int) -> list[int]:
         """The followers whose latest fetch said they have stored the offsets below `end`."""
         return sorted(b for b, stored in self._isr.log_ends((topic_id, partition)).items() if stored >= end)

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.broker.test_metrics import free_port, scrape
 from tests.cluster.conftest import own_cluster
 from tests.errors_util import error_info, expect_status
 from tests.harness import wait_for
@@ -615,8 +616,9 @@ def test_a_cut_link_takes_the_follower_out_of_the_isr_and_it_rejoins_once_the_li
     follower (still registered, still running) leaves the ISR by lag, acks=all goes on with the ISR
     that is left; healed, it catches up, rejoins and holds every record."""
     link = TcpProxy().start()
+    metrics = f"127.0.0.1:{free_port()}"
     try:
-        one = {0: ("--replication-advertise", link.address)}
+        one = {0: ("--replication-advertise", link.address, "--metrics-listen", metrics)}
         with own_cluster(tmp_path, "--replica-lag-time-ms", "2000", one_broker_args=one) as cluster:
             link.upstream = cluster.addresses[0]
             everyone = all_up(cluster)
@@ -631,9 +633,15 @@ def test_a_cut_link_takes_the_follower_out_of_the_isr_and_it_rejoins_once_the_li
             wait_for(lambda: isr_of(everyone[0], "linked") == [0], 30, what="follower 1 out of the ISR")
             assert 1 in view(everyone[0])[0]  # registered all along: it left by lag, not by its lease
             during = [produce_all(everyone[0], "linked", f"cut-{i}".encode()) for i in range(5)]
+            seen = scrape(metrics)
+            assert seen[("tidelog_under_replicated_partitions", ())] == 1
+            assert (
+                seen[("tidelog_replica_lag_records", (("partition", "0"), ("replica", "1"), ("topic", "linked")))] == 5
+            )
 
             link.heal()
             wait_for(lambda: isr_of(everyone[0], "linked") == [0, 1], 30, what="follower 1 back in the ISR")
+            assert scrape(metrics)[("tidelog_under_replicated_partitions", ())] == 0
             assert first + during == list(range(10))
             expected = [f"{p}-{i}".encode() for p in ("before", "cut") for i in range(5)]
             assert read_all(everyone[0], "linked") == expected
