@@ -169,7 +169,10 @@ class Broker:
             )
             register(server, REPLICATION, ReplicationService(self.replication, rpc, access).handlers())
         followers: ReplicaProgress = self.replication if self.replication is not None else NoFollowers()
-        register(server, ADMIN, AdminService(settings, log_, purger, rpc, access, self.control, advertised).handlers())
+        if self.control is not None:
+            self.mirror = TopicMirror(self.control, log_, purger)
+        admin = AdminService(settings, log_, purger, rpc, access, self.control, advertised, self.mirror)
+        register(server, ADMIN, admin.handlers())
         producer_ids: ProducerIds = LocalProducerIds(log_) if self.control is None else ClusterProducerIds(self.control)
         data = BrokerService(settings, log_, self.membership, followers, producer_ids, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
@@ -215,7 +218,7 @@ class Broker:
             purger.start(topic_id)
         if self.control is not None:
             await self.control.start()  # registers once it serves: the others may route to it at once
-            self.mirror = TopicMirror(self.control, log_)
+            assert self.mirror is not None
             self.mirror.start()
             assert self.replication is not None
             self.replication.start()

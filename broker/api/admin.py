@@ -6,10 +6,11 @@ import grpc
 import structlog
 
 from tidelog.broker.api.rpc import Context, Rpc
-from tidelog.broker.cluster.control import ControlPlane, TopicExists
+from tidelog.broker.cluster.control import ControlPlane, TopicExists, TopicMissing, etcd_unavailable
 from tidelog.broker.cluster.metadata import NO_LEADER
+from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.config import Settings
-from tidelog.broker.errors import BrokerError, invalid_request
+from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log import topic_config
 from tidelog.broker.log.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp
 from tidelog.broker.log.purge import TopicPurger
@@ -44,8 +45,10 @@ class AdminService:
         access: Access,
         control: ControlPlane | None = None,
         advertised: str = "",
+        mirror: TopicMirror | None = None,
     ) -> None:
         self._control = control
+        self._mirror = mirror  # with `control`: this broker's copies of the cluster's topics
         self._advertised = advertised
         self._rpc = rpc
         self._access = access
@@ -105,7 +108,8 @@ class AdminService:
             created: TopicRecord = await self._log.submit(CreateTopicOp(self._registry, name, partitions, configs))
             return created
         try:
-            spec = await control.create_topic(name, partitions, factor, configs)
+            with etcd_unavailable(f"topic {name!r} is not created"):
+                spec = await control.create_topic(name, partitions, factor, configs)
         except TopicExists:
             raise BrokerError(Reason.TOPIC_EXISTS, f"topic {name!r} already exists", topic=name) from None
         except ValueError as err:
@@ -119,6 +123,15 @@ class AdminService:
     ) -> admin_pb2.DeleteTopicResponse:
         self._access.require("delete", "topic", request.name)
         self._registry.get(request.name)
+        if self._control is not None and self._mirror is not None:  # the cluster's topic, then this copy
+            with etcd_unavailable(f"topic {request.name!r} is not deleted"):
+                try:
+                    spec = await self._control.delete_topic(request.name)
+                except TopicMissing:
+                    raise topic_not_found(request.name) from None
+            await self._mirror.drop(request.name, spec.id)
+            log.info("topic_deleted", topic=request.name, topic_id=spec.id)
+            return admin_pb2.DeleteTopicResponse()
         record: TopicRecord = await self._log.submit(DeleteTopicOp(self._registry, request.name))
         log.info("topic_deleted", topic=record.name, topic_id=record.id)
         self._purger.start(record.id)
@@ -153,6 +166,15 @@ class AdminService:
         if "min.insync.replicas" in configs:
             spec = self._control.topics().get(request.name) if self._control is not None else None
             topic_config.with_min_insync_replicas(configs, spec.replication_factor if spec is not None else 1)
+        if self._control is not None and self._mirror is not None:  # the cluster's topic, then this copy
+            with etcd_unavailable(f"the configs of topic {request.name!r} are not changed"):
+                try:
+                    altered = await self._control.alter_topic_configs(request.name, configs)
+                except TopicMissing:
+                    raise topic_not_found(request.name) from None
+            await self._mirror.apply_configs(altered)
+            log.info("topic_configs_altered", topic=request.name, configs=configs)
+            return state_message(self._registry.get(request.name))
         record: TopicRecord = await self._log.submit(AlterTopicConfigsOp(self._registry, request.name, configs))
         log.info("topic_configs_altered", topic=record.name, configs=configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)

@@ -13,7 +13,7 @@ import grpc
 from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
 from tidelog.broker.batches import frame_batches
-from tidelog.broker.cluster.control import ETCD_ERRORS
+from tidelog.broker.cluster.control import etcd_unavailable
 from tidelog.broker.cluster.membership import Membership, ReplicaProgress
 from tidelog.broker.cluster.producer_ids import ProducerIds
 from tidelog.broker.cluster.routing import require_epoch_noted, require_in_sync, require_leader
@@ -205,13 +205,8 @@ class BrokerService:
         self, request: broker_pb2.InitProducerRequest, context: Context
     ) -> broker_pb2.InitProducerResponse:
         self._access.require_produce_somewhere()  # a producer id is a durable write: Kafka's IdempotentWrite rule
-        try:
+        with etcd_unavailable("no producer id"):
             producer_id = await self._producer_ids.next_id()
-        except ETCD_ERRORS as err:
-            raise BrokerError(
-                Reason.CLUSTER_UNAVAILABLE,
-                f"no producer id: the cluster's metadata store is out of reach ({err}); retry",
-            ) from None
         return broker_pb2.InitProducerResponse(producer_id=producer_id)
 
     async def produce_stream(

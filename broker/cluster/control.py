@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,8 @@ from tidelog.broker.cluster.metadata import (
     after_broker_return,
     assign_replicas,
 )
+from tidelog.broker.errors import BrokerError
+from tidelog.common.reasons import Reason
 
 log = structlog.get_logger("tidelog.cluster")
 
@@ -39,6 +41,17 @@ log = structlog.get_logger("tidelog.cluster")
 RETRY_S = 0.2
 # etcd out of reach, or refusing a request (grpc's own errors: the stubs are called directly).
 ETCD_ERRORS = (aetcd.exceptions.ClientError, grpc.aio.AioRpcError, OSError)
+
+
+@contextlib.contextmanager
+def etcd_unavailable(what: str) -> Iterator[None]:
+    """Answer CLUSTER_UNAVAILABLE (retriable) when etcd fails under a request: `what` could not be done."""
+    try:
+        yield
+    except ETCD_ERRORS as err:
+        raise BrokerError(
+            Reason.CLUSTER_UNAVAILABLE, f"{what}: the cluster's metadata store (etcd) did not answer ({err}); retry"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -102,8 +115,20 @@ class ClusterKeys:
     def partition(self, topic_id: int, partition: int) -> bytes:
         return self.partitions + f"{topic_id}/{partition}".encode()
 
+    def topic_partitions(self, topic_id: int) -> bytes:
+        return self.partitions + f"{topic_id}/".encode()
+
+    @property
+    def deleted(self) -> bytes:
+        """Tombstones of deleted topics, by id (ids are never reused): every broker drops its copy."""
+        return self.prefix + b"deleted/"
+
 
 class TopicExists(Exception):
+    pass
+
+
+class TopicMissing(Exception):
     pass
 
 
@@ -323,6 +348,40 @@ class ControlPlane:
         if not await self._etcd.put_if(created_at={self.keys.topic(name): 0}, puts=puts):
             raise TopicExists(name)
         return spec
+
+    async def delete_topic(self, name: str) -> TopicSpec:
+        """Delete the topic and its partitions' states, leaving a tombstone of its id (one transaction,
+        over the version read); TopicMissing when there is none."""
+        key = self.keys.topic(name)
+        while True:
+            entry = await self._etcd.get(key)
+            if entry is None:
+                raise TopicMissing(name)
+            spec = TopicSpec.decode(name, entry.value)
+            tombstone = [(self.keys.deleted + str(spec.id).encode(), name.encode())]
+            if await self._etcd.put_if(
+                modified_at={key: entry.mod_revision},
+                puts=tombstone,
+                deletes=[key],
+                delete_prefixes=[self.keys.topic_partitions(spec.id)],
+            ):
+                return spec
+
+    async def alter_topic_configs(self, name: str, configs: dict[str, str]) -> TopicSpec:
+        """Merge `configs` into the topic's (compare-and-swap, retried); TopicMissing when there is none."""
+        key = self.keys.topic(name)
+        while True:
+            entry = await self._etcd.get(key)
+            if entry is None:
+                raise TopicMissing(name)
+            spec = TopicSpec.decode(name, entry.value)
+            altered = TopicSpec(spec.id, name, spec.partitions, spec.replication_factor, {**spec.configs, **configs})
+            if await self._etcd.put_if(modified_at={key: entry.mod_revision}, puts=[(key, altered.encode())]):
+                return altered
+
+    def deleted_topic_ids(self) -> set[int]:
+        prefix = self.keys.deleted
+        return {int(key[len(prefix) :]) for key in self.cache.entries if key.startswith(prefix)}
 
     async def producer_id_block(self, size: int) -> range:
         """`size` producer ids no other broker hands out (a producer may meet any partition's leader)."""

@@ -130,13 +130,14 @@ class Etcd:
         created_at: dict[bytes, int] | None = None,
         modified_at: dict[bytes, int] | None = None,
         puts: list[tuple[bytes, bytes]],
+        deletes: list[bytes] | None = None,
         delete_prefixes: list[bytes] | None = None,
     ) -> bool:
-        """Write `puts` (and delete every key under `delete_prefixes`) in one transaction only while each
-        key of `created_at` has that create revision (0: does not exist) and each of `modified_at` that
-        mod revision; False when one does not."""
+        """Write `puts` (and delete the keys `deletes`, and every key under `delete_prefixes`) in one
+        transaction only while each key of `created_at` has that create revision (0: does not exist)
+        and each of `modified_at` that mod revision; False when one does not."""
         revision = await self.put_if_revision(
-            created_at=created_at, modified_at=modified_at, puts=puts, delete_prefixes=delete_prefixes
+            created_at=created_at, modified_at=modified_at, puts=puts, deletes=deletes, delete_prefixes=delete_prefixes
         )
         return revision is not None
 
@@ -146,6 +147,7 @@ class Etcd:
         created_at: dict[bytes, int] | None = None,
         modified_at: dict[bytes, int] | None = None,
         puts: list[tuple[bytes, bytes]],
+        deletes: list[bytes] | None = None,
         delete_prefixes: list[bytes] | None = None,
     ) -> int | None:
         """`put_if`, answering the revision of the write (None when a compare failed)."""
@@ -156,7 +158,9 @@ class Etcd:
             rpc.Compare(key=k, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=r)
             for k, r in (modified_at or {}).items()
         ]
-        success = [rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts] + [
+        success = [rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts]
+        success += [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k)) for k in deletes or ()]
+        success += [
             rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=p, range_end=prefix_end(p)))
             for p in delete_prefixes or ()
         ]

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
-from tidelog.broker.cluster.control import ETCD_ERRORS, ControlPlane
+from tidelog.broker.cluster.control import ETCD_ERRORS, ControlPlane, etcd_unavailable
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.offsets import Entries
@@ -84,7 +84,7 @@ class EtcdGroups:
                 return self._claims[group].base
             if group in self._claims:  # a claim under an ended lease
                 self._lose(group)
-            with self._etcd_errors():
+            with etcd_unavailable(f"group {group!r} has no coordinator"):
                 return (await self._claim(group)).base
 
     async def _claim(self, group: str) -> _Claim:
@@ -146,7 +146,7 @@ class EtcdGroups:
         return sorted(name for name, claim in self._claims.items() if claim.offsets)
 
     async def all_group_names(self) -> list[str]:
-        with self._etcd_errors():
+        with etcd_unavailable("the groups cannot be listed"):
             entries, _ = await self._etcd.list_prefix(self._keys.groups)
         names = set()
         for entry in entries:
@@ -203,23 +203,13 @@ class EtcdGroups:
         """Write only while this broker's claim of the group stands; NOT_COORDINATOR (and the group
         given up) once it does not."""
         fence = {self._keys.group_coordinator(group): claim.revision}
-        with self._etcd_errors():
+        with etcd_unavailable(f"group {group!r}'s offsets are not written"):
             written = await self._etcd.put_if(created_at=fence, puts=puts, delete_prefixes=delete_prefixes)
         if not written:
             log.warning("group_claim_lost", group=group, revision=claim.revision)
             if self._claims.get(group) is claim:
                 self._lose(group)
             raise not_coordinator(group, None, "")
-
-    @contextlib.contextmanager
-    def _etcd_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except ETCD_ERRORS as err:
-            raise BrokerError(
-                Reason.CLUSTER_UNAVAILABLE,
-                f"the cluster's metadata store (etcd) did not answer: {err}; retry",
-            ) from None
 
 
 def not_coordinator(group: str, owner: int | None, address: str) -> BrokerError:

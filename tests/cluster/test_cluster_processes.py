@@ -19,7 +19,7 @@ from tests.proxy import TcpProxy
 from tidelog import AdminClient
 from tidelog.broker.batches import HEADER_SIZE
 from tidelog.broker.storage import maintenance
-from tidelog.errors import InvalidConfigError, UnavailableError
+from tidelog.errors import InvalidConfigError, TopicNotFoundError, UnavailableError
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
@@ -648,3 +648,39 @@ def test_a_cut_link_takes_the_follower_out_of_the_isr_and_it_rejoins_once_the_li
             assert stored_batches(cluster, 1, "linked", 10) == stored_batches(cluster, 0, "linked", 10)
     finally:
         link.close()
+
+
+def topics_at(address: str) -> dict[str, dict[str, str]]:
+    """The topics (and their configs) the broker at `address` lists."""
+    with grpc.insecure_channel(address) as channel:
+        answer = AdminStub(channel).ListTopics(admin_pb2.ListTopicsRequest(), timeout=5)
+    return {t.name: dict(t.configs) for t in answer.topics}
+
+
+def test_a_topic_deleted_or_altered_on_one_broker_is_so_on_every_broker_even_one_that_was_down(
+    cluster: ClusterProcess,
+) -> None:
+    everyone = all_up(cluster)
+    leader, _ = replicated(cluster, "doomed")
+    assert produce_all(everyone[leader], "doomed", b"old") == 0
+    with AdminClient(everyone[1]) as admin:
+        admin.alter_topic_configs("doomed", {"retention.ms": "123456"})
+    wait_for(
+        lambda: all(topics_at(a).get("doomed", {}).get("retention.ms") == "123456" for a in everyone.values()),
+        30,
+        what="the new retention.ms on every broker",
+    )
+
+    cluster.kill(2)  # down while the topic is deleted: it drops its copy when it is back
+    survivors = {b: a for b, a in everyone.items() if b != 2}
+    with AdminClient(survivors[0]) as admin:
+        admin.delete_topic("doomed")
+        with pytest.raises(TopicNotFoundError):
+            admin.delete_topic("doomed")
+    wait_for(lambda: all("doomed" not in topics_at(a) for a in survivors.values()), 30, what="deleted on both")
+    cluster.restart(2)
+    wait_for(lambda: "doomed" not in topics_at(everyone[2]), 30, what="the returning broker to drop its copy")
+
+    leader, _ = replicated(cluster, "doomed")  # the name again: a new topic, with none of the old records
+    assert produce_all(everyone[leader], "doomed", b"new") == 0
+    assert read_all(everyone[leader], "doomed") == [b"new"]
