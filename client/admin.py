@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -13,6 +13,7 @@ from tidelog.errors import NotCoordinatorError
 from tidelog.types import (
     ClusterDescription,
     ClusterPartition,
+    ElectionResult,
     GroupDescription,
     GroupMemberInfo,
     GroupSummary,
@@ -26,6 +27,11 @@ from tidelog.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, g
 
 T = TypeVar("T")
 _COORDINATOR_TRIES = 3
+_OUTCOMES = {
+    admin_pb2.ELECTION_OUTCOME_ELECTED: "elected",
+    admin_pb2.ELECTION_OUTCOME_NOT_NEEDED: "not_needed",
+    admin_pb2.ELECTION_OUTCOME_NOT_ELIGIBLE: "not_eligible",
+}
 _POSITIONS = {"earliest": records_pb2.POSITION_EARLIEST, "latest": records_pb2.POSITION_LATEST}
 
 
@@ -216,14 +222,45 @@ class AsyncAdminClient:
         response = await call(self._admin.DescribeCluster(admin_pb2.DescribeClusterRequest(), timeout=self._timeout))
 
         def partitions(entries: Any) -> list[ClusterPartition]:
-            return [ClusterPartition(p.topic, p.partition, p.leader, tuple(p.replicas), tuple(p.isr)) for p in entries]
+            return [
+                ClusterPartition(
+                    p.topic, p.partition, p.leader, tuple(p.replicas), tuple(p.isr), tuple(p.target_replicas)
+                )
+                for p in entries
+            ]
 
         return ClusterDescription(
             {b.id: b.address for b in response.brokers},
             response.controller_id,
             partitions(response.under_replicated),
             partitions(response.offline),
+            partitions(response.reassigning),
         )
+
+    async def elect_leaders(
+        self, topic: str, partitions: list[int] | None = None, *, unclean: bool = False
+    ) -> list[ElectionResult]:
+        """Move the leadership of `topic`'s partitions (all, or `partitions`) to each one's preferred
+        replica when it is live and in sync; with `unclean`, to a live replica outside the ISR of a
+        partition whose in-sync replicas are all gone (what only they held is lost)."""
+        kind = admin_pb2.ELECTION_TYPE_UNCLEAN if unclean else admin_pb2.ELECTION_TYPE_PREFERRED
+        request = admin_pb2.ElectLeadersRequest(topic=topic, partitions=partitions or [], type=kind)
+        response = await call(self._admin.ElectLeaders(request, timeout=self._timeout))
+        return [
+            ElectionResult(r.partition, _OUTCOMES.get(r.outcome, "unknown"), r.leader, r.leader_epoch, r.detail)
+            for r in response.results
+        ]
+
+    async def reassign_partitions(self, topic: str, replicas: Mapping[int, Sequence[int]]) -> None:
+        """Move partitions to new replicas ({partition: [broker ids]}, the first the preferred leader).
+        Returns once the move is recorded; describe_cluster().reassigning shows it until it is done."""
+        request = admin_pb2.ReassignPartitionsRequest(
+            topic=topic,
+            partitions=[
+                admin_pb2.PartitionReplicas(partition=p, replicas=list(r)) for p, r in sorted(replicas.items())
+            ],
+        )
+        await call(self._admin.ReassignPartitions(request, timeout=self._timeout))
 
     async def close(self) -> None:
         for channel in self._coordinator_channels.values():
@@ -335,8 +372,18 @@ class AdminClient:
         return self._loop.run(self._async.list_acls())
 
     def describe_cluster(self) -> ClusterDescription:
-        """The brokers, the controller, and the partitions under-replicated or offline."""
+        """The brokers, the controller, and the partitions under-replicated, offline or moving."""
         return self._loop.run(self._async.describe_cluster())
+
+    def elect_leaders(
+        self, topic: str, partitions: list[int] | None = None, *, unclean: bool = False
+    ) -> list[ElectionResult]:
+        """See AsyncAdminClient.elect_leaders."""
+        return self._loop.run(self._async.elect_leaders(topic, partitions, unclean=unclean))
+
+    def reassign_partitions(self, topic: str, replicas: Mapping[int, Sequence[int]]) -> None:
+        """See AsyncAdminClient.reassign_partitions."""
+        self._loop.run(self._async.reassign_partitions(topic, replicas))
 
     def close(self) -> None:
         if self._loop.loop.is_closed():

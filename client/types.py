@@ -241,6 +241,7 @@ class ClusterPartition:
     leader: int  # -1: offline
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
+    target_replicas: tuple[int, ...] = ()  # a reassignment under way: where it goes
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,3 +253,16 @@ class ClusterDescription:
     controller_id: int
     under_replicated: list[ClusterPartition]
     offline: list[ClusterPartition]
+    reassigning: list[ClusterPartition] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ElectionResult:
+    """What a leader election did to one partition: `outcome` is "elected", "not_needed" or
+    "not_eligible" (`detail` says why); `leader` and `leader_epoch` are the partition's now."""
+
+    partition: int
+    outcome: str
+    leader: int
+    leader_epoch: int
+    detail: str

@@ -7,12 +7,13 @@ import structlog
 
 from tidelog.broker.api.rpc import Context, Rpc
 from tidelog.broker.cluster.control import ControlPlane, TopicExists, TopicMissing, etcd_unavailable
-from tidelog.broker.cluster.metadata import NO_LEADER
+from tidelog.broker.cluster.metadata import NO_LEADER, elect
 from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log import topic_config
 from tidelog.broker.log.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp
+from tidelog.broker.log.produce import check_partition
 from tidelog.broker.log.purge import TopicPurger
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import TopicRecord, TopicState
@@ -23,6 +24,13 @@ from tidelog.common.reasons import Reason
 from tidelog.v1 import admin_pb2
 
 log = structlog.get_logger("tidelog.admin")
+
+
+_OUTCOMES = {
+    "elected": admin_pb2.ELECTION_OUTCOME_ELECTED,
+    "not_needed": admin_pb2.ELECTION_OUTCOME_NOT_NEEDED,
+    "not_eligible": admin_pb2.ELECTION_OUTCOME_NOT_ELIGIBLE,
+}
 
 
 def topic_message(
@@ -71,6 +79,10 @@ class AdminService:
             "ListAcls": self._rpc.unary("ListAcls", admin_pb2.ListAclsRequest, self.list_acls),
             "DescribeCluster": self._rpc.unary(
                 "DescribeCluster", admin_pb2.DescribeClusterRequest, self.describe_cluster
+            ),
+            "ElectLeaders": self._rpc.unary("ElectLeaders", admin_pb2.ElectLeadersRequest, self.elect_leaders),
+            "ReassignPartitions": self._rpc.unary(
+                "ReassignPartitions", admin_pb2.ReassignPartitionsRequest, self.reassign_partitions
             ),
         }
 
@@ -240,14 +252,102 @@ class AdminService:
             brokers=[admin_pb2.ClusterBroker(id=i, address=a) for i, a in sorted(control.brokers().items())],
             controller_id=controller if controller is not None else -1,
         )
+        moving = control.reassignments_by_id()
         for (topic_id, partition), state in sorted(control.partitions_by_id().items()):
             if topic_id not in names:
                 continue
             entry = admin_pb2.ClusterPartition(
-                topic=names[topic_id], partition=partition, leader=state.leader, replicas=state.replicas, isr=state.isr
+                topic=names[topic_id],
+                partition=partition,
+                leader=state.leader,
+                replicas=state.replicas,
+                isr=state.isr,
+                target_replicas=moving.get((topic_id, partition), ()),
             )
             if state.leader == NO_LEADER:
                 response.offline.append(entry)
             elif len(state.isr) < len(state.replicas):
                 response.under_replicated.append(entry)
+            if (topic_id, partition) in moving:
+                response.reassigning.append(entry)
         return response
+
+    async def elect_leaders(
+        self, request: admin_pb2.ElectLeadersRequest, context: Context
+    ) -> admin_pb2.ElectLeadersResponse:
+        self._access.require("alter", "cluster")
+        topic = self._registry.get(request.topic)
+        numbers = list(request.partitions) or range(len(topic.partitions))
+        for number in numbers:
+            check_partition(topic, number)
+        control = self._control
+        if control is None:  # a single broker leads everything
+            return admin_pb2.ElectLeadersResponse(
+                results=[
+                    admin_pb2.ElectionResult(
+                        partition=n, outcome=admin_pb2.ELECTION_OUTCOME_NOT_NEEDED, leader=0, detail="a single broker"
+                    )
+                    for n in numbers
+                ]
+            )
+        unclean = request.type == admin_pb2.ELECTION_TYPE_UNCLEAN
+        live = set(control.brokers())
+        response = admin_pb2.ElectLeadersResponse()
+        for number in numbers:
+            state = control.partition_state(topic.id, number)
+            if state is None:
+                continue
+            election = elect(state, live, unclean)
+            outcome, detail, now = election.outcome, election.detail, state
+            if election.state is not None:
+                with etcd_unavailable(f"{topic.name}/{number}: no leader elected"):
+                    written = await control.alter_partition(topic.id, number, state, election.state)
+                if written is None:
+                    outcome, detail = "not_eligible", "its state changed meanwhile (another election?): try again"
+                else:
+                    now = election.state
+                    log.warning(
+                        "leader_elected", topic=topic.name, partition=number, leader=now.leader, unclean=unclean
+                    )
+            response.results.append(
+                admin_pb2.ElectionResult(
+                    partition=number,
+                    outcome=_OUTCOMES[outcome],
+                    leader=now.leader,
+                    leader_epoch=now.leader_epoch,
+                    detail=detail,
+                )
+            )
+        return response
+
+    async def reassign_partitions(
+        self, request: admin_pb2.ReassignPartitionsRequest, context: Context
+    ) -> admin_pb2.ReassignPartitionsResponse:
+        self._access.require("alter", "cluster")
+        topic = self._registry.get(request.topic)
+        control = self._control
+        if control is None:
+            raise BrokerError(
+                Reason.UNSUPPORTED_IN_CLUSTER, "a single broker holds every partition: there is nowhere to move it"
+            )
+        if not request.partitions:
+            raise invalid_request("name at least one partition and its new replicas")
+        live = control.brokers()
+        for move in request.partitions:
+            check_partition(topic, move.partition)
+            target = tuple(move.replicas)
+            unknown = [b for b in target if b not in live]
+            if not target or len(set(target)) != len(target) or unknown:
+                raise BrokerError(
+                    Reason.INVALID_REPLICATION_FACTOR,
+                    f"{topic.name}/{move.partition}: replicas {list(target)} must be distinct live brokers "
+                    f"(live: {sorted(live)}{'; not live: ' + str(unknown) if unknown else ''})",
+                    topic=topic.name,
+                    partition=move.partition,
+                )
+        for move in request.partitions:
+            with etcd_unavailable(f"{topic.name}/{move.partition} is not moved"):
+                if not await control.reassign(topic.id, move.partition, tuple(move.replicas)):
+                    raise topic_not_found(topic.name)  # deleted meanwhile
+            log.info("reassignment_started", topic=topic.name, partition=move.partition, replicas=list(move.replicas))
+        return admin_pb2.ReassignPartitionsResponse()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,9 @@ from tidelog.broker.cluster.metadata import (
     TopicSpec,
     after_broker_loss,
     after_broker_return,
+    after_reassignment,
     assign_replicas,
+    moving_to,
 )
 from tidelog.broker.errors import BrokerError
 from tidelog.common.reasons import Reason
@@ -117,6 +120,13 @@ class ClusterKeys:
 
     def topic_partitions(self, topic_id: int) -> bytes:
         return self.partitions + f"{topic_id}/".encode()
+
+    @property
+    def reassignments(self) -> bytes:
+        return self.prefix + b"reassignments/"
+
+    def reassignment(self, topic_id: int, partition: int) -> bytes:
+        return self.reassignments + f"{topic_id}/{partition}".encode()
 
     @property
     def deleted(self) -> bytes:
@@ -317,14 +327,32 @@ class ControlPlane:
                 )
             if self.election is None:
                 return
+        await self._complete_reassignments()
 
-    async def _fenced_write(self, puts: list[tuple[bytes, bytes]], modified_at: dict[bytes, int]) -> bool:
+    async def _complete_reassignments(self) -> None:
+        """A reassignment whose target replicas are all in sync is done: they become the replicas."""
+        for (topic_id, partition), target in self.reassignments_by_id().items():
+            key = self.keys.partition(topic_id, partition)
+            state = self.partition_state(topic_id, partition)
+            done = after_reassignment(state, target) if state is not None else None
+            if done is None:
+                continue
+            move = self.keys.reassignment(topic_id, partition)
+            modified = {key: self.cache.modified[key], move: self.cache.modified[move]}
+            if await self._fenced_write([(key, done.encode())], modified, deletes=[move]):
+                log.info("partition_reassigned", partition=key.decode(), replicas=done.replicas, leader=done.leader)
+            if self.election is None:
+                return
+
+    async def _fenced_write(
+        self, puts: list[tuple[bytes, bytes]], modified_at: dict[bytes, int], deletes: list[bytes] | None = None
+    ) -> bool:
         """A controller write: only under this election, and only over the versions it read."""
         election = self.election
         if election is None:
             return False
         fence = {self.keys.controller: election.revision}
-        if await self._etcd.put_if(created_at=fence, modified_at=modified_at, puts=puts):
+        if await self._etcd.put_if(created_at=fence, modified_at=modified_at, puts=puts, deletes=deletes):
             return True
         current = await self._etcd.get(self.keys.controller)
         if current is None or current.create_revision != election.revision:
@@ -363,7 +391,10 @@ class ControlPlane:
                 modified_at={key: entry.mod_revision},
                 puts=tombstone,
                 deletes=[key],
-                delete_prefixes=[self.keys.topic_partitions(spec.id)],
+                delete_prefixes=[
+                    self.keys.topic_partitions(spec.id),
+                    self.keys.reassignments + f"{spec.id}/".encode(),
+                ],
             ):
                 return spec
 
@@ -378,6 +409,32 @@ class ControlPlane:
             altered = TopicSpec(spec.id, name, spec.partitions, spec.replication_factor, {**spec.configs, **configs})
             if await self._etcd.put_if(modified_at={key: entry.mod_revision}, puts=[(key, altered.encode())]):
                 return altered
+
+    async def reassign(self, topic_id: int, partition: int, target: tuple[int, ...]) -> bool:
+        """Start moving the partition to `target`: its first step, and the target the controller
+        completes (compare-and-swap on the partition's state, retried); False when it has none."""
+        key = self.keys.partition(topic_id, partition)
+        while True:
+            entry = await self._etcd.get(key)
+            if entry is None:
+                return False
+            state = PartitionState.decode(entry.value)
+            puts = [
+                (key, moving_to(state, target).encode()),
+                (self.keys.reassignment(topic_id, partition), json.dumps(list(target)).encode()),
+            ]
+            if await self._etcd.put_if(modified_at={key: entry.mod_revision}, puts=puts):
+                return True
+
+    def reassignments_by_id(self) -> dict[tuple[int, int], tuple[int, ...]]:
+        """The reassignments under way: (topic id, partition) -> target replicas."""
+        prefix = self.keys.reassignments
+        out = {}
+        for key, value in self.cache.entries.items():
+            if key.startswith(prefix):
+                topic_id, partition = key[len(prefix) :].decode().split("/")
+                out[(int(topic_id), int(partition))] = tuple(json.loads(value))
+        return out
 
     def deleted_topic_ids(self) -> set[int]:
         prefix = self.keys.deleted

@@ -7,6 +7,9 @@ Keys under `/{cluster}/`:
   ids/producer                    the last producer id handed out (brokers take blocks of them)
   topics/{name}                   JSON {id, partitions, replication_factor, configs}
   partitions/{topic_id}/{p}       JSON {replicas, leader, leader_epoch, isr}; leader -1: offline
+  reassignments/{topic_id}/{p}    JSON [broker ids]: where the partition's replicas are moving
+  replication/{id}                a broker's replication address, when not its advertised one
+  deleted/{topic_id}              the name of a deleted topic (a tombstone: ids are never reused)
 
 Replica placement is Kafka's: partition p's replicas are consecutive brokers (in id order) starting
 at p's turn, so leaders (the first replica) spread evenly and each broker follows evenly.
@@ -91,6 +94,57 @@ def after_broker_loss(state: PartitionState, live: set[int]) -> PartitionState |
         return None
     epoch = state.leader_epoch + 1 if leader != state.leader else state.leader_epoch
     return PartitionState(state.replicas, leader, epoch, isr)
+
+
+@dataclass(frozen=True)
+class Election:
+    """What an election made of a partition: `state` to write (None: nothing to write), the outcome
+    ("elected", "not_needed", "not_eligible") and why."""
+
+    state: PartitionState | None
+    outcome: str
+    detail: str = ""
+
+
+def elect(state: PartitionState, live: set[int], unclean: bool) -> Election:
+    """A preferred election (the first replica leads, if live and in sync) or an unclean one (a live
+    replica outside the ISR leads a partition whose in-sync replicas are all gone)."""
+    if unclean:
+        if state.leader in live:
+            return Election(None, "not_needed", f"broker {state.leader} leads it: no unclean election needed")
+        in_sync = [b for b in state.isr if b in live]
+        if in_sync:
+            return Election(None, "not_eligible", f"broker {in_sync[0]} is in sync and live: it is elected cleanly")
+        candidates = [b for b in state.replicas if b in live]
+        if not candidates:
+            return Election(None, "not_eligible", f"none of its replicas {list(state.replicas)} is live")
+        chosen = candidates[0]
+        return Election(PartitionState(state.replicas, chosen, state.leader_epoch + 1, (chosen,)), "elected")
+    preferred = state.replicas[0]
+    if state.leader == preferred:
+        return Election(None, "not_needed", f"its preferred replica, broker {preferred}, leads it")
+    if preferred not in live or preferred not in state.isr:
+        why = "is not live" if preferred not in live else "is not in sync"
+        return Election(None, "not_eligible", f"its preferred replica, broker {preferred}, {why}")
+    return Election(PartitionState(state.replicas, preferred, state.leader_epoch + 1, state.isr), "elected")
+
+
+def moving_to(state: PartitionState, target: Sequence[int]) -> PartitionState:
+    """A reassignment's first step: the target replicas join (first, in their order), the old stay."""
+    replicas = tuple(target) + tuple(b for b in state.replicas if b not in target)
+    return PartitionState(replicas, state.leader, state.leader_epoch, state.isr)
+
+
+def after_reassignment(state: PartitionState, target: Sequence[int]) -> PartitionState | None:
+    """A reassignment's last step, once every target replica is in sync (else None): the replicas are
+    the target, the ISR keeps only them, and a leader that is not one of them hands over to the first
+    that is in sync, under the next epoch."""
+    if not set(target) <= set(state.isr):
+        return None
+    isr = tuple(b for b in target if b in state.isr)
+    if state.leader in target:
+        return PartitionState(tuple(target), state.leader, state.leader_epoch, isr)
+    return PartitionState(tuple(target), isr[0], state.leader_epoch + 1, isr)
 
 
 def after_broker_return(state: PartitionState, live: set[int]) -> PartitionState | None:

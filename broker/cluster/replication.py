@@ -142,12 +142,12 @@ class Replication:
         wanted: dict[TP, tuple[int, int]] = {}
         leading: dict[TP, tuple[int, str]] = {}
         for name, spec in self._control.topics().items():
-            if spec.replication_factor < 2 or name not in self._log.registry:
+            if name not in self._log.registry:
                 continue
             topic = self._log.registry.get(name)
             for p, local in enumerate(topic.partitions):
                 state = self._control.partition_state(spec.id, p)
-                if state is None or me not in state.replicas:
+                if state is None or me not in state.replicas or len(state.replicas) < 2:
                     continue
                 if local.on_log_end is None:  # replicated: its high watermark follows the ISR from now on
                     local.on_log_end = functools.partial(self._log_end_moved, topic)

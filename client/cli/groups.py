@@ -159,8 +159,55 @@ def add_cluster(commands: Commands, parents: list[argparse.ArgumentParser]) -> N
     cluster = commands.add_parser("cluster", help="the brokers, the controller, and partitions short of replicas")
     actions = cluster.add_subparsers(dest="action", required=True)
     actions.add_parser(
-        "describe", parents=parents, help="brokers, controller, under-replicated and offline"
+        "describe", parents=parents, help="brokers, controller, under-replicated, offline and moving partitions"
     ).set_defaults(run=_cluster_describe)
+    elect = actions.add_parser(
+        "elect-leaders", parents=parents, help="move leadership to the preferred replicas (or --unclean)"
+    )
+    elect.add_argument("topic")
+    elect.add_argument("-p", "--partition", type=int, action="append", help="this partition (repeat; default all)")
+    elect.add_argument(
+        "--unclean",
+        action="store_true",
+        help="lead partitions whose in-sync replicas are all gone from a live out-of-sync replica: what only "
+        "the lost replicas held is gone for good",
+    )
+    elect.set_defaults(run=_cluster_elect)
+    move = actions.add_parser("reassign", parents=parents, help="move partitions to new replicas")
+    move.add_argument("topic")
+    move.add_argument(
+        "moves", nargs="+", metavar="PARTITION=BROKER,BROKER", help="e.g. 0=2,0,1 (the first is the preferred leader)"
+    )
+    move.set_defaults(run=_cluster_reassign)
+
+
+def _cluster_elect(args: Args) -> int:
+    with open_admin(args) as admin:
+        results = admin.elect_leaders(args.topic, args.partition, unclean=args.unclean)
+    if args.json:
+        print_json([dataclasses.asdict(r) for r in results])
+        return Exit.OK
+    rows = [[r.partition, r.outcome, r.leader, r.leader_epoch, r.detail] for r in results]
+    print_tables(
+        [Table("elections", ("PARTITION", "OUTCOME", "LEADER", "EPOCH", "DETAIL"), rows, frozenset({0, 2, 3}))]
+    )
+    return Exit.OK
+
+
+def _cluster_reassign(args: Args) -> int:
+    moves: dict[int, list[int]] = {}
+    for text in args.moves:
+        partition, sep, brokers = text.partition("=")
+        try:
+            moves[int(partition)] = [int(b) for b in brokers.split(",")]
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit(f"tidelog: {text!r}: write a move as PARTITION=BROKER,BROKER (e.g. 0=2,0,1)")
+    with open_admin(args) as admin:
+        admin.reassign_partitions(args.topic, moves)
+    print(f"moving {len(moves)} partition(s) of {args.topic}: `tidelog cluster describe` shows them until done")
+    return Exit.OK
 
 
 def _cluster_describe(args: Args) -> int:
@@ -179,6 +226,7 @@ def _cluster_describe(args: Args) -> int:
                 "controller_id": cluster.controller_id,
                 "under_replicated": [dataclasses.asdict(p) for p in cluster.under_replicated],
                 "offline": [dataclasses.asdict(p) for p in cluster.offline],
+                "reassigning": [dataclasses.asdict(p) for p in cluster.reassigning],
             }
         )
         return Exit.OK
@@ -189,6 +237,15 @@ def _cluster_describe(args: Args) -> int:
             Table("brokers", ("ID", "ADDRESS", ""), brokers, frozenset({0})),
             Table("under-replicated partitions", columns, rows(cluster.under_replicated), frozenset({1, 2})),
             Table("offline partitions", columns, rows(cluster.offline), frozenset({1, 2})),
+            Table(
+                "partitions moving",
+                (*columns, "TO"),
+                [
+                    [*row, ",".join(map(str, p.target_replicas))]
+                    for row, p in zip(rows(cluster.reassigning), cluster.reassigning, strict=True)
+                ],
+                frozenset({1, 2}),
+            ),
         ]
     )
     return Exit.OK

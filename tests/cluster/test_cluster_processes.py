@@ -19,7 +19,7 @@ from tests.proxy import TcpProxy
 from tidelog import AdminClient
 from tidelog.broker.batches import HEADER_SIZE
 from tidelog.broker.storage import maintenance
-from tidelog.errors import InvalidConfigError, TopicNotFoundError, UnavailableError
+from tidelog.errors import InvalidArgumentError, InvalidConfigError, TopicNotFoundError, UnavailableError
 from tidelog.testing import ClusterProcess
 from tidelog.v1 import admin_pb2, broker_pb2, records_pb2
 from tidelog.v1.admin_pb2_grpc import AdminStub
@@ -684,3 +684,72 @@ def test_a_topic_deleted_or_altered_on_one_broker_is_so_on_every_broker_even_one
     leader, _ = replicated(cluster, "doomed")  # the name again: a new topic, with none of the old records
     assert produce_all(everyone[leader], "doomed", b"new") == 0
     assert read_all(everyone[leader], "doomed") == [b"new"]
+
+
+def test_a_preferred_election_gives_the_lead_back_to_the_first_replica_once_it_is_in_sync(
+    cluster: ClusterProcess,
+) -> None:
+    everyone = all_up(cluster)
+    leader, epoch = replicated(cluster, "preferred")
+    assert leader == 0  # partition 0's preferred replica
+    cluster.kill(0)
+    wait_for(lambda: leader_of(everyone[1], "preferred")[0] in (1, 2), 30, what="another leader")
+    cluster.restart(0)
+    now, _ = leader_of(everyone[1], "preferred")
+    wait_for(lambda: isr_of(everyone[now], "preferred") == [0, 1, 2], 30, what="broker 0 back in sync")
+    with AdminClient(everyone[1]) as admin:
+        (result,) = admin.elect_leaders("preferred")
+        assert result.outcome == "elected" and result.leader == 0 and result.leader_epoch > epoch
+        wait_for(lambda: leader_of(everyone[2], "preferred")[0] == 0, 30, what="broker 0 leading again")
+        assert produce_all(everyone[0], "preferred", b"led by 0") == 0
+        (again,) = admin.elect_leaders("preferred")
+        assert again.outcome == "not_needed"
+
+
+def test_an_unclean_election_leads_an_offline_partition_from_a_replica_that_was_out_of_sync(
+    cluster: ClusterProcess,
+) -> None:
+    everyone = all_up(cluster)
+    with AdminClient(everyone[0]) as admin:  # partition 0 on brokers 0 and 1
+        admin.create_topic("unclean", 1, {"min.insync.replicas": "1"}, replication_factor=2)
+    wait_for(lambda: isr_of(everyone[0], "unclean") == [0, 1], 30, what="a full ISR")
+    assert produce_all(everyone[0], "unclean", b"both have it") == 0
+    cluster.kill(1)
+    wait_for(lambda: isr_of(everyone[0], "unclean") == [0], 30, what="broker 1 out of the ISR")
+    assert produce_all(everyone[0], "unclean", b"only 0 has it") == 1
+    cluster.kill(0)
+    cluster.restart(1)
+    wait_for(lambda: leader_of(everyone[2], "unclean")[0] == -1, 30, what="the partition offline")
+    with AdminClient(everyone[2]) as admin:
+        wait_for(lambda: 1 in view(everyone[2])[0], 30, what="broker 1 registered")
+        (clean,) = admin.elect_leaders("unclean")
+        assert clean.outcome == "not_eligible"  # its preferred replica (0) is not live
+        (result,) = admin.elect_leaders("unclean", unclean=True)
+    assert result.outcome == "elected" and result.leader == 1
+    wait_for(lambda: read_all(everyone[1], "unclean") == [b"both have it"], 30, what="broker 1 serving")
+    assert produce_all(everyone[1], "unclean", b"after") == 1  # the record only 0 had is gone for good
+    cluster.restart(0)
+    wait_for(lambda: isr_of(everyone[1], "unclean") == [0, 1], 30, what="broker 0 following, cut back")
+    assert stored_batches(cluster, 0, "unclean", 2) == stored_batches(cluster, 1, "unclean", 2)
+
+
+def test_a_partition_reassigned_to_other_brokers_is_copied_there_and_led_by_them(cluster: ClusterProcess) -> None:
+    everyone = all_up(cluster)
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic("moving", 1, replication_factor=1)  # on broker 0 only
+        wait_for(lambda: leader_of(everyone[0], "moving")[0] == 0, 30, what="broker 0 leading")
+        offsets = [produce_all(everyone[0], "moving", f"m{i}".encode()) for i in range(10)]
+        admin.reassign_partitions("moving", {0: [2, 1]})
+
+        def moved() -> bool:
+            cluster_now = admin.describe_cluster()
+            (topic,) = [t for t in metadata(everyone[1]).topics if t.name == "moving"]
+            return not cluster_now.reassigning and tuple(topic.partitions[0].replicas) == (2, 1)
+
+        wait_for(moved, 60, what="the move done: replicas 2 and 1")
+        with pytest.raises(InvalidArgumentError, match="distinct live brokers"):
+            admin.reassign_partitions("moving", {0: [1, 1]})
+    assert offsets == list(range(10))
+    assert leader_of(everyone[1], "moving")[0] == 2
+    assert read_all(everyone[2], "moving") == [f"m{i}".encode() for i in range(10)]
+    assert produce_all(everyone[2], "moving", b"on the new replicas") == 10

@@ -12,7 +12,10 @@ from tidelog.broker.cluster.metadata import (
     TopicSpec,
     after_broker_loss,
     after_broker_return,
+    after_reassignment,
     assign_replicas,
+    elect,
+    moving_to,
 )
 
 
@@ -47,3 +50,36 @@ def test_metadata_round_trips_through_its_json() -> None:
     assert TopicSpec.decode("orders", spec.encode()) == spec
     state = PartitionState((1, 2, 3), 2, 9, (2, 3))
     assert PartitionState.decode(state.encode()) == state
+
+
+def test_a_preferred_election_moves_the_lead_to_the_first_replica_only_when_it_is_live_and_in_sync() -> None:
+    state = PartitionState((0, 1, 2), 1, 4, (0, 1, 2))
+    elected = elect(state, {0, 1, 2}, unclean=False)
+    assert elected.outcome == "elected" and elected.state == PartitionState((0, 1, 2), 0, 5, (0, 1, 2))
+    assert elect(elected.state, {0, 1, 2}, unclean=False).outcome == "not_needed"
+    assert elect(PartitionState((0, 1, 2), 1, 4, (1, 2)), {0, 1, 2}, unclean=False).outcome == "not_eligible"
+    assert elect(state, {1, 2}, unclean=False).outcome == "not_eligible"
+
+
+def test_an_unclean_election_only_leads_a_partition_whose_in_sync_replicas_are_all_gone() -> None:
+    offline = PartitionState((0, 1, 2), -1, 4, (0,))
+    elected = elect(offline, {1, 2}, unclean=True)
+    assert elected.outcome == "elected" and elected.state == PartitionState((0, 1, 2), 1, 5, (1,))
+    assert elect(offline, {0, 1}, unclean=True).outcome == "not_eligible"  # 0 is in sync: a clean election
+    assert elect(PartitionState((0, 1), 1, 4, (1,)), {1}, unclean=True).outcome == "not_needed"
+    assert elect(offline, set(), unclean=True).outcome == "not_eligible"
+
+
+def test_a_reassignment_adds_the_target_first_and_completes_once_all_of_it_is_in_sync() -> None:
+    state = PartitionState((0,), 0, 2, (0,))
+    moving = moving_to(state, (1, 2))
+    assert moving == PartitionState((1, 2, 0), 0, 2, (0,))
+    assert after_reassignment(moving, (1, 2)) is None
+    assert after_reassignment(PartitionState((1, 2, 0), 0, 2, (0, 1)), (1, 2)) is None
+    # All in sync: the old replica leaves, and the leader (not a target) hands over under the next epoch.
+    assert after_reassignment(PartitionState((1, 2, 0), 0, 2, (0, 1, 2)), (1, 2)) == PartitionState(
+        (1, 2), 1, 3, (1, 2)
+    )
+    # A leader that stays keeps its epoch.
+    kept = after_reassignment(PartitionState((2, 0, 1), 0, 2, (0, 1, 2)), (2, 0))
+    assert kept == PartitionState((2, 0), 0, 2, (2, 0))

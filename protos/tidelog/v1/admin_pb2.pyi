@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,191 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ElectionType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ElectionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ElectionType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ELECTION_TYPE_UNSPECIFIED: _ElectionType.ValueType  # 0
+    """PREFERRED"""
+    ELECTION_TYPE_PREFERRED: _ElectionType.ValueType  # 1
+    ELECTION_TYPE_UNCLEAN: _ElectionType.ValueType  # 2
+
+class ElectionType(_ElectionType, metaclass=_ElectionTypeEnumTypeWrapper): ...
+
+ELECTION_TYPE_UNSPECIFIED: ElectionType.ValueType  # 0
+"""PREFERRED"""
+ELECTION_TYPE_PREFERRED: ElectionType.ValueType  # 1
+ELECTION_TYPE_UNCLEAN: ElectionType.ValueType  # 2
+Global___ElectionType: _TypeAlias = ElectionType  # noqa: Y015
+
+class _ElectionOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ElectionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ElectionOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ELECTION_OUTCOME_UNSPECIFIED: _ElectionOutcome.ValueType  # 0
+    ELECTION_OUTCOME_ELECTED: _ElectionOutcome.ValueType  # 1
+    """a new leader, under the next leader epoch"""
+    ELECTION_OUTCOME_NOT_NEEDED: _ElectionOutcome.ValueType  # 2
+    """the partition is led as asked already"""
+    ELECTION_OUTCOME_NOT_ELIGIBLE: _ElectionOutcome.ValueType  # 3
+    """no replica may lead it that way now (`detail` says why)"""
+
+class ElectionOutcome(_ElectionOutcome, metaclass=_ElectionOutcomeEnumTypeWrapper): ...
+
+ELECTION_OUTCOME_UNSPECIFIED: ElectionOutcome.ValueType  # 0
+ELECTION_OUTCOME_ELECTED: ElectionOutcome.ValueType  # 1
+"""a new leader, under the next leader epoch"""
+ELECTION_OUTCOME_NOT_NEEDED: ElectionOutcome.ValueType  # 2
+"""the partition is led as asked already"""
+ELECTION_OUTCOME_NOT_ELIGIBLE: ElectionOutcome.ValueType  # 3
+"""no replica may lead it that way now (`detail` says why)"""
+Global___ElectionOutcome: _TypeAlias = ElectionOutcome  # noqa: Y015
+
+@_typing.final
+class ElectLeadersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    type: Global___ElectionType.ValueType
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """empty = every partition"""
+
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        partitions: _abc.Iterable[_builtins.int] | None = ...,
+        type: Global___ElectionType.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions", b"partitions", "topic", b"topic", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ElectLeadersRequest: _TypeAlias = ElectLeadersRequest  # noqa: Y015
+
+@_typing.final
+class ElectionResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    LEADER_EPOCH_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    partition: _builtins.int
+    outcome: Global___ElectionOutcome.ValueType
+    leader: _builtins.int
+    """the leader now (-1: none)"""
+    leader_epoch: _builtins.int
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        partition: _builtins.int = ...,
+        outcome: Global___ElectionOutcome.ValueType = ...,
+        leader: _builtins.int = ...,
+        leader_epoch: _builtins.int = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "leader", b"leader", "leader_epoch", b"leader_epoch", "outcome", b"outcome", "partition", b"partition"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ElectionResult: _TypeAlias = ElectionResult  # noqa: Y015
+
+@_typing.final
+class ElectLeadersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ElectionResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ElectionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ElectLeadersResponse: _TypeAlias = ElectLeadersResponse  # noqa: Y015
+
+@_typing.final
+class PartitionReplicas(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    partition: _builtins.int
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        partition: _builtins.int = ...,
+        replicas: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition", b"partition", "replicas", b"replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionReplicas: _TypeAlias = PartitionReplicas  # noqa: Y015
+
+@_typing.final
+class ReassignPartitionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionReplicas]: ...
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        partitions: _abc.Iterable[Global___PartitionReplicas] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions", b"partitions", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReassignPartitionsRequest: _TypeAlias = ReassignPartitionsRequest  # noqa: Y015
+
+@_typing.final
+class ReassignPartitionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReassignPartitionsResponse: _TypeAlias = ReassignPartitionsResponse  # noqa: Y015
 
 @_typing.final
 class Acl(_message.Message):
@@ -178,6 +364,7 @@ class ClusterPartition(_message.Message):
     LEADER_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
     ISR_FIELD_NUMBER: _builtins.int
+    TARGET_REPLICAS_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     partition: _builtins.int
     leader: _builtins.int
@@ -186,6 +373,10 @@ class ClusterPartition(_message.Message):
     def replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def isr(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def target_replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """a reassignment under way: where it goes"""
+
     def __init__(
         self,
         *,
@@ -194,10 +385,11 @@ class ClusterPartition(_message.Message):
         leader: _builtins.int = ...,
         replicas: _abc.Iterable[_builtins.int] | None = ...,
         isr: _abc.Iterable[_builtins.int] | None = ...,
+        target_replicas: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["isr", b"isr", "leader", b"leader", "partition", b"partition", "replicas", b"replicas", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["isr", b"isr", "leader", b"leader", "partition", b"partition", "replicas", b"replicas", "target_replicas", b"target_replicas", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,6 +403,7 @@ class DescribeClusterResponse(_message.Message):
     CONTROLLER_ID_FIELD_NUMBER: _builtins.int
     UNDER_REPLICATED_FIELD_NUMBER: _builtins.int
     OFFLINE_FIELD_NUMBER: _builtins.int
+    REASSIGNING_FIELD_NUMBER: _builtins.int
     controller_id: _builtins.int
     """-1 while there is none"""
     @_builtins.property
@@ -219,6 +412,8 @@ class DescribeClusterResponse(_message.Message):
     def under_replicated(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterPartition]: ...
     @_builtins.property
     def offline(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterPartition]: ...
+    @_builtins.property
+    def reassigning(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterPartition]: ...
     def __init__(
         self,
         *,
@@ -226,10 +421,11 @@ class DescribeClusterResponse(_message.Message):
         controller_id: _builtins.int = ...,
         under_replicated: _abc.Iterable[Global___ClusterPartition] | None = ...,
         offline: _abc.Iterable[Global___ClusterPartition] | None = ...,
+        reassigning: _abc.Iterable[Global___ClusterPartition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["brokers", b"brokers", "controller_id", b"controller_id", "offline", b"offline", "under_replicated", b"under_replicated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brokers", b"brokers", "controller_id", b"controller_id", "offline", b"offline", "reassigning", b"reassigning", "under_replicated", b"under_replicated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

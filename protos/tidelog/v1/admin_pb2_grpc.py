@@ -82,6 +82,16 @@ class AdminStub:
                 request_serializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
                 response_deserializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
                 _registered_method=True)
+        self.ElectLeaders = channel.unary_unary(
+                '/tidelog.v1.Admin/ElectLeaders',
+                request_serializer=tidelog_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
+                response_deserializer=tidelog_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
+                _registered_method=True)
+        self.ReassignPartitions = channel.unary_unary(
+                '/tidelog.v1.Admin/ReassignPartitions',
+                request_serializer=tidelog_dot_v1_dot_admin__pb2.ReassignPartitionsRequest.SerializeToString,
+                response_deserializer=tidelog_dot_v1_dot_admin__pb2.ReassignPartitionsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -165,6 +175,30 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ElectLeaders(self, request, context):
+        """Moves the leadership of a topic's partitions (all, or `partitions`): PREFERRED (the default) to
+        each one's preferred replica (the first of its replicas) when that one is live and in sync;
+        UNCLEAN to a live replica outside the ISR of a partition whose in-sync replicas are all gone
+        (what only they held is lost for good: the last resort, never automatic). Each partition answers
+        ELECTED, NOT_NEEDED or NOT_ELIGIBLE (with why). PERMISSION_DENIED without alter on the cluster;
+        NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReassignPartitions(self, request, context):
+        """Moves partitions to new replicas (broker ids; the first is the preferred leader). The new
+        replicas copy each partition from its leader; once all of them are in sync the controller makes
+        them the replicas (the leader moves if it is not one of them). Answers once the move is recorded:
+        DescribeCluster shows it until it is done. PERMISSION_DENIED without alter on the cluster;
+        NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE, INVALID_REPLICATION_FACTOR
+        for an unknown or repeated broker); FAILED_PRECONDITION (UNSUPPORTED_IN_CLUSTER on a single broker).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +246,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DescribeCluster,
                     request_deserializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterRequest.FromString,
                     response_serializer=tidelog_dot_v1_dot_admin__pb2.DescribeClusterResponse.SerializeToString,
+            ),
+            'ElectLeaders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ElectLeaders,
+                    request_deserializer=tidelog_dot_v1_dot_admin__pb2.ElectLeadersRequest.FromString,
+                    response_serializer=tidelog_dot_v1_dot_admin__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'ReassignPartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReassignPartitions,
+                    request_deserializer=tidelog_dot_v1_dot_admin__pb2.ReassignPartitionsRequest.FromString,
+                    response_serializer=tidelog_dot_v1_dot_admin__pb2.ReassignPartitionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -460,6 +504,60 @@ class Admin:
             '/tidelog.v1.Admin/DescribeCluster',
             tidelog_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
             tidelog_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ElectLeaders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.Admin/ElectLeaders',
+            tidelog_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
+            tidelog_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReassignPartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.Admin/ReassignPartitions',
+            tidelog_dot_v1_dot_admin__pb2.ReassignPartitionsRequest.SerializeToString,
+            tidelog_dot_v1_dot_admin__pb2.ReassignPartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

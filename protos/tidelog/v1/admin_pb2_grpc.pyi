@@ -71,6 +71,22 @@ class AdminStub:
     """The brokers, the controller, and the partitions short of replicas (ISR smaller than the replicas)
     or without a leader. PERMISSION_DENIED without describe on the cluster.
     """
+    ElectLeaders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ElectLeadersRequest, _admin_pb2.ElectLeadersResponse]
+    """Moves the leadership of a topic's partitions (all, or `partitions`): PREFERRED (the default) to
+    each one's preferred replica (the first of its replicas) when that one is live and in sync;
+    UNCLEAN to a live replica outside the ISR of a partition whose in-sync replicas are all gone
+    (what only they held is lost for good: the last resort, never automatic). Each partition answers
+    ELECTED, NOT_NEEDED or NOT_ELIGIBLE (with why). PERMISSION_DENIED without alter on the cluster;
+    NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE).
+    """
+    ReassignPartitions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReassignPartitionsRequest, _admin_pb2.ReassignPartitionsResponse]
+    """Moves partitions to new replicas (broker ids; the first is the preferred leader). The new
+    replicas copy each partition from its leader; once all of them are in sync the controller makes
+    them the replicas (the leader moves if it is not one of them). Answers once the move is recorded:
+    DescribeCluster shows it until it is done. PERMISSION_DENIED without alter on the cluster;
+    NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE, INVALID_REPLICATION_FACTOR
+    for an unknown or repeated broker); FAILED_PRECONDITION (UNSUPPORTED_IN_CLUSTER on a single broker).
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -114,6 +130,22 @@ class AdminAsyncStub(AdminStub):
     DescribeCluster: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeClusterRequest, _admin_pb2.DescribeClusterResponse]  # type: ignore[assignment]
     """The brokers, the controller, and the partitions short of replicas (ISR smaller than the replicas)
     or without a leader. PERMISSION_DENIED without describe on the cluster.
+    """
+    ElectLeaders: _aio.UnaryUnaryMultiCallable[_admin_pb2.ElectLeadersRequest, _admin_pb2.ElectLeadersResponse]  # type: ignore[assignment]
+    """Moves the leadership of a topic's partitions (all, or `partitions`): PREFERRED (the default) to
+    each one's preferred replica (the first of its replicas) when that one is live and in sync;
+    UNCLEAN to a live replica outside the ISR of a partition whose in-sync replicas are all gone
+    (what only they held is lost for good: the last resort, never automatic). Each partition answers
+    ELECTED, NOT_NEEDED or NOT_ELIGIBLE (with why). PERMISSION_DENIED without alter on the cluster;
+    NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE).
+    """
+    ReassignPartitions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReassignPartitionsRequest, _admin_pb2.ReassignPartitionsResponse]  # type: ignore[assignment]
+    """Moves partitions to new replicas (broker ids; the first is the preferred leader). The new
+    replicas copy each partition from its leader; once all of them are in sync the controller makes
+    them the replicas (the leader moves if it is not one of them). Answers once the move is recorded:
+    DescribeCluster shows it until it is done. PERMISSION_DENIED without alter on the cluster;
+    NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE, INVALID_REPLICATION_FACTOR
+    for an unknown or repeated broker); FAILED_PRECONDITION (UNSUPPORTED_IN_CLUSTER on a single broker).
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -209,6 +241,34 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.DescribeClusterResponse, _abc.Awaitable[_admin_pb2.DescribeClusterResponse]]:
         """The brokers, the controller, and the partitions short of replicas (ISR smaller than the replicas)
         or without a leader. PERMISSION_DENIED without describe on the cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def ElectLeaders(
+        self,
+        request: _admin_pb2.ElectLeadersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ElectLeadersResponse, _abc.Awaitable[_admin_pb2.ElectLeadersResponse]]:
+        """Moves the leadership of a topic's partitions (all, or `partitions`): PREFERRED (the default) to
+        each one's preferred replica (the first of its replicas) when that one is live and in sync;
+        UNCLEAN to a live replica outside the ISR of a partition whose in-sync replicas are all gone
+        (what only they held is lost for good: the last resort, never automatic). Each partition answers
+        ELECTED, NOT_NEEDED or NOT_ELIGIBLE (with why). PERMISSION_DENIED without alter on the cluster;
+        NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE).
+        """
+
+    @_abc_1.abstractmethod
+    def ReassignPartitions(
+        self,
+        request: _admin_pb2.ReassignPartitionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReassignPartitionsResponse, _abc.Awaitable[_admin_pb2.ReassignPartitionsResponse]]:
+        """Moves partitions to new replicas (broker ids; the first is the preferred leader). The new
+        replicas copy each partition from its leader; once all of them are in sync the controller makes
+        them the replicas (the leader moves if it is not one of them). Answers once the move is recorded:
+        DescribeCluster shows it until it is done. PERMISSION_DENIED without alter on the cluster;
+        NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE, INVALID_REPLICATION_FACTOR
+        for an unknown or repeated broker); FAILED_PRECONDITION (UNSUPPORTED_IN_CLUSTER on a single broker).
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
