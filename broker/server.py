@@ -149,7 +149,7 @@ class Broker:
         placement: GroupPlacement = SingleBrokerGroups()
         self.cluster_groups: EtcdGroups | None = None
         if settings.cluster:
-            etcd = Etcd(settings.cluster[0])
+            etcd = Etcd(settings.cluster)
             self.control = ControlPlane(
                 etcd,
                 settings.cluster_name,

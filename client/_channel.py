@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import random
-import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from tidelog.common.targets import grpc_target
 from tidelog.errors import from_rpc_error
 
 T = TypeVar("T")
@@ -63,27 +62,8 @@ def _read(path: str | None) -> bytes | None:
 
 def channel_target(bootstrap: str) -> str:
     """A gRPC target for a bootstrap list `"h1:p1,h2:p2"`: one channel over every address, connected to
-    the first that answers (grpc's pick_first), so a client starts while any listed broker lives.
-    Hosts that are names are resolved here, once; a single address is used as given."""
-    entries = [entry.strip() for entry in bootstrap.split(",") if entry.strip()]
-    if len(entries) <= 1:
-        return entries[0] if entries else bootstrap
-    addresses = []
-    for entry in entries:
-        host, _, port = entry.rpartition(":")
-        host = host.strip("[]")
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            try:
-                host = str(socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][4][0])
-            except (OSError, ValueError):
-                continue  # unresolvable now: the others may answer
-        addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    ipv4 = [a for a in addresses if not a.startswith("[")]
-    if ipv4:
-        return "ipv4:" + ",".join(ipv4)  # one address family per target: IPv4 first
-    return "ipv6:" + ",".join(addresses) if addresses else entries[0]
+    the first that answers (grpc's pick_first), so a client starts while any listed broker lives."""
+    return grpc_target(bootstrap.split(",")) or bootstrap
 
 
 def open_channel(bootstrap: str, security: Security | None = None) -> grpc.aio.Channel:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,8 @@ import aetcd
 import grpc
 import structlog
 from aetcd import rpc
+
+from tidelog.common.targets import grpc_target
 
 log = structlog.get_logger("tidelog.cluster.etcd")
 
@@ -53,8 +55,10 @@ def prefix_end(prefix: bytes) -> bytes:
 
 
 class Etcd:
-    def __init__(self, endpoint: str, timeout_s: float = 5.0) -> None:
-        host, _, port = endpoint.rpartition(":")
+    def __init__(self, endpoints: str | Sequence[str], timeout_s: float = 5.0) -> None:
+        # Several endpoints share one channel: the first that answers, the next when it fails.
+        target = grpc_target([endpoints] if isinstance(endpoints, str) else list(endpoints))
+        host, _, port = target.rpartition(":")  # aetcd dials f"{host}:{port}": the target, whole
         self._timeout_s = timeout_s  # on every unary call: etcd out of reach must not hang a caller
         self._client = aetcd.Client(host=host, port=int(port), timeout=timeout_s)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from collections import Counter
 from collections.abc import Iterator
 
@@ -160,5 +161,22 @@ def test_the_controller_moves_leaderships_off_brokers_that_go_and_a_new_controll
         finally:
             for p in planes.values():
                 await p.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_broker_given_several_etcd_endpoints_works_through_one_that_answers(etcd: EtcdProcess) -> None:
+    with socket.socket() as unused:  # a port nothing listens on: the first endpoint is down
+        unused.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{unused.getsockname()[1]}"
+
+    async def scenario() -> None:
+        control = ControlPlane(Etcd([dead, etcd.endpoint]), "endpoints", 1, "127.0.0.1:9001", TTL_S)
+        await control.start()
+        try:
+            await wait_for_async(lambda: control.brokers() == {1: "127.0.0.1:9001"}, 20, what="registered")
+            await wait_for_async(lambda: control.is_controller, 20, what="elected")
+        finally:
+            await control.stop()
 
     asyncio.run(scenario())
