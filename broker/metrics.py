@@ -92,9 +92,15 @@ class Metrics:
             self.fetched_bytes.labels(topic).inc(size)
 
     def watch_state(
-        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: OffsetStore, coordinator: Coordinator
+        self,
+        loop: asyncio.AbstractEventLoop,
+        registry: TopicRegistry,
+        offsets: OffsetStore,
+        coordinator: Coordinator,
+        holds: Callable[[int, int], bool] = lambda topic_id, partition: True,
     ) -> None:
-        self.registry.register(_StateCollector(loop, registry, offsets, coordinator))
+        """`holds(topic_id, partition)`: this broker has a replica (group lag is reported only for those)."""
+        self.registry.register(_StateCollector(loop, registry, offsets, coordinator, holds))
 
     def watch_cluster(self, loop: asyncio.AbstractEventLoop, control: ControlPlane, replication: Replication) -> None:
         self.registry.register(_ClusterCollector(loop, control, replication))
@@ -179,8 +185,14 @@ class _StateCollector(Collector):
     """Partition offsets and sizes and group lag, read on the event loop at scrape time."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, registry: TopicRegistry, offsets: OffsetStore, coordinator: Coordinator
+        self,
+        loop: asyncio.AbstractEventLoop,
+        registry: TopicRegistry,
+        offsets: OffsetStore,
+        coordinator: Coordinator,
+        holds: Callable[[int, int], bool],
     ) -> None:
+        self._holds = holds
         self._loop = loop
         self._registry = registry
         self._offsets = offsets
@@ -211,7 +223,7 @@ class _StateCollector(Collector):
         for name in self._offsets.group_names():
             for (topic_id, partition), offset in self._offsets.committed(name).items():
                 read = by_id.get(topic_id)
-                if read is not None and partition < len(read.partitions):
+                if read is not None and partition < len(read.partitions) and self._holds(topic_id, partition):
                     behind = read.partitions[partition].high_watermark - offset
                     lag.add_metric([name, read.name, str(partition)], max(0, behind))
         return [end, start, size, lag, members]

@@ -7,6 +7,7 @@ process may hold several brokers, each with its own limits, ACLs, quotas and met
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 
 import grpc
@@ -23,7 +24,7 @@ from tidelog.broker.api.rpc import Rpc, StreamLimits, register
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.cluster.group_store import EtcdGroups
-from tidelog.broker.cluster.membership import Membership, NoFollowers, ReplicaProgress, SingleBroker
+from tidelog.broker.cluster.membership import Membership, NoFollowers, ReplicaProgress, SingleBroker, holds_replica
 from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.cluster.producer_ids import ClusterProducerIds, LocalProducerIds, ProducerIds
 from tidelog.broker.cluster.replication import Replication
@@ -206,7 +207,8 @@ class Broker:
         await server.start()
         groups.start()
         if settings.metrics_listen:
-            self.metrics.watch_state(loop, registry, offsets, coordinator)
+            holds = functools.partial(holds_replica, self.membership)
+            self.metrics.watch_state(loop, registry, offsets, coordinator, holds)
             if self.control is not None and self.replication is not None:
                 self.metrics.watch_cluster(loop, self.control, self.replication)
             self.metrics.serve(settings.metrics_listen, settings.tls_cert, settings.tls_key, settings.tls_client_ca)

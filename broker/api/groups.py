@@ -13,7 +13,7 @@ from tidelog.broker import config
 from tidelog.broker.api.data import offset_out_of_range, position_offset
 from tidelog.broker.api.rpc import Context, Response, Rpc, parse
 from tidelog.broker.batches import frame_batches
-from tidelog.broker.cluster.membership import Membership
+from tidelog.broker.cluster.membership import Membership, holds_replica
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.coordinator import Coordinator, Group, Member
 from tidelog.broker.groups.offsets import OffsetStore
@@ -155,8 +155,7 @@ class GroupService:
                 continue  # the coordinator's own answer (a topic that does not exist) follows
             topic = self._registry.get(name)
             for partition in range(len(topic.partitions)):
-                state = self._membership.partition_state(topic.id, partition)
-                if state is not None and me not in state.replicas:
+                if not holds_replica(self._membership, topic.id, partition):
                     raise BrokerError(
                         Reason.UNSUPPORTED_IN_CLUSTER,
                         f"broker {me} coordinates this group but holds no replica of {name}/{partition}, so it "
@@ -370,16 +369,17 @@ class GroupService:
             for partition in topic.partitions:
                 done = offsets.get((topic.id, partition.partition), -1)
                 start = done if done >= 0 else partition.log_start_offset
-                lags.append(
-                    groups_pb2.PartitionLag(
-                        topic=name,
-                        partition=partition.partition,
-                        committed_offset=done,
-                        end_offset=partition.high_watermark,
-                        lag=max(0, partition.high_watermark - start),
-                        member_id=owners.get((name, partition.partition), ""),
-                    )
+                lag = groups_pb2.PartitionLag(
+                    topic=name,
+                    partition=partition.partition,
+                    committed_offset=done,
+                    end_offset=partition.high_watermark,
+                    lag=max(0, partition.high_watermark - start),
+                    member_id=owners.get((name, partition.partition), ""),
                 )
+                if not holds_replica(self._membership, topic.id, partition.partition):  # its end is not known here
+                    lag.end_offset = lag.lag = -1
+                lags.append(lag)
         members = [
             groups_pb2.GroupMember(
                 member_id=m.id,

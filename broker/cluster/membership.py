@@ -26,6 +26,12 @@ class Membership(Protocol):
         ...
 
 
+def holds_replica(membership: Membership, topic_id: int, partition: int) -> bool:
+    """This broker has a replica of the partition (a single broker has every one)."""
+    state = membership.partition_state(topic_id, partition)
+    return state is None or membership.broker_id in state.replicas
+
+
 class ReplicaProgress(Protocol):
     def holding(self, topic_id: int, partition: int, end: int) -> list[int]:
         """The followers known (from their fetches) to have stored the partition's offsets below `end`."""

@@ -509,6 +509,20 @@ def test_cluster_describe_shows_a_single_broker_as_a_cluster_of_one(broker: Brok
         "controller_id": 0,
         "under_replicated": [],
         "offline": [],
+        "reassigning": [],
     }
     table = tidelog("cluster", "describe", "-b", broker.address).out
     assert broker.address in table and "controller" in table
+
+
+def test_cluster_elect_leaders_and_reassign_on_a_single_broker(broker: BrokerProcess) -> None:
+    tidelog("topics", "create", "solo", "-p", "2", "-b", broker.address)
+    elected = json.loads(tidelog("cluster", "elect-leaders", "solo", "--json", "-b", broker.address).out)
+    assert [(e["partition"], e["outcome"], e["leader"]) for e in elected] == [
+        (0, "not_needed", 0),
+        (1, "not_needed", 0),
+    ]
+    refused = tidelog("cluster", "reassign", "solo", "0=1", "-b", broker.address, code=None)
+    assert refused.code != 0 and "single broker" in refused.err
+    bad = tidelog("cluster", "reassign", "solo", "zero=1", "-b", broker.address, code=None)
+    assert bad.code != 0 and "PARTITION=BROKER,BROKER" in bad.err

@@ -623,8 +623,9 @@ class PartitionLag(_message.Message):
     committed_offset: _builtins.int
     """-1: nothing committed"""
     end_offset: _builtins.int
+    """-1: not known to the coordinator (in a cluster, a partition it holds no replica of)"""
     lag: _builtins.int
-    """end_offset - committed_offset (end - log start when nothing is committed)"""
+    """end_offset - committed_offset (end - log start when nothing is committed); -1 with end_offset"""
     member_id: _builtins.str
     """empty when no member owns it"""
     def __init__(
