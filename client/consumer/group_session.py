@@ -30,6 +30,8 @@ from tidelog.v1 import groups_pb2
 log = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[TopicPartition]], Any]
+# While the coordinator moves, retries back off no further than this many steps (~400 ms by default).
+_SEARCH_STEPS = 2
 # Credit is granted back in steps of at least this much, to keep credit messages few.
 _CREDIT_STEP_BYTES = 64 << 10
 
@@ -169,7 +171,10 @@ class GroupSession:
                     continue
             elif route != BOOTSTRAP:  # the coordinator is out of reach: ask the others who took over
                 self._coordinator = BOOTSTRAP
-            delay = backoff_delay(failures, *self._backoff_ms)
+            # Looking for a coordinator that moved (the dead one is still named until its lease ends):
+            # keep asking at a short, steady pace rather than backing off ever longer.
+            moving = error.reason == Reason.NOT_COORDINATOR or (route != BOOTSTRAP and error.retriable)
+            delay = backoff_delay(min(failures, _SEARCH_STEPS) if moving else failures, *self._backoff_ms)
             log.warning("group %s: stream lost (%s), rejoining in %d ms", self.group, error, round(delay * 1000))
             await asyncio.sleep(delay)
 
