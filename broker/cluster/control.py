@@ -380,35 +380,41 @@ class ControlPlane:
     async def delete_topic(self, name: str) -> TopicSpec:
         """Delete the topic and its partitions' states, leaving a tombstone of its id (one transaction,
         over the version read); TopicMissing when there is none."""
-        key = self.keys.topic(name)
-        while True:
-            entry = await self._etcd.get(key)
-            if entry is None:
-                raise TopicMissing(name)
-            spec = TopicSpec.decode(name, entry.value)
-            tombstone = [(self.keys.deleted + str(spec.id).encode(), name.encode())]
-            if await self._etcd.put_if(
-                modified_at={key: entry.mod_revision},
-                puts=tombstone,
-                deletes=[key],
-                delete_prefixes=[
+
+        def deletion(spec: TopicSpec) -> tuple[TopicSpec, dict[str, Any]]:
+            return spec, {
+                "puts": [(self.keys.deleted + str(spec.id).encode(), name.encode())],
+                "deletes": [self.keys.topic(name)],
+                "delete_prefixes": [
                     self.keys.topic_partitions(spec.id),
                     self.keys.reassignments + f"{spec.id}/".encode(),
                 ],
-            ):
-                return spec
+            }
+
+        return await self._rewrite_topic(name, deletion)
 
     async def alter_topic_configs(self, name: str, configs: dict[str, str]) -> TopicSpec:
-        """Merge `configs` into the topic's (compare-and-swap, retried); TopicMissing when there is none."""
+        """Merge `configs` into the topic's; TopicMissing when there is none."""
+
+        def alteration(spec: TopicSpec) -> tuple[TopicSpec, dict[str, Any]]:
+            altered = TopicSpec(spec.id, name, spec.partitions, spec.replication_factor, {**spec.configs, **configs})
+            return altered, {"puts": [(self.keys.topic(name), altered.encode())]}
+
+        return await self._rewrite_topic(name, alteration)
+
+    async def _rewrite_topic(
+        self, name: str, rewrite: Callable[[TopicSpec], tuple[TopicSpec, dict[str, Any]]]
+    ) -> TopicSpec:
+        """Read the topic and write what `rewrite` makes of it (put_if's arguments) over the version read,
+        reading again after a race; what `rewrite` answered, or TopicMissing."""
         key = self.keys.topic(name)
         while True:
             entry = await self._etcd.get(key)
             if entry is None:
                 raise TopicMissing(name)
-            spec = TopicSpec.decode(name, entry.value)
-            altered = TopicSpec(spec.id, name, spec.partitions, spec.replication_factor, {**spec.configs, **configs})
-            if await self._etcd.put_if(modified_at={key: entry.mod_revision}, puts=[(key, altered.encode())]):
-                return altered
+            result, writes = rewrite(TopicSpec.decode(name, entry.value))
+            if await self._etcd.put_if(modified_at={key: entry.mod_revision}, **writes):
+                return result
 
     async def reassign(self, topic_id: int, partition: int, target: tuple[int, ...]) -> bool:
         """Start moving the partition to `target`: its first step, and the target the controller

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tidelog.testing import ClusterProcess
+from tidelog.testing import ClusterProcess, EtcdProcess
 
 
 @contextmanager
@@ -25,6 +25,16 @@ def own_cluster(
         yield process.start()
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    """One etcd for a module's in-process tests (each uses a cluster name of its own)."""
+    if shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
+    process = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ by a transaction, its writes fenced by the election revision, and the metadata c
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,15 +16,6 @@ from tidelog.testing import EtcdProcess, wait_for_async
 
 # The shortest useful lease (DESIGN.md: ~1.5x etcd's election timeout); production uses ~10 s.
 TTL_S = 2
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    process = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
-    yield process
-    process.stop()
 
 
 def plane(etcd: EtcdProcess, cluster: str, broker_id: int) -> ControlPlane:

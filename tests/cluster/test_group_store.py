@@ -5,8 +5,6 @@ generations, and commits never move an offset back."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,15 +16,6 @@ from tidelog.common.reasons import Reason
 from tidelog.testing import EtcdProcess, wait_for_async
 
 TTL_S = 2
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: `make test` installs Debian's etcd-server")
-    process = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
-    yield process
-    process.stop()
 
 
 def broker(etcd: EtcdProcess, broker_id: int) -> tuple[ControlPlane, EtcdGroups, Etcd]:
