@@ -51,7 +51,7 @@ class AsyncAdminClient:
         settings = dict(security)
         self._security = Security.take(settings)
         self._channel = open_channel(bootstrap, self._security)
-        self._coordinator_channels: dict[str, grpc.aio.Channel] = {}
+        self._broker_channels: dict[str, grpc.aio.Channel] = {}
         if settings:
             raise TypeError(f"unknown AdminClient settings: {', '.join(sorted(settings))}")
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
@@ -83,17 +83,42 @@ class AsyncAdminClient:
         return [_topic_info(t) for t in response.topics]
 
     async def describe_topic(self, name: str) -> TopicDescription:
-        """A topic with each partition's log start, high watermark and size."""
-        response = await call(
-            self._admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name=name), timeout=self._timeout)
-        )
+        """A topic with each partition's log start, high watermark and size; in a cluster, each
+        partition's leader, replicas and ISR, and its figures as its leader holds them."""
+        request = admin_pb2.DescribeTopicRequest(name=name)
+        response = await call(self._admin.DescribeTopic(request, timeout=self._timeout))
+        partitions = {p.partition: p for p in response.partitions}
+        if any(p.replicas for p in partitions.values()):  # a cluster: each partition's own figures
+            metadata = await call(self._broker.GetMetadata(broker_pb2.GetMetadataRequest(), timeout=self._timeout))
+            addresses = {b.id: b.address for b in metadata.brokers}
+            for leader in {p.leader for p in partitions.values() if p.leader in addresses}:
+                stub = admin_pb2_grpc.AdminStub(self._channel_to(addresses[leader]))
+                at_leader = await call(stub.DescribeTopic(request, timeout=self._timeout))
+                for p in at_leader.partitions:
+                    if p.leader == leader:
+                        partitions[p.partition] = p
         return TopicDescription(
             _topic_info(response.topic),
             [
-                PartitionDescription(p.partition, p.log_start_offset, p.high_watermark, p.size_bytes)
-                for p in response.partitions
+                PartitionDescription(
+                    p.partition,
+                    p.log_start_offset,
+                    p.high_watermark,
+                    p.size_bytes,
+                    p.leader,
+                    tuple(p.replicas),
+                    tuple(p.isr),
+                )
+                for _, p in sorted(partitions.items())
             ],
         )
+
+    def _channel_to(self, address: str) -> grpc.aio.Channel:
+        """A channel of its own to one broker (a partition's leader, a group's coordinator)."""
+        channel = self._broker_channels.get(address)
+        if channel is None:
+            channel = self._broker_channels[address] = open_channel(address, self._security)
+        return channel
 
     async def alter_topic_configs(self, name: str, configs: Mapping[str, str]) -> TopicInfo:
         """Change some of a topic's configs; returns the effective configs."""
@@ -196,10 +221,7 @@ class AsyncAdminClient:
                 address = err.metadata.get("coordinator_address", "")
                 if not address:
                     raise
-                channel = self._coordinator_channels.get(address)
-                if channel is None:
-                    channel = self._coordinator_channels[address] = open_channel(address, self._security)
-                stub = groups_pb2_grpc.GroupsStub(channel)
+                stub = groups_pb2_grpc.GroupsStub(self._channel_to(address))
         return await call(attempt(stub))
 
     async def create_acls(self, rules: list[str]) -> None:
@@ -263,7 +285,7 @@ class AsyncAdminClient:
         await call(self._admin.ReassignPartitions(request, timeout=self._timeout))
 
     async def close(self) -> None:
-        for channel in self._coordinator_channels.values():
+        for channel in self._broker_channels.values():
             await channel.close()
         await self._channel.close()
 

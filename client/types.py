@@ -186,10 +186,16 @@ class TopicInfo:
 
 @dataclass(frozen=True, slots=True)
 class PartitionDescription:
+    """A partition's offsets and size (from its leader, in a cluster), and who leads and holds it
+    (a cluster's; empty `replicas` on a single broker)."""
+
     partition: int
     log_start_offset: int
     high_watermark: int
     size_bytes: int
+    leader: int = 0
+    replicas: tuple[int, ...] = ()
+    isr: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

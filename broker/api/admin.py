@@ -158,7 +158,7 @@ class AdminService:
     ) -> admin_pb2.DescribeTopicResponse:
         self._access.require("describe", "topic", request.name)
         topic = self._registry.get(request.name)
-        return admin_pb2.DescribeTopicResponse(
+        response = admin_pb2.DescribeTopicResponse(
             topic=state_message(topic),
             partitions=[
                 admin_pb2.PartitionInfo(
@@ -170,6 +170,13 @@ class AdminService:
                 for p in topic.partitions
             ],
         )
+        control = self._control
+        for info in response.partitions:
+            state = control.partition_state(topic.id, info.partition) if control is not None else None
+            if state is not None:
+                info.leader, info.leader_epoch = state.leader, state.leader_epoch
+                info.replicas[:], info.isr[:] = state.replicas, state.isr
+        return response
 
     async def alter_configs(self, request: admin_pb2.AlterTopicConfigsRequest, context: Context) -> admin_pb2.Topic:
         self._access.require("alter", "topic", request.name)

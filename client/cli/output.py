@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tidelog.types import Message, TopicDescription, TopicInfo
+from tidelog.types import Message, PartitionDescription, TopicDescription, TopicInfo
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -85,18 +85,21 @@ def topic_json(topic: TopicInfo) -> dict[str, object]:
 
 
 def description_json(description: TopicDescription) -> dict[str, object]:
+    def partition(p: PartitionDescription) -> dict[str, object]:
+        out: dict[str, object] = {
+            "partition": p.partition,
+            "log_start_offset": p.log_start_offset,
+            "high_watermark": p.high_watermark,
+            "size_bytes": p.size_bytes,
+        }
+        if p.replicas:  # a cluster's
+            out |= {"leader": p.leader, "replicas": list(p.replicas), "isr": list(p.isr)}
+        return out
+
     return {
         "topic": description.topic.name,
         "configs": dict(sorted(description.topic.configs.items())),
-        "partitions": [
-            {
-                "partition": p.partition,
-                "log_start_offset": p.log_start_offset,
-                "high_watermark": p.high_watermark,
-                "size_bytes": p.size_bytes,
-            }
-            for p in description.partitions
-        ],
+        "partitions": [partition(p) for p in description.partitions],
     }
 
 
@@ -107,20 +110,24 @@ def configs_table(topic: TopicInfo, title: str) -> Table:
 def description_tables(description: TopicDescription) -> list[Table]:
     topic = description.topic
     human = sys.stdout.isatty()
+    clustered = any(p.replicas for p in description.partitions)
+    columns = ("PARTITION", "LOG_START", "HIGH_WATERMARK", "RECORDS", "SIZE" if human else "SIZE_BYTES")
+    rows: list[list[object]] = [
+        [
+            p.partition,
+            p.log_start_offset,
+            p.high_watermark,
+            p.high_watermark - p.log_start_offset,
+            human_bytes(p.size_bytes) if human else p.size_bytes,
+            *([p.leader, ",".join(map(str, p.replicas)), ",".join(map(str, p.isr))] if clustered else []),
+        ]
+        for p in description.partitions
+    ]
     partitions = Table(
         f"{topic.name}: {topic.partitions} partition(s)",
-        ("PARTITION", "LOG_START", "HIGH_WATERMARK", "RECORDS", "SIZE" if human else "SIZE_BYTES"),
-        [
-            [
-                p.partition,
-                p.log_start_offset,
-                p.high_watermark,
-                p.high_watermark - p.log_start_offset,
-                human_bytes(p.size_bytes) if human else p.size_bytes,
-            ]
-            for p in description.partitions
-        ],
-        numeric=frozenset(range(5)),
+        (*columns, *(("LEADER", "REPLICAS", "ISR") if clustered else ())),
+        rows,
+        numeric=frozenset(range(6 if clustered else 5)),
     )
     return [partitions, configs_table(topic, "configs")]
 

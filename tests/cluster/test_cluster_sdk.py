@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -420,3 +422,32 @@ def test_brokers_with_tls_replicate_over_tls_with_their_own_certificates(tmp_pat
         assert metadata.offset == 0 and sorted(metadata.durable_on) == [0, 1, 2]
     finally:
         cluster.stop()
+
+
+def test_describe_topic_shows_each_partitions_leader_replicas_isr_and_its_leaders_figures(
+    cluster: ClusterProcess,
+) -> None:
+    everyone = cluster.addresses
+    wait_for(lambda: all(members(a) == set(everyone) for a in everyone.values()), 30, what="all three everywhere")
+    with AdminClient(everyone[0]) as admin:
+        admin.create_topic("spread", 3, replication_factor=1)  # broker 0 holds partition 0 only
+    led = wait_for(lambda: led_by(everyone[0], "spread", 3, set(everyone)), 30, what="every partition led")
+    assert led is not None
+    with Producer(cluster.bootstrap) as producer:
+        for i in range(30):
+            producer.send("spread", b"x", partition=i % 3)
+    with AdminClient(everyone[0]) as admin:
+        described = admin.describe_topic("spread").partitions
+    assert [(p.partition, p.leader, p.replicas, p.isr) for p in described] == [
+        (p, led[p][0], (led[p][0],), (led[p][0],)) for p in range(3)
+    ]
+    assert [p.high_watermark for p in described] == [10, 10, 10]  # each from its leader, not broker 0's copy
+    cli = subprocess.run(
+        [sys.executable, "-m", "tidelog", "topics", "describe", "spread", "--json", "-b", everyone[1]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    partitions = json.loads(cli.stdout)["partitions"]
+    assert [(p["leader"], p["high_watermark"]) for p in partitions] == [(led[p][0], 10) for p in range(3)]
