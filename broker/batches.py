@@ -13,14 +13,17 @@ records' encoding taken straight from the producer's request.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import crc32c
 
+from tidelog.common.compression import Codecs
 from tidelog.common.varint import varint
-from tidelog.v1.records_pb2 import RecordBatch
+from tidelog.v1.records_pb2 import Record, RecordBatch
 
 VALUE_HEADER = struct.Struct(">Iqq")
 HEADER_SIZE = VALUE_HEADER.size
+MAX_DECOMPRESSED_BYTES = 256 << 20  # a compressed batch may not claim more than this decompressed
 
 
 def frame_batches(wire_batches: list[bytes]) -> bytes:
@@ -53,9 +56,22 @@ def records_crc(records_bytes: bytes) -> int:
     return int(crc32c.crc32c(records_bytes))
 
 
-def slice_wire(wire: bytes, base_offset: int, skip: int, keep: int) -> bytes:
-    """A batch's records [skip, skip+keep) as a batch of their own (offsets unchanged)."""
+def records_of(batch: RecordBatch) -> Sequence[Record]:
+    """A batch's records, decompressed when it is compressed: for the paths off the hot one that need
+    them (compaction, a cut inside a batch, a time lookup, verify, a compacted topic's keys);
+    CorruptBatch when a compressed one does not decompress."""
+    if not batch.compression:
+        return batch.records
+    data = Codecs().decompress(batch.compression, batch.compressed_records, MAX_DECOMPRESSED_BYTES)
+    return RecordBatch.FromString(data).records
+
+
+def slice_wire(wire: bytes, base_offset: int, skip: int, keep: int) -> bytes | None:
+    """A batch's records [skip, skip+keep) as a batch of their own (offsets unchanged); None for a
+    compressed batch, which is served whole (the reader skips what it did not ask for, as Kafka's do)."""
     batch = RecordBatch.FromString(wire)
+    if batch.compression:
+        return None
     part = RecordBatch()
     part.records.extend(batch.records[skip : skip + keep])
     records_bytes = part.SerializeToString()

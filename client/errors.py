@@ -176,6 +176,13 @@ class InternalError(TidelogError):
     code = grpc.StatusCode.INTERNAL
 
 
+class CorruptBatchError(TidelogError):
+    """A batch the consumer could not open (a compressed batch that does not decompress): the data
+    at that offset is damaged. Not retriable; seek past it to read on."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 class AbortedError(TidelogError):
     code = grpc.StatusCode.ABORTED
     retriable = True

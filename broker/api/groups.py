@@ -39,12 +39,12 @@ IDLE_RECHECK_S = 1.0
 _RECORDS_TAG = b"\x1a"  # ConsumeResponse.records: field 3, length-delimited
 
 
-def records_response(batches: list[bytes], topic: str, partition: int, high_watermark: int) -> bytes:
+def records_response(batches: list[bytes], topic: str, partition: int, high_watermark: int, next_offset: int) -> bytes:
     """A ConsumeResponse with `records`, built around the stored batch bytes without parsing them."""
-    inner = (
-        frame_batches(batches)
-        + groups_pb2.GroupRecords(topic=topic, partition=partition, high_watermark=high_watermark).SerializeToString()
+    tail = groups_pb2.GroupRecords(
+        topic=topic, partition=partition, high_watermark=high_watermark, next_offset=next_offset
     )
+    inner = frame_batches(batches) + tail.SerializeToString()
     return _RECORDS_TAG + varint(len(inner)) + inner
 
 
@@ -281,7 +281,7 @@ class GroupService:
             if member.credit_records is not None:
                 member.credit_records -= read.next_offset - position
             member.cursor = (member.cursor + step + 1) % len(tps)
-            return records_response(read.batches, tp[0], tp[1], partition.high_watermark)
+            return records_response(read.batches, tp[0], tp[1], partition.high_watermark, read.next_offset)
         return None
 
     def _start_offset(self, member: Member, topic: TopicState, partition: PartitionState) -> int:

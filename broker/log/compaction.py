@@ -10,9 +10,10 @@ is one writer op (one transaction): a reader sees a batch before or after, never
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tidelog.broker.batches import HEADER_SIZE, build_stored, records_crc
+from tidelog.broker.batches import HEADER_SIZE, build_stored, records_crc, records_of
 from tidelog.broker.log.topics import TopicState
 from tidelog.broker.storage.interface import LogStore, LogWrite, PartitionStats, StoredBatch
 from tidelog.v1.records_pb2 import Record, RecordBatch
@@ -38,31 +39,31 @@ def plan(store: LogStore, topic: TopicState, partition: int, end: int, now_ms: i
     """What a compaction pass would rewrite in a partition, below offset `end` (the high watermark).
 
     Parses the partition's whole log: the cleaner runs it on a worker thread."""
-    batches: list[tuple[int, int, int, RecordBatch]] = []  # (base, count, append_ms, batch)
+    batches: list[tuple[int, int, int, Sequence[Record]]] = []  # (base, count, append_ms, records)
     latest: dict[bytes, int] = {}
     for stored in store.scan(topic.id, partition, 0, end):
-        batch = RecordBatch.FromString(stored.value[HEADER_SIZE:])
-        batches.append((stored.base_offset, stored.count, stored.append_time_ms, batch))
-        for i, record in enumerate(batch.records):
+        records = records_of(RecordBatch.FromString(stored.value[HEADER_SIZE:]))  # survivors: kept uncompressed
+        batches.append((stored.base_offset, stored.count, stored.append_time_ms, records))
+        for i, record in enumerate(records):
             latest[record.key] = stored.base_offset + i
     clean_before = now_ms - int(topic.configs["min.compaction.lag.ms"])
     forget_tombstones_before = now_ms - int(topic.configs["delete.retention.ms"])
     rewrites: list[Rewrite] = []
-    for base, count, append_ms, batch in batches:
+    for base, count, append_ms, records in batches:
         if append_ms > clean_before:
             break  # this batch and all after it are too recent to clean
         keep = [
             not record.key  # a keyless record (written before the topic became compacted) stays
             or (latest[record.key] == base + i and not (_is_tombstone(record) and append_ms < forget_tombstones_before))
-            for i, record in enumerate(batch.records)
+            for i, record in enumerate(records)
         ]
         if all(keep):
             continue
-        rewrites.append(Rewrite(base, count, tuple(_runs(batch, base, keep, append_ms))))
+        rewrites.append(Rewrite(base, count, tuple(_runs(records, base, keep, append_ms))))
     return rewrites
 
 
-def _runs(batch: RecordBatch, base: int, keep: list[bool], append_ms: int) -> list[StoredBatch]:
+def _runs(batch_records: Sequence[Record], base: int, keep: list[bool], append_ms: int) -> list[StoredBatch]:
     """Each run of consecutive survivors as a stored batch keyed by its first offset."""
     out: list[StoredBatch] = []
     start = None
@@ -72,7 +73,7 @@ def _runs(batch: RecordBatch, base: int, keep: list[bool], append_ms: int) -> li
                 start = i
             continue
         if start is not None:
-            records = batch.records[start:i]
+            records = batch_records[start:i]
             encoded = RecordBatch(records=records).SerializeToString()
             max_ts = max(r.timestamp_ms or append_ms for r in records)
             stored = build_stored(encoded, len(records), base + start, append_ms, max_ts, records_crc(encoded))

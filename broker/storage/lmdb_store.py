@@ -18,7 +18,7 @@ from typing import Any
 import lmdb
 import structlog
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc, slice_wire
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc, records_of, slice_wire
 from tidelog.broker.storage import keys, time_index
 from tidelog.broker.storage.interface import (
     LogWrite,
@@ -288,7 +288,11 @@ class LmdbStore:
                     keep = min(count - skip, max_records)
                     wire = bytes(value[HEADER_SIZE:])
                     if skip or keep < count:
-                        wire = slice_wire(wire, base, skip, keep)
+                        sliced = slice_wire(wire, base, skip, keep)
+                        if sliced is None:  # compressed: served whole
+                            skip, keep = 0, count
+                        else:
+                            wire = sliced
                     next_offset = base + skip + keep
                     total_records = keep
                 else:
@@ -334,7 +338,7 @@ class LmdbStore:
                 _, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
                 if max_ts >= timestamp_ms:
                     batch = RecordBatch.FromString(bytes(value[HEADER_SIZE:]))
-                    for i, record in enumerate(batch.records):
+                    for i, record in enumerate(records_of(batch)):
                         ts = append_ms if append_time or record.timestamp_ms == 0 else record.timestamp_ms
                         if ts >= timestamp_ms and base + i >= start:
                             return base + i, ts
@@ -600,7 +604,7 @@ class LmdbWrite:
 
 def _sliced(value: bytes, base: int, keep: int, append_ms: int) -> bytes:
     """A stored batch cut to its first `keep` records (its header's max timestamp recomputed)."""
-    records = RecordBatch.FromString(value[HEADER_SIZE:]).records[:keep]
+    records = records_of(RecordBatch.FromString(value[HEADER_SIZE:]))[:keep]  # a compressed one is kept uncompressed
     encoded = RecordBatch(records=records).SerializeToString()
     max_ts = max(r.timestamp_ms or append_ms for r in records)
     return build_stored(encoded, keep, base, append_ms, max_ts, records_crc(encoded))

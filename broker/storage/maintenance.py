@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, records_crc
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, records_crc, records_of
 from tidelog.broker.storage import keys
 from tidelog.broker.storage.interface import TopicRecord
 from tidelog.broker.storage.keys import LOG_KEY, PARTITION_KEY
 from tidelog.broker.storage.lmdb_store import LmdbStore
+from tidelog.common.compression import CorruptBatch
 from tidelog.v1.records_pb2 import RecordBatch
 
 
@@ -98,10 +99,12 @@ def _check_batch(wire: bytes, base: int, count: int, max_ts: int, append_ms: int
         return "the batch header is not where it should be"
     if records_crc(wire[len(head) :]) != batch.crc32c:
         return "CRC32C mismatch: the records are damaged"
-    if batch.base_offset != base or len(batch.records) != count:
-        return (
-            f"the batch says offset {batch.base_offset} with {len(batch.records)} records, its key {base} and {count}"
-        )
+    try:
+        records = len(records_of(batch))
+    except CorruptBatch as err:
+        return f"a compressed batch that does not decompress ({err})"
+    if batch.base_offset != base or records != count:
+        return f"the batch says offset {batch.base_offset} with {records} records, its key {base} and {count}"
     if batch.append_time_ms != append_ms or batch.max_timestamp_ms != max_ts:
         return "the stored header and the batch disagree on timestamps"
     return ""

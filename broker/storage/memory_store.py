@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc, slice_wire
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc, records_of, slice_wire
 from tidelog.broker.storage.interface import (
     LogWrite,
     PartitionStats,
@@ -140,7 +140,11 @@ class MemoryStore:
                 skip = max(0, offset - batch.base_offset)
                 keep = min(batch.count - skip, max_records)
                 if skip or keep < batch.count:
-                    wire = slice_wire(wire, batch.base_offset, skip, keep)
+                    sliced = slice_wire(wire, batch.base_offset, skip, keep)
+                    if sliced is None:  # compressed: served whole
+                        skip, keep = 0, batch.count
+                    else:
+                        wire = sliced
                 next_offset, total_records = batch.base_offset + skip + keep, keep
             else:
                 if total_records + batch.count > max_records or total_bytes + len(wire) > max_bytes:
@@ -159,7 +163,7 @@ class MemoryStore:
         for batch in self.scan(topic_id, partition, start, high_watermark):
             if batch.max_timestamp_ms < timestamp_ms:
                 continue
-            for i, record in enumerate(RecordBatch.FromString(batch.value[HEADER_SIZE:]).records):
+            for i, record in enumerate(records_of(RecordBatch.FromString(batch.value[HEADER_SIZE:]))):
                 stamp = batch.append_time_ms if append_time or record.timestamp_ms == 0 else record.timestamp_ms
                 if stamp >= timestamp_ms and batch.base_offset + i >= start:
                     return batch.base_offset + i, stamp
@@ -311,7 +315,7 @@ class MemoryWrite:
             size -= len(value)
             append_ms = VALUE_HEADER.unpack_from(value)[2]
             if base < offset:
-                records = RecordBatch.FromString(value[HEADER_SIZE:]).records[: offset - base]
+                records = records_of(RecordBatch.FromString(value[HEADER_SIZE:]))[: offset - base]
                 encoded = RecordBatch(records=records).SerializeToString()
                 max_ts = max(r.timestamp_ms or append_ms for r in records)
                 kept = build_stored(encoded, offset - base, base, append_ms, max_ts, records_crc(encoded))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import grpc
@@ -20,10 +20,11 @@ import grpc
 from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call
 from tidelog._loop import LoopThread
 from tidelog._routing import Routing
+from tidelog.common.compression import Codecs, CorruptBatch
 from tidelog.consumer.group_session import GroupDelivery, GroupSession, PartitionsCallback
 from tidelog.consumer.positions import EARLIEST, LATEST, PartitionPosition, Positions, Start, Timestamp
 from tidelog.consumer.subscriptions import QueueItem, Subscriptions
-from tidelog.errors import TidelogError
+from tidelog.errors import CorruptBatchError, TidelogError
 from tidelog.serde import Deserializer
 from tidelog.types import Message, MessageBatch, TopicPartition
 from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
@@ -31,6 +32,7 @@ from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 log = logging.getLogger(__name__)
 
 OffsetReset = Literal["earliest", "latest", "none"]
+MAX_DECOMPRESSED_BYTES = 256 << 20  # the most one compressed batch may decompress to
 # Parsed responses buffered between the streams and the caller.
 _QUEUE_RESPONSES = 64
 _METADATA_TIMEOUT_S = 30.0
@@ -105,6 +107,7 @@ class AsyncConsumer:
             limit=_QUEUE_RESPONSES if group is not None else None,
         )
         self._buffer: list[MessageBatch] = []
+        self._codecs = Codecs()  # compressed batches are opened on this consumer's loop
         self._started = False
         self._closed = False
         self._group: GroupSession | None = None
@@ -352,7 +355,8 @@ class AsyncConsumer:
         for batch in response.batches:
             base = batch.base_offset
             skip = position - base if position is not None and position > base else 0
-            records = batch.records[skip:] if skip else batch.records
+            batch_records = self._records_of(batch) if batch.compression else batch.records
+            records = batch_records[skip:] if skip else batch_records
             if records:
                 self._buffer.append(MessageBatch(topic, partition, base + skip, records, batch.append_time_ms, serde))
                 entry.pending += 1
@@ -360,6 +364,16 @@ class AsyncConsumer:
             entry.buffered_next = response.next_offset
         else:
             entry.position = response.next_offset  # nothing to hand out: the position moves on
+
+    def _records_of(self, batch: records_pb2.RecordBatch) -> Sequence[records_pb2.Record]:
+        """A compressed batch's records (served whole by the broker: `_take` skips those before the position)."""
+        try:
+            data = self._codecs.decompress(batch.compression, batch.compressed_records, MAX_DECOMPRESSED_BYTES)
+        except CorruptBatch as err:
+            raise CorruptBatchError(
+                f"a compressed batch at offset {batch.base_offset} does not decompress: {err}"
+            ) from None
+        return records_pb2.RecordBatch.FromString(data).records
 
     def _hand_out(self, max_records: int | None) -> list[MessageBatch]:
         """Take batches off the buffer (up to `max_records` records) and move positions past them."""

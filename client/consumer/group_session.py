@@ -213,9 +213,9 @@ class GroupSession:
                 return
             last = records.batches[-1]
             size = sum(batch.ByteSize() for batch in records.batches)  # what the broker charged
-            delivery = GroupDelivery(
-                records.batches, last.base_offset + len(last.records), records.high_watermark, size
-            )
+            # A compressed batch's records are not counted until it is opened: the broker says where it ended.
+            next_offset = records.next_offset or last.base_offset + len(last.records)
+            delivery = GroupDelivery(records.batches, next_offset, records.high_watermark, size)
             # Unbounded: credit bounds the bytes, and control messages behind must never wait for the caller.
             self._consumer.deliver((tp, epoch, delivery))
         elif kind == "assignment":

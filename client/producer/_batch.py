@@ -17,12 +17,17 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, overload
 
+import crc32c
+
+from tidelog.common.compression import Codecs, encoded_part
 from tidelog.errors import TidelogError
 from tidelog.types import RecordMetadata
 from tidelog.v1 import broker_pb2
 
 DeliveryCallback = Callable[["RecordFuture"], None]
 log = logging.getLogger(__name__)
+
+Compression = tuple[int, Codecs]  # a codec (tidelog.common.compression) and the compressors to use
 
 
 class Batch:
@@ -31,6 +36,7 @@ class Batch:
     __slots__ = (
         "_aio_futures",
         "_callbacks",
+        "_compressed",
         "_event",
         "append_time_ms",
         "base_offset",
@@ -40,6 +46,8 @@ class Batch:
         "error",
         "frames",
         "leader_epoch",
+        "max_ts",
+        "min_ts",
         "partition",
         "sent_at",
         "sequence",
@@ -57,6 +65,9 @@ class Batch:
         self.sent_at = 0.0
         # The first record's idempotence sequence; None until first sent (and after a sequence reset).
         self.sequence: int | None = None
+        self.max_ts = 0  # the records' timestamps (a compressed batch declares them)
+        self.min_ts = 1 << 62
+        self._compressed: tuple[bytes, int] | None = None  # fields 8 and 9 as encoded, and their CRC
         self.base_offset = -1
         self.append_time_ms = 0
         self.durable_on: tuple[int, ...] = ()  # the broker's durability receipt, once written
@@ -66,8 +77,17 @@ class Batch:
         self._callbacks: list[Callable[[], None]] = []
         self._aio_futures: list[asyncio.Future[None]] = []
 
-    def encode(self, request_id: int, producer_id: int | None, acks: int = 0) -> bytes:
-        """The ProduceRequest: the records as encoded at send(), then the header fields."""
+    def note_timestamp(self, ts: int) -> None:
+        if ts > self.max_ts:
+            self.max_ts = ts
+        if ts < self.min_ts:
+            self.min_ts = ts
+
+    def encode(
+        self, request_id: int, producer_id: int | None, acks: int = 0, compression: Compression | None = None
+    ) -> bytes:
+        """The ProduceRequest: the records as encoded at send() (or, with `compression`, one frame of
+        them, made once for every attempt), then the header fields."""
         header = broker_pb2.ProduceRequest(
             topic=self.topic,
             partition=self.partition,
@@ -77,7 +97,17 @@ class Batch:
         if producer_id is not None and self.sequence is not None:
             header.producer_id = producer_id
             header.sequence = self.sequence
-        return b"".join(self.frames) + header.SerializeToString()
+        if compression is None:
+            return b"".join(self.frames) + header.SerializeToString()
+        if self._compressed is None:
+            codec, codecs = compression
+            part = encoded_part(codec, codecs.compress(codec, b"".join(self.frames)))
+            self._compressed = part, int(crc32c.crc32c(part))
+        part, crc = self._compressed
+        header.record_count = self.count
+        header.max_timestamp_ms, header.min_timestamp_ms = self.max_ts, min(self.min_ts, self.max_ts)
+        header.crc32c = crc
+        return part + header.SerializeToString()
 
     @property
     def done(self) -> bool:
@@ -89,6 +119,7 @@ class Batch:
         self.append_time_ms = append_time_ms
         self.error = error
         self.frames = []
+        self._compressed = None
         self._event.set()
         for future in self._aio_futures:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more

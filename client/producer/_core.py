@@ -48,6 +48,8 @@ from typing import Any
 
 from tidelog._channel import Security, backoff_delay, call
 from tidelog._routing import TP, Routing
+from tidelog.common import compression
+from tidelog.common.compression import Codecs
 from tidelog.common.reasons import Reason
 from tidelog.errors import (
     DeliveryTimeoutError,
@@ -56,7 +58,7 @@ from tidelog.errors import (
     code_from_int,
     make_error,
 )
-from tidelog.producer._batch import Batch, RecordFuture
+from tidelog.producer._batch import Batch, Compression, RecordFuture
 from tidelog.producer.accumulator import Accumulator
 from tidelog.producer.accumulator import MetadataMissing as MetadataMissing  # for the public producer
 from tidelog.producer.idempotence import IN_FLIGHT_PER_PARTITION, Idempotence, PartitionDelivery
@@ -82,10 +84,13 @@ class ProducerConfig:
     retry_backoff_max_ms: float = 2_000
     request_timeout_ms: float = 30_000
     acks: str = "all"
+    compression: str = "none"
 
     def __post_init__(self) -> None:
         if self.acks not in ACKS:
             raise ValueError(f"acks must be 'all' or 'leader', not {self.acks!r}")
+        if self.compression not in compression.NAMES:
+            raise ValueError(f"compression must be one of {sorted(compression.NAMES)}, not {self.compression!r}")
         for name in (
             "linger_ms",
             "max_block_ms",
@@ -126,6 +131,10 @@ class _Route:
     def acks(self) -> int:
         return ACKS[self.core.config.acks]
 
+    @property
+    def compression(self) -> Compression | None:
+        return self.core.compression
+
     def next_to_send(self) -> Batch | None:
         return self.core.next_to_send(self)
 
@@ -148,6 +157,9 @@ class ProducerCore:
     ) -> None:
         self._loop = loop
         self.config = config
+        codec = compression.NAMES[config.compression]
+        # Batches are compressed as their senders write them, all on this loop: one set of compressors.
+        self.compression: Compression | None = (codec, Codecs()) if codec != compression.NONE else None
         self._idempotence = Idempotence(config.enable_idempotence)
         self._per_partition_cap = IN_FLIGHT_PER_PARTITION if config.enable_idempotence else config.max_in_flight
         self._routing = Routing(bootstrap, security, config.max_block_ms / 1000)

@@ -73,6 +73,7 @@ class Accumulator:
             frames = batch.frames
             index = len(frames)
             frames.append(frame)
+            batch.note_timestamp(ts)
             batch.size += size
             self.buffered += size
             if batch.size >= self._batch_bytes:
@@ -105,6 +106,7 @@ class Accumulator:
                 chunk = frames[start : start + room]
                 first = len(batch.frames)
                 batch.frames += chunk
+                batch.note_timestamp(ts)
                 chunk_size = sum(map(len, chunk))
                 batch.size += chunk_size
                 self.buffered += chunk_size

@@ -19,7 +19,7 @@ import grpc
 
 from tidelog._channel import backoff_delay
 from tidelog.errors import DeadlineExceededError, TidelogError, UnavailableError, from_rpc_error
-from tidelog.producer._batch import Batch
+from tidelog.producer._batch import Batch, Compression
 from tidelog.v1 import broker_pb2
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,11 @@ class Delivery(Protocol):
     @property
     def acks(self) -> int:
         """The ProduceRequest's acks value."""
+        ...
+
+    @property
+    def compression(self) -> Compression | None:
+        """How batches are compressed (None: they are not)."""
         ...
 
     def next_to_send(self) -> Batch | None:
@@ -132,7 +137,8 @@ class Sender:
                 continue
             request_id += 1
             batch.sent_at = time.monotonic()
-            await stream.write(batch.encode(request_id, self._delivery.producer_id, self._delivery.acks))
+            delivery = self._delivery
+            await stream.write(batch.encode(request_id, delivery.producer_id, delivery.acks, delivery.compression))
 
     async def _watch_answers(self) -> None:
         """End a stream whose oldest request went unanswered for request_timeout_ms (a silent broker or network)."""

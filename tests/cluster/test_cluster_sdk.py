@@ -451,3 +451,21 @@ def test_describe_topic_shows_each_partitions_leader_replicas_isr_and_its_leader
     )
     partitions = json.loads(cli.stdout)["partitions"]
     assert [(p["leader"], p["high_watermark"]) for p in partitions] == [(led[p][0], 10) for p in range(3)]
+
+
+def test_compressed_batches_are_replicated_as_sent_and_read_from_the_next_leader(cluster: ClusterProcess) -> None:
+    led = create(cluster, "squeezed", 1)
+    sent = [json.dumps({"n": i, "kind": "compressible"}).encode() for i in range(300)]
+    with Producer(cluster.bootstrap, compression="zstd") as producer:
+        producer.send_many("squeezed", sent, partition=0).result(60)
+    cluster.kill(led[0][0])
+    survivors = ",".join(a for b, a in cluster.addresses.items() if b != led[0][0])
+    got: list[bytes] = []
+    with Consumer(survivors, topics=["squeezed"], auto_offset_reset="earliest") as consumer:
+
+        def all_read() -> bool:
+            got.extend(m.value for m in consumer.poll(timeout=0.2))
+            return len(got) >= 300
+
+        wait_for(all_read, 60, what="300 compressed records from the next leader")
+    assert got == sent

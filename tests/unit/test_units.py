@@ -83,7 +83,9 @@ def test_stored_batch_passes_through_and_slices() -> None:
     assert list(batch.records) == records
     assert batch.crc32c == records_crc(records_pb2.RecordBatch(records=records).SerializeToString())
 
-    sliced = records_pb2.RecordBatch.FromString(slice_wire(wire, 100, 2, 2))
+    cut = slice_wire(wire, 100, 2, 2)
+    assert cut is not None
+    sliced = records_pb2.RecordBatch.FromString(cut)
     assert sliced.base_offset == 102 and list(sliced.records) == records[2:4]
     assert sliced.crc32c == records_crc(records_pb2.RecordBatch(records=records[2:4]).SerializeToString())
 
@@ -97,7 +99,7 @@ def test_compaction_keeps_runs_of_survivors_at_their_offsets() -> None:
     from tidelog.broker.log.compaction import _runs
 
     batch = records_pb2.RecordBatch(records=[records_pb2.Record(key=b"k%d" % i, value=b"v%d" % i) for i in range(5)])
-    runs = _runs(batch, 100, [False, True, True, False, True], append_ms=7)
+    runs = _runs(batch.records, 100, [False, True, True, False, True], append_ms=7)
     assert [run.base_offset for run in runs] == [101, 104] and [run.count for run in runs] == [2, 1]
     first = records_pb2.RecordBatch.FromString(runs[0].value[HEADER_SIZE:])
     assert first.base_offset == 101 and [r.value for r in first.records] == [b"v1", b"v2"]

@@ -50,6 +50,12 @@ class ProduceRequest(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ACKS_FIELD_NUMBER: _builtins.int
+    COMPRESSION_FIELD_NUMBER: _builtins.int
+    COMPRESSED_RECORDS_FIELD_NUMBER: _builtins.int
+    RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    MAX_TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    MIN_TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
+    CRC32C_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     partition: _builtins.int
     """Absent: records are placed by key hash (murmur2, as Kafka), keyless
@@ -65,6 +71,20 @@ class ProduceRequest(_message.Message):
     """In a cluster, when the answer comes: once every in-sync replica has the records (the default),
     or once the leader has. A single broker answers after its own commit either way.
     """
+    compression: _records_pb2.Compression.ValueType
+    """A compressed batch instead of `records` (it needs `partition`): fields 8 and 9 are
+    RecordBatch's own, so the broker stores them as sent, without decompressing. The broker checks
+    the codec's frame header, `crc32c` over fields 8 and 9 as encoded, and the compressed size against
+    max.message.bytes; it trusts `record_count` and the timestamps given here (a compacted topic's
+    batch is decompressed to check its keys). A bad one is INVALID_ARGUMENT and nothing is stored.
+    """
+    compressed_records: _builtins.bytes
+    record_count: _builtins.int
+    max_timestamp_ms: _builtins.int
+    """the records' largest timestamp_ms (0: all take the append time)"""
+    min_timestamp_ms: _builtins.int
+    """their smallest (0: some take the append time)"""
+    crc32c: _builtins.int
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[_records_pb2.Record]:
         """Field 1 on purpose: see RecordBatch."""
@@ -79,10 +99,16 @@ class ProduceRequest(_message.Message):
         sequence: _builtins.int | None = ...,
         request_id: _builtins.int = ...,
         acks: Global___Acks.ValueType = ...,
+        compression: _records_pb2.Compression.ValueType = ...,
+        compressed_records: _builtins.bytes = ...,
+        record_count: _builtins.int = ...,
+        max_timestamp_ms: _builtins.int = ...,
+        min_timestamp_ms: _builtins.int = ...,
+        crc32c: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_partition", b"_partition", "_producer_id", b"_producer_id", "_sequence", b"_sequence", "partition", b"partition", "producer_id", b"producer_id", "sequence", b"sequence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_partition", b"_partition", "_producer_id", b"_producer_id", "_sequence", b"_sequence", "acks", b"acks", "partition", b"partition", "producer_id", b"producer_id", "records", b"records", "request_id", b"request_id", "sequence", b"sequence", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_partition", b"_partition", "_producer_id", b"_producer_id", "_sequence", b"_sequence", "acks", b"acks", "compressed_records", b"compressed_records", "compression", b"compression", "crc32c", b"crc32c", "max_timestamp_ms", b"max_timestamp_ms", "min_timestamp_ms", b"min_timestamp_ms", "partition", b"partition", "producer_id", b"producer_id", "record_count", b"record_count", "records", b"records", "request_id", b"request_id", "sequence", b"sequence", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__partition: _TypeAlias = _typing.Literal["partition"]  # noqa: Y015
     _WhichOneofArgType__partition: _TypeAlias = _typing.Literal["_partition", b"_partition"]  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tidelog.v1 import records_pb2 as tidelog_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tidelog/v1/groups.proto\x12\ntidelog.v1\x1a\x18tidelog/v1/records.proto\"2\n\x0eTopicPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"C\n\x0fPartitionOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\xa9\x01\n\tJoinGroup\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x1a\n\x12session_timeout_ms\x18\x04 \x01(\x05\x12\x19\n\x11\x61uto_offset_reset\x18\x05 \x01(\t\x12\x1c\n\x14initial_credit_bytes\x18\x06 \x01(\x03\x12\x15\n\rcan_subscribe\x18\x07 \x01(\x08\"=\n\rCommitOffsets\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"(\n\x06\x43redit\x12\x0f\n\x07records\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"9\n\x07Revoked\x12.\n\npartitions\x18\x01 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\"\x0b\n\tHeartbeat\"\xe9\x01\n\x0e\x43onsumeRequest\x12%\n\x04join\x18\x01 \x01(\x0b\x32\x15.tidelog.v1.JoinGroupH\x00\x12+\n\x06\x63ommit\x18\x02 \x01(\x0b\x32\x19.tidelog.v1.CommitOffsetsH\x00\x12$\n\x06\x63redit\x18\x03 \x01(\x0b\x32\x12.tidelog.v1.CreditH\x00\x12&\n\x07revoked\x18\x04 \x01(\x0b\x32\x13.tidelog.v1.RevokedH\x00\x12*\n\theartbeat\x18\x05 \x01(\x0b\x32\x15.tidelog.v1.HeartbeatH\x00\x42\t\n\x07message\"\xa6\x01\n\nAssignment\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12.\n\npartitions\x18\x03 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\x12\x11\n\tsubscribe\x18\x04 \x01(\x08\x12.\n\tcommitted\x18\x05 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"8\n\x06Revoke\x12.\n\npartitions\x18\x01 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\"r\n\x0cGroupRecords\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.tidelog.v1.RecordBatch\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\"\xa4\x01\n\nGroupError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x08metadata\x18\x04 \x03(\x0b\x32$.tidelog.v1.GroupError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x0c\x43ommitResult\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.tidelog.v1.GroupError\"\xd0\x01\n\x0f\x43onsumeResponse\x12,\n\nassignment\x18\x01 \x01(\x0b\x32\x16.tidelog.v1.AssignmentH\x00\x12$\n\x06revoke\x18\x02 \x01(\x0b\x32\x12.tidelog.v1.RevokeH\x00\x12+\n\x07records\x18\x03 \x01(\x0b\x32\x18.tidelog.v1.GroupRecordsH\x00\x12\x31\n\rcommit_result\x18\x04 \x01(\x0b\x32\x18.tidelog.v1.CommitResultH\x00\x42\t\n\x07message\"z\n\x14\x43ommitOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12,\n\x07offsets\x18\x04 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"4\n\x13\x46\x65tchOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\"D\n\x14\x46\x65tchOffsetsResponse\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"P\n\x0cGroupSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x01(\x05\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\r\n\x05state\x18\x04 \x01(\t\">\n\x12ListGroupsResponse\x12(\n\x06groups\x18\x01 \x03(\x0b\x32\x18.tidelog.v1.GroupSummary\"%\n\x14\x44\x65scribeGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x8a\x01\n\x0bGroupMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12.\n\npartitions\x18\x03 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x1a\n\x12session_timeout_ms\x18\x05 \x01(\x05\"~\n\x0cPartitionLag\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x12\n\nend_offset\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x11\n\tmember_id\x18\x06 \x01(\t\"\xa0\x01\n\x15\x44\x65scribeGroupResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t\x12(\n\x07members\x18\x04 \x03(\x0b\x32\x17.tidelog.v1.GroupMember\x12,\n\npartitions\x18\x05 \x03(\x0b\x32\x18.tidelog.v1.PartitionLag\"#\n\x12\x44\x65leteGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\xa5\x01\n\x13ResetOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12(\n\x08position\x18\x04 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x05 \x01(\x03H\x00\x12\x10\n\x06offset\x18\x06 \x01(\x03H\x00\x42\x08\n\x06target\"D\n\x14ResetOffsetsResponse\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"\x17\n\x15\x43ommitOffsetsResponse\"\x13\n\x11ListGroupsRequest\"\x15\n\x13\x44\x65leteGroupResponse2\xbf\x04\n\x06Groups\x12\x46\n\x07\x43onsume\x12\x1a.tidelog.v1.ConsumeRequest\x1a\x1b.tidelog.v1.ConsumeResponse(\x01\x30\x01\x12T\n\rCommitOffsets\x12 .tidelog.v1.CommitOffsetsRequest\x1a!.tidelog.v1.CommitOffsetsResponse\x12Q\n\x0c\x46\x65tchOffsets\x12\x1f.tidelog.v1.FetchOffsetsRequest\x1a .tidelog.v1.FetchOffsetsResponse\x12K\n\nListGroups\x12\x1d.tidelog.v1.ListGroupsRequest\x1a\x1e.tidelog.v1.ListGroupsResponse\x12T\n\rDescribeGroup\x12 .tidelog.v1.DescribeGroupRequest\x1a!.tidelog.v1.DescribeGroupResponse\x12N\n\x0b\x44\x65leteGroup\x12\x1e.tidelog.v1.DeleteGroupRequest\x1a\x1f.tidelog.v1.DeleteGroupResponse\x12Q\n\x0cResetOffsets\x12\x1f.tidelog.v1.ResetOffsetsRequest\x1a .tidelog.v1.ResetOffsetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tidelog/v1/groups.proto\x12\ntidelog.v1\x1a\x18tidelog/v1/records.proto\"2\n\x0eTopicPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"C\n\x0fPartitionOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\xa9\x01\n\tJoinGroup\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x1a\n\x12session_timeout_ms\x18\x04 \x01(\x05\x12\x19\n\x11\x61uto_offset_reset\x18\x05 \x01(\t\x12\x1c\n\x14initial_credit_bytes\x18\x06 \x01(\x03\x12\x15\n\rcan_subscribe\x18\x07 \x01(\x08\"=\n\rCommitOffsets\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"(\n\x06\x43redit\x12\x0f\n\x07records\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"9\n\x07Revoked\x12.\n\npartitions\x18\x01 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\"\x0b\n\tHeartbeat\"\xe9\x01\n\x0e\x43onsumeRequest\x12%\n\x04join\x18\x01 \x01(\x0b\x32\x15.tidelog.v1.JoinGroupH\x00\x12+\n\x06\x63ommit\x18\x02 \x01(\x0b\x32\x19.tidelog.v1.CommitOffsetsH\x00\x12$\n\x06\x63redit\x18\x03 \x01(\x0b\x32\x12.tidelog.v1.CreditH\x00\x12&\n\x07revoked\x18\x04 \x01(\x0b\x32\x13.tidelog.v1.RevokedH\x00\x12*\n\theartbeat\x18\x05 \x01(\x0b\x32\x15.tidelog.v1.HeartbeatH\x00\x42\t\n\x07message\"\xa6\x01\n\nAssignment\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12.\n\npartitions\x18\x03 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\x12\x11\n\tsubscribe\x18\x04 \x01(\x08\x12.\n\tcommitted\x18\x05 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"8\n\x06Revoke\x12.\n\npartitions\x18\x01 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\"\x87\x01\n\x0cGroupRecords\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.tidelog.v1.RecordBatch\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x05 \x01(\x03\"\xa4\x01\n\nGroupError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x36\n\x08metadata\x18\x04 \x03(\x0b\x32$.tidelog.v1.GroupError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x0c\x43ommitResult\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.tidelog.v1.GroupError\"\xd0\x01\n\x0f\x43onsumeResponse\x12,\n\nassignment\x18\x01 \x01(\x0b\x32\x16.tidelog.v1.AssignmentH\x00\x12$\n\x06revoke\x18\x02 \x01(\x0b\x32\x12.tidelog.v1.RevokeH\x00\x12+\n\x07records\x18\x03 \x01(\x0b\x32\x18.tidelog.v1.GroupRecordsH\x00\x12\x31\n\rcommit_result\x18\x04 \x01(\x0b\x32\x18.tidelog.v1.CommitResultH\x00\x42\t\n\x07message\"z\n\x14\x43ommitOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12,\n\x07offsets\x18\x04 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"4\n\x13\x46\x65tchOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\"D\n\x14\x46\x65tchOffsetsResponse\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"P\n\x0cGroupSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07members\x18\x02 \x01(\x05\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\r\n\x05state\x18\x04 \x01(\t\">\n\x12ListGroupsResponse\x12(\n\x06groups\x18\x01 \x03(\x0b\x32\x18.tidelog.v1.GroupSummary\"%\n\x14\x44\x65scribeGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\x8a\x01\n\x0bGroupMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12.\n\npartitions\x18\x03 \x03(\x0b\x32\x1a.tidelog.v1.TopicPartition\x12\x0c\n\x04peer\x18\x04 \x01(\t\x12\x1a\n\x12session_timeout_ms\x18\x05 \x01(\x05\"~\n\x0cPartitionLag\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x12\n\nend_offset\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x11\n\tmember_id\x18\x06 \x01(\t\"\xa0\x01\n\x15\x44\x65scribeGroupResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t\x12(\n\x07members\x18\x04 \x03(\x0b\x32\x17.tidelog.v1.GroupMember\x12,\n\npartitions\x18\x05 \x03(\x0b\x32\x18.tidelog.v1.PartitionLag\"#\n\x12\x44\x65leteGroupRequest\x12\r\n\x05group\x18\x01 \x01(\t\"\xa5\x01\n\x13ResetOffsetsRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x12\n\npartitions\x18\x03 \x03(\x05\x12(\n\x08position\x18\x04 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x05 \x01(\x03H\x00\x12\x10\n\x06offset\x18\x06 \x01(\x03H\x00\x42\x08\n\x06target\"D\n\x14ResetOffsetsResponse\x12,\n\x07offsets\x18\x01 \x03(\x0b\x32\x1b.tidelog.v1.PartitionOffset\"\x17\n\x15\x43ommitOffsetsResponse\"\x13\n\x11ListGroupsRequest\"\x15\n\x13\x44\x65leteGroupResponse2\xbf\x04\n\x06Groups\x12\x46\n\x07\x43onsume\x12\x1a.tidelog.v1.ConsumeRequest\x1a\x1b.tidelog.v1.ConsumeResponse(\x01\x30\x01\x12T\n\rCommitOffsets\x12 .tidelog.v1.CommitOffsetsRequest\x1a!.tidelog.v1.CommitOffsetsResponse\x12Q\n\x0c\x46\x65tchOffsets\x12\x1f.tidelog.v1.FetchOffsetsRequest\x1a .tidelog.v1.FetchOffsetsResponse\x12K\n\nListGroups\x12\x1d.tidelog.v1.ListGroupsRequest\x1a\x1e.tidelog.v1.ListGroupsResponse\x12T\n\rDescribeGroup\x12 .tidelog.v1.DescribeGroupRequest\x1a!.tidelog.v1.DescribeGroupResponse\x12N\n\x0b\x44\x65leteGroup\x12\x1e.tidelog.v1.DeleteGroupRequest\x1a\x1f.tidelog.v1.DeleteGroupResponse\x12Q\n\x0cResetOffsets\x12\x1f.tidelog.v1.ResetOffsetsRequest\x1a .tidelog.v1.ResetOffsetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,46 +54,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSIGNMENT']._serialized_end=938
   _globals['_REVOKE']._serialized_start=940
   _globals['_REVOKE']._serialized_end=996
-  _globals['_GROUPRECORDS']._serialized_start=998
-  _globals['_GROUPRECORDS']._serialized_end=1112
-  _globals['_GROUPERROR']._serialized_start=1115
-  _globals['_GROUPERROR']._serialized_end=1279
-  _globals['_GROUPERROR_METADATAENTRY']._serialized_start=1232
-  _globals['_GROUPERROR_METADATAENTRY']._serialized_end=1279
-  _globals['_COMMITRESULT']._serialized_start=1281
-  _globals['_COMMITRESULT']._serialized_end=1380
-  _globals['_CONSUMERESPONSE']._serialized_start=1383
-  _globals['_CONSUMERESPONSE']._serialized_end=1591
-  _globals['_COMMITOFFSETSREQUEST']._serialized_start=1593
-  _globals['_COMMITOFFSETSREQUEST']._serialized_end=1715
-  _globals['_FETCHOFFSETSREQUEST']._serialized_start=1717
-  _globals['_FETCHOFFSETSREQUEST']._serialized_end=1769
-  _globals['_FETCHOFFSETSRESPONSE']._serialized_start=1771
-  _globals['_FETCHOFFSETSRESPONSE']._serialized_end=1839
-  _globals['_GROUPSUMMARY']._serialized_start=1841
-  _globals['_GROUPSUMMARY']._serialized_end=1921
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=1923
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=1985
-  _globals['_DESCRIBEGROUPREQUEST']._serialized_start=1987
-  _globals['_DESCRIBEGROUPREQUEST']._serialized_end=2024
-  _globals['_GROUPMEMBER']._serialized_start=2027
-  _globals['_GROUPMEMBER']._serialized_end=2165
-  _globals['_PARTITIONLAG']._serialized_start=2167
-  _globals['_PARTITIONLAG']._serialized_end=2293
-  _globals['_DESCRIBEGROUPRESPONSE']._serialized_start=2296
-  _globals['_DESCRIBEGROUPRESPONSE']._serialized_end=2456
-  _globals['_DELETEGROUPREQUEST']._serialized_start=2458
-  _globals['_DELETEGROUPREQUEST']._serialized_end=2493
-  _globals['_RESETOFFSETSREQUEST']._serialized_start=2496
-  _globals['_RESETOFFSETSREQUEST']._serialized_end=2661
-  _globals['_RESETOFFSETSRESPONSE']._serialized_start=2663
-  _globals['_RESETOFFSETSRESPONSE']._serialized_end=2731
-  _globals['_COMMITOFFSETSRESPONSE']._serialized_start=2733
-  _globals['_COMMITOFFSETSRESPONSE']._serialized_end=2756
-  _globals['_LISTGROUPSREQUEST']._serialized_start=2758
-  _globals['_LISTGROUPSREQUEST']._serialized_end=2777
-  _globals['_DELETEGROUPRESPONSE']._serialized_start=2779
-  _globals['_DELETEGROUPRESPONSE']._serialized_end=2800
-  _globals['_GROUPS']._serialized_start=2803
-  _globals['_GROUPS']._serialized_end=3378
+  _globals['_GROUPRECORDS']._serialized_start=999
+  _globals['_GROUPRECORDS']._serialized_end=1134
+  _globals['_GROUPERROR']._serialized_start=1137
+  _globals['_GROUPERROR']._serialized_end=1301
+  _globals['_GROUPERROR_METADATAENTRY']._serialized_start=1254
+  _globals['_GROUPERROR_METADATAENTRY']._serialized_end=1301
+  _globals['_COMMITRESULT']._serialized_start=1303
+  _globals['_COMMITRESULT']._serialized_end=1402
+  _globals['_CONSUMERESPONSE']._serialized_start=1405
+  _globals['_CONSUMERESPONSE']._serialized_end=1613
+  _globals['_COMMITOFFSETSREQUEST']._serialized_start=1615
+  _globals['_COMMITOFFSETSREQUEST']._serialized_end=1737
+  _globals['_FETCHOFFSETSREQUEST']._serialized_start=1739
+  _globals['_FETCHOFFSETSREQUEST']._serialized_end=1791
+  _globals['_FETCHOFFSETSRESPONSE']._serialized_start=1793
+  _globals['_FETCHOFFSETSRESPONSE']._serialized_end=1861
+  _globals['_GROUPSUMMARY']._serialized_start=1863
+  _globals['_GROUPSUMMARY']._serialized_end=1943
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=1945
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=2007
+  _globals['_DESCRIBEGROUPREQUEST']._serialized_start=2009
+  _globals['_DESCRIBEGROUPREQUEST']._serialized_end=2046
+  _globals['_GROUPMEMBER']._serialized_start=2049
+  _globals['_GROUPMEMBER']._serialized_end=2187
+  _globals['_PARTITIONLAG']._serialized_start=2189
+  _globals['_PARTITIONLAG']._serialized_end=2315
+  _globals['_DESCRIBEGROUPRESPONSE']._serialized_start=2318
+  _globals['_DESCRIBEGROUPRESPONSE']._serialized_end=2478
+  _globals['_DELETEGROUPREQUEST']._serialized_start=2480
+  _globals['_DELETEGROUPREQUEST']._serialized_end=2515
+  _globals['_RESETOFFSETSREQUEST']._serialized_start=2518
+  _globals['_RESETOFFSETSREQUEST']._serialized_end=2683
+  _globals['_RESETOFFSETSRESPONSE']._serialized_start=2685
+  _globals['_RESETOFFSETSRESPONSE']._serialized_end=2753
+  _globals['_COMMITOFFSETSRESPONSE']._serialized_start=2755
+  _globals['_COMMITOFFSETSRESPONSE']._serialized_end=2778
+  _globals['_LISTGROUPSREQUEST']._serialized_start=2780
+  _globals['_LISTGROUPSREQUEST']._serialized_end=2799
+  _globals['_DELETEGROUPRESPONSE']._serialized_start=2801
+  _globals['_DELETEGROUPRESPONSE']._serialized_end=2822
+  _globals['_GROUPS']._serialized_start=2825
+  _globals['_GROUPS']._serialized_end=3400
 # @@protoc_insertion_point(module_scope)

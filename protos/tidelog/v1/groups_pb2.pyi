@@ -302,9 +302,12 @@ class GroupRecords(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     PARTITION_FIELD_NUMBER: _builtins.int
     HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
+    NEXT_OFFSET_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     partition: _builtins.int
     high_watermark: _builtins.int
+    next_offset: _builtins.int
+    """the offset after the last record of `batches`"""
     @_builtins.property
     def batches(self) -> _containers.RepeatedCompositeFieldContainer[_records_pb2.RecordBatch]: ...
     def __init__(
@@ -314,10 +317,11 @@ class GroupRecords(_message.Message):
         topic: _builtins.str = ...,
         partition: _builtins.int = ...,
         high_watermark: _builtins.int = ...,
+        next_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "high_watermark", b"high_watermark", "partition", b"partition", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "high_watermark", b"high_watermark", "next_offset", b"next_offset", "partition", b"partition", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

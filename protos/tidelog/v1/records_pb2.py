@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tidelog/v1/records.proto\x12\ntidelog.v1\"$\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"n\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12#\n\x07headers\x18\x03 \x03(\x0b\x32\x12.tidelog.v1.Header\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x42\x08\n\x06_value\"\xb5\x01\n\x0bRecordBatch\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.tidelog.v1.Record\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x16\n\x0e\x61ppend_time_ms\x18\x03 \x01(\x03\x12\x18\n\x10max_timestamp_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x63rc32c\x18\x05 \x01(\r\x12\x13\n\x0bproducer_id\x18\x06 \x01(\x03\x12\x15\n\rbase_sequence\x18\x07 \x01(\x05*P\n\x08Position\x12\x18\n\x14POSITION_UNSPECIFIED\x10\x00\x12\x15\n\x11POSITION_EARLIEST\x10\x01\x12\x13\n\x0fPOSITION_LATEST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tidelog/v1/records.proto\x12\ntidelog.v1\"$\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"n\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12#\n\x07headers\x18\x03 \x03(\x0b\x32\x12.tidelog.v1.Header\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x42\x08\n\x06_value\"\xff\x01\n\x0bRecordBatch\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.tidelog.v1.Record\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x16\n\x0e\x61ppend_time_ms\x18\x03 \x01(\x03\x12\x18\n\x10max_timestamp_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x63rc32c\x18\x05 \x01(\r\x12\x13\n\x0bproducer_id\x18\x06 \x01(\x03\x12\x15\n\rbase_sequence\x18\x07 \x01(\x05\x12,\n\x0b\x63ompression\x18\x08 \x01(\x0e\x32\x17.tidelog.v1.Compression\x12\x1a\n\x12\x63ompressed_records\x18\t \x01(\x0c*U\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x01\x12\x13\n\x0f\x43OMPRESSION_LZ4\x10\x02*P\n\x08Position\x12\x18\n\x14POSITION_UNSPECIFIED\x10\x00\x12\x15\n\x11POSITION_EARLIEST\x10\x01\x12\x13\n\x0fPOSITION_LATEST\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tidelog.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POSITION']._serialized_start=374
-  _globals['_POSITION']._serialized_end=454
+  _globals['_COMPRESSION']._serialized_start=448
+  _globals['_COMPRESSION']._serialized_end=533
+  _globals['_POSITION']._serialized_start=535
+  _globals['_POSITION']._serialized_end=615
   _globals['_HEADER']._serialized_start=40
   _globals['_HEADER']._serialized_end=76
   _globals['_RECORD']._serialized_start=78
   _globals['_RECORD']._serialized_end=188
   _globals['_RECORDBATCH']._serialized_start=191
-  _globals['_RECORDBATCH']._serialized_end=372
+  _globals['_RECORDBATCH']._serialized_end=446
 # @@protoc_insertion_point(module_scope)

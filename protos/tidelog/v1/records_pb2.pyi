@@ -19,6 +19,26 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Compression:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CompressionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Compression.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPRESSION_UNSPECIFIED: _Compression.ValueType  # 0
+    """none"""
+    COMPRESSION_ZSTD: _Compression.ValueType  # 1
+    COMPRESSION_LZ4: _Compression.ValueType  # 2
+
+class Compression(_Compression, metaclass=_CompressionEnumTypeWrapper):
+    """A batch's codec. Frames carry their content size (zstd's frame header, lz4's frame format)."""
+
+COMPRESSION_UNSPECIFIED: Compression.ValueType  # 0
+"""none"""
+COMPRESSION_ZSTD: Compression.ValueType  # 1
+COMPRESSION_LZ4: Compression.ValueType  # 2
+Global___Compression: _TypeAlias = Compression  # noqa: Y015
+
 class _Position:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -115,6 +135,8 @@ class RecordBatch(_message.Message):
     CRC32C_FIELD_NUMBER: _builtins.int
     PRODUCER_ID_FIELD_NUMBER: _builtins.int
     BASE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    COMPRESSION_FIELD_NUMBER: _builtins.int
+    COMPRESSED_RECORDS_FIELD_NUMBER: _builtins.int
     base_offset: _builtins.int
     append_time_ms: _builtins.int
     """Set by the broker once per batch when it is appended."""
@@ -132,6 +154,12 @@ class RecordBatch(_message.Message):
     retries). Not covered by crc32c.
     """
     base_sequence: _builtins.int
+    compression: Global___Compression.ValueType
+    """A compressed batch: `records` is empty and `compressed_records` holds the codec's frame of what
+    `records` would encode (its repeated field 1 entries); crc32c covers fields 8 and 9 as encoded.
+    Stored and served as the producer sent it: readers decompress.
+    """
+    compressed_records: _builtins.bytes
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     def __init__(
@@ -144,10 +172,12 @@ class RecordBatch(_message.Message):
         crc32c: _builtins.int = ...,
         producer_id: _builtins.int = ...,
         base_sequence: _builtins.int = ...,
+        compression: Global___Compression.ValueType = ...,
+        compressed_records: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_time_ms", b"append_time_ms", "base_offset", b"base_offset", "base_sequence", b"base_sequence", "crc32c", b"crc32c", "max_timestamp_ms", b"max_timestamp_ms", "producer_id", b"producer_id", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["append_time_ms", b"append_time_ms", "base_offset", b"base_offset", "base_sequence", b"base_sequence", "compressed_records", b"compressed_records", "compression", b"compression", "crc32c", b"crc32c", "max_timestamp_ms", b"max_timestamp_ms", "producer_id", b"producer_id", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
