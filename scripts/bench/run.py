@@ -26,7 +26,7 @@ Results = dict[str, dict[str, list[Figures]]]  # system -> mode -> one Figures p
 # Figures where lower is better: their ratio is peer / Tidelog, so a ratio above 1 always favours Tidelog.
 _LOWER_IS_BETTER = {"p50_ms", "p99_ms", "p999_ms"}
 _RATIO_FIGURES = ("records_per_s", "p50_ms", "p99_ms", "p999_ms")
-_TABLE_FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "rss_mb")
+_TABLE_FIGURES = ("records_per_s", "mb_per_s", "wire_mb_per_s", "disk_mb", "p50_ms", "p99_ms", "p999_ms", "rss_mb")
 FAILOVER = "tidelog failover"  # the system the failover mode's figures are filed under
 # The failover figures, in the order printed: (key, what it is, unit).
 _FAILOVER_FIGURES = (
@@ -86,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--group", action="store_true", help="consume: read as the one member of a new consumer group (Groups.Consume)"
     )
+    parser.add_argument(
+        "--compression",
+        choices=("none", "zstd", "lz4"),
+        default="none",
+        help="the producer's codec; with one, values are compressible JSON events (default %(default)s)",
+    )
     parser.add_argument("--linger-ms", type=float, default=5)
     parser.add_argument("--batch-bytes", type=int, default=256 << 10)
     parser.add_argument("--rate", type=float, default=5000, help="e2e: records per second (default %(default)s)")
@@ -136,6 +142,7 @@ def run_command(args: argparse.Namespace) -> int:
         subscribers=args.subscribers,
         send_many=args.send_many,
         group=args.group,
+        compression=args.compression,
     )
     if peers:
         from tidelog.bench.peers import missing_requirements
@@ -229,8 +236,10 @@ def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance
                     if mode == "produce":
                         figures = tidelog_modes.produce(bootstrap, topic, w)
                         written += int(figures["records"]) + 1  # + the warm-up record
+                        figures |= _on_the_wire(bootstrap, topic, figures)
                     elif mode == "consume":
                         figures = tidelog_modes.consume(bootstrap, topic, w, written)
+                        figures |= _on_the_wire(bootstrap, topic, figures)
                     elif mode == "fanout":
                         figures = tidelog_modes.fanout(bootstrap, topic, w, written)
                     else:
@@ -248,6 +257,13 @@ def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance
                 )
                 results.setdefault(FAILOVER, {}).setdefault("failover", []).append(figures)
     return results
+
+
+def _on_the_wire(bootstrap: str, topic: str, figures: Figures) -> Figures:
+    """Bytes on disk after the mode, and the MB/s they make on the wire (stored batches travel as stored)."""
+    disk = tidelog_modes.stored_bytes(bootstrap, topic)
+    seconds = figures["records"] / figures["records_per_s"]
+    return {"disk_mb": disk / 1e6, "wire_mb_per_s": disk / seconds / 1e6}
 
 
 def _note(line: str, quiet: bool) -> None:
@@ -355,7 +371,8 @@ def _settings_line(args: argparse.Namespace) -> str:
         f"{where}{amount} of {args.size} B, {args.partitions} partition(s), {args.producers} producer(s), "
         f"keys {'on' if args.keys else 'off'}, "
         f"{f'send_many({args.send_many})' if args.send_many else 'send()'}, "
-        f"{'consume through a group, ' if args.group else ''}fsync={args.fsync}, linger={args.linger_ms:g} ms, "
+        f"{'consume through a group, ' if args.group else ''}compression={args.compression}, "
+        f"fsync={args.fsync}, linger={args.linger_ms:g} ms, "
         f"batch={args.batch_bytes:,} B, e2e at {args.rate:,.0f}/s for {args.seconds:g} s, "
         f"median of {args.runs} run(s) (min-max)"
     )
@@ -369,7 +386,19 @@ def print_table(results: Results, args: argparse.Namespace) -> None:
     throughput = {system: modes for system, modes in results.items() if system != FAILOVER}
     if throughput:
         table = Table(title=f"tidelog bench: {_settings_line(args)}", title_justify="left")
-        for column in ("system", "mode", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB"):
+        columns = (
+            "system",
+            "mode",
+            "records/s",
+            "MB/s",
+            "wire MB/s",
+            "disk MB",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "RSS MB",
+        )
+        for column in columns:
             table.add_column(column, justify="left" if column in ("system", "mode") else "right")
         for system, modes in throughput.items():
             for mode, runs in modes.items():

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
+import random
 import struct
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-from tidelog import AsyncConsumer, Consumer, Producer
+from tidelog import AdminClient, AsyncConsumer, Consumer, Producer
 from tidelog.bench.stats import Figures, latency_figures, throughput_figures
 
 STAMP = struct.Struct(">q")  # perf_counter_ns at send, the first bytes of an e2e value
@@ -31,19 +33,42 @@ class Workload:
     subscribers: int = 8  # fanout readers
     send_many: int = 0  # produce keyless records through send_many() in calls of this many (0: send() each)
     group: bool = False  # consume as the one member of a new consumer group
+    compression: str = "none"  # the producer's codec; with one, values are compressible JSON, not one byte repeated
+
+
+def compressible_values(size: int, count: int = 1024) -> list[bytes]:
+    """`count` distinct JSON events of `size` bytes, which compress as real ones do (not one byte
+    repeated, which any codec shrinks to nothing)."""
+    rng = random.Random(size)
+    out = []
+    for i in range(count):
+        event = {"id": i, "user": f"user-{rng.randrange(500)}", "action": rng.choice(["view", "click", "buy"]),
+                 "amount": round(rng.random() * 100, 2), "pad": ""}  # fmt: skip
+        text = json.dumps(event)
+        filler = "".join(rng.choice("abcdefghij") for _ in range(max(0, size - len(text))))
+        out.append(json.dumps({**event, "pad": filler}).encode()[:size].ljust(size, b" "))
+    return out
+
+
+def stored_bytes(bootstrap: str, topic: str) -> int:
+    """What the topic takes on disk (every partition, from its leader)."""
+    with AdminClient(bootstrap) as admin:
+        return sum(p.size_bytes for p in admin.describe_topic(topic).partitions)
 
 
 def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: threading.Barrier | None = None) -> Figures:
-    value = b"x" * w.size
+    compressed = w.compression != "none"
+    pool = compressible_values(w.size) if compressed else [b"x" * w.size]
+    value = pool[0]
     partition = 0 if w.partitions == 1 else None  # None: keys hash, keyless records stick to a partition per batch
     keys = [b"key-%d" % i for i in range(1024)] if w.keys else None
-    with Producer(bootstrap, linger_ms=w.linger_ms, batch_bytes=w.batch_bytes) as producer:
+    with Producer(bootstrap, linger_ms=w.linger_ms, batch_bytes=w.batch_bytes, compression=w.compression) as producer:
         producer.send(topic, value, partition=partition).result(30)  # metadata and connection warm-up
         if start is not None:
             start.wait()
         batched = bool(w.send_many and not keys)
         chunk = w.send_many if batched else 1000
-        values = [value] * chunk
+        values = [pool[i % len(pool)] for i in range(chunk)]
         send = producer.send
         deadline = None if w.duration is None else time.perf_counter() + w.duration
         began = time.perf_counter()
@@ -54,7 +79,10 @@ def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: thread
                 producer.send_many(topic, values if n == chunk else values[:n], partition=partition)
             elif keys:
                 for i in range(sent, sent + n):
-                    send(topic, value, key=keys[i & 1023], partition=partition)
+                    send(topic, values[i % chunk], key=keys[i & 1023], partition=partition)
+            elif compressed:
+                for i in range(n):
+                    send(topic, values[i], partition=partition)
             else:
                 for _ in range(n):
                     send(topic, value, partition=partition)

@@ -61,3 +61,18 @@ def test_advantage_ratios_favour_tidelog_above_one() -> None:
         ("peer", "e2e", "p50_ms", 2.0),
         ("peer", "e2e", "p99_ms", 0.5),
     ]
+
+
+def test_compression_reports_the_wire_and_the_disk(broker: BrokerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    figures = {}
+    for codec in ("none", "zstd"):
+        report = bench_json(
+            capsys, "--bootstrap", broker.address, "--mode", "produce,consume", "--records", "3000",
+            "--compression", codec, "--send-many", "500",
+        )  # fmt: skip
+        figures[codec] = report["median"]["tidelog"]
+        assert figures[codec]["consume"]["records"] == 3001
+    # Compressible values take less room than their payload once compressed (not so without a codec).
+    zstd = figures["zstd"]["produce"]
+    assert zstd["disk_mb"] < 3000 * 100 / 1e6 / 2 < figures["none"]["produce"]["disk_mb"]
+    assert zstd["wire_mb_per_s"] < zstd["mb_per_s"]
