@@ -89,8 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compression",
         choices=("none", "zstd", "lz4"),
-        default="none",
-        help="the producer's codec; with one, values are compressible JSON events (default %(default)s)",
+        help="the producer's codec (given, even none: values are compressible JSON events; default: none, "
+        "values of one byte repeated)",
     )
     parser.add_argument("--linger-ms", type=float, default=5)
     parser.add_argument("--batch-bytes", type=int, default=256 << 10)
@@ -371,7 +371,8 @@ def _settings_line(args: argparse.Namespace) -> str:
         f"{where}{amount} of {args.size} B, {args.partitions} partition(s), {args.producers} producer(s), "
         f"keys {'on' if args.keys else 'off'}, "
         f"{f'send_many({args.send_many})' if args.send_many else 'send()'}, "
-        f"{'consume through a group, ' if args.group else ''}compression={args.compression}, "
+        f"{'consume through a group, ' if args.group else ''}"
+        f"{f'compression={args.compression} (JSON values), ' if args.compression else ''}"
         f"fsync={args.fsync}, linger={args.linger_ms:g} ms, "
         f"batch={args.batch_bytes:,} B, e2e at {args.rate:,.0f}/s for {args.seconds:g} s, "
         f"median of {args.runs} run(s) (min-max)"

@@ -33,7 +33,8 @@ class Workload:
     subscribers: int = 8  # fanout readers
     send_many: int = 0  # produce keyless records through send_many() in calls of this many (0: send() each)
     group: bool = False  # consume as the one member of a new consumer group
-    compression: str = "none"  # the producer's codec; with one, values are compressible JSON, not one byte repeated
+    # The producer's codec; given (even "none"), values are compressible JSON events, not one byte repeated.
+    compression: str | None = None
 
 
 def compressible_values(size: int, count: int = 1024) -> list[bytes]:
@@ -57,12 +58,13 @@ def stored_bytes(bootstrap: str, topic: str) -> int:
 
 
 def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: threading.Barrier | None = None) -> Figures:
-    compressed = w.compression != "none"
+    compressed = w.compression is not None
     pool = compressible_values(w.size) if compressed else [b"x" * w.size]
     value = pool[0]
     partition = 0 if w.partitions == 1 else None  # None: keys hash, keyless records stick to a partition per batch
     keys = [b"key-%d" % i for i in range(1024)] if w.keys else None
-    with Producer(bootstrap, linger_ms=w.linger_ms, batch_bytes=w.batch_bytes, compression=w.compression) as producer:
+    codec = w.compression or "none"
+    with Producer(bootstrap, linger_ms=w.linger_ms, batch_bytes=w.batch_bytes, compression=codec) as producer:
         producer.send(topic, value, partition=partition).result(30)  # metadata and connection warm-up
         if start is not None:
             start.wait()
