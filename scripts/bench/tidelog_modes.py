@@ -37,9 +37,10 @@ class Workload:
     compression: str | None = None
 
 
-def compressible_values(size: int, count: int = 1024) -> list[bytes]:
+def compressible_values(size: int, count: int = 8192) -> list[bytes]:
     """`count` distinct JSON events of `size` bytes, which compress as real ones do (not one byte
-    repeated, which any codec shrinks to nothing)."""
+    repeated, which any codec shrinks to nothing); more of them than a batch holds, so a batch never
+    repeats one."""
     rng = random.Random(size)
     out = []
     for i in range(count):
@@ -58,8 +59,7 @@ def stored_bytes(bootstrap: str, topic: str) -> int:
 
 
 def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: threading.Barrier | None = None) -> Figures:
-    compressed = w.compression is not None
-    pool = compressible_values(w.size) if compressed else [b"x" * w.size]
+    pool = compressible_values(w.size) if w.compression is not None else [b"x" * w.size]
     value = pool[0]
     partition = 0 if w.partitions == 1 else None  # None: keys hash, keyless records stick to a partition per batch
     keys = [b"key-%d" % i for i in range(1024)] if w.keys else None
@@ -70,24 +70,23 @@ def _send_all(bootstrap: str, topic: str, w: Workload, share: int, start: thread
             start.wait()
         batched = bool(w.send_many and not keys)
         chunk = w.send_many if batched else 1000
-        values = [pool[i % len(pool)] for i in range(chunk)]
+        ring = pool * (1 + chunk // len(pool)) * 2  # any window of `chunk` values is a slice of it
         send = producer.send
         deadline = None if w.duration is None else time.perf_counter() + w.duration
         began = time.perf_counter()
         sent = 0
         while (sent < share) if deadline is None else (time.perf_counter() < deadline):
             n = chunk if deadline is not None else min(chunk, share - sent)
+            first = sent % len(pool)
+            values = ring[first : first + n]  # the next values of the pool, round and round
             if batched:
-                producer.send_many(topic, values if n == chunk else values[:n], partition=partition)
+                producer.send_many(topic, values, partition=partition)
             elif keys:
-                for i in range(sent, sent + n):
-                    send(topic, values[i % chunk], key=keys[i & 1023], partition=partition)
-            elif compressed:
-                for i in range(n):
-                    send(topic, values[i], partition=partition)
+                for i, v in enumerate(values, sent):
+                    send(topic, v, key=keys[i & 1023], partition=partition)
             else:
-                for _ in range(n):
-                    send(topic, value, partition=partition)
+                for v in values:
+                    send(topic, v, partition=partition)
             sent += n
         producer.flush()
         ended = time.perf_counter()
