@@ -21,6 +21,8 @@ Settings (keyword arguments of both classes):
 - ``acks`` ("all"): in a cluster, ``"all"`` answers once every in-sync replica has the records
   (refused up front below the topic's ``min.insync.replicas``); ``"leader"`` once the leader has
   committed them. A single broker answers both after its own commit.
+- ``compression`` ("none"): ``"zstd"`` or ``"lz4"`` sends each batch as one frame of that codec;
+  the broker stores and serves it as sent, and consumers open it.
 - ``key_serializer``, ``value_serializer``: callables to bytes (tidelog.serde); bytes by default.
 """
 
