@@ -16,7 +16,7 @@ from tidelog import AdminClient
 from tidelog.bench import cluster as cluster_bench
 from tidelog.bench import tidelog_modes
 from tidelog.bench.peers import PEER_NAMES
-from tidelog.bench.stats import Figures, format_number, summarize
+from tidelog.bench.stats import Figures, cpu_figures, cpu_seconds, format_number, summarize
 from tidelog.bench.tidelog_modes import Workload
 from tidelog.testing import BrokerProcess, ClusterProcess
 
@@ -26,7 +26,18 @@ Results = dict[str, dict[str, list[Figures]]]  # system -> mode -> one Figures p
 # Figures where lower is better: their ratio is peer / Tidelog, so a ratio above 1 always favours Tidelog.
 _LOWER_IS_BETTER = {"p50_ms", "p99_ms", "p999_ms"}
 _RATIO_FIGURES = ("records_per_s", "p50_ms", "p99_ms", "p999_ms")
-_TABLE_FIGURES = ("records_per_s", "mb_per_s", "wire_mb_per_s", "disk_mb", "p50_ms", "p99_ms", "p999_ms", "rss_mb")
+_TABLE_FIGURES = (
+    "records_per_s",
+    "mb_per_s",
+    "wire_mb_per_s",
+    "disk_mb",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "client_cpu_ms_per_1k",
+    "broker_cpu_ms_per_1k",
+    "rss_mb",
+)
 FAILOVER = "tidelog failover"  # the system the failover mode's figures are filed under
 # The failover figures, in the order printed: (key, what it is, unit).
 _FAILOVER_FIGURES = (
@@ -229,21 +240,24 @@ def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance
                     cluster_bench.wait_replicated(cluster, topic, w.partitions, factor or 1)
                     cluster_bench.wait_replicated(cluster, f"{topic}-e2e", 1, factor or 1)
                 written = 0
+                pids = _broker_pids(broker, cluster)
                 for mode in ours:
                     advance(f"{system} {mode} (run {run + 1}/{args.runs})")
                     if mode in ("consume", "fanout") and not written:
                         written = int(tidelog_modes.produce(bootstrap, topic, w)["records"]) + 1  # untimed fill
+                    cpu_before = cpu_seconds(pids)
                     if mode == "produce":
                         figures = tidelog_modes.produce(bootstrap, topic, w)
                         written += int(figures["records"]) + 1  # + the warm-up record
-                        figures |= _on_the_wire(bootstrap, topic, figures)
                     elif mode == "consume":
                         figures = tidelog_modes.consume(bootstrap, topic, w, written)
-                        figures |= _on_the_wire(bootstrap, topic, figures)
                     elif mode == "fanout":
                         figures = tidelog_modes.fanout(bootstrap, topic, w, written)
                     else:
                         figures = tidelog_modes.end_to_end(bootstrap, f"{topic}-e2e", w)
+                    figures |= cpu_figures(cpu_before, cpu_seconds(pids), int(figures["records"]), bool(pids))
+                    if mode in ("produce", "consume"):
+                        figures |= _on_the_wire(bootstrap, topic, figures)
                     out.setdefault(mode, []).append(figures)
                 if broker is not None and broker.proc is not None:
                     out.setdefault("broker", []).append({"rss_mb": _rss_mb(broker.proc.pid)})
@@ -257,6 +271,12 @@ def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance
                 )
                 results.setdefault(FAILOVER, {}).setdefault("failover", []).append(figures)
     return results
+
+
+def _broker_pids(broker: BrokerProcess | None, cluster: ClusterProcess | None) -> list[int]:
+    """The brokers this run started (none with --bootstrap: their CPU is not ours to read)."""
+    processes = [broker] if broker is not None else list(cluster.brokers.values()) if cluster is not None else []
+    return [p.proc.pid for p in processes if p.proc is not None]
 
 
 def _on_the_wire(bootstrap: str, topic: str, figures: Figures) -> Figures:
@@ -397,6 +417,8 @@ def print_table(results: Results, args: argparse.Namespace) -> None:
             "p50 ms",
             "p99 ms",
             "p99.9 ms",
+            "client CPU ms/1k",
+            "broker CPU ms/1k",
             "RSS MB",
         )
         for column in columns:

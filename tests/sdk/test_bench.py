@@ -76,3 +76,13 @@ def test_compression_reports_the_wire_and_the_disk(broker: BrokerProcess, capsys
     zstd = figures["zstd"]["produce"]
     assert zstd["disk_mb"] < 3000 * 100 / 1e6 / 2 < figures["none"]["produce"]["disk_mb"]
     assert zstd["wire_mb_per_s"] < zstd["mb_per_s"]
+
+
+def test_every_mode_reports_cpu_per_record(capsys: pytest.CaptureFixture[str]) -> None:
+    report = bench_json(
+        capsys, "--mode", "produce,consume,e2e", "--records", "2000", "--rate", "500", "--seconds", "0.2"
+    )
+    for mode in ("produce", "consume", "e2e"):
+        figures = report["median"]["tidelog"][mode]
+        # The broker's share is read in clock ticks (10 ms): a short run may use less than one.
+        assert figures["client_cpu_ms_per_1k"] > 0 and figures["broker_cpu_ms_per_1k"] >= 0, mode
