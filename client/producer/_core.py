@@ -174,6 +174,7 @@ class ProducerCore:
             on_close=self._queue_closed,
             schedule_drain=lambda: self._loop.call_soon_threadsafe(self._drain),
             on_loop_thread=self.on_loop_thread,
+            backlogged=self._backlogged,
         )
         # The hot path of every send goes straight to the accumulator.
         self.append = self._accumulator.append
@@ -206,6 +207,10 @@ class ProducerCore:
             if future is not None:
                 return future
             await self.wait_for_space(deadline)
+
+    def _backlogged(self, tp: TP) -> bool:
+        part = self._parts.get(tp)
+        return part is not None and bool(part.queue)
 
     def _queue_closed(self, tp: TP, batch: Batch) -> None:
         """A closed batch joins its partition's delivery queue (lock held)."""

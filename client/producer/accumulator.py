@@ -37,8 +37,11 @@ class Accumulator:
         on_close: Callable[[TP, Batch], None],
         schedule_drain: Callable[[], object],
         on_loop_thread: Callable[[], bool],
+        backlogged: Callable[[TP], bool] = lambda tp: False,
     ) -> None:
+        """`backlogged(tp)`: the partition has closed batches not sent yet (lock held)."""
         self._lock = lock
+        self._backlogged = backlogged
         self._space = threading.Condition(lock)
         self.space_freed = asyncio.Event()
         self._batch_bytes = batch_bytes
@@ -73,7 +76,10 @@ class Accumulator:
             frames = batch.frames
             index = len(frames)
             frames.append(frame)
-            batch.note_timestamp(ts)
+            if ts > batch.max_ts:  # inline: this is every send()'s path
+                batch.max_ts = ts
+            if ts < batch.min_ts:
+                batch.min_ts = ts
             batch.size += size
             self.buffered += size
             if batch.size >= self._batch_bytes:
@@ -160,11 +166,16 @@ class Accumulator:
 
     def close_due(self, now: float, close_all: bool) -> float | None:
         """Close the batches that lingered long enough (all of them with `close_all`); the next
-        deadline of those left open (lock held)."""
+        deadline of those left open (lock held).
+
+        A lingered batch whose partition still has closed batches waiting to be sent stays open and
+        goes on filling (Kafka's rule: a batch is ready once it may be sent): closing it would only
+        queue a small batch behind the others, and under load every small batch is a request and a
+        commit of its own. It closes at a later drain (one runs at every answer), or once full."""
         next_deadline: float | None = None
         for tp, batch in list(self.open.items()):
             deadline = batch.created + self._linger_s
-            if close_all or now >= deadline:
+            if close_all or (now >= deadline and not self._backlogged(tp)):
                 self.close_batch(tp, batch)
             elif next_deadline is None or deadline < next_deadline:
                 next_deadline = deadline
