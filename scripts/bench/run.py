@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-bytes", type=int, default=256 << 10)
     parser.add_argument("--rate", type=float, default=5000, help="e2e: records per second (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=5, help="e2e: how long to send (default %(default)s)")
+    parser.add_argument(
+        "--rates",
+        help="e2e at each of these rates (comma-separated records/s): a latency-throughput curve, one row per rate",
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="draw the --rates curve (every system) into this PNG (matplotlib)"
+    )
     parser.add_argument("--subscribers", type=int, default=8, help="fanout: readers (default %(default)s)")
     parser.add_argument("--fsync", choices=("always", "interval"), default="always")
     parser.add_argument("--idle-subscribers", type=int, default=0, help="hold this many idle Subscribe streams open")
@@ -139,6 +147,14 @@ def run_command(args: argparse.Namespace) -> int:
         raise SystemExit("tidelog bench: --cluster N takes N >= 1 brokers, at least the largest --replication-factor")
     if "failover" in modes and args.cluster < 3:
         raise SystemExit("tidelog bench: --mode failover needs --cluster 3 or more")
+    rates = e2e_rates(args)
+    if args.plot is not None and not args.rates:
+        raise SystemExit("tidelog bench: --plot draws the --rates curve: give --rates too")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("tidelog bench: --plot needs matplotlib: pip install 'tidelog[bench]'") from None
     workload = Workload(
         records=args.records,
         size=args.size,
@@ -175,7 +191,30 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(_as_json(results, args), indent=2))
     else:
         print_table(results, args)
+    if args.plot is not None:
+        from tidelog.bench.plot import latency_curve
+
+        latency_curve(results, rates, args.plot, _settings_line(args))
+        _note(f"tidelog bench: the curve is in {args.plot}", args.json)
     return 0
+
+
+def e2e_rates(args: argparse.Namespace) -> list[float]:
+    """The --rates list (records/s), or the one --rate."""
+    if not args.rates:
+        return [args.rate]
+    try:
+        rates = [float(item) for item in args.rates.split(",") if item.strip()]
+    except ValueError:
+        rates = []
+    if not rates or min(rates) <= 0:
+        raise SystemExit("tidelog bench: --rates takes a comma-separated list of records per second > 0")
+    return rates
+
+
+def e2e_mode(rate: float, args: argparse.Namespace) -> str:
+    """An e2e result's mode name: "e2e", or "e2e@RATE" on a --rates curve."""
+    return f"e2e@{rate:g}" if args.rates else "e2e"
 
 
 def replication_factors(args: argparse.Namespace) -> list[int | None]:
@@ -254,7 +293,12 @@ def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance
                     elif mode == "fanout":
                         figures = tidelog_modes.fanout(bootstrap, topic, w, written)
                     else:
-                        figures = tidelog_modes.end_to_end(bootstrap, f"{topic}-e2e", w)
+                        for rate in e2e_rates(args):
+                            cpu_before = cpu_seconds(pids)
+                            figures = tidelog_modes.end_to_end(bootstrap, f"{topic}-e2e", replace(w, rate=rate))
+                            figures |= cpu_figures(cpu_before, cpu_seconds(pids), int(figures["records"]), bool(pids))
+                            out.setdefault(e2e_mode(rate, args), []).append(figures)
+                        continue
                     figures |= cpu_figures(cpu_before, cpu_seconds(pids), int(figures["records"]), bool(pids))
                     if mode in ("produce", "consume"):
                         figures |= _on_the_wire(bootstrap, topic, figures)
@@ -316,7 +360,8 @@ def run_peer(
                         peer.produce(w.records, w.size)
                     out.setdefault(mode, []).append(peer.consume(w.records, w.size))
                 else:
-                    out.setdefault(mode, []).append(peer.e2e(w.rate, w.seconds, w.size))
+                    for rate in e2e_rates(args):
+                        out.setdefault(e2e_mode(rate, args), []).append(peer.e2e(rate, w.seconds, w.size))
         return {peer.name: out}
 
 
@@ -394,7 +439,7 @@ def _settings_line(args: argparse.Namespace) -> str:
         f"{'consume through a group, ' if args.group else ''}"
         f"{f'compression={args.compression} (JSON values), ' if args.compression else ''}"
         f"fsync={args.fsync}, linger={args.linger_ms:g} ms, "
-        f"batch={args.batch_bytes:,} B, e2e at {args.rate:,.0f}/s for {args.seconds:g} s, "
+        f"batch={args.batch_bytes:,} B, e2e at {args.rates or f'{args.rate:,.0f}'}/s for {args.seconds:g} s, "
         f"median of {args.runs} run(s) (min-max)"
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +87,22 @@ def test_every_mode_reports_cpu_per_record(capsys: pytest.CaptureFixture[str]) -
         figures = report["median"]["tidelog"][mode]
         # The broker's share is read in clock ticks (10 ms): a short run may use less than one.
         assert figures["client_cpu_ms_per_1k"] > 0 and figures["broker_cpu_ms_per_1k"] >= 0, mode
+
+
+def test_a_latency_curve_over_rates_and_its_plot(
+    broker: BrokerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is a bench extra: pip install 'tidelog[bench]'")
+    plot = tmp_path / "curve.png"
+    report = bench_json(
+        capsys, "--bootstrap", broker.address, "--mode", "e2e", "--rates", "400,800", "--seconds", "0.25",
+        "--plot", str(plot),
+    )  # fmt: skip
+    curve = report["median"]["tidelog"]
+    assert sorted(curve) == ["e2e@400", "e2e@800"]
+    assert all(0 < curve[m]["p50_ms"] <= curve[m]["p99_ms"] for m in curve)
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(SystemExit, match="--plot draws the --rates curve"):
+        main(["--mode", "e2e", "--plot", str(plot)])
+    with pytest.raises(SystemExit, match="--rates takes"):
+        main(["--mode", "e2e", "--rates", "fast"])
