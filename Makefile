@@ -87,7 +87,7 @@ bench-deps: install
 	{ command -v redis-server && { command -v nats-server || test -x /usr/sbin/nats-server; }; } >/dev/null || \
 		($$(test $$(id -u) = 0 || echo sudo) apt-get update && \
 		 $$(test $$(id -u) = 0 || echo sudo) apt-get install -y redis-server nats-server)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
 
 ## bench-peers: the benchmark beside Redis Streams and NATS JetStream, in the same run
 bench-peers: bench-deps

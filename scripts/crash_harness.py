@@ -28,7 +28,13 @@ TOPIC = "crash"
 
 
 def run(
-    kills: int, records: int, partitions: int, seed: int, workdir: Path, say: Callable[[str], None] = print
+    kills: int,
+    records: int,
+    partitions: int,
+    seed: int,
+    workdir: Path,
+    say: Callable[[str], None] = print,
+    compression: str = "none",
 ) -> Verdict:
     rng = random.Random(seed)
     broker = BrokerProcess(workdir / "data", "--retention-ms", "-1").start()
@@ -53,7 +59,7 @@ def run(
         spread_s = max(1.0, kills * 0.6)
         limit = 4 * records
         began = time.monotonic()
-        with Producer(broker.address, delivery_timeout_ms=120_000, linger_ms=1) as producer:
+        with Producer(broker.address, delivery_timeout_ms=120_000, linger_ms=1, compression=compression) as producer:
             killer.start()
             seq, end = 0, limit
             while seq < end:
@@ -104,9 +110,10 @@ def main() -> int:
     )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--compression", choices=("none", "zstd", "lz4"), default="none", help="the producer's codec")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tidelog-crash-") as workdir:
-        verdict = run(args.kills, args.records, args.partitions, args.seed, Path(workdir))
+        verdict = run(args.kills, args.records, args.partitions, args.seed, Path(workdir), compression=args.compression)
     print(verdict.summary())
     return 0 if verdict.ok else 1
 
