@@ -33,6 +33,9 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tidelog.v1.broker_pb2 import GetMetadataRequest
+from tidelog.v1.broker_pb2_grpc import BrokerStub
+
 T = TypeVar("T")
 
 
@@ -312,7 +315,37 @@ class ClusterProcess:
             args += tuple(self.broker_args.get(broker_id, ()))
             broker = BrokerProcess(self.root / f"broker-{broker_id}", *args, credentials=self.credentials)
             self.brokers[broker_id] = broker.start(timeout)
+        self.wait_registered(timeout)
         return self
+
+    def wait_registered(self, timeout: float = 30.0) -> None:
+        """Until every running broker's metadata lists every running broker: a registration reaches the
+        others through etcd's watch, so a topic of a factor N created before that may be refused.
+        Brokers that want a token (--auth-tokens) cannot be asked: their callers wait themselves."""
+        running = {
+            b: broker.address for b, broker in self.brokers.items() if broker.proc and broker.proc.poll() is None
+        }
+
+        def seen_by(address: str) -> set[int]:
+            if self.credentials is not None:
+                channel = grpc.secure_channel(address, self.credentials)
+            else:
+                channel = grpc.insecure_channel(address)
+            with channel:
+                try:
+                    answer = BrokerStub(channel).GetMetadata(GetMetadataRequest(), timeout=5)
+                except grpc.RpcError as err:
+                    if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                        return set(running)
+                    return set()
+            return {b.id for b in answer.brokers}
+
+        wait_for(
+            lambda: all(seen_by(address) >= set(running) for address in running.values()),
+            timeout,
+            interval=0.05,
+            what=f"every broker to see brokers {sorted(running)} registered",
+        )
 
     @property
     def addresses(self) -> dict[int, str]:
