@@ -99,6 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--group", action="store_true", help="consume: read as the one member of a new consumer group (Groups.Consume)"
     )
     parser.add_argument(
+        "--per-record",
+        action="store_true",
+        help="consume one Message at a time through poll() (each value in hand), not poll_batches()",
+    )
+    parser.add_argument(
         "--compression",
         choices=("none", "zstd", "lz4"),
         help="the producer's codec (given, even none: values are compressible JSON events; default: none, "
@@ -170,6 +175,7 @@ def run_command(args: argparse.Namespace) -> int:
         send_many=args.send_many,
         group=args.group,
         compression=args.compression,
+        per_record=args.per_record,
     )
     if peers:
         from tidelog.bench.peers import missing_requirements
@@ -437,6 +443,7 @@ def _settings_line(args: argparse.Namespace) -> str:
         f"keys {'on' if args.keys else 'off'}, "
         f"{f'send_many({args.send_many})' if args.send_many else 'send()'}, "
         f"{'consume through a group, ' if args.group else ''}"
+        f"{'consume per record (poll), ' if args.per_record else ''}"
         f"{f'compression={args.compression} (JSON values), ' if args.compression else ''}"
         f"fsync={args.fsync}, linger={args.linger_ms:g} ms, "
         f"batch={args.batch_bytes:,} B, e2e at {args.rates or f'{args.rate:,.0f}'}/s for {args.seconds:g} s, "

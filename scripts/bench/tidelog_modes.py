@@ -33,6 +33,7 @@ class Workload:
     subscribers: int = 8  # fanout readers
     send_many: int = 0  # produce keyless records through send_many() in calls of this many (0: send() each)
     group: bool = False  # consume as the one member of a new consumer group
+    per_record: bool = False  # consume Message by Message through poll(), not batch by batch
     # The producer's codec; given (even "none"), values are compressible JSON events, not one byte repeated.
     compression: str | None = None
 
@@ -121,12 +122,21 @@ def produce(bootstrap: str, topic: str, w: Workload) -> Figures:
 
 def consume(bootstrap: str, topic: str, w: Workload, expected: int) -> Figures:
     """A catch-up read of `expected` records from the start of every partition, every value in hand
-    (as bytes, through the consumer's batch-wise API); with `group`, through Groups.Consume."""
+    (batch by batch through poll_batches(), or with `per_record` Message by Message through poll());
+    with `group`, through Groups.Consume."""
     membership = {"group": f"bench-{uuid.uuid4().hex[:8]}"} if w.group else {}
     with Consumer(bootstrap, topics=[topic], auto_offset_reset="earliest", max_bytes=4 << 20, **membership) as consumer:
         began = time.perf_counter()
         seen = payload = 0
         while seen < expected:
+            if w.per_record:  # what `for message in consumer` does, each value in hand
+                messages = consumer.poll(10)
+                if not messages:
+                    raise RuntimeError(f"consume stalled at {seen}/{expected} records")
+                for message in messages:
+                    payload += len(message.value)
+                seen += len(messages)
+                continue
             batches = consumer.poll_batches(10)
             if not batches:
                 raise RuntimeError(f"consume stalled at {seen}/{expected} records")

@@ -42,6 +42,10 @@ def test_keys_duration_and_producer_processes(broker: BrokerProcess, capsys: pyt
     assert two["median"]["tidelog"]["produce"]["records"] == 2000
     grouped = bench_json(capsys, "--bootstrap", broker.address, "--mode", "consume", "--records", "2000", "--group")
     assert grouped["median"]["tidelog"]["consume"]["records"] >= 2000
+    one_by_one = bench_json(
+        capsys, "--bootstrap", broker.address, "--mode", "consume", "--records", "2000", "--per-record"
+    )
+    assert one_by_one["median"]["tidelog"]["consume"]["records"] >= 2000
 
 
 def test_the_table_and_bad_options(broker: BrokerProcess, capsys: pytest.CaptureFixture[str]) -> None:
