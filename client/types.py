@@ -29,6 +29,15 @@ class RecordMetadata:
     leader_epoch: int = -1
 
 
+class _Origin(NamedTuple):
+    """What every Message of one batch shares: kept once per batch, not once per record."""
+
+    topic: str
+    partition: int
+    append_time_ms: int
+    serde: tuple[Deserializer | None, Deserializer | None] | None
+
+
 class Message:
     """A consumed record. Fields are read from the parsed batch on access, not copied up front.
 
@@ -36,23 +45,21 @@ class Message:
     (``raw_key``/``raw_value`` give the bytes), so one bad record raises where it is read.
     """
 
-    __slots__ = ("_append_time_ms", "_record", "_serde", "offset", "partition", "topic")
+    # Three slots: a Message is made for every record a poll() returns, so each store counts.
+    __slots__ = ("_origin", "_record", "offset")
 
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        record: Record,
-        append_time_ms: int,
-        serde: tuple[Deserializer | None, Deserializer | None] | None = None,
-    ) -> None:
-        self.topic = topic
-        self.partition = partition
+    def __init__(self, origin: _Origin, offset: int, record: Record) -> None:
+        self._origin = origin
         self.offset = offset
         self._record = record
-        self._append_time_ms = append_time_ms
-        self._serde = serde
+
+    @property
+    def topic(self) -> str:
+        return self._origin[0]
+
+    @property
+    def partition(self) -> int:
+        return self._origin[1]
 
     @property
     def raw_key(self) -> bytes | None:
@@ -62,24 +69,29 @@ class Message:
     @property
     def raw_value(self) -> bytes | None:
         """The value's bytes, or None for a tombstone."""
-        return self._record.value if self._record.HasField("value") else None
+        value = self._record.value
+        if not value and not self._record.HasField("value"):  # only an empty value needs the question
+            return None
+        return value
 
     @property
     def key(self) -> Any:
         """The record's key (deserialized if the consumer has a key_deserializer), or None."""
         key = self._record.key or None
-        if key is not None and self._serde is not None and self._serde[0] is not None:
-            return self._serde[0](key)
+        serde = self._origin[3]
+        if key is not None and serde is not None and serde[0] is not None:
+            return serde[0](key)
         return key
 
     @property
     def value(self) -> Any:
         """The record's value (deserialized if the consumer has a value_deserializer), or None for a tombstone."""
-        if not self._record.HasField("value"):
-            return None
         value = self._record.value
-        if self._serde is not None and self._serde[1] is not None:
-            return self._serde[1](value)
+        if not value and not self._record.HasField("value"):
+            return None
+        serde = self._origin[3]
+        if serde is not None and serde[1] is not None:
+            return serde[1](value)
         return value
 
     @property
@@ -90,7 +102,7 @@ class Message:
     @property
     def timestamp_ms(self) -> int:
         """The record's own timestamp, or the batch's append time when it had none."""
-        return self._record.timestamp_ms or self._append_time_ms
+        return self._record.timestamp_ms or self._origin[2]
 
     def __repr__(self) -> str:
         return (
@@ -146,14 +158,9 @@ class MessageBatch:
 
     def messages(self) -> list[Message]:
         """The records as Message views."""
-        topic, partition, base, append_ms, serde = (
-            self.topic,
-            self.partition,
-            self.base_offset,
-            self._append_time_ms,
-            self._serde,
-        )
-        return [Message(topic, partition, base + i, r, append_ms, serde) for i, r in enumerate(self.records)]
+        origin = _Origin(self.topic, self.partition, self._append_time_ms, self._serde)
+        base = self.base_offset
+        return [Message(origin, base + i, r) for i, r in enumerate(self.records)]
 
     def split(self, count: int) -> tuple[MessageBatch, MessageBatch]:
         """The first `count` records and the rest, as two batches."""
