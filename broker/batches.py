@@ -17,13 +17,12 @@ from collections.abc import Sequence
 
 import crc32c
 
-from tidelog.common.compression import Codecs
+from tidelog.common.compression import MAX_DECOMPRESSED_BYTES, Codecs
 from tidelog.common.varint import varint
 from tidelog.v1.records_pb2 import Record, RecordBatch
 
 VALUE_HEADER = struct.Struct(">Iqq")
 HEADER_SIZE = VALUE_HEADER.size
-MAX_DECOMPRESSED_BYTES = 256 << 20  # a compressed batch may not claim more than this decompressed
 
 
 def frame_batches(wire_batches: list[bytes]) -> bytes:
@@ -64,6 +63,24 @@ def records_of(batch: RecordBatch) -> Sequence[Record]:
         return batch.records
     data = Codecs().decompress(batch.compression, batch.compressed_records, MAX_DECOMPRESSED_BYTES)
     return RecordBatch.FromString(data).records
+
+
+def first_of_read(wire: bytes, base_offset: int, count: int, skip: int, keep: int) -> tuple[bytes, int, int]:
+    """A read's first batch cut to its records [skip, skip+keep) (the wire batch, skip, keep); a
+    compressed batch comes whole (skip 0, keep all), as it cannot be cut without decompressing."""
+    if not skip and keep == count:
+        return wire, skip, keep
+    sliced = slice_wire(wire, base_offset, skip, keep)
+    return (wire, 0, count) if sliced is None else (sliced, skip, keep)
+
+
+def cut_stored(value: bytes, base_offset: int, keep: int, append_time_ms: int) -> bytes:
+    """A stored batch cut to its first `keep` records, its max timestamp recomputed (a truncation
+    inside a batch; a compressed one is kept uncompressed)."""
+    records = records_of(RecordBatch.FromString(value[HEADER_SIZE:]))[:keep]
+    encoded = RecordBatch(records=records).SerializeToString()
+    max_ts = max(r.timestamp_ms or append_time_ms for r in records)
+    return build_stored(encoded, keep, base_offset, append_time_ms, max_ts, records_crc(encoded))
 
 
 def slice_wire(wire: bytes, base_offset: int, skip: int, keep: int) -> bytes | None:

@@ -136,10 +136,9 @@ class GroupService:
                     await self._access.throttle("consume", len(response))
                     yield response
                     continue
-                if member.subscribe:
-                    await wait_any([member], IDLE_RECHECK_S)
-                    continue
-                partitions = [p for p in map(self._partition_state, member.owned) if p is not None]
+                # A member that reads its partitions itself waits for the coordinator's messages only.
+                owned = () if member.subscribe else member.owned
+                partitions = [p for p in map(self._partition_state, owned) if p is not None]
                 await wait_any([member, *partitions], IDLE_RECHECK_S)
         finally:
             reader.cancel()

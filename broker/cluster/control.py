@@ -76,10 +76,9 @@ class ClusterKeys:
     def broker(self, broker_id: int) -> bytes:
         return self.brokers + str(broker_id).encode()
 
-    @property
-    def replication(self) -> bytes:
+    def replication(self, broker_id: int) -> bytes:
         """A broker's replication address, where it differs from its advertised one (under its lease)."""
-        return self.prefix + b"replication/"
+        return self.prefix + b"replication/" + str(broker_id).encode()
 
     @property
     def topic_ids(self) -> bytes:
@@ -125,13 +124,22 @@ class ClusterKeys:
     def reassignments(self) -> bytes:
         return self.prefix + b"reassignments/"
 
+    def topic_reassignments(self, topic_id: int) -> bytes:
+        return self.reassignments + f"{topic_id}/".encode()
+
     def reassignment(self, topic_id: int, partition: int) -> bytes:
-        return self.reassignments + f"{topic_id}/{partition}".encode()
+        return self.topic_reassignments(topic_id) + str(partition).encode()
 
     @property
     def deleted(self) -> bytes:
         """Tombstones of deleted topics, by id (ids are never reused): every broker drops its copy."""
         return self.prefix + b"deleted/"
+
+
+def topic_partition_of(key: bytes, prefix: bytes) -> tuple[int, int]:
+    """The (topic id, partition) a `{prefix}{topic_id}/{partition}` key names."""
+    topic_id, partition = key[len(prefix) :].decode().split("/")
+    return int(topic_id), int(partition)
 
 
 class TopicExists(Exception):
@@ -252,7 +260,7 @@ class ControlPlane:
             try:
                 self.lease_id = await self._etcd.grant(self._ttl_s)
                 if self._replication_address:  # before the registration: a follower never dials the wrong one
-                    key = self.keys.replication + str(self.broker_id).encode()
+                    key = self.keys.replication(self.broker_id)
                     await self._etcd.put(key, self._replication_address.encode(), self.lease_id)
                 await self._etcd.put(self.keys.broker(self.broker_id), self.address.encode(), self.lease_id)
                 log.info("broker_registered", broker_id=self.broker_id, lease=f"{self.lease_id:x}")
@@ -387,7 +395,7 @@ class ControlPlane:
                 "deletes": [self.keys.topic(name)],
                 "delete_prefixes": [
                     self.keys.topic_partitions(spec.id),
-                    self.keys.reassignments + f"{spec.id}/".encode(),
+                    self.keys.topic_reassignments(spec.id),
                 ],
             }
 
@@ -435,12 +443,11 @@ class ControlPlane:
     def reassignments_by_id(self) -> dict[tuple[int, int], tuple[int, ...]]:
         """The reassignments under way: (topic id, partition) -> target replicas."""
         prefix = self.keys.reassignments
-        out = {}
-        for key, value in self.cache.entries.items():
-            if key.startswith(prefix):
-                topic_id, partition = key[len(prefix) :].decode().split("/")
-                out[(int(topic_id), int(partition))] = tuple(json.loads(value))
-        return out
+        return {
+            topic_partition_of(key, prefix): tuple(json.loads(value))
+            for key, value in self.cache.entries.items()
+            if key.startswith(prefix)
+        }
 
     def deleted_topic_ids(self) -> set[int]:
         prefix = self.keys.deleted
@@ -479,11 +486,7 @@ class ControlPlane:
     def partitions_by_id(self) -> dict[tuple[int, int], PartitionState]:
         """Every partition's state by (topic id, partition)."""
         prefix = self.keys.partitions
-        out = {}
-        for key, state in self.partition_states().items():
-            topic_id, partition = key[len(prefix) :].decode().split("/")
-            out[(int(topic_id), int(partition))] = state
-        return out
+        return {topic_partition_of(key, prefix): state for key, state in self.partition_states().items()}
 
     def partition_state(self, topic_id: int, partition: int) -> PartitionState | None:
         value = self.cache.entries.get(self.keys.partition(topic_id, partition))
@@ -526,7 +529,7 @@ class ControlPlane:
 
     def replication_address(self, broker_id: int) -> str:
         """Where to replicate from broker `broker_id` ("" when it is not registered)."""
-        own = self.cache.entries.get(self.keys.replication + str(broker_id).encode())
+        own = self.cache.entries.get(self.keys.replication(broker_id))
         return own.decode() if own is not None else self.brokers().get(broker_id, "")
 
     async def controller_write(self, puts: list[tuple[bytes, bytes]]) -> bool:

@@ -179,16 +179,7 @@ class Etcd:
 
     async def delete_if_created_at(self, key: bytes, create_revision: int) -> bool:
         """Delete `key` only while it is the one created at `create_revision`."""
-        request = rpc.TxnRequest(
-            compare=[
-                rpc.Compare(
-                    key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=create_revision
-                )
-            ],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
-        )
-        response = await self._client.kvstub.Txn(request, timeout=self._timeout_s)
-        return bool(response.succeeded)
+        return await self.put_if(created_at={key: create_revision}, puts=[], deletes=[key])
 
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Change]:
         """The changes under `prefix` from `start_revision` on; aetcd's RevisionCompactedError when etcd

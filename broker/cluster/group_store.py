@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from tidelog.broker.cluster.control import ETCD_ERRORS, ControlPlane, etcd_unavailable
+from tidelog.broker.cluster.control import ETCD_ERRORS, ControlPlane, etcd_unavailable, topic_partition_of
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.offsets import Entries
@@ -95,12 +95,9 @@ class EtcdGroups:
                 break  # not registered right now: nobody should be sent here
             revision = await self._etcd.create(key, str(me).encode(), lease_id)
             if revision is not None:
-                entries, _ = await self._etcd.list_prefix(self._keys.group_offsets(group))
-                prefix = len(self._keys.group_offsets(group))
-                offsets = {}
-                for entry in entries:
-                    topic_id, partition = entry.key[prefix:].decode().split("/")
-                    offsets[(int(topic_id), int(partition))] = int(entry.value)
+                prefix = self._keys.group_offsets(group)
+                entries, _ = await self._etcd.list_prefix(prefix)
+                offsets = {topic_partition_of(entry.key, prefix): int(entry.value) for entry in entries}
                 claim = self._claims[group] = _Claim(lease_id, revision, offsets)
                 log.info("group_claimed", group=group, revision=revision, offsets=len(offsets))
                 return claim

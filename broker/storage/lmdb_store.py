@@ -18,7 +18,7 @@ from typing import Any
 import lmdb
 import structlog
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc, records_of, slice_wire
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, cut_stored, first_of_read, records_of
 from tidelog.broker.storage import keys, time_index
 from tidelog.broker.storage.interface import (
     LogWrite,
@@ -286,13 +286,7 @@ class LmdbStore:
                 if not wire_batches:
                     skip = max(0, offset - base)
                     keep = min(count - skip, max_records)
-                    wire = bytes(value[HEADER_SIZE:])
-                    if skip or keep < count:
-                        sliced = slice_wire(wire, base, skip, keep)
-                        if sliced is None:  # compressed: served whole
-                            skip, keep = 0, count
-                        else:
-                            wire = sliced
+                    wire, skip, keep = first_of_read(bytes(value[HEADER_SIZE:]), base, count, skip, keep)
                     next_offset = base + skip + keep
                     total_records = keep
                 else:
@@ -487,7 +481,7 @@ class LmdbWrite:
             append_ms = VALUE_HEADER.unpack_from(value)[2]
             size -= len(value)
             if base < offset:  # the batch across the cut keeps its records below it
-                kept = _sliced(value, base, offset - base, append_ms)
+                kept = cut_stored(value, base, offset - base, append_ms)
                 cursor.put(bytes(cursor.key()), kept)
                 size += len(kept)
                 found = cursor.next() and cursor.key()[:8] == prefix
@@ -600,14 +594,6 @@ class LmdbWrite:
 
     def acls(self) -> list[str]:
         return [bytes(key).decode() for key in self._txn.cursor(db=self._store.acls).iternext(values=False)]
-
-
-def _sliced(value: bytes, base: int, keep: int, append_ms: int) -> bytes:
-    """A stored batch cut to its first `keep` records (its header's max timestamp recomputed)."""
-    records = records_of(RecordBatch.FromString(value[HEADER_SIZE:]))[:keep]  # a compressed one is kept uncompressed
-    encoded = RecordBatch(records=records).SerializeToString()
-    max_ts = max(r.timestamp_ms or append_ms for r in records)
-    return build_stored(encoded, keep, base, append_ms, max_ts, records_crc(encoded))
 
 
 _NO_LOCK = contextlib.nullcontext()

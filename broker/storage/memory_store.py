@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored, records_crc, records_of, slice_wire
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, cut_stored, first_of_read, records_of
 from tidelog.broker.storage.interface import (
     LogWrite,
     PartitionStats,
@@ -139,12 +139,7 @@ class MemoryStore:
             if not batches:
                 skip = max(0, offset - batch.base_offset)
                 keep = min(batch.count - skip, max_records)
-                if skip or keep < batch.count:
-                    sliced = slice_wire(wire, batch.base_offset, skip, keep)
-                    if sliced is None:  # compressed: served whole
-                        skip, keep = 0, batch.count
-                    else:
-                        wire = sliced
+                wire, skip, keep = first_of_read(wire, batch.base_offset, batch.count, skip, keep)
                 next_offset, total_records = batch.base_offset + skip + keep, keep
             else:
                 if total_records + batch.count > max_records or total_bytes + len(wire) > max_bytes:
@@ -315,10 +310,7 @@ class MemoryWrite:
             size -= len(value)
             append_ms = VALUE_HEADER.unpack_from(value)[2]
             if base < offset:
-                records = records_of(RecordBatch.FromString(value[HEADER_SIZE:]))[: offset - base]
-                encoded = RecordBatch(records=records).SerializeToString()
-                max_ts = max(r.timestamp_ms or append_ms for r in records)
-                kept = build_stored(encoded, offset - base, base, append_ms, max_ts, records_crc(encoded))
+                kept = cut_stored(value, base, offset - base, append_ms)
                 log.put(base, kept)
                 size += len(kept)
             else:

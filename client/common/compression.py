@@ -17,6 +17,7 @@ from tidelog.common.varint import varint
 NONE, ZSTD, LZ4 = 0, 1, 2  # the values of tidelog.v1 Compression
 NAMES = {"none": NONE, "zstd": ZSTD, "lz4": LZ4}
 ZSTD_LEVEL = 3  # zstd's default: most of the ratio at a fraction of the higher levels' cost
+MAX_DECOMPRESSED_BYTES = 256 << 20  # the most one batch may decompress to, for brokers and consumers alike
 _FIELD_CODEC = b"\x40"  # RecordBatch/ProduceRequest field 8, varint
 _FIELD_FRAME = b"\x4a"  # field 9, length-delimited
 

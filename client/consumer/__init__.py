@@ -20,7 +20,7 @@ import grpc
 from tidelog._channel import DEFAULT_BOOTSTRAP, Security, call
 from tidelog._loop import LoopThread
 from tidelog._routing import Routing
-from tidelog.common.compression import Codecs, CorruptBatch
+from tidelog.common.compression import MAX_DECOMPRESSED_BYTES, Codecs, CorruptBatch
 from tidelog.consumer.group_session import GroupDelivery, GroupSession, PartitionsCallback
 from tidelog.consumer.positions import EARLIEST, LATEST, PartitionPosition, Positions, Start, Timestamp
 from tidelog.consumer.subscriptions import QueueItem, Subscriptions
@@ -32,7 +32,6 @@ from tidelog.v1 import broker_pb2, broker_pb2_grpc, records_pb2
 log = logging.getLogger(__name__)
 
 OffsetReset = Literal["earliest", "latest", "none"]
-MAX_DECOMPRESSED_BYTES = 256 << 20  # the most one compressed batch may decompress to
 # Parsed responses buffered between the streams and the caller.
 _QUEUE_RESPONSES = 64
 _METADATA_TIMEOUT_S = 30.0

@@ -311,8 +311,7 @@ def run_tidelog(args: argparse.Namespace, modes: list[str], w: Workload, advance
                     out.setdefault(mode, []).append(figures)
                 if broker is not None and broker.proc is not None:
                     out.setdefault("broker", []).append({"rss_mb": _rss_mb(broker.proc.pid)})
-                if cluster is not None:
-                    pids = [b.proc.pid for b in cluster.brokers.values() if b.proc is not None]
+                if cluster is not None:  # the brokers this run started, as the CPU figures count them
                     out.setdefault("brokers", []).append({"rss_mb": sum(_rss_mb(pid) for pid in pids)})
             if "failover" in modes and cluster is not None:
                 advance(f"tidelog failover (run {run + 1}/{args.runs})")
