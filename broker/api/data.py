@@ -12,6 +12,7 @@ import grpc
 
 from tidelog.broker import config
 from tidelog.broker.api.rpc import Context, Rpc, as_broker_error, parse
+from tidelog.broker.api.tail import PartitionsTail
 from tidelog.broker.batches import frame_batches
 from tidelog.broker.cluster.control import etcd_unavailable
 from tidelog.broker.cluster.membership import Membership, ReplicaProgress
@@ -98,6 +99,15 @@ class BrokerService:
         self._membership = membership
         self._followers = followers
         self._producer_ids = producer_ids
+        self._tail = PartitionsTail(
+            log_,
+            access,
+            metrics,
+            locate=self._partition,
+            resolve_start=self._resolve_start,
+            out_of_range=offset_out_of_range,
+            heartbeat_s=settings.subscribe_heartbeat_ms / 1000,
+        )
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
@@ -106,6 +116,9 @@ class BrokerService:
             "ProduceStream": self._rpc.bidi_stream("ProduceStream", self.produce_stream),
             "Fetch": self._rpc.unary("Fetch", broker_pb2.FetchRequest, self.fetch),
             "Subscribe": self._rpc.server_stream("Subscribe", broker_pb2.SubscribeRequest, self.subscribe),
+            "SubscribePartitions": self._rpc.server_stream(
+                "SubscribePartitions", broker_pb2.SubscribePartitionsRequest, self.subscribe_partitions
+            ),
             "ListOffsets": self._rpc.unary("ListOffsets", broker_pb2.ListOffsetsRequest, self.list_offsets),
             "GetMetadata": self._rpc.unary("GetMetadata", broker_pb2.GetMetadataRequest, self.get_metadata),
         }
@@ -315,7 +328,18 @@ class BrokerService:
             if not await partition.wait_for_change(heartbeat_s) and next_offset >= partition.high_watermark:
                 yield fetch_response([], partition, next_offset)
 
-    def _resolve_start(self, topic: TopicState, partition: PartitionState, request: broker_pb2.SubscribeRequest) -> int:
+    async def subscribe_partitions(
+        self, request: broker_pb2.SubscribePartitionsRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        async for response in self._tail.stream(request):
+            yield response
+
+    def _resolve_start(
+        self,
+        topic: TopicState,
+        partition: PartitionState,
+        request: broker_pb2.SubscribeRequest | broker_pb2.PartitionStart,
+    ) -> int:
         start = request.WhichOneof("start")
         if start == "offset":
             if not partition.log_start_offset <= request.offset <= partition.high_watermark:

@@ -1,7 +1,7 @@
-"""Consumer and AsyncConsumer: read partitions through Subscribe streams, or as a group member.
+"""Consumer and AsyncConsumer: read partitions through SubscribePartitions streams, or as a group member.
 
-The parts, each a module of this package: `subscriptions` (one Subscribe stream per assigned
-partition, reopened where it ended when it breaks), `positions` (where the consumer is in each
+The parts, each a module of this package: `subscriptions` (one SubscribePartitions stream per
+broker, reopened where it ended when it breaks), `positions` (where the consumer is in each
 partition, under an epoch per assignment, so records read before a seek never reach the caller after
 it), `group_session` (a group member's Consume stream). This module owns the buffer between them and
 the caller: each batch is parsed once and its records handed out as light Message views; a bounded
@@ -93,7 +93,7 @@ class AsyncConsumer:
         self._topics = list(topics)
         self._serde = (key_deserializer, value_deserializer) if key_deserializer or value_deserializer else None
         backoff_ms = (retry_backoff_ms, retry_backoff_max_ms)
-        # Bounded for Subscribe streams (gRPC flow control holds the rest back); a group's credit bounds
+        # Bounded for SubscribePartitions streams (gRPC flow control holds the rest back); a group's credit bounds
         # its bytes instead, and its stream's control messages must never wait behind records.
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue(0 if group is not None else _QUEUE_RESPONSES)
         self._positions = Positions()
@@ -337,12 +337,18 @@ class AsyncConsumer:
         """Buffer a queued response's batches (stale epochs dropped); records are not touched."""
         if isinstance(item, TidelogError):
             raise item
-        tp, epoch, response = item
-        if isinstance(response, GroupDelivery):
-            assert self._group is not None
-            self._group.credit_taken(response.size)
-        else:
+        if isinstance(item, list):  # one SubscribePartitions response
             self._subscriptions.taken()
+            for tp, epoch, records in item:
+                self._buffer_response(tp, epoch, records)
+            return
+        tp, epoch, delivery = item
+        assert self._group is not None and isinstance(delivery, GroupDelivery)
+        self._group.credit_taken(delivery.size)
+        self._buffer_response(tp, epoch, delivery)
+
+    def _buffer_response(self, tp: TopicPartition, epoch: int, response: Any) -> None:
+        """Buffer one partition's batches from a response (a PartitionRecords or a GroupDelivery)."""
         entry = self._positions.current(tp, epoch)
         if entry is None:
             return  # read before a seek or an unassign

@@ -73,6 +73,20 @@ def test_acls_over_every_rpc_kind(tmp_path: Path) -> None:
             assert next(data.Subscribe(subscribe, metadata=alice)).high_watermark == 1  # server streaming
             expect_status(denied, "NOT_AUTHORIZED", lambda: next(data.Subscribe(subscribe, metadata=bob)))
 
+            def subscribe_partitions(topic: str) -> broker_pb2.SubscribePartitionsResponse:
+                starts = [broker_pb2.PartitionStart(topic="orders"), broker_pb2.PartitionStart(topic=topic)]
+                request = broker_pb2.SubscribePartitionsRequest(partitions=starts)
+                first: broker_pb2.SubscribePartitionsResponse = next(data.SubscribePartitions(request, metadata=alice))
+                return first
+
+            assert [p.high_watermark for p in subscribe_partitions("orders-x").partitions] == [1, 1]
+            # One forbidden topic refuses the call, in the same words whether or not it exists.
+            refusals = [
+                expect_status(denied, "NOT_AUTHORIZED", functools.partial(subscribe_partitions, topic)).details()
+                for topic in ("orders-secret", "no-such-topic")
+            ]
+            assert refusals[0].replace("orders-secret", "T") == refusals[1].replace("no-such-topic", "T")
+
             def join(group: str, who: tuple[tuple[str, str]]) -> groups_pb2.ConsumeResponse:
                 message = groups_pb2.ConsumeRequest(join=groups_pb2.JoinGroup(group=group, topics=["orders"]))
                 stream = groups.Consume(iter([message]), metadata=who)

@@ -29,6 +29,7 @@ def test_list_and_describe_through_reflection(broker: BrokerProcess) -> None:
     assert {"tidelog.v1.Admin", "tidelog.v1.Broker", "tidelog.v1.Groups", "grpc.health.v1.Health"} <= set(services)
     described = grpcurl(broker.address, "describe", "tidelog.v1.Broker")
     assert "rpc Fetch ( .tidelog.v1.FetchRequest ) returns ( .tidelog.v1.FetchResponse )" in described
+    assert "rpc SubscribePartitions ( .tidelog.v1.SubscribePartitionsRequest )" in described
     assert "message RecordBatch" in grpcurl(broker.address, "describe", "tidelog.v1.RecordBatch")
 
 

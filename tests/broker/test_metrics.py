@@ -46,11 +46,18 @@ def test_metrics_after_a_workload(tmp_path: Path) -> None:
             assert samples[("tidelog_group_members", (("group", "metered"),))] == 1
             assert samples[("tidelog_open_streams", (("method", "Consume"),))] >= 1
 
+        with Consumer(broker.address, topics=[topic], auto_offset_reset="earliest") as plain:
+            read: list[bytes] = []
+            wait_for(lambda: gather(read, (m.value for m in plain.poll(0.1))) >= 500, what="500 records, again")
+            streams = scrape(metrics_address)
+            # Both partitions on one stream: a consumer costs the broker one stream, not one per partition.
+            assert streams[("tidelog_open_streams", (("method", "SubscribePartitions"),))] == 1
+
         def value(name: str, **labels: str) -> float:
             return samples[(name, tuple(sorted(labels.items())))]
 
         assert value("tidelog_produced_records_total", topic=topic) == 500
-        assert value("tidelog_fetched_records_total", topic=topic) == 500
+        assert value("tidelog_fetched_records_total", topic=topic) == 500  # scraped before the plain consumer
         assert value("tidelog_partition_high_watermark", topic=topic, partition="0") == 300
         assert value("tidelog_partition_high_watermark", topic=topic, partition="1") == 200
         assert value("tidelog_group_lag", group="metered", topic=topic, partition="1") == 50

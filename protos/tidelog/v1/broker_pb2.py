@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tidelog.v1 import records_pb2 as tidelog_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tidelog/v1/broker.proto\x12\ntidelog.v1\x1a\x18tidelog/v1/records.proto\"\x90\x03\n\x0eProduceRequest\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.tidelog.v1.Record\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x16\n\tpartition\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0bproducer_id\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x15\n\x08sequence\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\x12\x1e\n\x04\x61\x63ks\x18\x07 \x01(\x0e\x32\x10.tidelog.v1.Acks\x12,\n\x0b\x63ompression\x18\x08 \x01(\x0e\x32\x17.tidelog.v1.Compression\x12\x1a\n\x12\x63ompressed_records\x18\t \x01(\x0c\x12\x14\n\x0crecord_count\x18\n \x01(\x05\x12\x18\n\x10max_timestamp_ms\x18\x0b \x01(\x03\x12\x18\n\x10min_timestamp_ms\x18\x0c \x01(\x03\x12\x0e\n\x06\x63rc32c\x18\r \x01(\rB\x0c\n\n_partitionB\x0e\n\x0c_producer_idB\x0b\n\t_sequence\"\xad\x01\n\x0fPartitionResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x14\n\x0crecord_count\x18\x03 \x01(\x05\x12\x1a\n\x12log_append_time_ms\x18\x04 \x01(\x03\x12\x12\n\ndurable_on\x18\x05 \x03(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x16\n\x0ehigh_watermark\x18\x07 \x01(\x03\"\xa8\x01\n\x0cProduceError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.tidelog.v1.ProduceError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\x0fProduceResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.tidelog.v1.PartitionResult\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.tidelog.v1.ProduceError\"+\n\x14InitProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\"}\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bmax_records\x18\x04 \x01(\x05\x12\x11\n\tmax_bytes\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\"\x80\x01\n\rFetchResponse\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.tidelog.v1.RecordBatch\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\"\xa4\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12\x10\n\x06offset\x18\x04 \x01(\x03H\x00\x12(\n\x08position\x18\x05 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x06 \x01(\x03H\x00\x42\x07\n\x05start\"\x82\x01\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12(\n\x08position\x18\x03 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x04 \x01(\x03H\x00\x42\x08\n\x06target\";\n\x13ListOffsetsResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\"$\n\x12GetMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\")\n\nBrokerInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"k\n\x11PartitionMetadata\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06leader\x18\x02 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x10\n\x08replicas\x18\x04 \x03(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\"P\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\npartitions\x18\x02 \x03(\x0b\x32\x1d.tidelog.v1.PartitionMetadata\"\x80\x01\n\x13GetMetadataResponse\x12\'\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x16.tidelog.v1.BrokerInfo\x12)\n\x06topics\x18\x02 \x03(\x0b\x32\x19.tidelog.v1.TopicMetadata\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\"\x15\n\x13InitProducerRequest*;\n\x04\x41\x63ks\x12\x14\n\x10\x41\x43KS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43KS_ALL\x10\x01\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x02\x32\x93\x04\n\x06\x42roker\x12\x42\n\x07Produce\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse\x12Q\n\x0cInitProducer\x12\x1f.tidelog.v1.InitProducerRequest\x1a .tidelog.v1.InitProducerResponse\x12L\n\rProduceStream\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse(\x01\x30\x01\x12<\n\x05\x46\x65tch\x12\x18.tidelog.v1.FetchRequest\x1a\x19.tidelog.v1.FetchResponse\x12\x46\n\tSubscribe\x12\x1c.tidelog.v1.SubscribeRequest\x1a\x19.tidelog.v1.FetchResponse0\x01\x12N\n\x0bListOffsets\x12\x1e.tidelog.v1.ListOffsetsRequest\x1a\x1f.tidelog.v1.ListOffsetsResponse\x12N\n\x0bGetMetadata\x12\x1e.tidelog.v1.GetMetadataRequest\x1a\x1f.tidelog.v1.GetMetadataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tidelog/v1/broker.proto\x12\ntidelog.v1\x1a\x18tidelog/v1/records.proto\"\x90\x03\n\x0eProduceRequest\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.tidelog.v1.Record\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x16\n\tpartition\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0bproducer_id\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x15\n\x08sequence\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\x12\x1e\n\x04\x61\x63ks\x18\x07 \x01(\x0e\x32\x10.tidelog.v1.Acks\x12,\n\x0b\x63ompression\x18\x08 \x01(\x0e\x32\x17.tidelog.v1.Compression\x12\x1a\n\x12\x63ompressed_records\x18\t \x01(\x0c\x12\x14\n\x0crecord_count\x18\n \x01(\x05\x12\x18\n\x10max_timestamp_ms\x18\x0b \x01(\x03\x12\x18\n\x10min_timestamp_ms\x18\x0c \x01(\x03\x12\x0e\n\x06\x63rc32c\x18\r \x01(\rB\x0c\n\n_partitionB\x0e\n\x0c_producer_idB\x0b\n\t_sequence\"\xad\x01\n\x0fPartitionResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x02 \x01(\x03\x12\x14\n\x0crecord_count\x18\x03 \x01(\x05\x12\x1a\n\x12log_append_time_ms\x18\x04 \x01(\x03\x12\x12\n\ndurable_on\x18\x05 \x03(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x16\n\x0ehigh_watermark\x18\x07 \x01(\x03\"\xa8\x01\n\x0cProduceError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.tidelog.v1.ProduceError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\x0fProduceResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.tidelog.v1.PartitionResult\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.tidelog.v1.ProduceError\"+\n\x14InitProducerResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\"}\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bmax_records\x18\x04 \x01(\x05\x12\x11\n\tmax_bytes\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\"\x80\x01\n\rFetchResponse\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.tidelog.v1.RecordBatch\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\"\xa4\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12\x10\n\x06offset\x18\x04 \x01(\x03H\x00\x12(\n\x08position\x18\x05 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x06 \x01(\x03H\x00\x42\x07\n\x05start\"\x8f\x01\n\x0ePartitionStart\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x06offset\x18\x03 \x01(\x03H\x00\x12(\n\x08position\x18\x04 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x05 \x01(\x03H\x00\x42\x07\n\x05start\"_\n\x1aSubscribePartitionsRequest\x12.\n\npartitions\x18\x01 \x03(\x0b\x32\x1a.tidelog.v1.PartitionStart\x12\x11\n\tmax_bytes\x18\x02 \x01(\x05\"\xa5\x01\n\x10PartitionRecords\x12(\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x17.tidelog.v1.RecordBatch\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x06 \x01(\x03\"\xce\x01\n\x0ePartitionError\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12:\n\x08metadata\x18\x06 \x03(\x0b\x32(.tidelog.v1.PartitionError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"{\n\x1bSubscribePartitionsResponse\x12\x30\n\npartitions\x18\x01 \x03(\x0b\x32\x1c.tidelog.v1.PartitionRecords\x12*\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1a.tidelog.v1.PartitionError\"\x82\x01\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12(\n\x08position\x18\x03 \x01(\x0e\x32\x14.tidelog.v1.PositionH\x00\x12\x16\n\x0ctimestamp_ms\x18\x04 \x01(\x03H\x00\x42\x08\n\x06target\";\n\x13ListOffsetsResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\"$\n\x12GetMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\")\n\nBrokerInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"k\n\x11PartitionMetadata\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06leader\x18\x02 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x10\n\x08replicas\x18\x04 \x03(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\"P\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\npartitions\x18\x02 \x03(\x0b\x32\x1d.tidelog.v1.PartitionMetadata\"\x80\x01\n\x13GetMetadataResponse\x12\'\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x16.tidelog.v1.BrokerInfo\x12)\n\x06topics\x18\x02 \x03(\x0b\x32\x19.tidelog.v1.TopicMetadata\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\"\x15\n\x13InitProducerRequest*;\n\x04\x41\x63ks\x12\x14\n\x10\x41\x43KS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43KS_ALL\x10\x01\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x02\x32\xfd\x04\n\x06\x42roker\x12\x42\n\x07Produce\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse\x12Q\n\x0cInitProducer\x12\x1f.tidelog.v1.InitProducerRequest\x1a .tidelog.v1.InitProducerResponse\x12L\n\rProduceStream\x12\x1a.tidelog.v1.ProduceRequest\x1a\x1b.tidelog.v1.ProduceResponse(\x01\x30\x01\x12<\n\x05\x46\x65tch\x12\x18.tidelog.v1.FetchRequest\x1a\x19.tidelog.v1.FetchResponse\x12\x46\n\tSubscribe\x12\x1c.tidelog.v1.SubscribeRequest\x1a\x19.tidelog.v1.FetchResponse0\x01\x12h\n\x13SubscribePartitions\x12&.tidelog.v1.SubscribePartitionsRequest\x1a\'.tidelog.v1.SubscribePartitionsResponse0\x01\x12N\n\x0bListOffsets\x12\x1e.tidelog.v1.ListOffsetsRequest\x1a\x1f.tidelog.v1.ListOffsetsResponse\x12N\n\x0bGetMetadata\x12\x1e.tidelog.v1.GetMetadataRequest\x1a\x1f.tidelog.v1.GetMetadataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRODUCEERROR_METADATAENTRY']._loaded_options = None
   _globals['_PRODUCEERROR_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ACKS']._serialized_start=2047
-  _globals['_ACKS']._serialized_end=2106
+  _globals['_PARTITIONERROR_METADATAENTRY']._loaded_options = None
+  _globals['_PARTITIONERROR_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_ACKS']._serialized_start=2792
+  _globals['_ACKS']._serialized_end=2851
   _globals['_PRODUCEREQUEST']._serialized_start=66
   _globals['_PRODUCEREQUEST']._serialized_end=466
   _globals['_PARTITIONRESULT']._serialized_start=469
@@ -54,22 +56,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FETCHRESPONSE']._serialized_end=1258
   _globals['_SUBSCRIBEREQUEST']._serialized_start=1261
   _globals['_SUBSCRIBEREQUEST']._serialized_end=1425
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=1428
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=1558
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1560
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1619
-  _globals['_GETMETADATAREQUEST']._serialized_start=1621
-  _globals['_GETMETADATAREQUEST']._serialized_end=1657
-  _globals['_BROKERINFO']._serialized_start=1659
-  _globals['_BROKERINFO']._serialized_end=1700
-  _globals['_PARTITIONMETADATA']._serialized_start=1702
-  _globals['_PARTITIONMETADATA']._serialized_end=1809
-  _globals['_TOPICMETADATA']._serialized_start=1811
-  _globals['_TOPICMETADATA']._serialized_end=1891
-  _globals['_GETMETADATARESPONSE']._serialized_start=1894
-  _globals['_GETMETADATARESPONSE']._serialized_end=2022
-  _globals['_INITPRODUCERREQUEST']._serialized_start=2024
-  _globals['_INITPRODUCERREQUEST']._serialized_end=2045
-  _globals['_BROKER']._serialized_start=2109
-  _globals['_BROKER']._serialized_end=2640
+  _globals['_PARTITIONSTART']._serialized_start=1428
+  _globals['_PARTITIONSTART']._serialized_end=1571
+  _globals['_SUBSCRIBEPARTITIONSREQUEST']._serialized_start=1573
+  _globals['_SUBSCRIBEPARTITIONSREQUEST']._serialized_end=1668
+  _globals['_PARTITIONRECORDS']._serialized_start=1671
+  _globals['_PARTITIONRECORDS']._serialized_end=1836
+  _globals['_PARTITIONERROR']._serialized_start=1839
+  _globals['_PARTITIONERROR']._serialized_end=2045
+  _globals['_PARTITIONERROR_METADATAENTRY']._serialized_start=766
+  _globals['_PARTITIONERROR_METADATAENTRY']._serialized_end=813
+  _globals['_SUBSCRIBEPARTITIONSRESPONSE']._serialized_start=2047
+  _globals['_SUBSCRIBEPARTITIONSRESPONSE']._serialized_end=2170
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=2173
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=2303
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=2305
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=2364
+  _globals['_GETMETADATAREQUEST']._serialized_start=2366
+  _globals['_GETMETADATAREQUEST']._serialized_end=2402
+  _globals['_BROKERINFO']._serialized_start=2404
+  _globals['_BROKERINFO']._serialized_end=2445
+  _globals['_PARTITIONMETADATA']._serialized_start=2447
+  _globals['_PARTITIONMETADATA']._serialized_end=2554
+  _globals['_TOPICMETADATA']._serialized_start=2556
+  _globals['_TOPICMETADATA']._serialized_end=2636
+  _globals['_GETMETADATARESPONSE']._serialized_start=2639
+  _globals['_GETMETADATARESPONSE']._serialized_end=2767
+  _globals['_INITPRODUCERREQUEST']._serialized_start=2769
+  _globals['_INITPRODUCERREQUEST']._serialized_end=2790
+  _globals['_BROKER']._serialized_start=2854
+  _globals['_BROKER']._serialized_end=3491
 # @@protoc_insertion_point(module_scope)

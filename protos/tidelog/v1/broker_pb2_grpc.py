@@ -62,6 +62,11 @@ class BrokerStub:
                 request_serializer=tidelog_dot_v1_dot_broker__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=tidelog_dot_v1_dot_broker__pb2.FetchResponse.FromString,
                 _registered_method=True)
+        self.SubscribePartitions = channel.unary_stream(
+                '/tidelog.v1.Broker/SubscribePartitions',
+                request_serializer=tidelog_dot_v1_dot_broker__pb2.SubscribePartitionsRequest.SerializeToString,
+                response_deserializer=tidelog_dot_v1_dot_broker__pb2.SubscribePartitionsResponse.FromString,
+                _registered_method=True)
         self.ListOffsets = channel.unary_unary(
                 '/tidelog.v1.Broker/ListOffsets',
                 request_serializer=tidelog_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
@@ -138,6 +143,20 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribePartitions(self, request, context):
+        """Tails many partitions over one stream (what the SDK's consumer uses).
+        The first response carries every partition's resolved start; then each
+        response carries the partitions with new records, read round robin
+        within max_bytes, and empty heartbeats during silence. A partition that
+        cannot be read (not led here, out of range, deleted) comes back once in
+        `errors` and leaves the stream; the others go on. The call fails only on
+        PERMISSION_DENIED (any topic) or INVALID_ARGUMENT (INVALID_REQUEST: no
+        partitions, too many, or one named twice).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOffsets(self, request, context):
         """Resolves a position (or a timestamp) to an offset.
         NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE,
@@ -181,6 +200,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=tidelog_dot_v1_dot_broker__pb2.SubscribeRequest.FromString,
                     response_serializer=tidelog_dot_v1_dot_broker__pb2.FetchResponse.SerializeToString,
+            ),
+            'SubscribePartitions': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribePartitions,
+                    request_deserializer=tidelog_dot_v1_dot_broker__pb2.SubscribePartitionsRequest.FromString,
+                    response_serializer=tidelog_dot_v1_dot_broker__pb2.SubscribePartitionsResponse.SerializeToString,
             ),
             'ListOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOffsets,
@@ -331,6 +355,33 @@ class Broker:
             '/tidelog.v1.Broker/Subscribe',
             tidelog_dot_v1_dot_broker__pb2.SubscribeRequest.SerializeToString,
             tidelog_dot_v1_dot_broker__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tidelog.v1.Broker/SubscribePartitions',
+            tidelog_dot_v1_dot_broker__pb2.SubscribePartitionsRequest.SerializeToString,
+            tidelog_dot_v1_dot_broker__pb2.SubscribePartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,16 @@ class BrokerStub:
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Fetch responses, by contract (see Fetch).
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
+    SubscribePartitions: _grpc.UnaryStreamMultiCallable[_broker_pb2.SubscribePartitionsRequest, _broker_pb2.SubscribePartitionsResponse]
+    """Tails many partitions over one stream (what the SDK's consumer uses).
+    The first response carries every partition's resolved start; then each
+    response carries the partitions with new records, read round robin
+    within max_bytes, and empty heartbeats during silence. A partition that
+    cannot be read (not led here, out of range, deleted) comes back once in
+    `errors` and leaves the stream; the others go on. The call fails only on
+    PERMISSION_DENIED (any topic) or INVALID_ARGUMENT (INVALID_REQUEST: no
+    partitions, too many, or one named twice).
+    """
     ListOffsets: _grpc.UnaryUnaryMultiCallable[_broker_pb2.ListOffsetsRequest, _broker_pb2.ListOffsetsResponse]
     """Resolves a position (or a timestamp) to an offset.
     NOT_FOUND (TOPIC_NOT_FOUND); INVALID_ARGUMENT (PARTITION_OUT_OF_RANGE,
@@ -125,6 +135,16 @@ class BrokerAsyncStub(BrokerStub):
     (PARTITION_OUT_OF_RANGE, INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Fetch responses, by contract (see Fetch).
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
+    SubscribePartitions: _aio.UnaryStreamMultiCallable[_broker_pb2.SubscribePartitionsRequest, _broker_pb2.SubscribePartitionsResponse]  # type: ignore[assignment]
+    """Tails many partitions over one stream (what the SDK's consumer uses).
+    The first response carries every partition's resolved start; then each
+    response carries the partitions with new records, read round robin
+    within max_bytes, and empty heartbeats during silence. A partition that
+    cannot be read (not led here, out of range, deleted) comes back once in
+    `errors` and leaves the stream; the others go on. The call fails only on
+    PERMISSION_DENIED (any topic) or INVALID_ARGUMENT (INVALID_REQUEST: no
+    partitions, too many, or one named twice).
     """
     ListOffsets: _aio.UnaryUnaryMultiCallable[_broker_pb2.ListOffsetsRequest, _broker_pb2.ListOffsetsResponse]  # type: ignore[assignment]
     """Resolves a position (or a timestamp) to an offset.
@@ -205,6 +225,22 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         (PARTITION_OUT_OF_RANGE, INVALID_REQUEST); OUT_OF_RANGE (OFFSET_OUT_OF_RANGE).
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE -- Fetch responses, by contract (see Fetch).
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribePartitions(
+        self,
+        request: _broker_pb2.SubscribePartitionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_broker_pb2.SubscribePartitionsResponse], _abc.AsyncIterator[_broker_pb2.SubscribePartitionsResponse]]:
+        """Tails many partitions over one stream (what the SDK's consumer uses).
+        The first response carries every partition's resolved start; then each
+        response carries the partitions with new records, read round robin
+        within max_bytes, and empty heartbeats during silence. A partition that
+        cannot be read (not led here, out of range, deleted) comes back once in
+        `errors` and leaves the stream; the others go on. The call fails only on
+        PERMISSION_DENIED (any topic) or INVALID_ARGUMENT (INVALID_REQUEST: no
+        partitions, too many, or one named twice).
         """
 
     @_abc_1.abstractmethod
