@@ -7,7 +7,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BUF_STAMP  := scripts/buf/node_modules/.installed
 BUF        := $(CURDIR)/scripts/buf/node_modules/.bin/buf
 
-.PHONY: install run run-cluster test test-fault test-fault-cluster lint proto bench bench-deps bench-peers etcd clean FORCE
+.PHONY: install run run-cluster chromium test test-fault test-fault-cluster lint proto bench bench-deps bench-peers etcd clean FORCE
 
 MODULES := $(VENV)/.modules
 
@@ -36,9 +36,9 @@ $(BUF_STAMP): scripts/buf/package.json scripts/buf/package-lock.json
 	cd scripts/buf && npm ci --no-audit --no-fund --loglevel=error
 	touch $(BUF_STAMP)
 
-## run: start the broker on 127.0.0.1:50051 with its data in ./data
+## run: start the broker on 127.0.0.1:50051 with its data in ./data, and its web console on http://127.0.0.1:8080
 run: install
-	$(BIN)/tidelog serve
+	$(BIN)/tidelog serve --console-listen 127.0.0.1:8080
 
 ## etcd: Debian's etcd-server, the cluster's coordination store (its tests start their own on loopback)
 etcd:
@@ -50,8 +50,14 @@ etcd:
 run-cluster: install etcd
 	$(PY) scripts/run_cluster.py
 
-## test: the whole suite (unit and integration, grpcurl and a Node.js client included)
-test: install $(NODE_STAMP) etcd
+## chromium: Debian's chromium, which the console's browser tests drive through Playwright
+chromium:
+	@command -v chromium >/dev/null || { \
+		$$(test $$(id -u) = 0 || echo sudo) apt-get update && \
+		$$(test $$(id -u) = 0 || echo sudo) apt-get install -y chromium; }
+
+## test: the whole suite (unit and integration, grpcurl, a Node.js client and a browser included)
+test: install $(NODE_STAMP) etcd chromium
 	$(PY) -m pytest
 
 ## test-fault: the crash harness, long: 20 SIGKILLs of the broker while 1M records are produced

@@ -38,6 +38,7 @@ class Settings:
     retention_bytes: int = -1
     cleaner_interval_ms: int = 10_000
     metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint; empty: none
+    console_listen: str = ""  # HOST:PORT of the web console; empty: none
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)

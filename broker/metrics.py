@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tidelog.broker.cluster.replication import Replication
     from tidelog.broker.groups.coordinator import Coordinator
     from tidelog.broker.groups.offsets import OffsetStore
-    from tidelog.broker.log.topics import TopicRegistry
+    from tidelog.broker.log.topics import TopicRegistry, TopicState
 
 log = structlog.get_logger("tidelog.metrics")
 
@@ -220,10 +220,17 @@ class _StateCollector(Collector):
         members = GaugeMetricFamily("tidelog_group_members", "Live members of a group", labels=["group"])
         for group in self._coordinator.groups():
             members.add_metric([group.name], len(group.members))
-        for name in self._offsets.group_names():
-            for (topic_id, partition), offset in self._offsets.committed(name).items():
-                read = by_id.get(topic_id)
-                if read is not None and partition < len(read.partitions) and self._holds(topic_id, partition):
-                    behind = read.partitions[partition].high_watermark - offset
-                    lag.add_metric([name, read.name, str(partition)], max(0, behind))
+        for group_name, topic_name, partition, behind in group_lags(by_id, self._offsets, self._holds):
+            lag.add_metric([group_name, topic_name, str(partition)], behind)
         return [end, start, size, lag, members]
+
+
+def group_lags(
+    by_id: dict[int, TopicState], offsets: OffsetStore, holds: Callable[[int, int], bool]
+) -> Iterator[tuple[str, str, int, int]]:
+    """(group, topic, partition, records behind the end) for each committed offset of a partition held here."""
+    for name in offsets.group_names():
+        for (topic_id, partition), offset in offsets.committed(name).items():
+            topic = by_id.get(topic_id)
+            if topic is not None and partition < len(topic.partitions) and holds(topic_id, partition):
+                yield name, topic.name, partition, max(0, topic.partitions[partition].high_watermark - offset)

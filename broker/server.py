@@ -29,6 +29,9 @@ from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.cluster.producer_ids import ClusterProducerIds, LocalProducerIds, ProducerIds
 from tidelog.broker.cluster.replication import Replication
 from tidelog.broker.config import Settings
+from tidelog.broker.console.app import Console
+from tidelog.broker.console.gateway import Gateway
+from tidelog.broker.console.history import History
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import LocalOffsets, OffsetStore
@@ -107,6 +110,7 @@ class Broker:
         self.control: ControlPlane | None = None  # with --cluster
         self.mirror: TopicMirror | None = None
         self.replication: Replication | None = None
+        self.console: Console | None = None  # with --console-listen
 
     async def start(self) -> str:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -212,6 +216,17 @@ class Broker:
             if self.control is not None and self.replication is not None:
                 self.metrics.watch_cluster(loop, self.control, self.replication)
             self.metrics.serve(settings.metrics_listen, settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        if settings.console_listen:
+            tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+            self.console = Console(
+                settings.console_listen,
+                Gateway(self.address, settings.tls_cert if tls else None),
+                History(self.metrics, registry, offsets, functools.partial(holds_replica, self.membership)),
+                auth_required=self.tokens is not None,
+                clustered=self.control is not None,
+                tls=tls,
+            )
+            await self.console.start()
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
         self.cleaner.start()
         for service in SERVICES:
@@ -267,6 +282,8 @@ class Broker:
             # Long-lived streams move to the new leaders at once rather than at the grace's end.
             self.rpc.limits.end_all(BrokerError(Reason.SHUTTING_DOWN, "the broker is stopping; its partitions moved"))
         await self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            await self.console.stop()
         if self.cluster_groups is not None:  # before the members rejoin elsewhere
             try:
                 await asyncio.wait_for(self.cluster_groups.release_all(), HAND_OVER_TIMEOUT_S)

@@ -133,6 +133,12 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
     parser.add_argument(
+        "--console-listen",
+        default=env_default("TIDELOG_CONSOLE_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve the web console at http://HOST:PORT/ (default: off; beyond loopback only with TLS and tokens)",
+    )
+    parser.add_argument(
         "--tls-cert", type=Path, default=env_path("TIDELOG_TLS_CERT"), help="serve TLS with this PEM certificate"
     )
     parser.add_argument(
@@ -255,6 +261,21 @@ def serve(args: argparse.Namespace) -> int:
                 "with --tls-cert and --tls-key the metrics are served over HTTPS, or give --insecure if the network "
                 "is yours alone"
             )
+    if args.console_listen:
+        try:
+            check_listen(args.console_listen)
+        except ValueError as err:
+            raise SystemExit(f"tidelog: --console-listen: {err}") from None
+        if not is_loopback(args.console_listen) and not (args.tls_cert and args.auth_tokens):
+            raise SystemExit(
+                f"tidelog: refusing the console on {args.console_listen}, which is not a loopback address: beyond "
+                "loopback it needs --tls-cert and --tls-key (it is served over HTTPS) and --auth-tokens (it asks for "
+                "one)"
+            )
+        if args.tls_client_ca:
+            raise SystemExit(
+                "tidelog: --console-listen with --tls-client-ca is not supported yet: the console signs in with tokens"
+            )
     cluster: tuple[str, ...] = ()
     if args.cluster:
         try:
@@ -297,6 +318,7 @@ def serve(args: argparse.Namespace) -> int:
         retention_bytes=args.retention_bytes,
         cleaner_interval_ms=args.cleaner_interval_ms,
         metrics_listen=args.metrics_listen,
+        console_listen=args.console_listen,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -106,6 +106,18 @@ def test_plaintext_metrics_are_refused_off_loopback_unless_insecure(tmp_path: Pa
     assert "refusing plaintext metrics on 0.0.0.0:0" in result.stderr and "--insecure" in result.stderr
 
 
+def test_the_console_stays_on_loopback_unless_tls_and_tokens_are_on(tmp_path: Path) -> None:
+    serve = [sys.executable, "-m", "tidelog", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"]
+    tokens = tmp_path / "tokens"
+    tokens.write_text("ops " + "0" * 64 + "\n")
+    for extra in ((), ("--insecure",), ("--auth-tokens", str(tokens))):  # --insecure is no way around it
+        result = subprocess.run(
+            [*serve, "--console-listen", "0.0.0.0:0", *extra], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 1, extra
+        assert "refusing the console on 0.0.0.0:0" in result.stderr and "--auth-tokens" in result.stderr, extra
+
+
 def test_tokens_on_every_rpc_kind_and_reload_on_sighup(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("# principal sha256(token)\n" + token_line("alice", "alice-secret"))

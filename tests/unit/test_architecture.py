@@ -6,6 +6,8 @@
 - tidelog.broker imports tidelog.common, tidelog.v1 and itself, never the SDK or the CLI;
 - only tidelog.broker.storage imports lmdb;
 - tidelog.broker.api (the gRPC services) never reaches into storage;
+- tidelog.broker.console reaches the broker through its gRPC API only (never the services, the log's
+  service, security or storage: the broker's ACLs must judge everything it shows);
 - outside storage, only its interface and writer are seen (the server assembles the LMDB store);
 - the benchmarks use the public SDK only (no private module, no broker);
 - nothing imports the folders' own names (`client`, `broker`) instead of `tidelog`.
@@ -33,6 +35,13 @@ NOT_SDK = ("tidelog.broker", "tidelog.cli", "tidelog.bench", "tidelog.v1", "tide
 # What the rest of the broker may see of storage; only the assembly opens a store of its own.
 STORAGE_FACE = ("tidelog.broker.storage", "tidelog.broker.storage.interface", "tidelog.broker.storage.writer")
 ASSEMBLY = ("tidelog.broker.server", "tidelog.cli")
+# What the console must not reach past the gRPC API for.
+BEYOND_THE_CONSOLE = (
+    "tidelog.broker.api",
+    "tidelog.broker.storage",
+    "tidelog.broker.log.service",
+    "tidelog.broker.security",
+)
 PUBLIC_SDK = ("tidelog", "tidelog.errors", "tidelog.types", "tidelog.serde", "tidelog.testing", "tidelog.v1")
 
 
@@ -103,6 +112,8 @@ def rule_breaks(module: str, imported: str) -> str | None:
         return "only tidelog.broker.storage imports lmdb"
     if within(module, "tidelog.broker.api") and within(imported, "tidelog.broker.storage"):
         return "the API layer goes through the log and the groups, never storage"
+    if within(module, "tidelog.broker.console") and within(imported, *BEYOND_THE_CONSOLE):
+        return "the console calls the broker's gRPC API as its viewer: it never reaches past it"
     storage_inside = within(imported, "tidelog.broker.storage") and imported not in STORAGE_FACE
     if storage_inside and not within(module, "tidelog.broker.storage", *ASSEMBLY):
         return "only storage knows its keys and transactions: use storage.interface (and the writer)"
@@ -146,6 +157,8 @@ def test_every_module_follows_the_dependency_rules() -> None:
         ("tidelog.testing", "client.errors"),
         ("tidelog.broker.log.retention", "tidelog.broker.storage.keys"),
         ("tidelog.broker.groups.offsets", "tidelog.broker.storage.lmdb_store"),
+        ("tidelog.broker.console.api", "tidelog.broker.api.admin"),
+        ("tidelog.broker.console.tail", "tidelog.broker.log.service"),
     ],
 )
 def test_the_rules_can_fail(module: str, imported: str) -> None:
