@@ -6,11 +6,11 @@ a tombstone, so a broker that was down while a topic was deleted drops it when i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 
 import structlog
 
+from tidelog.broker.background import Background
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.metadata import TopicSpec
 from tidelog.broker.errors import BrokerError
@@ -27,15 +27,13 @@ class TopicMirror:
         self._control = control
         self._log = log_
         self._purger = purger
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

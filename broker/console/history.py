@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from tidelog.broker.background import Background
 from tidelog.broker.groups.offsets import OffsetStore
 from tidelog.broker.log.topics import TopicRegistry
 from tidelog.broker.metrics import Metrics, group_lags
@@ -59,16 +60,14 @@ class History:
         self._holds = holds
         self._every_s = every_s
         self._samples: collections.deque[Sample] = collections.deque(maxlen=max(2, int(window_s / every_s)))
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     def start(self) -> None:
         self.sample()
-        self._task = asyncio.create_task(self._run())
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from tidelog.broker.background import Background
 from tidelog.broker.errors import BrokerError, topic_not_found
 from tidelog.broker.log import compaction
 from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
@@ -105,16 +106,14 @@ class Cleaner:
         self._writer = writer
         self._interval_s = interval_s
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
         self._compacted: dict[tuple[int, int], tuple[int, float]] = {}  # (high watermark, when) last compacted
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:
