@@ -98,6 +98,8 @@ def test_topics_tail_configs_and_groups(tmp_path: Path, page: Page) -> None:
         page.fill("#config-value", "3600000")
         page.click("#config-form button")
         expect(page.locator('#configs-table tr[data-config="retention.ms"] td').nth(1)).to_have_text("3600000")
+        expect(page.locator("#cleanup")).to_contain_text("after 3,600,000 ms")
+        expect(page.locator("#topic-chart")).to_be_visible()
 
         # Produce a test record from the page.
         page.fill("#produce-key", "k1")
@@ -166,6 +168,7 @@ def group_lag_falls(page: Page, tmp_path: Path, broker: BrokerProcess, url: str)
         page.click("#reset-form button")
         expect(page.locator("#reset-status .message.error")).to_contain_text("member")
         expect(lag).to_have_text("0")
+        expect(page.locator("#group-lag-chart")).to_be_visible()
         shoot(page, tmp_path, "group")
     page.goto(f"{url}#/groups")
     expect(page.locator('#groups-table tr[data-group="billing"]')).to_be_visible()

@@ -65,6 +65,36 @@ function spark(points, attrs = {}) {
   return svg;
 }
 
+// A chart of several series over the same times: series = [{ label, color, points: [[t, v], ...] }].
+function chart(series, attrs = {}) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("viewBox", "0 0 600 120");
+  svg.setAttribute("preserveAspectRatio", "none");
+  for (const [k, v] of Object.entries(attrs)) svg.setAttribute(k, v);
+  const all = series.flatMap((s) => s.points);
+  const text = (x, y, content, color = "#6b7385") => {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("font-size", "10"); t.setAttribute("fill", color);
+    t.textContent = content;
+    svg.append(t);
+  };
+  if (all.length < 2) { text(8, 60, "collecting samples (every 2 s)…"); return svg; }
+  const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(...all.map((p) => p[0]));
+  const max = Math.max(1, ...all.map((p) => p[1]));
+  for (const s of series) {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("stroke", s.color);
+    line.setAttribute("points", s.points.map(([t, v]) => `${((t - t0) / Math.max(1, t1 - t0)) * 590 + 5},${112 - (v / max) * 96}`).join(" "));
+    svg.append(line);
+  }
+  text(5, 12, `max ${num(max)}`);
+  series.forEach((s, i) => text(120 + i * 90, 12, s.label, s.color));
+  text(500, 118, `last ${Math.round((t1 - t0) / 60)} min`);
+  return svg;
+}
+
 function table(headers, rows, attrs = {}) {
   return h("table", attrs,
     h("thead", {}, h("tr", {}, headers.map((c) => h("th", { class: c.num ? "num" : null }, c.label || c)))),
@@ -186,14 +216,28 @@ async function topicPage(name) {
       produceStatus.replaceChildren(message("ok", `Written to partition ${written.partition} at offset ${written.offset}`));
     } catch (err) { produceStatus.replaceChildren(message("error", err.message)); }
   } } }, h("label", {}, "Key", key), h("label", {}, "Value", value), h("label", {}, "Partition", partition), h("button", { type: "submit" }, "Produce"));
+  const rates = (series) => chart([
+    { label: "records/s in", color: "#1f6feb", points: series.map((p) => [p[0], p[1]]) },
+    { label: "records/s out", color: "#067647", points: series.map((p) => [p[0], p[2]]) }], { id: "topic-chart" });
+  const cleanup = configs["cleanup.policy"] === "compact"
+    ? `Compacted: the latest record of each key is kept (tombstones for ${configs["delete.retention.ms"]} ms).`
+    : `Deleted by retention: after ${configs["retention.ms"] === "-1" ? "no time limit" : `${num(configs["retention.ms"])} ms`}, `
+      + `${configs["retention.bytes"] === "-1" ? "no size limit" : `beyond ${bytes(configs["retention.bytes"])} a partition`}.`;
+  const ratesBox = h("div", {}, rates(data.series));
   render(
     h("h1", {}, `Topic ${name}`),
     h("p", {}, h("a", { href: `#/tail/${enc(name)}`, id: "open-tail" }, "Live tail →")),
+    ratesBox,
+    h("p", { id: "cleanup", class: "muted" }, cleanup),
     h("h2", {}, "Partitions"), partitions,
     h("h2", {}, "Configs"),
     table(["Name", "Value"], Object.entries(configs).sort().map(([k, v]) => h("tr", { "data-config": k }, h("td", {}, k), h("td", {}, v))), { id: "configs-table" }),
     configForm, configStatus,
     h("h2", {}, "Produce a test record"), produce, produceStatus);
+  refreshEvery(2000, async () => {
+    const fresh = await api(`/api/topics/${enc(name)}`);
+    ratesBox.replaceChildren(rates(fresh.series));
+  });
 }
 
 function tailPage(name) {
@@ -288,7 +332,8 @@ async function groupPage(name) {
     const total = g.partitions.reduce((t, p) => t + Math.max(0, Number(p.lag)), 0);
     body.replaceChildren(
       h("p", {}, "State ", h("span", { class: "badge", id: "group-state" }, g.state), "  generation ", g.generation, "  total lag ",
-        h("strong", { id: "group-lag" }, String(total)), " ", spark(g.lag_series.map((p) => p[1]), { id: "group-lag-spark" })),
+        h("strong", { id: "group-lag" }, String(total))),
+      chart([{ label: "lag (records)", color: "#b42318", points: g.lag_series }], { id: "group-lag-chart" }),
       h("h2", {}, "Members"),
       table(["Member", "Peer", "Partitions"], g.members.map((m) => h("tr", {}, h("td", {}, m.member_id), h("td", {}, m.peer),
         h("td", {}, (m.partitions || []).map((p) => `${p.topic}/${p.partition || 0}`).join(", ")))), { id: "members-table" }),
