@@ -7,7 +7,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BUF_STAMP  := scripts/buf/node_modules/.installed
 BUF        := $(CURDIR)/scripts/buf/node_modules/.bin/buf
 
-.PHONY: install run run-cluster chromium test test-fault test-fault-cluster lint proto bench bench-deps bench-peers etcd clean FORCE
+.PHONY: install run run-cluster debs test test-fault test-fault-cluster lint proto bench bench-deps bench-peers etcd clean FORCE
 
 MODULES := $(VENV)/.modules
 
@@ -50,14 +50,16 @@ etcd:
 run-cluster: install etcd
 	$(PY) scripts/run_cluster.py
 
-## chromium: Debian's chromium, which the console's browser tests drive through Playwright
-chromium:
-	@command -v chromium >/dev/null || { \
-		$$(test $$(id -u) = 0 || echo sudo) apt-get update && \
-		$$(test $$(id -u) = 0 || echo sudo) apt-get install -y chromium; }
+## debs: the Debian packages the tests use (etcd-server, chromium, kcat), in one apt-get when any is missing
+DEBS := etcd:etcd-server chromium:chromium kcat:kcat
+debs:
+	@missing=$$(for d in $(DEBS); do command -v $${d%%:*} >/dev/null || echo $${d#*:}; done); \
+	if [ -n "$$missing" ]; then \
+		sudo=$$(test $$(id -u) = 0 || echo sudo); $$sudo apt-get update && $$sudo apt-get install -y $$missing; \
+	fi
 
-## test: the whole suite (unit and integration, grpcurl, a Node.js client and a browser included)
-test: install $(NODE_STAMP) etcd chromium
+## test: the whole suite (unit and integration, grpcurl, a Node.js client, Kafka clients and a browser included)
+test: install $(NODE_STAMP) debs
 	$(PY) -m pytest
 
 ## test-fault: the crash harness, long: 20 SIGKILLs of the broker while 1M records are produced

@@ -39,6 +39,8 @@ class Settings:
     cleaner_interval_ms: int = 10_000
     metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint; empty: none
     console_listen: str = ""  # HOST:PORT of the web console; empty: none
+    kafka_listen: str = ""  # HOST:PORT of the Kafka wire-protocol listener; empty: none
+    kafka_advertise: str = ""  # HOST:PORT Metadata names for this broker; empty: the listen address
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)

@@ -36,6 +36,8 @@ from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import LocalOffsets, OffsetStore
 from tidelog.broker.groups.placement import GroupPlacement, SingleBrokerGroups
+from tidelog.broker.kafka.apis import KafkaApis, Node
+from tidelog.broker.kafka.listener import KafkaListener
 from tidelog.broker.log.purge import TopicPurger
 from tidelog.broker.log.retention import Cleaner
 from tidelog.broker.log.service import Log
@@ -111,6 +113,7 @@ class Broker:
         self.mirror: TopicMirror | None = None
         self.replication: Replication | None = None
         self.console: Console | None = None  # with --console-listen
+        self.kafka: KafkaListener | None = None  # with --kafka-listen
 
     async def start(self) -> str:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -227,6 +230,8 @@ class Broker:
                 tls=tls,
             )
             await self.console.start()
+        if settings.kafka_listen:
+            self.kafka = await self._start_kafka(registry)
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
         self.cleaner.start()
         for service in SERVICES:
@@ -243,6 +248,16 @@ class Broker:
             "serving", listen=self.address, data_dir=str(settings.data_dir), fsync=settings.fsync, topics=len(topics)
         )
         return self.address
+
+    async def _start_kafka(self, registry: TopicRegistry) -> KafkaListener:
+        settings = self.settings
+        listener = KafkaListener(settings.kafka_listen, KafkaApis(registry, self.access, Node(0, "", 0), ""))
+        address = await listener.start()
+        host, port = (settings.kafka_advertise or address).rsplit(":", 1)
+        listener.apis.set_node(
+            Node(settings.broker_id, host.strip("[]"), int(port)), f"tidelog-{settings.cluster_name}"
+        )
+        return listener
 
     def _listen(self, server: grpc.aio.Server) -> int:
         settings = self.settings
@@ -284,6 +299,8 @@ class Broker:
         await self.health.enter_graceful_shutdown()
         if self.console is not None:
             await self.console.stop()
+        if self.kafka is not None:
+            await self.kafka.stop()
         if self.cluster_groups is not None:  # before the members rejoin elsewhere
             try:
                 await asyncio.wait_for(self.cluster_groups.release_all(), HAND_OVER_TIMEOUT_S)

@@ -133,6 +133,18 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
     parser.add_argument(
+        "--kafka-listen",
+        default=env_default("TIDELOG_KAFKA_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="speak the Kafka wire protocol on HOST:PORT too (default: off; loopback only for now)",
+    )
+    parser.add_argument(
+        "--kafka-advertise",
+        default=env_default("TIDELOG_KAFKA_ADVERTISE", ""),
+        metavar="HOST:PORT",
+        help="the address Kafka Metadata hands out for this broker (default: the --kafka-listen address)",
+    )
+    parser.add_argument(
         "--console-listen",
         default=env_default("TIDELOG_CONSOLE_LISTEN", ""),
         metavar="HOST:PORT",
@@ -276,6 +288,23 @@ def serve(args: argparse.Namespace) -> int:
             raise SystemExit(
                 "tidelog: --console-listen with --tls-client-ca is not supported yet: the console signs in with tokens"
             )
+    if args.kafka_listen:
+        for flag, value in (("--kafka-listen", args.kafka_listen), ("--kafka-advertise", args.kafka_advertise)):
+            try:
+                if value:
+                    check_listen(value)
+            except ValueError as err:
+                raise SystemExit(f"tidelog: {flag}: {err}") from None
+        if not is_loopback(args.kafka_listen) and not args.insecure:
+            raise SystemExit(
+                f"tidelog: refusing the Kafka listener on {args.kafka_listen}, which is not a loopback address: it "
+                "has no TLS yet; give --insecure if the network is yours alone"
+            )
+        if args.cluster or args.auth_tokens or args.tls_client_ca:
+            raise SystemExit(
+                "tidelog: --kafka-listen works on a single broker without authentication for now (no SASL yet, "
+                "and no cluster metadata): leave out --cluster, --auth-tokens and --tls-client-ca"
+            )
     cluster: tuple[str, ...] = ()
     if args.cluster:
         try:
@@ -319,6 +348,8 @@ def serve(args: argparse.Namespace) -> int:
         cleaner_interval_ms=args.cleaner_interval_ms,
         metrics_listen=args.metrics_listen,
         console_listen=args.console_listen,
+        kafka_listen=args.kafka_listen,
+        kafka_advertise=args.kafka_advertise,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

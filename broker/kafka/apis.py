@@ -1,0 +1,163 @@
+"""Kafka requests answered: a frame's header read, its body decoded, the answer encoded.
+
+Unknown API keys and versions this broker does not speak close the connection (as Kafka's broker
+does), except ApiVersions, which answers a version it does not speak in version 0 with
+UNSUPPORTED_VERSION and its ranges (KIP-511), so a newer client can settle on one it does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from tidelog.broker.errors import BrokerError
+from tidelog.broker.kafka import messages
+from tidelog.broker.kafka.schema import Message, decode, encode
+from tidelog.broker.kafka.wire import Reader, Writer
+from tidelog.broker.log.topics import TopicRegistry, TopicState
+from tidelog.broker.names import check_topic_name
+from tidelog.broker.security.access import Access
+
+log = structlog.get_logger("tidelog.kafka")
+
+# Kafka's error codes, those this listener answers with.
+NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
+INVALID_TOPIC = 17
+TOPIC_AUTHORIZATION_FAILED = 29
+UNSUPPORTED_VERSION = 35
+UNKNOWN_TOPIC_ID = 100
+
+_TOPIC_IDS = uuid.UUID("5d1e6a2c-7b0f-4c41-9a52-6f8e3b7d1c20")  # the namespace of topic ids (uuid5)
+
+
+@dataclass(frozen=True)
+class Header:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+
+class Refused(Exception):
+    """A request this listener will not answer: the connection is closed."""
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: int
+    host: str
+    port: int
+
+
+class KafkaApis:
+    def __init__(self, registry: TopicRegistry, access: Access, node: Node, cluster_id: str) -> None:
+        self._registry = registry
+        self._access = access
+        self._node = node
+        self._cluster_id = cluster_id
+        self._handlers: dict[int, Callable[[dict[str, Any], int], dict[str, Any]]] = {
+            messages.API_VERSIONS_REQUEST.api_key: self.api_versions,
+            messages.METADATA_REQUEST.api_key: self.metadata,
+        }
+
+    def set_node(self, node: Node, cluster_id: str) -> None:
+        """Where Metadata says this broker is: known once the listener has its port."""
+        self._node = node
+        self._cluster_id = cluster_id
+
+    def handle(self, frame: bytes) -> bytes:
+        """The response frame's body (header included) for a request frame; Refused to close instead."""
+        reader = Reader(frame)
+        header = Header(reader.int16(), reader.int16(), reader.int32(), reader.string(nullable=True))
+        pair = messages.APIS.get(header.api_key)
+        if pair is None:
+            raise Refused(f"API key {header.api_key} is not one this broker speaks")
+        request, response = pair
+        low, high = request.valid
+        if not low <= header.api_version <= high:
+            if header.api_key == messages.API_VERSIONS_REQUEST.api_key:
+                return self._respond(header, response, 0, {"error_code": UNSUPPORTED_VERSION, **self._ranges()})
+            raise Refused(f"{request.name} version {header.api_version} is outside {low}-{high}")
+        if request.is_flexible(header.api_version):
+            reader.tagged_fields()
+        body = decode(request, header.api_version, frame, reader.pos)
+        answer = self._handlers[header.api_key](body, header.api_version)
+        return self._respond(header, response, header.api_version, answer)
+
+    @staticmethod
+    def _respond(header: Header, response: Message, version: int, answer: dict[str, Any]) -> bytes:
+        out = Writer()
+        out.int32(header.correlation_id)
+        # Flexible responses have a header with tagged fields, but ApiVersions' never does (KIP-511).
+        if response.is_flexible(version) and header.api_key != messages.API_VERSIONS_REQUEST.api_key:
+            out.no_tagged_fields()
+        out.raw(encode(response, version, answer))
+        return out.getvalue()
+
+    # -- the APIs ----------------------------------------------------------------------
+
+    @staticmethod
+    def _ranges() -> dict[str, Any]:
+        return {
+            "api_keys": [
+                {"api_key": key, "min_version": request.valid[0], "max_version": request.valid[1]}
+                for key, (request, _) in messages.APIS.items()
+            ]
+        }
+
+    def api_versions(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        return {"error_code": NONE, **self._ranges()}
+
+    def metadata(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        wanted = request["topics"]
+        if wanted is None:  # every topic the principal may see
+            names = [t.name for t in self._registry.sorted() if self._access.permitted("describe", "topic", t.name)]
+            topics = [self._topic_metadata(name) for name in names]
+        else:
+            topics = [self._topic_metadata(t["name"], t["topic_id"]) for t in wanted]
+        node = self._node
+        return {
+            "brokers": [{"node_id": node.node_id, "host": node.host, "port": node.port, "rack": None}],
+            "cluster_id": self._cluster_id,
+            "controller_id": node.node_id,
+            "topics": topics,
+        }
+
+    def _topic_metadata(self, name: str | None, topic_id: uuid.UUID | None = None) -> dict[str, Any]:
+        if name is None:  # v10+: asked by id
+            return {"error_code": UNKNOWN_TOPIC_ID, "name": None, "topic_id": topic_id, "partitions": []}
+        try:
+            check_topic_name(name)
+        except BrokerError:
+            return {"error_code": INVALID_TOPIC, "name": name, "partitions": []}
+        if not self._access.permitted("describe", "topic", name):  # the same answer whether it exists or not
+            return {"error_code": TOPIC_AUTHORIZATION_FAILED, "name": name, "partitions": []}
+        try:
+            topic = self._registry.get(name)
+        except BrokerError:
+            return {"error_code": UNKNOWN_TOPIC_OR_PARTITION, "name": name, "partitions": []}
+        return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": self._partitions(topic)}
+
+    def _partitions(self, topic: TopicState) -> list[dict[str, Any]]:
+        me = self._node.node_id
+        return [
+            {
+                "partition_index": p.partition,
+                "leader_id": me,
+                "leader_epoch": 0,
+                "replica_nodes": [me],
+                "isr_nodes": [me],
+                "offline_replicas": [],
+            }
+            for p in topic.partitions
+        ]
+
+
+def topic_uuid(topic: TopicState) -> uuid.UUID:
+    """A Kafka topic id for a Tidelog topic: stable for its life, new when the name is created again."""
+    return uuid.uuid5(_TOPIC_IDS, f"{topic.id}:{topic.name}")

@@ -1,0 +1,70 @@
+"""The Kafka wire-protocol listener (`--kafka-listen`): length-prefixed frames over TCP, on the loop.
+
+Each connection is read frame by frame and answered in order (Kafka clients pipeline requests and
+match answers by order and correlation id). A frame that cannot be decoded, is larger than
+MAX_FRAME_BYTES or asks for an API this broker does not speak closes that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from tidelog.broker.kafka.apis import KafkaApis, Refused
+from tidelog.broker.kafka.wire import MalformedFrame
+
+log = structlog.get_logger("tidelog.kafka")
+
+MAX_FRAME_BYTES = 100 << 20  # Kafka's socket.request.max.bytes default
+_MIN_FRAME_BYTES = 10  # api key, api version, correlation id, client id length
+
+
+class KafkaListener:
+    def __init__(self, listen: str, apis: KafkaApis) -> None:
+        self._listen = listen
+        self.apis = apis
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.address = ""
+
+    async def start(self) -> str:
+        host, port = self._listen.rsplit(":", 1)
+        self._server = await asyncio.start_server(self._serve, host.strip("[]"), int(port))
+        bound = self._server.sockets[0].getsockname()[1]
+        self.address = f"{host}:{bound}"
+        log.info("kafka_serving", listen=self.address)
+        return self.address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
+                if not _MIN_FRAME_BYTES <= size <= MAX_FRAME_BYTES:
+                    log.warning("kafka_frame_refused", peer=str(peer), size=size, max=MAX_FRAME_BYTES)
+                    return
+                answer = self.apis.handle(await reader.readexactly(size))
+                writer.write(len(answer).to_bytes(4, "big") + answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the client went away, mid-frame or between frames
+        except (MalformedFrame, Refused) as err:
+            log.warning("kafka_request_refused", peer=str(peer), error=str(err))
+        except Exception:  # a bug answering: this connection ends, the broker and the others go on
+            log.exception("kafka_request_failed", peer=str(peer))
+        finally:
+            self._connections.discard(task)
+            writer.close()
