@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -28,6 +29,20 @@ def gather(into: list[T], items: Iterable[T]) -> int:
     ``wait_for(lambda: gather(got, consumer.poll(0.1)) >= 10, what="10 records")``."""
     into.extend(items)
     return len(into)
+
+
+def logged(broker: BrokerProcess, event: str, key: str) -> str:
+    """`key` of the broker's first `event` log line (a listener's address on a port the kernel picked)."""
+
+    def found() -> str | None:
+        for line in broker.log().splitlines():
+            if f'"{event}"' in line:
+                return str(json.loads(line)[key])
+        return None
+
+    value = wait_for(found, 30, what=f"the {event} log line")
+    assert value is not None
+    return value
 
 
 def new_topic(address: str, partitions: int = 1, prefix: str = "t", configs: dict[str, str] | None = None) -> str:

@@ -8,7 +8,6 @@ TIDELOG_CONSOLE_SCREENSHOTS=DIR they are also written there (how docs/console/ w
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.harness import BrokerProcess, wait_for
+from tests.harness import BrokerProcess, logged
 from tidelog import AdminClient, Consumer, Producer
 from tidelog.testing import ClusterProcess
 
@@ -30,17 +29,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's ch
 
 
 def console_url(broker: BrokerProcess) -> str:
-    """The console's address, from the broker's log line (it listens on a port the kernel picked)."""
-
-    def logged() -> str | None:
-        for line in broker.log().splitlines():
-            if '"console_serving"' in line:
-                return str(json.loads(line)["url"])
-        return None
-
-    url = wait_for(logged, 30, what="the console_serving log line")
-    assert url is not None
-    return url
+    """The console's address, from the broker's log (it listens on a port the kernel picked)."""
+    return logged(broker, "console_serving", "url")
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import BrokerProcess, wait_for
+from tests.harness import BrokerProcess, logged
 from tidelog import AdminClient
 
 KCAT = shutil.which("kcat")
 
 
 def kafka_address(broker: BrokerProcess) -> str:
-    def logged() -> str | None:
-        for line in broker.log().splitlines():
-            if '"kafka_serving"' in line:
-                return str(json.loads(line)["listen"])
-        return None
-
-    address = wait_for(logged, 30, what="the kafka_serving log line")
-    assert address is not None
-    return address
+    return logged(broker, "kafka_serving", "listen")
 
 
 @pytest.fixture(scope="module")
