@@ -231,7 +231,7 @@ class Broker:
             )
             await self.console.start()
         if settings.kafka_listen:
-            self.kafka = await self._start_kafka(registry)
+            self.kafka = await self._start_kafka(log_)
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
         self.cleaner.start()
         for service in SERVICES:
@@ -249,9 +249,9 @@ class Broker:
         )
         return self.address
 
-    async def _start_kafka(self, registry: TopicRegistry) -> KafkaListener:
+    async def _start_kafka(self, log_: Log) -> KafkaListener:
         settings = self.settings
-        listener = KafkaListener(settings.kafka_listen, KafkaApis(registry, self.access, Node(0, "", 0), ""))
+        listener = KafkaListener(settings.kafka_listen, KafkaApis(log_, self.access, Node(0, "", 0), ""))
         address = await listener.start()
         host, port = (settings.kafka_advertise or address).rsplit(":", 1)
         listener.apis.set_node(

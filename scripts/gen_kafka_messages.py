@@ -31,6 +31,7 @@ SPEC_DISTRIBUTION = ("kafka-python", "3.0.12")
 SPOKEN: dict[str, tuple[int, int]] = {
     "ApiVersions": (0, 4),
     "Metadata": (1, 12),
+    "ListOffsets": (1, 6),  # 7+ asks for the max-timestamp record (-3), which the time index cannot answer yet
 }
 
 _COMMENTS = re.compile(r"(?m)^\s*//.*\n?")

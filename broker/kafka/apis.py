@@ -18,7 +18,8 @@ from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import messages
 from tidelog.broker.kafka.schema import Message, decode, encode
 from tidelog.broker.kafka.wire import Reader, Writer
-from tidelog.broker.log.topics import TopicRegistry, TopicState
+from tidelog.broker.log.service import Log
+from tidelog.broker.log.topics import TopicState
 from tidelog.broker.names import check_topic_name
 from tidelog.broker.security.access import Access
 
@@ -31,6 +32,7 @@ INVALID_TOPIC = 17
 TOPIC_AUTHORIZATION_FAILED = 29
 UNSUPPORTED_VERSION = 35
 UNKNOWN_TOPIC_ID = 100
+LATEST, EARLIEST = -1, -2  # ListOffsets' special timestamps
 
 _TOPIC_IDS = uuid.UUID("5d1e6a2c-7b0f-4c41-9a52-6f8e3b7d1c20")  # the namespace of topic ids (uuid5)
 
@@ -55,14 +57,16 @@ class Node:
 
 
 class KafkaApis:
-    def __init__(self, registry: TopicRegistry, access: Access, node: Node, cluster_id: str) -> None:
-        self._registry = registry
+    def __init__(self, log_: Log, access: Access, node: Node, cluster_id: str) -> None:
+        self._log = log_
+        self._registry = log_.registry
         self._access = access
         self._node = node
         self._cluster_id = cluster_id
         self._handlers: dict[int, Callable[[dict[str, Any], int], dict[str, Any]]] = {
             messages.API_VERSIONS_REQUEST.api_key: self.api_versions,
             messages.METADATA_REQUEST.api_key: self.metadata,
+            messages.LIST_OFFSETS_REQUEST.api_key: self.list_offsets,
         }
 
     def set_node(self, node: Node, cluster_id: str) -> None:
@@ -131,17 +135,56 @@ class KafkaApis:
     def _topic_metadata(self, name: str | None, topic_id: uuid.UUID | None = None) -> dict[str, Any]:
         if name is None:  # v10+: asked by id
             return {"error_code": UNKNOWN_TOPIC_ID, "name": None, "topic_id": topic_id, "partitions": []}
+        topic = self._readable_topic(name)
+        if isinstance(topic, int):
+            return {"error_code": topic, "name": name, "partitions": []}
+        return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": self._partitions(topic)}
+
+    def list_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        """Offsets by time: -1 the high watermark, -2 the log start, else the first record at or after it."""
+        topics = []
+        for wanted in request["topics"]:
+            name = wanted["name"]
+            topic = self._readable_topic(name)
+            answers = []
+            for asked in wanted["partitions"]:
+                index = asked["partition_index"]
+                answer: dict[str, Any] = {"partition_index": index, "timestamp": -1, "offset": -1}
+                if isinstance(topic, int):
+                    answer["error_code"] = topic
+                elif not 0 <= index < len(topic.partitions):
+                    answer["error_code"] = UNKNOWN_TOPIC_OR_PARTITION
+                else:
+                    answer.update(self._offset_at(topic, index, asked["timestamp"]))
+                answers.append(answer)
+            topics.append({"name": name, "partitions": answers})
+        return {"topics": topics}
+
+    def _readable_topic(self, name: str) -> TopicState | int:
+        """The topic, or the error code that answers for it (the same whether it exists or not, when not allowed)."""
         try:
             check_topic_name(name)
         except BrokerError:
-            return {"error_code": INVALID_TOPIC, "name": name, "partitions": []}
-        if not self._access.permitted("describe", "topic", name):  # the same answer whether it exists or not
-            return {"error_code": TOPIC_AUTHORIZATION_FAILED, "name": name, "partitions": []}
+            return INVALID_TOPIC
+        if not self._access.permitted("describe", "topic", name):
+            return TOPIC_AUTHORIZATION_FAILED
         try:
-            topic = self._registry.get(name)
+            return self._registry.get(name)
         except BrokerError:
-            return {"error_code": UNKNOWN_TOPIC_OR_PARTITION, "name": name, "partitions": []}
-        return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": self._partitions(topic)}
+            return UNKNOWN_TOPIC_OR_PARTITION
+
+    def _offset_at(self, topic: TopicState, index: int, timestamp: int) -> dict[str, Any]:
+        partition = topic.partitions[index]
+        if timestamp == LATEST:
+            return {"offset": partition.high_watermark, "leader_epoch": 0}
+        if timestamp == EARLIEST:
+            return {"offset": partition.log_start_offset, "leader_epoch": 0}
+        if timestamp < 0:
+            return {"error_code": UNSUPPORTED_VERSION}  # -3 and below: asks of later versions
+        offset, found_at = self._log.offset_for_time(topic, partition, timestamp)
+        if found_at < 0:  # nothing at or after it: Kafka answers -1, -1
+            return {"offset": -1, "timestamp": -1}
+        return {"offset": offset, "timestamp": found_at, "leader_epoch": 0}
 
     def _partitions(self, topic: TopicState) -> list[dict[str, Any]]:
         me = self._node.node_id

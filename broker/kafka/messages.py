@@ -136,8 +136,71 @@ METADATA_RESPONSE = Message(
     ),
 )
 
+LIST_OFFSETS_REQUEST = Message(
+    "ListOffsetsRequest",
+    2,
+    (1, 6),
+    6,
+    struct(
+        field("replica_id", "int32", "0+"),
+        field("isolation_level", "int8", "2+"),
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0+"),
+                field(
+                    "partitions",
+                    struct(
+                        field("partition_index", "int32", "0+"),
+                        field("current_leader_epoch", "int32", "4+", default=-1),
+                        field("timestamp", "int64", "0+"),
+                        field("max_num_offsets", "int32", "0", default=1),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+        field("timeout_ms", "int32", "10+"),
+    ),
+)
+
+LIST_OFFSETS_RESPONSE = Message(
+    "ListOffsetsResponse",
+    2,
+    (1, 6),
+    6,
+    struct(
+        field("throttle_time_ms", "int32", "2+"),
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0+"),
+                field(
+                    "partitions",
+                    struct(
+                        field("partition_index", "int32", "0+"),
+                        field("error_code", "int16", "0+"),
+                        field("old_style_offsets", "int64", "0", array=True),
+                        field("timestamp", "int64", "1+", default=-1),
+                        field("offset", "int64", "1+", default=-1),
+                        field("leader_epoch", "int32", "4+", default=-1),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
 # (request, response) by API key: what ApiVersions advertises, in this order.
 APIS: dict[int, tuple[Message, Message]] = {
     API_VERSIONS_REQUEST.api_key: (API_VERSIONS_REQUEST, API_VERSIONS_RESPONSE),
     METADATA_REQUEST.api_key: (METADATA_REQUEST, METADATA_RESPONSE),
+    LIST_OFFSETS_REQUEST.api_key: (LIST_OFFSETS_REQUEST, LIST_OFFSETS_RESPONSE),
 }

@@ -84,6 +84,13 @@ def test_every_message_round_trips_in_every_version(message: Message, version: i
             ],
         },
         "ApiVersionsRequest": {"client_software_name": "t", "client_software_version": "1"},
+        "ListOffsetsRequest": {
+            "replica_id": -1,
+            "topics": [{"name": "orders", "partitions": [{"partition_index": 1, "timestamp": -2}]}],
+        },
+        "ListOffsetsResponse": {
+            "topics": [{"name": "orders", "partitions": [{"partition_index": 1, "offset": 5, "timestamp": 9}]}]
+        },
         "ApiVersionsResponse": {"api_keys": [{"api_key": 3, "min_version": 1, "max_version": 12}]},
     }
     sample = samples[message.name]
