@@ -261,8 +261,14 @@ class Api:
         )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
-        async for chunk in tail_events(self._gateway, session.token, tail):
-            await response.write(chunk)
+        events = tail_events(self._gateway, session.token, tail)
+        try:
+            async for chunk in events:
+                await response.write(chunk)
+        except ConnectionResetError:
+            pass  # the page went away (found at the next record or heartbeat)
+        finally:
+            await events.aclose()  # ends the Subscribe stream now, not when the generator is collected
         return response
 
     # -- groups, ACLs, the cluster --------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +84,7 @@ def _partition_events(
                 yield event("record", show_record(tail.topic, part.partition, offset, record, batch.append_time_ms))
 
 
-async def tail_events(gateway: Gateway, token: str | None, tail: TailRequest) -> AsyncIterator[bytes]:
+async def tail_events(gateway: Gateway, token: str | None, tail: TailRequest) -> AsyncGenerator[bytes, None]:
     """`ready` (each partition's start), then `record`, `skipped`, `partition_error` and `error` events."""
     request = broker_pb2.SubscribePartitionsRequest()
     for partition in tail.partitions:
