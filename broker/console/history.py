@@ -42,45 +42,14 @@ def _per_topic(counter: Counter) -> dict[str, float]:
     }
 
 
-class History:
-    """A ring of samples; `series()` turns neighbouring samples into rates."""
+class Samples:
+    """A ring of the latest samples; `topic_rates()` and `group_lag()` turn it into series."""
 
-    def __init__(
-        self,
-        metrics: Metrics,
-        registry: TopicRegistry,
-        offsets: OffsetStore,
-        holds: Callable[[int, int], bool],
-        every_s: float = SAMPLE_EVERY_S,
-        window_s: float = WINDOW_S,
-    ) -> None:
-        self._metrics = metrics
-        self._registry = registry
-        self._offsets = offsets
-        self._holds = holds
-        self._every_s = every_s
-        self._samples: collections.deque[Sample] = collections.deque(maxlen=max(2, int(window_s / every_s)))
-        self._background = Background()
+    def __init__(self, size: int) -> None:
+        self._samples: collections.deque[Sample] = collections.deque(maxlen=max(2, size))
 
-    def start(self) -> None:
-        self.sample()
-        self._background.start(self._run())
-
-    async def stop(self) -> None:
-        await self._background.stop()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._every_s)
-            self.sample()
-
-    def sample(self) -> None:
-        by_id = {topic.id: topic for topic in self._registry.sorted()}
-        lag: dict[str, int] = {}
-        for group, _, _, behind in group_lags(by_id, self._offsets, self._holds):
-            lag[group] = lag.get(group, 0) + behind
-        produced, fetched = _per_topic(self._metrics.produced_records), _per_topic(self._metrics.fetched_records)
-        self._samples.append(Sample(time.time(), produced, fetched, lag))
+    def add(self, sample: Sample) -> None:
+        self._samples.append(sample)
 
     def _pairs(self) -> Iterator[tuple[Sample, Sample]]:
         return itertools.pairwise(list(self._samples))
@@ -106,3 +75,44 @@ class History:
                 if name in sample.lag:
                     out[name].append((sample.at, sample.lag[name]))
         return out
+
+
+class History(Samples):
+    """Samples taken every `every_s` on the event loop, from the broker's counters and group offsets."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        registry: TopicRegistry,
+        offsets: OffsetStore,
+        holds: Callable[[int, int], bool],
+        every_s: float = SAMPLE_EVERY_S,
+        window_s: float = WINDOW_S,
+    ) -> None:
+        super().__init__(int(window_s / every_s))
+        self._metrics = metrics
+        self._registry = registry
+        self._offsets = offsets
+        self._holds = holds
+        self._every_s = every_s
+        self._background = Background()
+
+    def start(self) -> None:
+        self.sample()
+        self._background.start(self._run())
+
+    async def stop(self) -> None:
+        await self._background.stop()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            self.sample()
+
+    def sample(self) -> None:
+        by_id = {topic.id: topic for topic in self._registry.sorted()}
+        lag: dict[str, int] = {}
+        for group, _, _, behind in group_lags(by_id, self._offsets, self._holds):
+            lag[group] = lag.get(group, 0) + behind
+        produced, fetched = _per_topic(self._metrics.produced_records), _per_topic(self._metrics.fetched_records)
+        self.add(Sample(time.time(), produced, fetched, lag))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 
-from tidelog.broker.console.history import History, Sample
+from tidelog.broker.console.history import Sample, Samples
 from tidelog.broker.console.render import matches, show_bytes
 from tidelog.broker.console.sessions import MAX_SESSIONS, Sessions
 from tidelog.v1 import records_pb2
@@ -64,16 +62,19 @@ def test_sessions_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_rates_come_from_neighbouring_samples() -> None:
-    history = History.__new__(History)  # the ring alone: no broker behind it
-    history._samples = collections.deque(
-        [
-            Sample(100.0, {"a": 0.0}, {"a": 0.0}, {"g": 50}),
-            Sample(102.0, {"a": 200.0}, {"a": 100.0}, {"g": 20}),
-            Sample(104.0, {"a": 200.0, "b": 10.0}, {"a": 300.0}, {}),
-        ]
-    )
+    history = Samples(10)
+    history.add(Sample(100.0, {"a": 0.0}, {"a": 0.0}, {"g": 50}))
+    history.add(Sample(102.0, {"a": 200.0}, {"a": 100.0}, {"g": 20}))
+    history.add(Sample(104.0, {"a": 200.0, "b": 10.0}, {"a": 300.0}, {}))
     assert history.topic_rates({"a", "b"}) == {
         "a": [(102.0, 100.0, 50.0), (104.0, 0.0, 100.0)],
         "b": [(102.0, 0.0, 0.0), (104.0, 5.0, 0.0)],
     }
     assert history.group_lag({"g", "h"}) == {"g": [(100.0, 50), (102.0, 20)], "h": []}
+
+
+def test_the_ring_keeps_its_window_only() -> None:
+    ring = Samples(2)
+    for at in (1.0, 2.0, 3.0):
+        ring.add(Sample(at, {}, {}, {"g": int(at)}))
+    assert ring.group_lag({"g"}) == {"g": [(2.0, 2), (3.0, 3)]}

@@ -70,8 +70,7 @@ function chart(series, attrs = {}) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "chart");
-  svg.setAttribute("viewBox", "0 0 600 120");
-  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("viewBox", "0 0 600 120");  // scaled as a whole: its labels keep their shape
   for (const [k, v] of Object.entries(attrs)) svg.setAttribute(k, v);
   const all = series.flatMap((s) => s.points);
   const text = (x, y, content, color = "#6b7385") => {
