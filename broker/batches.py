@@ -25,9 +25,14 @@ VALUE_HEADER = struct.Struct(">Iqq")
 HEADER_SIZE = VALUE_HEADER.size
 
 
+def length_delimited(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: its tag, the payload's length, the payload (already encoded)."""
+    return tag + varint(len(payload)) + payload
+
+
 def frame_batches(wire_batches: list[bytes]) -> bytes:
     """The encoding of `repeated RecordBatch batches = 1` holding these batches."""
-    return b"".join(b"\x0a" + varint(len(b)) + b for b in wire_batches)
+    return b"".join(length_delimited(b"\x0a", b) for b in wire_batches)
 
 
 def build_stored(
@@ -55,13 +60,14 @@ def records_crc(records_bytes: bytes) -> int:
     return int(crc32c.crc32c(records_bytes))
 
 
-def records_of(batch: RecordBatch) -> Sequence[Record]:
+def records_of(batch: RecordBatch, codecs: Codecs | None = None) -> Sequence[Record]:
     """A batch's records, decompressed when it is compressed: for the paths off the hot one that need
-    them (compaction, a cut inside a batch, a time lookup, verify, a compacted topic's keys);
-    CorruptBatch when a compressed one does not decompress."""
+    them (compaction, a cut inside a batch, a time lookup, verify, a compacted topic's keys, the
+    console); CorruptBatch when a compressed one does not decompress. A caller that opens many batches
+    passes its `codecs`, whose decompression contexts are reused."""
     if not batch.compression:
         return batch.records
-    data = Codecs().decompress(batch.compression, batch.compressed_records, MAX_DECOMPRESSED_BYTES)
+    data = (codecs or Codecs()).decompress(batch.compression, batch.compressed_records, MAX_DECOMPRESSED_BYTES)
     return RecordBatch.FromString(data).records
 
 

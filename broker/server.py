@@ -251,12 +251,10 @@ class Broker:
 
     async def _start_kafka(self, log_: Log) -> KafkaListener:
         settings = self.settings
-        listener = KafkaListener(settings.kafka_listen, KafkaApis(log_, self.access, Node(0, "", 0), ""))
-        address = await listener.start()
-        host, port = (settings.kafka_advertise or address).rsplit(":", 1)
-        listener.apis.set_node(
-            Node(settings.broker_id, host.strip("[]"), int(port)), f"tidelog-{settings.cluster_name}"
-        )
+        listener = KafkaListener(settings.kafka_listen)
+        host, port = (settings.kafka_advertise or await listener.bind()).rsplit(":", 1)
+        node = Node(settings.broker_id, host.strip("[]"), int(port))
+        await listener.serve(KafkaApis(log_, self.access, node, f"tidelog-{settings.cluster_name}"))
         return listener
 
     def _listen(self, server: grpc.aio.Server) -> int:

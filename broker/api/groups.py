@@ -12,7 +12,7 @@ import structlog
 from tidelog.broker import config
 from tidelog.broker.api.data import offset_out_of_range, position_offset
 from tidelog.broker.api.rpc import Context, Response, Rpc, parse
-from tidelog.broker.batches import frame_batches
+from tidelog.broker.batches import frame_batches, length_delimited
 from tidelog.broker.cluster.membership import Membership, holds_replica
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.coordinator import Coordinator, Group, Member
@@ -25,7 +25,6 @@ from tidelog.broker.log.wakeups import wait_any
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
 from tidelog.common.reasons import Reason
-from tidelog.common.varint import varint
 from tidelog.v1 import groups_pb2, records_pb2
 
 log = structlog.get_logger("tidelog.groups")
@@ -44,8 +43,7 @@ def records_response(batches: list[bytes], topic: str, partition: int, high_wate
     tail = groups_pb2.GroupRecords(
         topic=topic, partition=partition, high_watermark=high_watermark, next_offset=next_offset
     )
-    inner = frame_batches(batches) + tail.SerializeToString()
-    return _RECORDS_TAG + varint(len(inner)) + inner
+    return length_delimited(_RECORDS_TAG, frame_batches(batches) + tail.SerializeToString())
 
 
 def group_not_found(name: str) -> BrokerError:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from tidelog.broker import config
-from tidelog.broker.batches import frame_batches
+from tidelog.broker.batches import frame_batches, length_delimited
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import PartitionState, TopicState
@@ -20,7 +20,6 @@ from tidelog.broker.log.wakeups import wait_any
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.names import check_limit
 from tidelog.broker.security.access import Access
-from tidelog.common.varint import varint
 from tidelog.v1 import broker_pb2
 
 MAX_PARTITIONS = 10_000
@@ -51,8 +50,7 @@ def _records(tail: _Tail, batches: list[bytes]) -> bytes:
         log_start_offset=partition.log_start_offset,
         next_offset=tail.next_offset,
     ).SerializeToString()
-    inner = frame_batches(batches) + trailer
-    return _PARTITIONS_TAG + varint(len(inner)) + inner
+    return length_delimited(_PARTITIONS_TAG, frame_batches(batches) + trailer)
 
 
 def _error(topic: str, partition: int, err: BrokerError) -> bytes:
@@ -64,7 +62,7 @@ def _error(topic: str, partition: int, err: BrokerError) -> bytes:
         reason=err.reason,
         metadata=err.metadata,
     ).SerializeToString()
-    return _ERRORS_TAG + varint(len(entry)) + entry
+    return length_delimited(_ERRORS_TAG, entry)
 
 
 class PartitionsTail:

@@ -15,12 +15,12 @@ from aiohttp import web
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tidelog.broker.batches import records_of
 from tidelog.broker.console.gateway import CallFailed, Gateway
 from tidelog.broker.console.history import History
 from tidelog.broker.console.render import FULL_BYTES, show_record
 from tidelog.broker.console.sessions import Session
-from tidelog.broker.console.tail import TailRequest, records_of, tail_events
-from tidelog.common.compression import Codecs
+from tidelog.broker.console.tail import TailRequest, tail_events
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2, records_pb2
 
 SESSION_KEY = web.RequestKey("session", Session)
@@ -56,7 +56,7 @@ def as_dict(message: Any) -> dict[str, Any]:
     )
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
@@ -180,7 +180,7 @@ class Api:
         return web.json_response(answer)
 
     async def create_topic(self, request: web.Request, session: Session) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         name = _required(body, "name")
         create = admin_pb2.CreateTopicRequest(name=name, configs=self._configs(body.get("configs") or {}))
         if body.get("partitions") not in (None, ""):
@@ -195,7 +195,7 @@ class Api:
         return raw
 
     async def alter_configs(self, request: web.Request, session: Session) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         configs = self._configs(body.get("configs"))
         if not configs:
             raise BadInput("give at least one config to change")
@@ -203,7 +203,7 @@ class Api:
         return web.json_response(as_dict(await self._call(session, self._gateway.admin.AlterTopicConfigs, alter)))
 
     async def produce(self, request: web.Request, session: Session) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         value = _text(body, "value")
         key = _text(body, "key")
         record = records_pb2.Record(key=key.encode() if key else b"", value=(value or "").encode())
@@ -227,7 +227,7 @@ class Api:
         fetch = broker_pb2.FetchRequest(topic=name, partition=partition, offset=offset, max_records=1)
         answer = await self._call(session, self._gateway.broker.Fetch, fetch)
         for batch in answer.batches:
-            records = records_of(batch, Codecs())
+            records = records_of(batch)
             if batch.base_offset <= offset < batch.base_offset + len(records):
                 record = records[offset - batch.base_offset]
                 return web.json_response(show_record(name, partition, offset, record, batch.append_time_ms, FULL_BYTES))
@@ -289,7 +289,7 @@ class Api:
         return web.json_response(answer)
 
     async def reset_offsets(self, request: web.Request, session: Session) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         reset = groups_pb2.ResetOffsetsRequest(group=request.match_info["name"], topic=_required(body, "topic"))
         to = body.get("to")
         if to == "earliest":

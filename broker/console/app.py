@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from tidelog.broker.console.api import SESSION_KEY, Api
+from tidelog.broker.console.api import SESSION_KEY, Api, BadInput, json_body
 from tidelog.broker.console.gateway import CallFailed, Gateway
 from tidelog.broker.console.history import History
 from tidelog.broker.console.sessions import COOKIE, Session, Sessions
@@ -33,10 +33,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-
-
-def csrf_refused() -> web.Response:
-    return web.json_response({"error": "the CSRF token is missing or wrong: reload the page"}, status=403)
 
 
 class Console:
@@ -116,7 +112,8 @@ class Console:
                 if request.content_type != "application/json":
                     return web.json_response({"error": "send JSON (Content-Type: application/json)"}, status=415)
                 if not session.csrf_ok(request.headers.get("X-CSRF-Token")):
-                    return csrf_refused()
+                    refused = {"error": "the CSRF token is missing or wrong: reload the page"}
+                    return web.json_response(refused, status=403)
             request[SESSION_KEY] = session
         try:
             response = await handler(request)
@@ -179,10 +176,9 @@ class Console:
 
     async def _login(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        token = body.get("token") if isinstance(body, dict) else None
+            token = (await json_body(request)).get("token")
+        except BadInput:
+            token = None
         if not isinstance(token, str) or not token.strip() or len(token) > 4096:
             return web.json_response({"error": "give your Tidelog token"}, status=400)
         token = token.strip()
@@ -201,9 +197,7 @@ class Console:
         return response
 
     async def _logout(self, request: web.Request) -> web.Response:
-        session = self._current(request)
-        if session is not None and not session.csrf_ok(request.headers.get("X-CSRF-Token")):
-            return csrf_refused()
+        """Reached through the guard, like every write: a session and its CSRF token are checked there."""
         self._sessions.drop(request.cookies.get(COOKIE))
         response = web.json_response({"signed_in": False})
         response.del_cookie(COOKIE, path="/")

@@ -15,10 +15,11 @@ from typing import Any
 
 import grpc
 
+from tidelog.broker.batches import records_of
 from tidelog.broker.console.gateway import Gateway, call_failed, metadata
 from tidelog.broker.console.render import matches, show_record
-from tidelog.common.compression import MAX_DECOMPRESSED_BYTES, Codecs, CorruptBatch
-from tidelog.v1 import broker_pb2, records_pb2
+from tidelog.common.compression import Codecs, CorruptBatch
+from tidelog.v1 import broker_pb2
 
 MAX_RECORDS_PER_S = 200
 
@@ -34,14 +35,6 @@ class TailRequest:
 
 def event(kind: str, data: Any) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def records_of(batch: records_pb2.RecordBatch, codecs: Codecs) -> list[records_pb2.Record]:
-    """A batch's records, decompressed if it is compressed (raises CorruptBatch if it does not)."""
-    if not batch.compression:
-        return list(batch.records)
-    data = codecs.decompress(batch.compression, batch.compressed_records, MAX_DECOMPRESSED_BYTES)
-    return list(records_pb2.RecordBatch.FromString(data).records)
 
 
 class _Budget:

@@ -69,11 +69,6 @@ class KafkaApis:
             messages.LIST_OFFSETS_REQUEST.api_key: self.list_offsets,
         }
 
-    def set_node(self, node: Node, cluster_id: str) -> None:
-        """Where Metadata says this broker is: known once the listener has its port."""
-        self._node = node
-        self._cluster_id = cluster_id
-
     def handle(self, frame: bytes) -> bytes:
         """The response frame's body (header included) for a request frame; Refused to close instead."""
         reader = Reader(frame)

@@ -21,20 +21,27 @@ _MIN_FRAME_BYTES = 10  # api key, api version, correlation id, client id length
 
 
 class KafkaListener:
-    def __init__(self, listen: str, apis: KafkaApis) -> None:
+    """`await bind()` takes the port (its address says what Metadata may hand out); `await serve(apis)`
+    then accepts connections, so none is ever answered before the answers know where they are."""
+
+    def __init__(self, listen: str) -> None:
         self._listen = listen
-        self.apis = apis
+        self._apis: KafkaApis | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.address = ""
 
-    async def start(self) -> str:
+    async def bind(self) -> str:
         host, port = self._listen.rsplit(":", 1)
-        self._server = await asyncio.start_server(self._serve, host.strip("[]"), int(port))
-        bound = self._server.sockets[0].getsockname()[1]
-        self.address = f"{host}:{bound}"
-        log.info("kafka_serving", listen=self.address)
+        self._server = await asyncio.start_server(self._serve, host.strip("[]"), int(port), start_serving=False)
+        self.address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
         return self.address
+
+    async def serve(self, apis: KafkaApis) -> None:
+        assert self._server is not None, "bind() first"
+        self._apis = apis
+        await self._server.start_serving()
+        log.info("kafka_serving", listen=self.address)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -46,8 +53,8 @@ class KafkaListener:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task, apis = asyncio.current_task(), self._apis
+        assert task is not None and apis is not None
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         try:
@@ -56,7 +63,7 @@ class KafkaListener:
                 if not _MIN_FRAME_BYTES <= size <= MAX_FRAME_BYTES:
                     log.warning("kafka_frame_refused", peer=str(peer), size=size, max=MAX_FRAME_BYTES)
                     return
-                answer = self.apis.handle(await reader.readexactly(size))
+                answer = apis.handle(await reader.readexactly(size))
                 writer.write(len(answer).to_bytes(4, "big") + answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -86,6 +86,17 @@ _DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
+# The fixed-width primitives, by type name: built once, not for every field read or written.
+_READERS: dict[str, Callable[[Reader], Any]] = {
+    "int8": Reader.int8, "int16": Reader.int16, "int32": Reader.int32, "int64": Reader.int64,
+    "uint16": Reader.uint16, "float64": Reader.float64, "bool": Reader.boolean, "uuid": Reader.uuid,
+}  # fmt: skip
+_WRITERS: dict[str, Callable[[Writer, Any], None]] = {
+    "int8": Writer.int8, "int16": Writer.int16, "int32": Writer.int32, "int64": Writer.int64,
+    "uint16": Writer.uint16, "float64": Writer.float64, "bool": Writer.boolean, "uuid": Writer.uuid,
+}  # fmt: skip
+
+
 def _default(f: Field, version: int) -> Any:
     if f.default is not None:
         return f.default
@@ -105,11 +116,7 @@ def _read_value(r: Reader, f: Field, version: int, flexible: bool) -> Any:
         return r.compact_string(nullable) if flexible else r.string(nullable)
     if kind in ("bytes", "records"):
         return r.compact_bytes(nullable or kind == "records") if flexible else r.bytes_(nullable or kind == "records")
-    readers: dict[str, Callable[[], Any]] = {
-        "int8": r.int8, "int16": r.int16, "int32": r.int32, "int64": r.int64, "uint16": r.uint16,
-        "float64": r.float64, "bool": r.boolean, "uuid": r.uuid,
-    }  # fmt: skip
-    return readers[kind]()
+    return _READERS[kind](r)
 
 
 def _read_field(r: Reader, f: Field, version: int, flexible: bool) -> Any:
@@ -150,11 +157,7 @@ def _write_value(w: Writer, f: Field, value: Any, version: int, flexible: bool) 
     elif kind in ("bytes", "records"):
         (w.compact_bytes if flexible else w.bytes_)(value)
     else:
-        writers: dict[str, Callable[[Any], None]] = {
-            "int8": w.int8, "int16": w.int16, "int32": w.int32, "int64": w.int64, "uint16": w.uint16,
-            "float64": w.float64, "bool": w.boolean, "uuid": w.uuid,
-        }  # fmt: skip
-        writers[kind](value)
+        _WRITERS[kind](w, value)
 
 
 def _write_field(w: Writer, f: Field, value: Any, version: int, flexible: bool) -> None:

@@ -213,6 +213,14 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     return parser
 
 
+def require_address(flag: str, value: str) -> None:
+    """Exit with a clear message unless `value` is a HOST:PORT to listen on (`flag` names it, if given)."""
+    try:
+        check_listen(value)
+    except ValueError as err:
+        raise SystemExit(f"tidelog: {flag + ': ' if flag else ''}{err}") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     from tidelog.broker.security.acls import Authorizer
     from tidelog.broker.security.auth import TokenFile, is_loopback
@@ -221,10 +229,7 @@ def serve(args: argparse.Namespace) -> int:
     from tidelog.broker.storage.lmdb_store import FormatMismatch
     from tidelog.cli import logs
 
-    try:
-        check_listen(args.listen)
-    except ValueError as err:
-        raise SystemExit(f"tidelog: {err}") from None
+    require_address("", args.listen)
     if args.fsync_interval_ms < 1:
         raise SystemExit("tidelog: --fsync-interval-ms must be >= 1")
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", args.cluster_name):
@@ -236,10 +241,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.inter_broker_tls_ca and not args.tls_cert:
         raise SystemExit("tidelog: --inter-broker-tls-ca needs --tls-cert and --tls-key (brokers replicate over TLS)")
     if args.replication_advertise:
-        try:
-            check_listen(args.replication_advertise)
-        except ValueError as err:
-            raise SystemExit(f"tidelog: --replication-advertise: {err}") from None
+        require_address("--replication-advertise", args.replication_advertise)
     paths = (args.tls_cert, args.tls_key, args.tls_client_ca, args.auth_tokens, args.acls, args.quotas)
     for path in (*paths, args.inter_broker_token_file, args.inter_broker_tls_ca):
         if path is not None and not path.is_file():
@@ -263,10 +265,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"tidelog: {err}") from None
     if args.metrics_listen:
-        try:
-            check_listen(args.metrics_listen)
-        except ValueError as err:
-            raise SystemExit(f"tidelog: --metrics-listen: {err}") from None
+        require_address("--metrics-listen", args.metrics_listen)
         if not args.tls_cert and not args.insecure and not is_loopback(args.metrics_listen):
             raise SystemExit(
                 f"tidelog: refusing plaintext metrics on {args.metrics_listen}, which is not a loopback address: "
@@ -274,10 +273,7 @@ def serve(args: argparse.Namespace) -> int:
                 "is yours alone"
             )
     if args.console_listen:
-        try:
-            check_listen(args.console_listen)
-        except ValueError as err:
-            raise SystemExit(f"tidelog: --console-listen: {err}") from None
+        require_address("--console-listen", args.console_listen)
         if not is_loopback(args.console_listen) and not (args.tls_cert and args.auth_tokens):
             raise SystemExit(
                 f"tidelog: refusing the console on {args.console_listen}, which is not a loopback address: beyond "
@@ -289,12 +285,9 @@ def serve(args: argparse.Namespace) -> int:
                 "tidelog: --console-listen with --tls-client-ca is not supported yet: the console signs in with tokens"
             )
     if args.kafka_listen:
-        for flag, value in (("--kafka-listen", args.kafka_listen), ("--kafka-advertise", args.kafka_advertise)):
-            try:
-                if value:
-                    check_listen(value)
-            except ValueError as err:
-                raise SystemExit(f"tidelog: {flag}: {err}") from None
+        require_address("--kafka-listen", args.kafka_listen)
+        if args.kafka_advertise:
+            require_address("--kafka-advertise", args.kafka_advertise)
         if not is_loopback(args.kafka_listen) and not args.insecure:
             raise SystemExit(
                 f"tidelog: refusing the Kafka listener on {args.kafka_listen}, which is not a loopback address: it "

@@ -55,7 +55,7 @@ class _Stream:
     entries: dict[TopicPartition, PartitionPosition]
     task: asyncio.Task[None] | None = None
     over: bool = False  # ended or failed: the next regroup opens it again
-    live: set[TopicPartition] = field(default_factory=set)
+    live: set[TopicPartition] = field(init=False)
 
     def __post_init__(self) -> None:
         self.live = set(self.entries)
