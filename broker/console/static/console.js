@@ -122,8 +122,9 @@ async function loginPage(error) {
     try {
       session = await api("/api/login", { method: "POST", body: { token: token.value } });
       token.value = "";
-      location.hash = "#/";
-      route();
+      // To the overview, rendered once: a changed hash routes by itself (hashchange).
+      if (location.hash === "#/") route();
+      else location.hash = "#/";
     } catch (err) { status.replaceChildren(message("error", err.message)); }
   } } }, h("label", {}, "Token", token), h("button", { type: "submit" }, "Sign in"));
   render(h("h1", {}, "Sign in"), h("p", { class: "muted" }, "This broker needs a token. It is sent once and kept only by the broker, for this session."), form, status, error ? message("error", error) : null);
