@@ -1,13 +1,19 @@
 """Stored batches and their wire form.
 
-A stored value is a fixed header the broker reads without parsing protobuf,
-followed by the batch exactly as it goes on the wire (an encoded RecordBatch):
+A stored value is a fixed header the broker reads without parsing the batch, followed by the batch
+as a producer sent it, in one of two formats:
 
     | record_count u32 | max_timestamp_ms i64 | append_time_ms i64 | RecordBatch bytes |
+    | record_count u32 | max_timestamp_ms i64 | append_time_ms i64 | 0x00 | Kafka RecordBatch v2 |
 
-Protobuf fields may come in any order and messages concatenate, so the
-RecordBatch bytes are the broker's small header fields followed by the
-records' encoding taken straight from the producer's request.
+A gRPC producer's batch is an encoded tidelog.v1 RecordBatch: protobuf fields may come in any order
+and messages concatenate, so it is the broker's small header fields followed by the records' encoding
+taken straight from the request. A Kafka producer's batch (broker.kafka.record_batch) is kept as sent,
+behind a 0 byte: no protobuf message starts with one (field number 0 does not exist), so the tag needs
+no room in the values written before it existed.
+
+Reads hand out *items*: a RecordBatch's bytes, or (a Kafka batch) the tag and the whole stored value,
+so that a conversion for the other protocol knows the batch's append time (log.formats converts).
 """
 
 from __future__ import annotations
@@ -17,12 +23,47 @@ from collections.abc import Sequence
 
 import crc32c
 
+from tidelog.broker.kafka import record_batch
 from tidelog.common.compression import MAX_DECOMPRESSED_BYTES, Codecs
 from tidelog.common.varint import varint
 from tidelog.v1.records_pb2 import Record, RecordBatch
 
 VALUE_HEADER = struct.Struct(">Iqq")
 HEADER_SIZE = VALUE_HEADER.size
+KAFKA_TAG = 0  # the byte after the header that says a Kafka batch follows
+
+
+def build_stored_kafka(batch: bytes, count: int, append_time_ms: int, max_timestamp_ms: int) -> bytes:
+    """A Kafka batch (its offsets patched already) as stored."""
+    return VALUE_HEADER.pack(count, max_timestamp_ms, append_time_ms) + b"\x00" + batch
+
+
+def kafka_batch(value: bytes | memoryview) -> memoryview:
+    """The Kafka batch in a stored value that holds one."""
+    return memoryview(value)[HEADER_SIZE + 1 :]
+
+
+def stored_head(value: bytes) -> tuple[int, int, int]:
+    """A stored batch's (base offset, producer id, first sequence); producer id 0 for none."""
+    if value[HEADER_SIZE] == KAFKA_TAG:
+        head = record_batch.header_of(kafka_batch(value))
+        return head.base_offset, max(head.producer_id, 0), head.base_sequence
+    batch = RecordBatch.FromString(value[HEADER_SIZE:])
+    return batch.base_offset, batch.producer_id, batch.base_sequence
+
+
+def stored_records(value: bytes, codecs: Codecs | None = None) -> Sequence[Record]:
+    """A stored batch's records in either format, decompressed (CorruptBatch when they do not)."""
+    if value[HEADER_SIZE] == KAFKA_TAG:
+        return record_batch.records_of(kafka_batch(value))
+    return records_of(RecordBatch.FromString(value[HEADER_SIZE:]), codecs)
+
+
+def read_item(value: bytes | memoryview) -> bytes:
+    """What a read hands out for a stored batch it returns whole."""
+    if value[HEADER_SIZE] == KAFKA_TAG:
+        return b"\x00" + bytes(value)
+    return bytes(value[HEADER_SIZE:])
 
 
 def length_delimited(tag: bytes, payload: bytes) -> bytes:
@@ -71,11 +112,14 @@ def records_of(batch: RecordBatch, codecs: Codecs | None = None) -> Sequence[Rec
     return RecordBatch.FromString(data).records
 
 
-def first_of_read(wire: bytes, base_offset: int, count: int, skip: int, keep: int) -> tuple[bytes, int, int]:
-    """A read's first batch cut to its records [skip, skip+keep) (the wire batch, skip, keep); a
-    compressed batch comes whole (skip 0, keep all), as it cannot be cut without decompressing."""
-    if not skip and keep == count:
-        return wire, skip, keep
+def first_of_read(
+    value: bytes | memoryview, base_offset: int, count: int, skip: int, keep: int
+) -> tuple[bytes, int, int]:
+    """A read's first batch cut to its records [skip, skip+keep) (the item, skip, keep); a compressed
+    batch, or a Kafka one, comes whole (skip 0, keep all), as it cannot be cut without decompressing."""
+    wire = read_item(value)
+    if (not skip and keep == count) or wire[0] == KAFKA_TAG:
+        return wire, 0, count
     sliced = slice_wire(wire, base_offset, skip, keep)
     return (wire, 0, count) if sliced is None else (sliced, skip, keep)
 
@@ -83,7 +127,7 @@ def first_of_read(wire: bytes, base_offset: int, count: int, skip: int, keep: in
 def cut_stored(value: bytes, base_offset: int, keep: int, append_time_ms: int) -> bytes:
     """A stored batch cut to its first `keep` records, its max timestamp recomputed (a truncation
     inside a batch; a compressed one is kept uncompressed)."""
-    records = records_of(RecordBatch.FromString(value[HEADER_SIZE:]))[:keep]
+    records = stored_records(value)[:keep]
     encoded = RecordBatch(records=records).SerializeToString()
     max_ts = max(r.timestamp_ms or append_time_ms for r in records)
     return build_stored(encoded, keep, base_offset, append_time_ms, max_ts, records_crc(encoded))

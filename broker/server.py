@@ -252,9 +252,10 @@ class Broker:
     async def _start_kafka(self, log_: Log) -> KafkaListener:
         settings = self.settings
         listener = KafkaListener(settings.kafka_listen)
-        host, port = (settings.kafka_advertise or await listener.bind()).rsplit(":", 1)
+        bound = await listener.bind()
+        host, port = (settings.kafka_advertise or bound).rsplit(":", 1)
         node = Node(settings.broker_id, host.strip("[]"), int(port))
-        await listener.serve(KafkaApis(log_, self.access, node, f"tidelog-{settings.cluster_name}"))
+        await listener.serve(KafkaApis(log_, self.access, self.metrics, node, f"tidelog-{settings.cluster_name}"))
         return listener
 
     def _listen(self, server: grpc.aio.Server) -> int:

@@ -32,6 +32,8 @@ SPOKEN: dict[str, tuple[int, int]] = {
     "ApiVersions": (0, 4),
     "Metadata": (1, 12),
     "ListOffsets": (1, 6),  # 7+ asks for the max-timestamp record (-3), which the time index cannot answer yet
+    "Produce": (3, 10),  # 3: RecordBatch v2; 11+: KIP-951's leader hints and 12+ KIP-890's transactions
+    "Fetch": (4, 12),  # 4: RecordBatch v2; 13+ names topics by id
 }
 
 _COMMENTS = re.compile(r"(?m)^\s*//.*\n?")

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE
+from tidelog.broker.batches import HEADER_SIZE, KAFKA_TAG, kafka_batch
+from tidelog.broker.kafka import record_batch
 from tidelog.broker.storage import maintenance
 from tidelog.v1.records_pb2 import RecordBatch
 
@@ -33,6 +34,13 @@ class Divergence:
         )
 
 
+def _crc(value: bytes) -> int:
+    """A stored batch's CRC32C of its records, in either format (broker.batches)."""
+    if value[HEADER_SIZE] == KAFKA_TAG:
+        return record_batch.header_of(kafka_batch(value)).crc
+    return RecordBatch.FromString(value[HEADER_SIZE:]).crc32c
+
+
 def stored_batches(data_dir: Path, topic: str, high_watermarks: Mapping[int, int]) -> dict[int, list[BatchId]]:
     """partition -> the batches of `topic` the broker stores that end at or below its high watermark."""
     store = maintenance.open_existing(data_dir)
@@ -42,7 +50,7 @@ def stored_batches(data_dir: Path, topic: str, high_watermarks: Mapping[int, int
         out: dict[int, list[BatchId]] = {}
         for partition, below in high_watermarks.items():
             out[partition] = [
-                (batch.base_offset, batch.count, RecordBatch.FromString(batch.value[HEADER_SIZE:]).crc32c)
+                (batch.base_offset, batch.count, _crc(batch.value))
                 for batch in store.scan(topic_id, partition, 0, below)
                 if batch.base_offset + batch.count <= below
             ]

@@ -8,31 +8,24 @@ UNSUPPORTED_VERSION and its ranges (KIP-511), so a newer client can settle on on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
-from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import messages
+from tidelog.broker.kafka.codes import NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
+from tidelog.broker.kafka.fetch import KafkaFetch
+from tidelog.broker.kafka.produce import KafkaProduce
 from tidelog.broker.kafka.schema import Message, decode, encode
+from tidelog.broker.kafka.topics import readable_topic
 from tidelog.broker.kafka.wire import Reader, Writer
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import TopicState
-from tidelog.broker.names import check_topic_name
+from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
 
-log = structlog.get_logger("tidelog.kafka")
-
-# Kafka's error codes, those this listener answers with.
-NONE = 0
-UNKNOWN_TOPIC_OR_PARTITION = 3
-INVALID_TOPIC = 17
-TOPIC_AUTHORIZATION_FAILED = 29
-UNSUPPORTED_VERSION = 35
-UNKNOWN_TOPIC_ID = 100
 LATEST, EARLIEST = -1, -2  # ListOffsets' special timestamps
+Handler = Callable[[dict[str, Any], int], Awaitable[dict[str, Any] | None]]
 
 _TOPIC_IDS = uuid.UUID("5d1e6a2c-7b0f-4c41-9a52-6f8e3b7d1c20")  # the namespace of topic ids (uuid5)
 
@@ -57,20 +50,23 @@ class Node:
 
 
 class KafkaApis:
-    def __init__(self, log_: Log, access: Access, node: Node, cluster_id: str) -> None:
+    def __init__(self, log_: Log, access: Access, metrics: Metrics, node: Node, cluster_id: str) -> None:
         self._log = log_
         self._registry = log_.registry
         self._access = access
         self._node = node
         self._cluster_id = cluster_id
-        self._handlers: dict[int, Callable[[dict[str, Any], int], dict[str, Any]]] = {
+        self._handlers: dict[int, Handler] = {
             messages.API_VERSIONS_REQUEST.api_key: self.api_versions,
             messages.METADATA_REQUEST.api_key: self.metadata,
             messages.LIST_OFFSETS_REQUEST.api_key: self.list_offsets,
+            messages.PRODUCE_REQUEST.api_key: KafkaProduce(log_, access, metrics),
+            messages.FETCH_REQUEST.api_key: KafkaFetch(log_, access, metrics),
         }
 
-    def handle(self, frame: bytes) -> bytes:
-        """The response frame's body (header included) for a request frame; Refused to close instead."""
+    async def handle(self, frame: bytes) -> bytes | None:
+        """The response frame's body (header included) for a request frame, None when the request
+        is not to be answered (a Produce with acks=0); Refused to close the connection instead."""
         reader = Reader(frame)
         header = Header(reader.int16(), reader.int16(), reader.int32(), reader.string(nullable=True))
         pair = messages.APIS.get(header.api_key)
@@ -85,8 +81,8 @@ class KafkaApis:
         if request.is_flexible(header.api_version):
             reader.tagged_fields()
         body = decode(request, header.api_version, frame, reader.pos)
-        answer = self._handlers[header.api_key](body, header.api_version)
-        return self._respond(header, response, header.api_version, answer)
+        answer = await self._handlers[header.api_key](body, header.api_version)
+        return None if answer is None else self._respond(header, response, header.api_version, answer)
 
     @staticmethod
     def _respond(header: Header, response: Message, version: int, answer: dict[str, Any]) -> bytes:
@@ -109,10 +105,10 @@ class KafkaApis:
             ]
         }
 
-    def api_versions(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def api_versions(self, request: dict[str, Any], version: int) -> dict[str, Any]:
         return {"error_code": NONE, **self._ranges()}
 
-    def metadata(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def metadata(self, request: dict[str, Any], version: int) -> dict[str, Any]:
         wanted = request["topics"]
         if wanted is None:  # every topic the principal may see
             names = [t.name for t in self._registry.sorted() if self._access.permitted("describe", "topic", t.name)]
@@ -130,17 +126,17 @@ class KafkaApis:
     def _topic_metadata(self, name: str | None, topic_id: uuid.UUID | None = None) -> dict[str, Any]:
         if name is None:  # v10+: asked by id
             return {"error_code": UNKNOWN_TOPIC_ID, "name": None, "topic_id": topic_id, "partitions": []}
-        topic = self._readable_topic(name)
+        topic = readable_topic(self._registry, self._access, name, "describe")
         if isinstance(topic, int):
             return {"error_code": topic, "name": name, "partitions": []}
         return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": self._partitions(topic)}
 
-    def list_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def list_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
         """Offsets by time: -1 the high watermark, -2 the log start, else the first record at or after it."""
         topics = []
         for wanted in request["topics"]:
             name = wanted["name"]
-            topic = self._readable_topic(name)
+            topic = readable_topic(self._registry, self._access, name, "describe")
             answers = []
             for asked in wanted["partitions"]:
                 index = asked["partition_index"]
@@ -154,19 +150,6 @@ class KafkaApis:
                 answers.append(answer)
             topics.append({"name": name, "partitions": answers})
         return {"topics": topics}
-
-    def _readable_topic(self, name: str) -> TopicState | int:
-        """The topic, or the error code that answers for it (the same whether it exists or not, when not allowed)."""
-        try:
-            check_topic_name(name)
-        except BrokerError:
-            return INVALID_TOPIC
-        if not self._access.permitted("describe", "topic", name):
-            return TOPIC_AUTHORIZATION_FAILED
-        try:
-            return self._registry.get(name)
-        except BrokerError:
-            return UNKNOWN_TOPIC_OR_PARTITION
 
     def _offset_at(self, topic: TopicState, index: int, timestamp: int) -> dict[str, Any]:
         partition = topic.partitions[index]

@@ -63,9 +63,10 @@ class KafkaListener:
                 if not _MIN_FRAME_BYTES <= size <= MAX_FRAME_BYTES:
                     log.warning("kafka_frame_refused", peer=str(peer), size=size, max=MAX_FRAME_BYTES)
                     return
-                answer = apis.handle(await reader.readexactly(size))
-                writer.write(len(answer).to_bytes(4, "big") + answer)
-                await writer.drain()
+                answer = await apis.handle(await reader.readexactly(size))
+                if answer is not None:
+                    writer.write(len(answer).to_bytes(4, "big") + answer)
+                    await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return  # the client went away, mid-frame or between frames
         except (MalformedFrame, Refused) as err:

@@ -198,9 +198,248 @@ LIST_OFFSETS_RESPONSE = Message(
     ),
 )
 
+PRODUCE_REQUEST = Message(
+    "ProduceRequest",
+    0,
+    (3, 10),
+    9,
+    struct(
+        field("transactional_id", "string", "3+", nullable="3+"),
+        field("acks", "int16", "0+"),
+        field("timeout_ms", "int32", "0+"),
+        field(
+            "topic_data",
+            struct(
+                field("name", "string", "0-12"),
+                field("topic_id", "uuid", "13+"),
+                field(
+                    "partition_data",
+                    struct(
+                        field("index", "int32", "0+"),
+                        field("records", "records", "0+", nullable="0+"),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+PRODUCE_RESPONSE = Message(
+    "ProduceResponse",
+    0,
+    (3, 10),
+    9,
+    struct(
+        field(
+            "responses",
+            struct(
+                field("name", "string", "0-12"),
+                field("topic_id", "uuid", "13+"),
+                field(
+                    "partition_responses",
+                    struct(
+                        field("index", "int32", "0+"),
+                        field("error_code", "int16", "0+"),
+                        field("base_offset", "int64", "0+"),
+                        field("log_append_time_ms", "int64", "2+", default=-1),
+                        field("log_start_offset", "int64", "5+", default=-1),
+                        field(
+                            "record_errors",
+                            struct(
+                                field("batch_index", "int32", "8+"),
+                                field("batch_index_error_message", "string", "8+", nullable="8+"),
+                            ),
+                            "8+",
+                            array=True,
+                        ),
+                        field("error_message", "string", "8+", nullable="8+"),
+                        field(
+                            "current_leader",
+                            struct(
+                                field("leader_id", "int32", "10+", default=-1),
+                                field("leader_epoch", "int32", "10+", default=-1),
+                            ),
+                            "10+",
+                            tag=0,
+                        ),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+        field("throttle_time_ms", "int32", "1+"),
+        field(
+            "node_endpoints",
+            struct(
+                field("node_id", "int32", "10+"),
+                field("host", "string", "10+"),
+                field("port", "int32", "10+"),
+                field("rack", "string", "10+", nullable="10+"),
+            ),
+            "10+",
+            array=True,
+            tag=0,
+        ),
+    ),
+)
+
+FETCH_REQUEST = Message(
+    "FetchRequest",
+    1,
+    (4, 12),
+    12,
+    struct(
+        field("cluster_id", "string", "12+", nullable="12+", tag=0),
+        field("replica_id", "int32", "0-14", default=-1),
+        field(
+            "replica_state",
+            struct(
+                field("replica_id", "int32", "15+", default=-1),
+                field("replica_epoch", "int64", "15+", default=-1),
+            ),
+            "15+",
+            tag=1,
+        ),
+        field("max_wait_ms", "int32", "0+"),
+        field("min_bytes", "int32", "0+"),
+        field("max_bytes", "int32", "3+", default=2147483647),
+        field("isolation_level", "int8", "4+"),
+        field("session_id", "int32", "7+"),
+        field("session_epoch", "int32", "7+", default=-1),
+        field(
+            "topics",
+            struct(
+                field("topic", "string", "0-12"),
+                field("topic_id", "uuid", "13+"),
+                field(
+                    "partitions",
+                    struct(
+                        field("partition", "int32", "0+"),
+                        field("current_leader_epoch", "int32", "9+", default=-1),
+                        field("fetch_offset", "int64", "0+"),
+                        field("last_fetched_epoch", "int32", "12+", default=-1),
+                        field("log_start_offset", "int64", "5+", default=-1),
+                        field("partition_max_bytes", "int32", "0+"),
+                        field("replica_directory_id", "uuid", "17+", tag=0),
+                        field("high_watermark", "int64", "18+", tag=1, default=9223372036854775807),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+        field(
+            "forgotten_topics_data",
+            struct(
+                field("topic", "string", "7-12"),
+                field("topic_id", "uuid", "13+"),
+                field("partitions", "int32", "7+", array=True),
+            ),
+            "7+",
+            array=True,
+        ),
+        field("rack_id", "string", "11+"),
+    ),
+)
+
+FETCH_RESPONSE = Message(
+    "FetchResponse",
+    1,
+    (4, 12),
+    12,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field("error_code", "int16", "7+"),
+        field("session_id", "int32", "7+"),
+        field(
+            "responses",
+            struct(
+                field("topic", "string", "0-12"),
+                field("topic_id", "uuid", "13+"),
+                field(
+                    "partitions",
+                    struct(
+                        field("partition_index", "int32", "0+"),
+                        field("error_code", "int16", "0+"),
+                        field("high_watermark", "int64", "0+"),
+                        field("last_stable_offset", "int64", "4+", default=-1),
+                        field("log_start_offset", "int64", "5+", default=-1),
+                        field(
+                            "diverging_epoch",
+                            struct(
+                                field("epoch", "int32", "12+", default=-1),
+                                field("end_offset", "int64", "12+", default=-1),
+                            ),
+                            "12+",
+                            tag=0,
+                        ),
+                        field(
+                            "current_leader",
+                            struct(
+                                field("leader_id", "int32", "12+", default=-1),
+                                field("leader_epoch", "int32", "12+", default=-1),
+                            ),
+                            "12+",
+                            tag=1,
+                        ),
+                        field(
+                            "snapshot_id",
+                            struct(
+                                field("end_offset", "int64", "0+", default=-1),
+                                field("epoch", "int32", "0+", default=-1),
+                            ),
+                            "12+",
+                            tag=2,
+                        ),
+                        field(
+                            "aborted_transactions",
+                            struct(
+                                field("producer_id", "int64", "4+"),
+                                field("first_offset", "int64", "4+"),
+                            ),
+                            "4+",
+                            array=True,
+                            nullable="4+",
+                        ),
+                        field("preferred_read_replica", "int32", "11+", default=-1),
+                        field("records", "records", "0+", nullable="0+"),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+        field(
+            "node_endpoints",
+            struct(
+                field("node_id", "int32", "16+"),
+                field("host", "string", "16+"),
+                field("port", "int32", "16+"),
+                field("rack", "string", "16+", nullable="16+"),
+            ),
+            "16+",
+            array=True,
+            tag=0,
+        ),
+    ),
+)
+
 # (request, response) by API key: what ApiVersions advertises, in this order.
 APIS: dict[int, tuple[Message, Message]] = {
     API_VERSIONS_REQUEST.api_key: (API_VERSIONS_REQUEST, API_VERSIONS_RESPONSE),
     METADATA_REQUEST.api_key: (METADATA_REQUEST, METADATA_RESPONSE),
     LIST_OFFSETS_REQUEST.api_key: (LIST_OFFSETS_REQUEST, LIST_OFFSETS_RESPONSE),
+    PRODUCE_REQUEST.api_key: (PRODUCE_REQUEST, PRODUCE_RESPONSE),
+    FETCH_REQUEST.api_key: (FETCH_REQUEST, FETCH_RESPONSE),
 }

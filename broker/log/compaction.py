@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tidelog.broker.batches import HEADER_SIZE, build_stored, records_crc, records_of
+from tidelog.broker.batches import build_stored, records_crc, stored_records
 from tidelog.broker.log.topics import TopicState
 from tidelog.broker.storage.interface import LogStore, LogWrite, PartitionStats, StoredBatch
 from tidelog.v1.records_pb2 import Record, RecordBatch
@@ -42,7 +42,7 @@ def plan(store: LogStore, topic: TopicState, partition: int, end: int, now_ms: i
     batches: list[tuple[int, int, int, Sequence[Record]]] = []  # (base, count, append_ms, records)
     latest: dict[bytes, int] = {}
     for stored in store.scan(topic.id, partition, 0, end):
-        records = records_of(RecordBatch.FromString(stored.value[HEADER_SIZE:]))  # survivors: kept uncompressed
+        records = stored_records(stored.value)  # survivors: kept uncompressed, as gRPC batches
         batches.append((stored.base_offset, stored.count, stored.append_time_ms, records))
         for i, record in enumerate(records):
             latest[record.key] = stored.base_offset + i

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, build_stored
+from tidelog.broker.batches import VALUE_HEADER, build_stored, build_stored_kafka, stored_head
 from tidelog.broker.errors import BrokerError, topic_not_found
+from tidelog.broker.kafka import record_batch
 from tidelog.broker.log.topics import TopicRegistry, TopicState
 from tidelog.broker.storage.interface import LogWrite, PartitionStats, ProducerBatch, StoredBatch, TopicRecord
 from tidelog.common.reasons import Reason
 from tidelog.v1.broker_pb2 import PartitionResult
-from tidelog.v1.records_pb2 import RecordBatch
 
 
 def _require_topic(txn: LogWrite, name: str, topic_id: int | None = None) -> TopicRecord:
@@ -32,6 +32,7 @@ class PartitionAppend:
     max_timestamp_ms: int  # over records with a timestamp; -1 if none has one
     has_unstamped: bool  # some record has timestamp 0 (= append time)
     crc: int
+    kafka: bool = False  # `records` is a Kafka RecordBatch v2, stored as sent (broker.kafka.record_batch)
 
 
 @dataclass
@@ -68,7 +69,13 @@ class ProduceOp:
                 if self.producer_id is not None and self.sequence is not None
                 else None
             )
-            value = build_stored(part.records, part.count, base, now_ms, max_ts, part.crc, producer)
+            if part.kafka:
+                batch = record_batch.patched(part.records, base, 0)
+                if self.topic.log_append_time:
+                    batch = record_batch.with_log_append_time(batch, now_ms)
+                value = build_stored_kafka(batch, part.count, now_ms, max_ts)
+            else:
+                value = build_stored(part.records, part.count, base, now_ms, max_ts, part.crc, producer)
             new_stats = PartitionStats(base + part.count, stats.log_start_offset, stats.size_bytes + len(value))
             txn.append(topic_id, part.partition, StoredBatch(base, part.count, max_ts, now_ms, value), new_stats)
             if self.producer_id is not None and self.sequence is not None:
@@ -228,7 +235,7 @@ class ReplicateOp:
 
     topic: TopicState
     partition: int
-    values: list[bytes]  # stored values: header and RecordBatch bytes
+    values: list[bytes]  # stored values (broker.batches)
     epochs: list[tuple[int, int]] = field(default_factory=list)  # the leader's, for what is new here
 
     @property
@@ -241,8 +248,7 @@ class ReplicateOp:
             raise topic_not_found(self.topic.name)
         for value in self.values:
             count, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
-            head = RecordBatch.FromString(value[HEADER_SIZE:])
-            base = head.base_offset
+            base, producer_id, base_sequence = stored_head(value)
             if base + count <= stats.next_offset:
                 continue
             if base != stats.next_offset:
@@ -252,10 +258,10 @@ class ReplicateOp:
                 )
             stats = PartitionStats(base + count, stats.log_start_offset, stats.size_bytes + len(value))
             txn.append(self.topic.id, self.partition, StoredBatch(base, count, max_ts, append_ms, value), stats)
-            if head.producer_id:
-                history = txn.producer_batches(self.topic.id, self.partition, head.producer_id)
-                history.append(ProducerBatch(head.base_sequence, count, base, append_ms))
-                txn.put_producer_batches(self.topic.id, self.partition, head.producer_id, history, now_ms)
+            if producer_id:
+                history = txn.producer_batches(self.topic.id, self.partition, producer_id)
+                history.append(ProducerBatch(base_sequence, count, base, append_ms))
+                txn.put_producer_batches(self.topic.id, self.partition, producer_id, history, now_ms)
         for epoch, start in self.epochs:
             if start < stats.next_offset:  # an epoch is noted once this replica holds some of its records
                 txn.put_leader_epoch(self.topic.id, self.partition, epoch, start)

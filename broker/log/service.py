@@ -1,11 +1,13 @@
 """The log as the API layer sees it: the topics in memory, writes through the writer (one group commit
-for everything pending), reads straight from the store. The API never touches storage itself."""
+for everything pending), reads straight from the store, in the reader's protocol (log.formats). The
+API never touches storage itself."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from tidelog.broker.log.formats import Conversions
 from tidelog.broker.log.topics import PartitionState, TopicRegistry, TopicState
 from tidelog.broker.storage.interface import LogStore, ReadResult
 from tidelog.broker.storage.writer import WriteOp, Writer
@@ -16,6 +18,7 @@ class Log:
         self.registry = registry
         self._store = store
         self._writer = writer
+        self.conversions = Conversions()
 
     def submit(self, op: WriteOp) -> asyncio.Future[Any]:
         """Queue a write op (log.ops, groups.offsets); the future resolves once it is durable."""
@@ -24,8 +27,18 @@ class Log:
     def read(
         self, topic: TopicState, partition: PartitionState, offset: int, max_records: int, max_bytes: int
     ) -> ReadResult:
-        """Batches from `offset` below the partition's high watermark (at least one record, if any)."""
-        return self._store.read(topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes)
+        """gRPC batches from `offset` below the partition's high watermark (at least one record, if any)."""
+        result = self._store.read(
+            topic.id, partition.partition, offset, partition.high_watermark, max_records, max_bytes
+        )
+        batches = self.conversions.as_grpc(topic.id, partition.partition, result.batches)
+        return result if batches is result.batches else ReadResult(batches, result.next_offset)
+
+    def read_kafka(self, topic: TopicState, partition: PartitionState, offset: int, max_bytes: int) -> ReadResult:
+        """Kafka batches from the one holding `offset`, below the high watermark (at least one, if any)."""
+        result = self._store.read(topic.id, partition.partition, offset, partition.high_watermark, 1 << 62, max_bytes)
+        batches = self.conversions.as_kafka(topic.id, partition.partition, result.batches, topic.log_append_time)
+        return ReadResult(batches, result.next_offset)
 
     def offset_for_time(self, topic: TopicState, partition: PartitionState, timestamp_ms: int) -> tuple[int, int]:
         """The first (offset, timestamp) at or after `timestamp_ms`; (high watermark, -1) when none is."""

@@ -18,7 +18,7 @@ from typing import Any
 import lmdb
 import structlog
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, cut_stored, first_of_read, records_of
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, cut_stored, first_of_read, read_item, stored_records
 from tidelog.broker.storage import keys, time_index
 from tidelog.broker.storage.interface import (
     LogWrite,
@@ -31,7 +31,6 @@ from tidelog.broker.storage.interface import (
     TopicRecord,
 )
 from tidelog.broker.storage.keys import COUNTER, LOG_KEY, PARTITION_KEY, TOPIC_ID
-from tidelog.v1.records_pb2 import RecordBatch
 
 log = structlog.get_logger("tidelog.store")
 
@@ -286,14 +285,14 @@ class LmdbStore:
                 if not wire_batches:
                     skip = max(0, offset - base)
                     keep = min(count - skip, max_records)
-                    wire, skip, keep = first_of_read(bytes(value[HEADER_SIZE:]), base, count, skip, keep)
+                    wire, skip, keep = first_of_read(value, base, count, skip, keep)
                     next_offset = base + skip + keep
                     total_records = keep
                 else:
                     size = len(value) - HEADER_SIZE
                     if total_records + count > max_records or total_bytes + size > max_bytes:
                         break
-                    wire = bytes(value[HEADER_SIZE:])
+                    wire = read_item(value)
                     next_offset = base + count
                     total_records += count
                 wire_batches.append(wire)
@@ -331,8 +330,7 @@ class LmdbStore:
                 value = cursor.value()
                 _, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
                 if max_ts >= timestamp_ms:
-                    batch = RecordBatch.FromString(bytes(value[HEADER_SIZE:]))
-                    for i, record in enumerate(records_of(batch)):
+                    for i, record in enumerate(stored_records(bytes(value))):
                         ts = append_ms if append_time or record.timestamp_ms == 0 else record.timestamp_ms
                         if ts >= timestamp_ms and base + i >= start:
                             return base + i, ts

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, records_crc, records_of
+from tidelog.broker.batches import HEADER_SIZE, KAFKA_TAG, VALUE_HEADER, kafka_batch, records_crc, records_of
+from tidelog.broker.kafka import record_batch
 from tidelog.broker.storage import keys
 from tidelog.broker.storage.interface import TopicRecord
 from tidelog.broker.storage.keys import LOG_KEY, PARTITION_KEY
@@ -67,7 +68,10 @@ def _verify_partition(store: LmdbStore, txn: object, topic: TopicRecord, partiti
         report.batches += 1
         report.records += count
         report.bytes += len(value)
-        problem = _check_batch(value[HEADER_SIZE:], base, count, max_ts, append_ms)
+        if value[HEADER_SIZE] == KAFKA_TAG:
+            problem = _check_kafka_batch(kafka_batch(value), base, count)
+        else:
+            problem = _check_batch(value[HEADER_SIZE:], base, count, max_ts, append_ms)
         if expected is None and base < stats.log_start_offset:
             problem = problem or f"batch below the log start {stats.log_start_offset}"
         if expected is not None and base < expected:  # gaps are fine: compaction leaves them
@@ -107,6 +111,17 @@ def _check_batch(wire: bytes, base: int, count: int, max_ts: int, append_ms: int
         return f"the batch says offset {batch.base_offset} with {records} records, its key {base} and {count}"
     if batch.append_time_ms != append_ms or batch.max_timestamp_ms != max_ts:
         return "the stored header and the batch disagree on timestamps"
+    return ""
+
+
+def _check_kafka_batch(batch: memoryview, base: int, count: int) -> str:
+    try:
+        head = record_batch.check(batch)
+        records = len(record_batch.records_of(batch))
+    except (record_batch.InvalidBatch, CorruptBatch) as err:
+        return f"a Kafka batch that is damaged ({err})"
+    if head.base_offset != base or records != count or head.count != count:
+        return f"the Kafka batch says offset {head.base_offset} with {records} records, its key {base} and {count}"
     return ""
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, cut_stored, first_of_read, records_of
+from tidelog.broker.batches import VALUE_HEADER, cut_stored, first_of_read, read_item, stored_records
 from tidelog.broker.storage.interface import (
     LogWrite,
     PartitionStats,
@@ -24,7 +24,6 @@ from tidelog.broker.storage.interface import (
     StoredBatch,
     TopicRecord,
 )
-from tidelog.v1.records_pb2 import RecordBatch
 
 TP = tuple[int, int]
 
@@ -135,13 +134,13 @@ class MemoryStore:
         batches: list[bytes] = []
         next_offset, total_bytes, total_records = offset, 0, 0
         for batch in self.scan(topic_id, partition, offset, high_watermark):
-            wire = batch.value[HEADER_SIZE:]
             if not batches:
                 skip = max(0, offset - batch.base_offset)
                 keep = min(batch.count - skip, max_records)
-                wire, skip, keep = first_of_read(wire, batch.base_offset, batch.count, skip, keep)
+                wire, skip, keep = first_of_read(batch.value, batch.base_offset, batch.count, skip, keep)
                 next_offset, total_records = batch.base_offset + skip + keep, keep
             else:
+                wire = read_item(batch.value)
                 if total_records + batch.count > max_records or total_bytes + len(wire) > max_bytes:
                     break
                 next_offset = batch.base_offset + batch.count
@@ -158,7 +157,7 @@ class MemoryStore:
         for batch in self.scan(topic_id, partition, start, high_watermark):
             if batch.max_timestamp_ms < timestamp_ms:
                 continue
-            for i, record in enumerate(records_of(RecordBatch.FromString(batch.value[HEADER_SIZE:]))):
+            for i, record in enumerate(stored_records(batch.value)):
                 stamp = batch.append_time_ms if append_time or record.timestamp_ms == 0 else record.timestamp_ms
                 if stamp >= timestamp_ms and batch.base_offset + i >= start:
                     return batch.base_offset + i, stamp

@@ -92,6 +92,28 @@ def test_every_message_round_trips_in_every_version(message: Message, version: i
             "topics": [{"name": "orders", "partitions": [{"partition_index": 1, "offset": 5, "timestamp": 9}]}]
         },
         "ApiVersionsResponse": {"api_keys": [{"api_key": 3, "min_version": 1, "max_version": 12}]},
+        "ProduceRequest": {
+            "transactional_id": None,
+            "acks": -1,
+            "timeout_ms": 30000,
+            "topic_data": [{"name": "orders", "partition_data": [{"index": 1, "records": b"batch"}]}],
+        },
+        "ProduceResponse": {
+            "responses": [{"name": "orders", "partition_responses": [{"index": 1, "error_code": 0, "base_offset": 7}]}],
+            "throttle_time_ms": 3,
+        },
+        "FetchRequest": {
+            "max_wait_ms": 500,
+            "min_bytes": 1,
+            "max_bytes": 1 << 20,
+            "topics": [{"topic": "orders", "partitions": [{"partition": 1, "fetch_offset": 4}]}],
+        },
+        "FetchResponse": {
+            "throttle_time_ms": 0,
+            "responses": [
+                {"topic": "orders", "partitions": [{"partition_index": 1, "high_watermark": 9, "records": b"b"}]}
+            ],
+        },
     }
     sample = samples[message.name]
     once = decode(message, version, encode(message, version, sample))
