@@ -43,13 +43,13 @@ def kafka_batch(value: bytes | memoryview) -> memoryview:
     return memoryview(value)[HEADER_SIZE + 1 :]
 
 
-def stored_head(value: bytes) -> tuple[int, int, int]:
-    """A stored batch's (base offset, producer id, first sequence); producer id 0 for none."""
+def stored_head(value: bytes) -> tuple[int, int, int, int]:
+    """A stored batch's (base offset, producer id, first sequence, producer epoch); producer id 0 for none."""
     if value[HEADER_SIZE] == KAFKA_TAG:
         head = record_batch.header_of(kafka_batch(value))
-        return head.base_offset, max(head.producer_id, 0), head.base_sequence
+        return head.base_offset, max(head.producer_id, 0), head.base_sequence, max(head.producer_epoch, 0)
     batch = RecordBatch.FromString(value[HEADER_SIZE:])
-    return batch.base_offset, batch.producer_id, batch.base_sequence
+    return batch.base_offset, batch.producer_id, batch.base_sequence, 0
 
 
 def stored_records(value: bytes, codecs: Codecs | None = None) -> Sequence[Record]:

@@ -231,7 +231,7 @@ class Broker:
             )
             await self.console.start()
         if settings.kafka_listen:
-            self.kafka = await self._start_kafka(log_)
+            self.kafka = await self._start_kafka(log_, producer_ids)
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
         self.cleaner.start()
         for service in SERVICES:
@@ -249,13 +249,14 @@ class Broker:
         )
         return self.address
 
-    async def _start_kafka(self, log_: Log) -> KafkaListener:
+    async def _start_kafka(self, log_: Log, producer_ids: ProducerIds) -> KafkaListener:
         settings = self.settings
         listener = KafkaListener(settings.kafka_listen)
         bound = await listener.bind()
         host, port = (settings.kafka_advertise or bound).rsplit(":", 1)
         node = Node(settings.broker_id, host.strip("[]"), int(port))
-        await listener.serve(KafkaApis(log_, self.access, self.metrics, node, f"tidelog-{settings.cluster_name}"))
+        apis = KafkaApis(log_, self.access, self.metrics, producer_ids, node, f"tidelog-{settings.cluster_name}")
+        await listener.serve(apis)
         return listener
 
     def _listen(self, server: grpc.aio.Server) -> int:

@@ -34,6 +34,7 @@ SPOKEN: dict[str, tuple[int, int]] = {
     "ListOffsets": (1, 6),  # 7+ asks for the max-timestamp record (-3), which the time index cannot answer yet
     "Produce": (3, 10),  # 3: RecordBatch v2; 11+: KIP-951's leader hints and 12+ KIP-890's transactions
     "Fetch": (4, 12),  # 4: RecordBatch v2; 13+ names topics by id
+    "InitProducerId": (0, 4),  # 5+: KIP-890's transactions, 6: two-phase commit
 }
 
 _COMMENTS = re.compile(r"(?m)^\s*//.*\n?")

@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tidelog.broker.cluster.producer_ids import ProducerIds
 from tidelog.broker.kafka import messages
 from tidelog.broker.kafka.codes import NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
 from tidelog.broker.kafka.fetch import KafkaFetch
 from tidelog.broker.kafka.produce import KafkaProduce
+from tidelog.broker.kafka.producers import KafkaProducerIds
 from tidelog.broker.kafka.schema import Message, decode, encode
 from tidelog.broker.kafka.topics import readable_topic
 from tidelog.broker.kafka.wire import Reader, Writer
@@ -50,7 +52,9 @@ class Node:
 
 
 class KafkaApis:
-    def __init__(self, log_: Log, access: Access, metrics: Metrics, node: Node, cluster_id: str) -> None:
+    def __init__(
+        self, log_: Log, access: Access, metrics: Metrics, producer_ids: ProducerIds, node: Node, cluster_id: str
+    ) -> None:
         self._log = log_
         self._registry = log_.registry
         self._access = access
@@ -62,6 +66,7 @@ class KafkaApis:
             messages.LIST_OFFSETS_REQUEST.api_key: self.list_offsets,
             messages.PRODUCE_REQUEST.api_key: KafkaProduce(log_, access, metrics),
             messages.FETCH_REQUEST.api_key: KafkaFetch(log_, access, metrics),
+            messages.INIT_PRODUCER_ID_REQUEST.api_key: KafkaProducerIds(producer_ids, access),
         }
 
     async def handle(self, frame: bytes) -> bytes | None:

@@ -435,6 +435,36 @@ FETCH_RESPONSE = Message(
     ),
 )
 
+INIT_PRODUCER_ID_REQUEST = Message(
+    "InitProducerIdRequest",
+    22,
+    (0, 4),
+    2,
+    struct(
+        field("transactional_id", "string", "0+", nullable="0+"),
+        field("transaction_timeout_ms", "int32", "0+"),
+        field("producer_id", "int64", "3+", default=-1),
+        field("producer_epoch", "int16", "3+", default=-1),
+        field("enable2_pc", "bool", "6+"),
+        field("keep_prepared_txn", "bool", "6+"),
+    ),
+)
+
+INIT_PRODUCER_ID_RESPONSE = Message(
+    "InitProducerIdResponse",
+    22,
+    (0, 4),
+    2,
+    struct(
+        field("throttle_time_ms", "int32", "0+"),
+        field("error_code", "int16", "0+"),
+        field("producer_id", "int64", "0+", default=-1),
+        field("producer_epoch", "int16", "0+"),
+        field("ongoing_txn_producer_id", "int64", "6+", default=-1),
+        field("ongoing_txn_producer_epoch", "int16", "6+", default=-1),
+    ),
+)
+
 # (request, response) by API key: what ApiVersions advertises, in this order.
 APIS: dict[int, tuple[Message, Message]] = {
     API_VERSIONS_REQUEST.api_key: (API_VERSIONS_REQUEST, API_VERSIONS_RESPONSE),
@@ -442,4 +472,5 @@ APIS: dict[int, tuple[Message, Message]] = {
     LIST_OFFSETS_REQUEST.api_key: (LIST_OFFSETS_REQUEST, LIST_OFFSETS_RESPONSE),
     PRODUCE_REQUEST.api_key: (PRODUCE_REQUEST, PRODUCE_RESPONSE),
     FETCH_REQUEST.api_key: (FETCH_REQUEST, FETCH_RESPONSE),
+    INIT_PRODUCER_ID_REQUEST.api_key: (INIT_PRODUCER_ID_REQUEST, INIT_PRODUCER_ID_RESPONSE),
 }

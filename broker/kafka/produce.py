@@ -82,10 +82,14 @@ class KafkaProduce:
 
     def _submit(self, topic: TopicState, index: int, records: bytes | None) -> Submitted | Refusal:
         try:
-            append = _append(topic, index, records)
+            append, head = _append(topic, index, records)
         except Refusal as refusal:
             return refusal
-        return Submitted(topic, self._log.submit(ProduceOp(topic, [append])), len(append.records))
+        if head.producer_id >= 0:  # idempotent: de-duplicated by (producer id, epoch, sequence)
+            op = ProduceOp(topic, [append], head.producer_id, head.base_sequence, head.producer_epoch)
+        else:
+            op = ProduceOp(topic, [append])
+        return Submitted(topic, self._log.submit(op), len(append.records))
 
     async def _answer(self, name: str, index: int, pending: Submitted | Refusal) -> dict[str, Any]:
         answer: dict[str, Any] = {"index": index, "error_code": codes.NONE, "base_offset": -1, "record_errors": []}
@@ -104,7 +108,7 @@ class KafkaProduce:
         return answer
 
 
-def _append(topic: TopicState, index: int, records: bytes | None) -> PartitionAppend:
+def _append(topic: TopicState, index: int, records: bytes | None) -> tuple[PartitionAppend, record_batch.BatchHeader]:
     """A partition's batch, checked, ready for the log (or the Refusal that answers for it)."""
     if not 0 <= index < len(topic.partitions):
         raise Refusal(codes.UNKNOWN_TOPIC_OR_PARTITION, f"{topic.name!r} has partitions 0-{len(topic.partitions) - 1}")
@@ -121,8 +125,8 @@ def _append(topic: TopicState, index: int, records: bytes | None) -> PartitionAp
             raise record_batch.InvalidBatch(f"{len(batches)} batches for one partition: send exactly one")
         batch = batches[0]
         head = record_batch.check(batch)
-        if head.producer_id >= 0:
-            raise Refusal(codes.UNKNOWN_PRODUCER_ID, "idempotent producers are not supported over Kafka yet")
+        if head.producer_id >= 0 and (head.producer_epoch < 0 or head.base_sequence < 0):
+            raise Refusal(codes.INVALID_RECORD, "an idempotent batch needs a producer epoch and a sequence >= 0")
         if topic.compacted and not all(r.key for r in record_batch.records_of(batch)):
             raise Refusal(codes.INVALID_RECORD, f"topic {topic.name!r} is compacted: every record needs a key")
     except record_batch.InvalidBatch as err:
@@ -130,7 +134,7 @@ def _append(topic: TopicState, index: int, records: bytes | None) -> PartitionAp
     except CorruptBatch as err:
         raise Refusal(codes.CORRUPT_MESSAGE, str(err)) from None
     stamped = head.base_timestamp >= 0 and not head.log_append_time
-    return PartitionAppend(
+    append = PartitionAppend(
         partition=index,
         records=bytes(batch),
         count=head.count,
@@ -139,3 +143,4 @@ def _append(topic: TopicState, index: int, records: bytes | None) -> PartitionAp
         crc=head.crc,
         kafka=True,
     )
+    return append, head

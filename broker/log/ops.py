@@ -35,16 +35,35 @@ class PartitionAppend:
     kafka: bool = False  # `records` is a Kafka RecordBatch v2, stored as sent (broker.kafka.record_batch)
 
 
+KAFKA_SEQUENCE_WRAP = 1 << 31
+
+
 @dataclass
 class ProduceOp:
     topic: TopicState
     appends: list[PartitionAppend]
     producer_id: int | None = None
     sequence: int | None = None
+    epoch: int | None = None  # a Kafka producer's: a newer one starts its sequences again, an older is fenced
 
     @property
     def write_bytes(self) -> int:
         return sum(len(part.records) for part in self.appends)
+
+    def _history(self, txn: LogWrite, partition: int, producer_id: int) -> list[ProducerBatch]:
+        """The producer's last batches here, in its epoch (none yet when the epoch is new)."""
+        history = txn.producer_batches(self.topic.id, partition, producer_id)
+        if self.epoch is None or not history:
+            return history
+        current = history[-1].epoch
+        if self.epoch < current:
+            raise BrokerError(
+                Reason.PRODUCER_FENCED,
+                f"producer {producer_id} wrote to {self.topic.name}/{partition} in epoch {current}; "
+                f"epoch {self.epoch} is fenced",
+                epoch=current,
+            )
+        return history if self.epoch == current else []
 
     def apply(self, txn: LogWrite, now_ms: int) -> list[tuple[PartitionResult, int, int]]:
         topic_id = self.topic.id
@@ -54,7 +73,7 @@ class ProduceOp:
             stats = txn.stats(topic_id, part.partition) or PartitionStats()
             history: list[ProducerBatch] = []
             if self.producer_id is not None:
-                history = txn.producer_batches(topic_id, part.partition, self.producer_id)
+                history = self._history(txn, part.partition, self.producer_id)
                 duplicate = self._check_sequence(history, part)
                 if duplicate is not None:
                     out.append((duplicate, stats.next_offset, stats.size_bytes))
@@ -79,7 +98,7 @@ class ProduceOp:
             new_stats = PartitionStats(base + part.count, stats.log_start_offset, stats.size_bytes + len(value))
             txn.append(topic_id, part.partition, StoredBatch(base, part.count, max_ts, now_ms, value), new_stats)
             if self.producer_id is not None and self.sequence is not None:
-                history.append(ProducerBatch(self.sequence, part.count, base, now_ms))
+                history.append(ProducerBatch(self.sequence, part.count, base, now_ms, self.epoch or 0))
                 txn.put_producer_batches(topic_id, part.partition, self.producer_id, history, now_ms)
             result = PartitionResult(
                 partition=part.partition, base_offset=base, record_count=part.count, log_append_time_ms=now_ms
@@ -101,6 +120,14 @@ class ProduceOp:
         # predecessor refused) must not be written, or the producer, which resends both in order,
         # would see them out of order.
         expected = history[-1].first_sequence + history[-1].count if history else 0
+        if self.epoch is not None:  # Kafka's sequences are int32s that wrap to 0
+            expected %= KAFKA_SEQUENCE_WRAP
+            if not history and self.sequence != 0:
+                raise BrokerError(
+                    Reason.UNKNOWN_PRODUCER,
+                    f"producer {self.producer_id} has no state in {self.topic.name}/{part.partition} "
+                    f"(epoch {self.epoch}) and sent sequence {self.sequence}: a new epoch starts at 0",
+                )
         if self.sequence != expected:
             raise BrokerError(
                 Reason.OUT_OF_ORDER_SEQUENCE,
@@ -248,7 +275,7 @@ class ReplicateOp:
             raise topic_not_found(self.topic.name)
         for value in self.values:
             count, max_ts, append_ms = VALUE_HEADER.unpack_from(value)
-            base, producer_id, base_sequence = stored_head(value)
+            base, producer_id, base_sequence, epoch = stored_head(value)
             if base + count <= stats.next_offset:
                 continue
             if base != stats.next_offset:
@@ -260,7 +287,9 @@ class ReplicateOp:
             txn.append(self.topic.id, self.partition, StoredBatch(base, count, max_ts, append_ms, value), stats)
             if producer_id:
                 history = txn.producer_batches(self.topic.id, self.partition, producer_id)
-                history.append(ProducerBatch(base_sequence, count, base, append_ms))
+                if history and history[-1].epoch != epoch:
+                    history = []
+                history.append(ProducerBatch(base_sequence, count, base, append_ms, epoch))
                 txn.put_producer_batches(self.topic.id, self.partition, producer_id, history, now_ms)
         for epoch, start in self.epochs:
             if start < stats.next_offset:  # an epoch is noted once this replica holds some of its records

@@ -63,12 +63,14 @@ class StoredBatch:
 
 @dataclass(frozen=True)
 class ProducerBatch:
-    """One batch an idempotent producer wrote to a partition (the last few are kept)."""
+    """One batch an idempotent producer wrote to a partition (the last few are kept), in its epoch (a
+    Kafka producer's; gRPC producers have none, 0)."""
 
     first_sequence: int
     count: int
     base_offset: int
     append_time_ms: int
+    epoch: int = 0
 
 
 class StorageFull(Exception):

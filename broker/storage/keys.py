@@ -7,8 +7,9 @@ Named databases:
   log        LOG_KEY (topic_id u32, partition u32, base_offset u64) -> stored batch (broker.batches)
   stats      PARTITION_KEY (topic_id, partition) -> STATS (next_offset, log_start_offset, size_bytes),
              written with the batches, so start-up never scans the log
-  producers  PRODUCER_KEY (topic_id, partition, producer_id u64) -> PRODUCER_HEAD (last_seen_ms) and up
-             to 5 PRODUCER_ENTRY (first_sequence, record_count, base_offset, append_time_ms)
+  producers  PRODUCER_KEY (topic_id, partition, producer_id u64) -> PRODUCER_HEAD (last_seen_ms, epoch)
+             and up to 5 PRODUCER_ENTRY (first_sequence, record_count, base_offset, append_time_ms); values
+             written before epochs existed have an 8-byte head (last_seen_ms): the lengths tell them apart
   deleting   TOPIC_ID (topic_id) -> b"" for deleted topics whose data is still being purged
   offsets    group (UTF-8, no NUL) 0x00 PARTITION_KEY -> OFFSET_VALUE (offset i64, commit time ms i64)
   timeindex  TIME_KEY (topic_id, partition, timestamp i64) -> OFFSET (base offset u64), whenever a batch
@@ -32,7 +33,8 @@ TOPIC_ID = struct.Struct(">I")
 COUNTER = struct.Struct(">Q")
 STATS = struct.Struct(">QQQ")
 PRODUCER_KEY = struct.Struct(">IIQ")
-PRODUCER_HEAD = struct.Struct(">q")
+PRODUCER_HEAD = struct.Struct(">qh")
+PRODUCER_HEAD_WITHOUT_EPOCH = struct.Struct(">q")
 PRODUCER_ENTRY = struct.Struct(">qIqq")
 PRODUCER_BATCHES_KEPT = 5
 OFFSET_VALUE = struct.Struct(">qq")
@@ -68,15 +70,21 @@ def offset_key(group: str, topic_id: int, partition: int) -> bytes:
 
 
 def encode_producer(batches: list[ProducerBatch], now_ms: int) -> bytes:
+    """A producer's last batches; they share one epoch (a new epoch starts a new history)."""
     kept = batches[-PRODUCER_BATCHES_KEPT:]
-    return PRODUCER_HEAD.pack(now_ms) + b"".join(
+    epoch = kept[-1].epoch if kept else 0
+    return PRODUCER_HEAD.pack(now_ms, epoch) + b"".join(
         PRODUCER_ENTRY.pack(b.first_sequence, b.count, b.base_offset, b.append_time_ms) for b in kept
     )
 
 
 def decode_producer(value: bytes) -> list[ProducerBatch]:
-    entries = (len(value) - PRODUCER_HEAD.size) // PRODUCER_ENTRY.size
-    return [
-        ProducerBatch(*PRODUCER_ENTRY.unpack_from(value, PRODUCER_HEAD.size + i * PRODUCER_ENTRY.size))
-        for i in range(entries)
-    ]
+    if (len(value) - PRODUCER_HEAD_WITHOUT_EPOCH.size) % PRODUCER_ENTRY.size == 0:
+        head, epoch = PRODUCER_HEAD_WITHOUT_EPOCH.size, 0
+    else:
+        head, epoch = PRODUCER_HEAD.size, PRODUCER_HEAD.unpack_from(value)[1]
+    batches = []
+    for pos in range(head, len(value), PRODUCER_ENTRY.size):
+        first_sequence, count, base_offset, append_time_ms = PRODUCER_ENTRY.unpack_from(value, pos)
+        batches.append(ProducerBatch(first_sequence, count, base_offset, append_time_ms, epoch))
+    return batches

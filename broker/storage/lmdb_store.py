@@ -511,7 +511,7 @@ class LmdbWrite:
             if len(kept) == len(batches):
                 found = cursor.next()
             elif kept:
-                cursor.put(key, keys.encode_producer(kept, keys.PRODUCER_HEAD.unpack_from(value)[0]))
+                cursor.put(key, keys.encode_producer(kept, keys.PRODUCER_HEAD_WITHOUT_EPOCH.unpack_from(value)[0]))
                 found = cursor.next()
             else:
                 found = cursor.delete() and cursor.key()[:8] == prefix

@@ -40,6 +40,9 @@ class Reason(StrEnum):
     OFFSET_OUT_OF_RANGE = ("OFFSET_OUT_OF_RANGE", _C.OUT_OF_RANGE, "an offset outside the log")
     OUT_OF_ORDER_SEQUENCE = ("OUT_OF_ORDER_SEQUENCE", _C.FAILED_PRECONDITION, "an idempotent producer's gap")
     FENCED = ("FENCED", _C.FAILED_PRECONDITION, "a group member that is no longer one, or a stale generation")
+    # Kafka producers' only (their epochs), answered with Kafka's codes by the Kafka listener.
+    PRODUCER_FENCED = ("PRODUCER_FENCED", _C.FAILED_PRECONDITION, "a Kafka producer's epoch older than its last")
+    UNKNOWN_PRODUCER = ("UNKNOWN_PRODUCER", _C.FAILED_PRECONDITION, "a Kafka producer's sequence with no state")
     NOT_OWNER = ("NOT_OWNER", _C.FAILED_PRECONDITION, "a commit for a partition the member does not own")
     GROUP_NOT_EMPTY = ("GROUP_NOT_EMPTY", _C.FAILED_PRECONDITION, "a group with live members")
     GROUP_NOT_FOUND = ("GROUP_NOT_FOUND", _C.NOT_FOUND, "no such group")
