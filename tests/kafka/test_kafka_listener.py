@@ -70,13 +70,13 @@ def test_api_versions_snapshot_and_kip_511_fallback(kafka_broker: tuple[BrokerPr
     assert size == len(answer) - 4 and correlation_id == 7
     body = answer[8:]  # ApiVersions' response header has no tagged fields, even when flexible
     error_code, count = struct.unpack(">hB", body[:3])
-    assert error_code == 0 and count - 1 == 5
+    assert error_code == 0 and count - 1 == 6
     keys = [struct.unpack(">hhh", body[3 + 7 * i : 9 + 7 * i]) for i in range(count - 1)]
-    assert keys == [(18, 0, 4), (3, 1, 12), (2, 1, 6), (0, 3, 10), (1, 4, 12)]
+    assert keys == [(18, 0, 4), (3, 1, 12), (2, 1, 6), (0, 3, 10), (1, 4, 12), (22, 0, 4)]
     # A version the broker does not speak: version 0's format, UNSUPPORTED_VERSION and the ranges.
     answer = exchange(address, request(18, 99, b""))
     error_code, count = struct.unpack(">hi", answer[8:14])
-    assert (error_code, count) == (35, 5)
+    assert (error_code, count) == (35, 6)
 
 
 def test_metadata_through_every_client(kafka_broker: tuple[BrokerProcess, str]) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.storage.conftest import StoreFactory
-from tests.storage.helpers import append, batch
-from tidelog.broker.batches import HEADER_SIZE, records_crc
+from tests.storage.helpers import append, batch, kafka_batch, put
+from tidelog.broker.batches import HEADER_SIZE, KAFKA_TAG, records_crc
+from tidelog.broker.kafka import record_batch
 from tidelog.broker.storage.interface import LogStore, PartitionStats, ProducerBatch, TopicRecord
 from tidelog.v1.records_pb2 import RecordBatch
 
@@ -238,3 +239,31 @@ def test_stored_values_keep_their_header_and_crc(store: LogStore) -> None:
     assert scanned.value == stored.value
     wire = RecordBatch.FromString(scanned.value[HEADER_SIZE:])
     assert wire.base_offset == 0 and len(wire.records) == 2
+
+
+def test_kafka_batches_are_read_whole_and_opened_where_they_must_be(open_store: StoreFactory) -> None:
+    store = open_store()
+    topic = create(store)
+    append(store, topic.id, 0, [b"a", b"b"], timestamps=[10, 20])  # a gRPC batch, a Kafka one, a gRPC one
+    put(store, topic.id, 0, kafka_batch(2, [b"c", b"d", b"e"], timestamps=[100, 300, 500]))
+    append(store, topic.id, 0, [b"f"], timestamps=[600])
+    items = store.read(topic.id, 0, 3, 6, 100, 1 << 20).batches  # from inside the Kafka batch: it comes whole
+    assert items[0][0] == KAFKA_TAG and record_batch.check(kafka_item(items[0])).base_offset == 2
+    assert values_of(items[1:]) == [(5, b"f")]
+    assert store.offset_for_timestamp(topic.id, 0, 0, 6, 250, False) == (3, 300)  # a time inside it
+    with store.write() as txn:
+        txn.put_producer_batches(topic.id, 0, 9, [ProducerBatch(0, 1, 5, 1_000, epoch=4)], 0)
+        txn.truncate(topic.id, 0, 4)  # a cut inside it keeps its records below, as a gRPC batch
+    store = open_store()
+    kept = store.read(topic.id, 0, 0, 4, 100, 1 << 20).batches
+    assert values_of(kept) == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+    with store.write() as txn:
+        assert txn.producer_batches(topic.id, 0, 9) == []  # its one batch (at 5) was cut
+        txn.put_producer_batches(topic.id, 1, 9, [ProducerBatch(7, 1, 0, 5, epoch=4)], 0)
+    with store.write() as txn:
+        assert txn.producer_batches(topic.id, 1, 9) == [ProducerBatch(7, 1, 0, 5, epoch=4)]  # the epoch is kept
+
+
+def kafka_item(item: bytes) -> bytes:
+    """The Kafka batch in a read's item (broker.batches: the tag, the stored header, the tag, the batch)."""
+    return item[1 + HEADER_SIZE + 1 :]

@@ -102,6 +102,8 @@ def test_every_message_round_trips_in_every_version(message: Message, version: i
             "responses": [{"name": "orders", "partition_responses": [{"index": 1, "error_code": 0, "base_offset": 7}]}],
             "throttle_time_ms": 3,
         },
+        "InitProducerIdRequest": {"transactional_id": None, "transaction_timeout_ms": 60_000, "producer_id": 4},
+        "InitProducerIdResponse": {"error_code": 0, "producer_id": 42, "producer_epoch": 3},
         "FetchRequest": {
             "max_wait_ms": 500,
             "min_bytes": 1,
