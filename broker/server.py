@@ -21,6 +21,7 @@ from tidelog.broker.api.data import BrokerService
 from tidelog.broker.api.groups import GroupService
 from tidelog.broker.api.replication import ReplicationService
 from tidelog.broker.api.rpc import Rpc, StreamLimits, register
+from tidelog.broker.background import Background
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.etcd import Etcd
 from tidelog.broker.cluster.group_store import EtcdGroups
@@ -36,7 +37,9 @@ from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import LocalOffsets, OffsetStore
 from tidelog.broker.groups.placement import GroupPlacement, SingleBrokerGroups
-from tidelog.broker.kafka.apis import KafkaApis, Node
+from tidelog.broker.groups.protocols import LiveGroups
+from tidelog.broker.kafka.apis import KafkaApis, KafkaParts, Node
+from tidelog.broker.kafka.classic_groups import ClassicGroups
 from tidelog.broker.kafka.listener import KafkaListener
 from tidelog.broker.log.purge import TopicPurger
 from tidelog.broker.log.retention import Cleaner
@@ -114,6 +117,7 @@ class Broker:
         self.replication: Replication | None = None
         self.console: Console | None = None  # with --console-listen
         self.kafka: KafkaListener | None = None  # with --kafka-listen
+        self.kafka_expiry = Background()  # its classic groups' session timeouts
 
     async def start(self) -> str:
         settings, loop = self.settings, asyncio.get_running_loop()
@@ -184,7 +188,9 @@ class Broker:
         producer_ids: ProducerIds = LocalProducerIds(log_) if self.control is None else ClusterProducerIds(self.control)
         data = BrokerService(settings, log_, self.membership, followers, producer_ids, self.metrics, rpc, access)
         register(server, BROKER, data.handlers())
-        self.coordinator = coordinator = Coordinator(registry, offsets)
+        live_groups = LiveGroups()  # a group's members speak one protocol at a time
+        self.coordinator = coordinator = Coordinator(registry, offsets, live=live_groups)
+        self.kafka_groups = ClassicGroups(live_groups)
         placement.on_lost(
             lambda group: coordinator.drop(
                 group,
@@ -231,7 +237,10 @@ class Broker:
             )
             await self.console.start()
         if settings.kafka_listen:
-            self.kafka = await self._start_kafka(log_, producer_ids)
+            self.kafka = await self._start_kafka(
+                KafkaParts(log_, access, self.metrics, producer_ids, self.kafka_groups, offsets)
+            )
+            self.kafka_expiry.start(self.kafka_groups.expire_periodically())
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
         self.cleaner.start()
         for service in SERVICES:
@@ -249,14 +258,13 @@ class Broker:
         )
         return self.address
 
-    async def _start_kafka(self, log_: Log, producer_ids: ProducerIds) -> KafkaListener:
+    async def _start_kafka(self, parts: KafkaParts) -> KafkaListener:
         settings = self.settings
         listener = KafkaListener(settings.kafka_listen)
         bound = await listener.bind()
         host, port = (settings.kafka_advertise or bound).rsplit(":", 1)
         node = Node(settings.broker_id, host.strip("[]"), int(port))
-        apis = KafkaApis(log_, self.access, self.metrics, producer_ids, node, f"tidelog-{settings.cluster_name}")
-        await listener.serve(apis)
+        await listener.serve(KafkaApis(parts, node, f"tidelog-{settings.cluster_name}"))
         return listener
 
     def _listen(self, server: grpc.aio.Server) -> int:
@@ -301,6 +309,7 @@ class Broker:
             await self.console.stop()
         if self.kafka is not None:
             await self.kafka.stop()
+            await self.kafka_expiry.stop()
         if self.cluster_groups is not None:  # before the members rejoin elsewhere
             try:
                 await asyncio.wait_for(self.cluster_groups.release_all(), HAND_OVER_TIMEOUT_S)

@@ -35,6 +35,13 @@ SPOKEN: dict[str, tuple[int, int]] = {
     "Produce": (3, 10),  # 3: RecordBatch v2; 11+: KIP-951's leader hints and 12+ KIP-890's transactions
     "Fetch": (4, 12),  # 4: RecordBatch v2; 13+ names topics by id
     "InitProducerId": (0, 4),  # 5+: KIP-890's transactions, 6: two-phase commit
+    "FindCoordinator": (0, 4),  # 4: many keys at once; 5+: KIP-890, 6: share groups
+    "JoinGroup": (0, 7),  # 8: a reason string, 9: KIP-814's skip_assignment
+    "SyncGroup": (0, 5),
+    "Heartbeat": (0, 4),
+    "LeaveGroup": (0, 4),  # 5: a reason string
+    "OffsetCommit": (2, 8),  # 9+: KIP-848's member epochs
+    "OffsetFetch": (1, 8),  # 8: many groups at once; 9+: KIP-848's member epochs
 }
 
 _COMMENTS = re.compile(r"(?m)^\s*//.*\n?")

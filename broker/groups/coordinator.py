@@ -23,6 +23,7 @@ from typing import Any
 from tidelog.broker.errors import BrokerError, invalid_request
 from tidelog.broker.groups.assignor import TP, assign
 from tidelog.broker.groups.offsets import OffsetStore
+from tidelog.broker.groups.protocols import TIDELOG, LiveGroups
 from tidelog.broker.log.topics import TopicRegistry
 from tidelog.broker.log.wakeups import Changes
 from tidelog.broker.names import check_group_name
@@ -144,11 +145,16 @@ def _partitions_message(tps: Iterable[TP]) -> list[groups_pb2.TopicPartition]:
 
 class Coordinator:
     def __init__(
-        self, registry: TopicRegistry, offsets: OffsetStore, clock: Callable[[], float] = time.monotonic
+        self,
+        registry: TopicRegistry,
+        offsets: OffsetStore,
+        clock: Callable[[], float] = time.monotonic,
+        live: LiveGroups | None = None,
     ) -> None:
         self._registry = registry
         self._offsets = offsets
         self._clock = clock
+        self._live = live or LiveGroups()  # shared with the Kafka listener's classic groups
         self._groups: dict[str, Group] = {}
         # One counter for every group: a group dropped when empty and joined again never reuses a generation.
         self._generations = _Counter()
@@ -184,6 +190,7 @@ class Coordinator:
     def drop(self, name: str, error: BrokerError) -> None:
         """This broker no longer coordinates the group: end its members' streams (they rejoin where it went)."""
         group = self._groups.pop(name, None)
+        self._live.leave(name, TIDELOG)
         for member in group.members.values() if group is not None else ():
             member.end(error)
 
@@ -211,6 +218,7 @@ class Coordinator:
 
         group = self._groups.get(request.group)
         if group is None:
+            self._live.enter(request.group, TIDELOG)
             group = self._groups[request.group] = Group(request.group, base)
         member_id = request.member_id or uuid.uuid4().hex
         previous = group.members.get(member_id)
@@ -307,6 +315,7 @@ class Coordinator:
             self._rebalance(group)
         else:
             del self._groups[group.name]  # its committed offsets stay in LMDB
+            self._live.leave(group.name, TIDELOG)
 
     def _rebalance(self, group: Group) -> None:
         group.generation = group.base + next(self._generations)

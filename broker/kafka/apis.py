@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidelog.broker.cluster.producer_ids import ProducerIds
+from tidelog.broker.groups.offsets import OffsetStore
 from tidelog.broker.kafka import messages
+from tidelog.broker.kafka.caller import Caller
+from tidelog.broker.kafka.classic_groups import ClassicGroups
 from tidelog.broker.kafka.codes import NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
 from tidelog.broker.kafka.fetch import KafkaFetch
+from tidelog.broker.kafka.group_apis import KafkaGroupApis
 from tidelog.broker.kafka.produce import KafkaProduce
 from tidelog.broker.kafka.producers import KafkaProducerIds
 from tidelog.broker.kafka.schema import Message, decode, encode
@@ -27,7 +31,7 @@ from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
 
 LATEST, EARLIEST = -1, -2  # ListOffsets' special timestamps
-Handler = Callable[[dict[str, Any], int], Awaitable[dict[str, Any] | None]]
+Handler = Callable[[dict[str, Any], int, Caller], Awaitable[dict[str, Any] | None]]
 
 _TOPIC_IDS = uuid.UUID("5d1e6a2c-7b0f-4c41-9a52-6f8e3b7d1c20")  # the namespace of topic ids (uuid5)
 
@@ -45,6 +49,18 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class KafkaParts:
+    """The broker's parts the Kafka APIs answer from."""
+
+    log: Log
+    access: Access
+    metrics: Metrics
+    producer_ids: ProducerIds
+    groups: ClassicGroups
+    offsets: OffsetStore
+
+
+@dataclass(frozen=True)
 class Node:
     node_id: int
     host: str
@@ -52,24 +68,32 @@ class Node:
 
 
 class KafkaApis:
-    def __init__(
-        self, log_: Log, access: Access, metrics: Metrics, producer_ids: ProducerIds, node: Node, cluster_id: str
-    ) -> None:
-        self._log = log_
-        self._registry = log_.registry
-        self._access = access
+    def __init__(self, parts: KafkaParts, node: Node, cluster_id: str) -> None:
+        self._log = parts.log
+        self._registry = parts.log.registry
+        self._access = parts.access
         self._node = node
         self._cluster_id = cluster_id
+        groups = KafkaGroupApis(
+            parts.groups, parts.offsets, self._registry, parts.access, (node.node_id, node.host, node.port)
+        )
         self._handlers: dict[int, Handler] = {
             messages.API_VERSIONS_REQUEST.api_key: self.api_versions,
             messages.METADATA_REQUEST.api_key: self.metadata,
             messages.LIST_OFFSETS_REQUEST.api_key: self.list_offsets,
-            messages.PRODUCE_REQUEST.api_key: KafkaProduce(log_, access, metrics),
-            messages.FETCH_REQUEST.api_key: KafkaFetch(log_, access, metrics),
-            messages.INIT_PRODUCER_ID_REQUEST.api_key: KafkaProducerIds(producer_ids, access),
+            messages.PRODUCE_REQUEST.api_key: KafkaProduce(parts.log, parts.access, parts.metrics),
+            messages.FETCH_REQUEST.api_key: KafkaFetch(parts.log, parts.access, parts.metrics),
+            messages.INIT_PRODUCER_ID_REQUEST.api_key: KafkaProducerIds(parts.producer_ids, parts.access),
+            messages.FIND_COORDINATOR_REQUEST.api_key: groups.find_coordinator,
+            messages.JOIN_GROUP_REQUEST.api_key: groups.join_group,
+            messages.SYNC_GROUP_REQUEST.api_key: groups.sync_group,
+            messages.HEARTBEAT_REQUEST.api_key: groups.heartbeat,
+            messages.LEAVE_GROUP_REQUEST.api_key: groups.leave_group,
+            messages.OFFSET_COMMIT_REQUEST.api_key: groups.offset_commit,
+            messages.OFFSET_FETCH_REQUEST.api_key: groups.offset_fetch,
         }
 
-    async def handle(self, frame: bytes) -> bytes | None:
+    async def handle(self, frame: bytes, peer_host: str = "") -> bytes | None:
         """The response frame's body (header included) for a request frame, None when the request
         is not to be answered (a Produce with acks=0); Refused to close the connection instead."""
         reader = Reader(frame)
@@ -86,7 +110,8 @@ class KafkaApis:
         if request.is_flexible(header.api_version):
             reader.tagged_fields()
         body = decode(request, header.api_version, frame, reader.pos)
-        answer = await self._handlers[header.api_key](body, header.api_version)
+        caller = Caller(header.client_id or "", peer_host)
+        answer = await self._handlers[header.api_key](body, header.api_version, caller)
         return None if answer is None else self._respond(header, response, header.api_version, answer)
 
     @staticmethod
@@ -110,10 +135,10 @@ class KafkaApis:
             ]
         }
 
-    async def api_versions(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def api_versions(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         return {"error_code": NONE, **self._ranges()}
 
-    async def metadata(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def metadata(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         wanted = request["topics"]
         if wanted is None:  # every topic the principal may see
             names = [t.name for t in self._registry.sorted() if self._access.permitted("describe", "topic", t.name)]
@@ -136,7 +161,7 @@ class KafkaApis:
             return {"error_code": topic, "name": name, "partitions": []}
         return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": self._partitions(topic)}
 
-    async def list_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def list_offsets(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         """Offsets by time: -1 the high watermark, -2 the log start, else the first record at or after it."""
         topics = []
         for wanted in request["topics"]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tidelog.broker import config
 from tidelog.broker.kafka import codes
+from tidelog.broker.kafka.caller import Caller
 from tidelog.broker.kafka.topics import readable_topic
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import PartitionState, TopicState
@@ -31,7 +32,7 @@ class KafkaFetch:
         self._access = access
         self._metrics = metrics
 
-    async def __call__(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def __call__(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         if request["session_id"] != 0:  # only a session this broker made could be named, and it makes none
             return {"error_code": codes.FETCH_SESSION_ID_NOT_FOUND, "session_id": 0, "responses": []}
         wanted = []

@@ -57,13 +57,14 @@ class KafkaListener:
         assert task is not None and apis is not None
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) else ""
         try:
             while True:
                 size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
                 if not _MIN_FRAME_BYTES <= size <= MAX_FRAME_BYTES:
                     log.warning("kafka_frame_refused", peer=str(peer), size=size, max=MAX_FRAME_BYTES)
                     return
-                answer = await apis.handle(await reader.readexactly(size))
+                answer = await apis.handle(await reader.readexactly(size), host)
                 if answer is not None:
                     writer.write(len(answer).to_bytes(4, "big") + answer)
                     await writer.drain()

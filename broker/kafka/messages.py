@@ -465,6 +465,368 @@ INIT_PRODUCER_ID_RESPONSE = Message(
     ),
 )
 
+FIND_COORDINATOR_REQUEST = Message(
+    "FindCoordinatorRequest",
+    10,
+    (0, 4),
+    3,
+    struct(
+        field("key", "string", "0-3"),
+        field("key_type", "int8", "1+"),
+        field("coordinator_keys", "string", "4+", array=True),
+    ),
+)
+
+FIND_COORDINATOR_RESPONSE = Message(
+    "FindCoordinatorResponse",
+    10,
+    (0, 4),
+    3,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field("error_code", "int16", "0-3"),
+        field("error_message", "string", "1-3", nullable="1-3"),
+        field("node_id", "int32", "0-3"),
+        field("host", "string", "0-3"),
+        field("port", "int32", "0-3"),
+        field(
+            "coordinators",
+            struct(
+                field("key", "string", "4+"),
+                field("node_id", "int32", "4+"),
+                field("host", "string", "4+"),
+                field("port", "int32", "4+"),
+                field("error_code", "int16", "4+"),
+                field("error_message", "string", "4+", nullable="4+"),
+            ),
+            "4+",
+            array=True,
+        ),
+    ),
+)
+
+JOIN_GROUP_REQUEST = Message(
+    "JoinGroupRequest",
+    11,
+    (0, 7),
+    6,
+    struct(
+        field("group_id", "string", "0+"),
+        field("session_timeout_ms", "int32", "0+"),
+        field("rebalance_timeout_ms", "int32", "1+", default=-1),
+        field("member_id", "string", "0+"),
+        field("group_instance_id", "string", "5+", nullable="5+"),
+        field("protocol_type", "string", "0+"),
+        field(
+            "protocols",
+            struct(
+                field("name", "string", "0+"),
+                field("metadata", "bytes", "0+"),
+            ),
+            "0+",
+            array=True,
+        ),
+        field("reason", "string", "8+", nullable="8+"),
+    ),
+)
+
+JOIN_GROUP_RESPONSE = Message(
+    "JoinGroupResponse",
+    11,
+    (0, 7),
+    6,
+    struct(
+        field("throttle_time_ms", "int32", "2+"),
+        field("error_code", "int16", "0+"),
+        field("generation_id", "int32", "0+", default=-1),
+        field("protocol_type", "string", "7+", nullable="7+"),
+        field("protocol_name", "string", "0+", nullable="7+"),
+        field("leader", "string", "0+"),
+        field("skip_assignment", "bool", "9+"),
+        field("member_id", "string", "0+"),
+        field(
+            "members",
+            struct(
+                field("member_id", "string", "0+"),
+                field("group_instance_id", "string", "5+", nullable="5+"),
+                field("metadata", "bytes", "0+"),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+SYNC_GROUP_REQUEST = Message(
+    "SyncGroupRequest",
+    14,
+    (0, 5),
+    4,
+    struct(
+        field("group_id", "string", "0+"),
+        field("generation_id", "int32", "0+"),
+        field("member_id", "string", "0+"),
+        field("group_instance_id", "string", "3+", nullable="3+"),
+        field("protocol_type", "string", "5+", nullable="5+"),
+        field("protocol_name", "string", "5+", nullable="5+"),
+        field(
+            "assignments",
+            struct(
+                field("member_id", "string", "0+"),
+                field("assignment", "bytes", "0+"),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+SYNC_GROUP_RESPONSE = Message(
+    "SyncGroupResponse",
+    14,
+    (0, 5),
+    4,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field("error_code", "int16", "0+"),
+        field("protocol_type", "string", "5+", nullable="5+"),
+        field("protocol_name", "string", "5+", nullable="5+"),
+        field("assignment", "bytes", "0+"),
+    ),
+)
+
+HEARTBEAT_REQUEST = Message(
+    "HeartbeatRequest",
+    12,
+    (0, 4),
+    4,
+    struct(
+        field("group_id", "string", "0+"),
+        field("generation_id", "int32", "0+"),
+        field("member_id", "string", "0+"),
+        field("group_instance_id", "string", "3+", nullable="3+"),
+    ),
+)
+
+HEARTBEAT_RESPONSE = Message(
+    "HeartbeatResponse",
+    12,
+    (0, 4),
+    4,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field("error_code", "int16", "0+"),
+    ),
+)
+
+LEAVE_GROUP_REQUEST = Message(
+    "LeaveGroupRequest",
+    13,
+    (0, 4),
+    4,
+    struct(
+        field("group_id", "string", "0+"),
+        field("member_id", "string", "0-2"),
+        field(
+            "members",
+            struct(
+                field("member_id", "string", "3+"),
+                field("group_instance_id", "string", "3+", nullable="3+"),
+                field("reason", "string", "5+", nullable="5+"),
+            ),
+            "3+",
+            array=True,
+        ),
+    ),
+)
+
+LEAVE_GROUP_RESPONSE = Message(
+    "LeaveGroupResponse",
+    13,
+    (0, 4),
+    4,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field("error_code", "int16", "0+"),
+        field(
+            "members",
+            struct(
+                field("member_id", "string", "3+"),
+                field("group_instance_id", "string", "3+", nullable="3+"),
+                field("error_code", "int16", "3+"),
+            ),
+            "3+",
+            array=True,
+        ),
+    ),
+)
+
+OFFSET_COMMIT_REQUEST = Message(
+    "OffsetCommitRequest",
+    8,
+    (2, 8),
+    8,
+    struct(
+        field("group_id", "string", "0+"),
+        field("generation_id_or_member_epoch", "int32", "1+", default=-1),
+        field("member_id", "string", "1+"),
+        field("group_instance_id", "string", "7+", nullable="7+"),
+        field("retention_time_ms", "int64", "2-4", default=-1),
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0-9"),
+                field("topic_id", "uuid", "10+"),
+                field(
+                    "partitions",
+                    struct(
+                        field("partition_index", "int32", "0+"),
+                        field("committed_offset", "int64", "0+"),
+                        field("committed_leader_epoch", "int32", "6+", default=-1),
+                        field("commit_timestamp", "int64", "1", default=-1),
+                        field("committed_metadata", "string", "0+", nullable="0+"),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+OFFSET_COMMIT_RESPONSE = Message(
+    "OffsetCommitResponse",
+    8,
+    (2, 8),
+    8,
+    struct(
+        field("throttle_time_ms", "int32", "3+"),
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0-9"),
+                field("topic_id", "uuid", "10+"),
+                field(
+                    "partitions",
+                    struct(
+                        field("partition_index", "int32", "0+"),
+                        field("error_code", "int16", "0+"),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+OFFSET_FETCH_REQUEST = Message(
+    "OffsetFetchRequest",
+    9,
+    (1, 8),
+    6,
+    struct(
+        field("group_id", "string", "0-7"),
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0-7"),
+                field("partition_indexes", "int32", "0-7", array=True),
+            ),
+            "0-7",
+            array=True,
+            nullable="2-7",
+        ),
+        field(
+            "groups",
+            struct(
+                field("group_id", "string", "8+"),
+                field("member_id", "string", "9+", nullable="9+"),
+                field("member_epoch", "int32", "9+", default=-1),
+                field(
+                    "topics",
+                    struct(
+                        field("name", "string", "8-9"),
+                        field("topic_id", "uuid", "10+"),
+                        field("partition_indexes", "int32", "8+", array=True),
+                    ),
+                    "8+",
+                    array=True,
+                    nullable="8+",
+                ),
+            ),
+            "8+",
+            array=True,
+        ),
+        field("require_stable", "bool", "7+"),
+    ),
+)
+
+OFFSET_FETCH_RESPONSE = Message(
+    "OffsetFetchResponse",
+    9,
+    (1, 8),
+    6,
+    struct(
+        field("throttle_time_ms", "int32", "3+"),
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0-7"),
+                field(
+                    "partitions",
+                    struct(
+                        field("partition_index", "int32", "0-7"),
+                        field("committed_offset", "int64", "0-7"),
+                        field("committed_leader_epoch", "int32", "5-7", default=-1),
+                        field("metadata", "string", "0-7", nullable="0-7"),
+                        field("error_code", "int16", "0-7"),
+                    ),
+                    "0-7",
+                    array=True,
+                ),
+            ),
+            "0-7",
+            array=True,
+        ),
+        field("error_code", "int16", "2-7"),
+        field(
+            "groups",
+            struct(
+                field("group_id", "string", "8+"),
+                field(
+                    "topics",
+                    struct(
+                        field("name", "string", "8-9"),
+                        field("topic_id", "uuid", "10+"),
+                        field(
+                            "partitions",
+                            struct(
+                                field("partition_index", "int32", "8+"),
+                                field("committed_offset", "int64", "8+"),
+                                field("committed_leader_epoch", "int32", "8+", default=-1),
+                                field("metadata", "string", "8+", nullable="8+"),
+                                field("error_code", "int16", "8+"),
+                            ),
+                            "8+",
+                            array=True,
+                        ),
+                    ),
+                    "8+",
+                    array=True,
+                ),
+                field("error_code", "int16", "8+"),
+            ),
+            "8+",
+            array=True,
+        ),
+    ),
+)
+
 # (request, response) by API key: what ApiVersions advertises, in this order.
 APIS: dict[int, tuple[Message, Message]] = {
     API_VERSIONS_REQUEST.api_key: (API_VERSIONS_REQUEST, API_VERSIONS_RESPONSE),
@@ -473,4 +835,11 @@ APIS: dict[int, tuple[Message, Message]] = {
     PRODUCE_REQUEST.api_key: (PRODUCE_REQUEST, PRODUCE_RESPONSE),
     FETCH_REQUEST.api_key: (FETCH_REQUEST, FETCH_RESPONSE),
     INIT_PRODUCER_ID_REQUEST.api_key: (INIT_PRODUCER_ID_REQUEST, INIT_PRODUCER_ID_RESPONSE),
+    FIND_COORDINATOR_REQUEST.api_key: (FIND_COORDINATOR_REQUEST, FIND_COORDINATOR_RESPONSE),
+    JOIN_GROUP_REQUEST.api_key: (JOIN_GROUP_REQUEST, JOIN_GROUP_RESPONSE),
+    SYNC_GROUP_REQUEST.api_key: (SYNC_GROUP_REQUEST, SYNC_GROUP_RESPONSE),
+    HEARTBEAT_REQUEST.api_key: (HEARTBEAT_REQUEST, HEARTBEAT_RESPONSE),
+    LEAVE_GROUP_REQUEST.api_key: (LEAVE_GROUP_REQUEST, LEAVE_GROUP_RESPONSE),
+    OFFSET_COMMIT_REQUEST.api_key: (OFFSET_COMMIT_REQUEST, OFFSET_COMMIT_RESPONSE),
+    OFFSET_FETCH_REQUEST.api_key: (OFFSET_FETCH_REQUEST, OFFSET_FETCH_RESPONSE),
 }

@@ -16,6 +16,7 @@ import structlog
 
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import codes, record_batch
+from tidelog.broker.kafka.caller import Caller
 from tidelog.broker.kafka.topics import readable_topic
 from tidelog.broker.log.ops import PartitionAppend, ProduceOp
 from tidelog.broker.log.service import Log
@@ -50,7 +51,7 @@ class KafkaProduce:
         self._access = access
         self._metrics = metrics
 
-    async def __call__(self, request: dict[str, Any], version: int) -> dict[str, Any] | None:
+    async def __call__(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any] | None:
         """The answer; None for acks=0, which Kafka's protocol never answers."""
         acks = request["acks"]
         refusal = None

@@ -15,6 +15,7 @@ from typing import Any
 from tidelog.broker.cluster.producer_ids import ProducerIds
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import codes
+from tidelog.broker.kafka.caller import Caller
 from tidelog.broker.security.access import Access
 
 
@@ -23,7 +24,7 @@ class KafkaProducerIds:
         self._producer_ids = producer_ids
         self._access = access
 
-    async def __call__(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+    async def __call__(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         answer = {"throttle_time_ms": 0, "error_code": codes.NONE, "producer_id": -1, "producer_epoch": -1}
         if request["transactional_id"] is not None:
             return {**answer, "error_code": codes.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}

@@ -45,6 +45,11 @@ class Reason(StrEnum):
     UNKNOWN_PRODUCER = ("UNKNOWN_PRODUCER", _C.FAILED_PRECONDITION, "a Kafka producer's sequence with no state")
     NOT_OWNER = ("NOT_OWNER", _C.FAILED_PRECONDITION, "a commit for a partition the member does not own")
     GROUP_NOT_EMPTY = ("GROUP_NOT_EMPTY", _C.FAILED_PRECONDITION, "a group with live members")
+    GROUP_PROTOCOL_IN_USE = (
+        "GROUP_PROTOCOL_IN_USE",
+        _C.FAILED_PRECONDITION,
+        "a group whose live members speak the other protocol (Kafka's or Tidelog's)",
+    )
     GROUP_NOT_FOUND = ("GROUP_NOT_FOUND", _C.NOT_FOUND, "no such group")
     STORAGE_FULL = ("STORAGE_FULL", _C.RESOURCE_EXHAUSTED, "the broker's map or disk is full")
     UNAUTHENTICATED = ("UNAUTHENTICATED", _C.UNAUTHENTICATED, "no token, or one the broker does not know")

@@ -63,6 +63,24 @@ def exchange(address: str, *frames: bytes) -> bytes:
     return b"".join(chunks)
 
 
+# (API key, lowest, highest version) as ApiVersions advertises them: what clients negotiate against.
+SNAPSHOT = [
+    (18, 0, 4),  # ApiVersions
+    (3, 1, 12),  # Metadata
+    (2, 1, 6),  # ListOffsets
+    (0, 3, 10),  # Produce
+    (1, 4, 12),  # Fetch
+    (22, 0, 4),  # InitProducerId
+    (10, 0, 4),  # FindCoordinator
+    (11, 0, 7),  # JoinGroup
+    (14, 0, 5),  # SyncGroup
+    (12, 0, 4),  # Heartbeat
+    (13, 0, 4),  # LeaveGroup
+    (8, 2, 8),  # OffsetCommit
+    (9, 1, 8),  # OffsetFetch
+]
+
+
 def test_api_versions_snapshot_and_kip_511_fallback(kafka_broker: tuple[BrokerProcess, str]) -> None:
     _, address = kafka_broker
     answer = exchange(address, request(18, 3, b"\x04raw\x041.0\x00", flexible=True))
@@ -70,13 +88,13 @@ def test_api_versions_snapshot_and_kip_511_fallback(kafka_broker: tuple[BrokerPr
     assert size == len(answer) - 4 and correlation_id == 7
     body = answer[8:]  # ApiVersions' response header has no tagged fields, even when flexible
     error_code, count = struct.unpack(">hB", body[:3])
-    assert error_code == 0 and count - 1 == 6
+    assert error_code == 0 and count - 1 == len(SNAPSHOT)
     keys = [struct.unpack(">hhh", body[3 + 7 * i : 9 + 7 * i]) for i in range(count - 1)]
-    assert keys == [(18, 0, 4), (3, 1, 12), (2, 1, 6), (0, 3, 10), (1, 4, 12), (22, 0, 4)]
+    assert keys == SNAPSHOT
     # A version the broker does not speak: version 0's format, UNSUPPORTED_VERSION and the ranges.
     answer = exchange(address, request(18, 99, b""))
     error_code, count = struct.unpack(">hi", answer[8:14])
-    assert (error_code, count) == (35, 6)
+    assert (error_code, count) == (35, len(SNAPSHOT))
 
 
 def test_metadata_through_every_client(kafka_broker: tuple[BrokerProcess, str]) -> None:
