@@ -150,6 +150,8 @@ def decode_struct(r: Reader, body: Struct, version: int, flexible: bool) -> dict
 
 def _write_value(w: Writer, f: Field, value: Any, version: int, flexible: bool) -> None:
     kind = f.type
+    if value is None and not isinstance(kind, Struct) and not f.nullable_in(version) and kind != "records":
+        value = _DEFAULTS[kind]  # a null where this version has none: its type's empty value, never a -1
     if isinstance(kind, Struct):
         encode_struct(w, kind, value, version, flexible)
     elif kind == "string":
@@ -164,6 +166,8 @@ def _write_field(w: Writer, f: Field, value: Any, version: int, flexible: bool) 
     if not f.array:
         _write_value(w, f, value, version, flexible)
         return
+    if value is None and not f.nullable_in(version):
+        value = []
     w.array_length(None if value is None else len(value), flexible)
     for item in value or ():
         _write_value(w, f, item, version, flexible)
