@@ -6,6 +6,7 @@ live in one protocol refusing the other, and the protocol's fencing (raw request
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import threading
@@ -154,6 +155,19 @@ def test_a_killed_member_s_partitions_resume_from_its_commits(broker: tuple[Brok
     duplicates = len(survivor.seen) + len(printed) - len(everything())
     assert 0 <= duplicates <= 4, "more re-read than the victim had printed and not yet committed"
     survivor.consumer.close()
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test` (Debian's kcat)")
+def test_kcat_reads_as_a_group_member(broker: tuple[BrokerProcess, str]) -> None:
+    process, address = broker
+    topic = filled_topic(process.address)
+    count = str(4 * PER_PARTITION)
+    consumed = subprocess.run(
+        ["kcat", "-b", address, "-G", f"kcat-{topic}", "-o", "beginning", "-c", count, "-f", "%p %o\n", topic],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert consumed.returncode == 0, consumed.stderr
+    assert sorted(tuple(map(int, line.split())) for line in consumed.stdout.splitlines()) == everything()
 
 
 def test_cooperative_sticky_keeps_partitions_through_a_late_joiner(broker: tuple[BrokerProcess, str]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import BrokerProcess, gather, logged, new_topic, wait_for
+from tests.harness import ROOT, BrokerProcess, gather, logged, new_topic, run_node, wait_for
 from tests.kafka import raw
 from tidelog import AdminClient, Consumer, Producer
 from tidelog.broker.kafka import messages, record_batch
@@ -108,6 +108,19 @@ def test_every_librdkafka_codec_reads_back_over_both_protocols(broker: tuple[Bro
     assert [(m.raw_key, m.raw_value) for m in sdk_read] == sent
     assert [m.timestamp_ms for m in sdk_read] == [m.timestamp()[1] for m in kafka_read]
     assert all(m.headers == [("h", b"1")] for m in sdk_read)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is installed on CI machines")
+def test_a_kafka_producer_is_read_by_a_node_grpc_client(broker: tuple[BrokerProcess, str]) -> None:
+    process, address = broker
+    topic = new_topic(process.address)
+    librdkafka_produce(
+        address, topic, [(b"k%d" % i, b"from kafka %d" % i) for i in range(20)], **{"compression.codec": "gzip"}
+    )
+    read = json.loads(run_node("fetch_records.js", process.address, str(ROOT / "protos"), topic, "20"))
+    assert [(r["offset"], r["key"], r["value"], r["headers"]) for r in read] == [
+        (i, f"k{i}", f"from kafka {i}", [["h", "1"]]) for i in range(20)
+    ]
 
 
 def test_an_sdk_producer_is_read_by_every_kafka_client(broker: tuple[BrokerProcess, str]) -> None:
