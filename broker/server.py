@@ -53,6 +53,7 @@ from tidelog.broker.security.quotas import Quotas
 from tidelog.broker.storage.disk_reserve import DiskReserve
 from tidelog.broker.storage.lmdb_store import LmdbStore
 from tidelog.broker.storage.writer import Writer
+from tidelog.broker.topic_admin import TopicAdmin
 from tidelog.common.reasons import Reason
 from tidelog.v1 import admin_pb2, broker_pb2, groups_pb2, replication_pb2
 
@@ -183,7 +184,8 @@ class Broker:
         followers: ReplicaProgress = self.replication if self.replication is not None else NoFollowers()
         if self.control is not None:
             self.mirror = TopicMirror(self.control, log_, purger)
-        admin = AdminService(settings, log_, purger, rpc, access, self.control, advertised, self.mirror)
+        topic_admin = TopicAdmin(settings, log_, purger, self.control, self.mirror)
+        admin = AdminService(settings, log_, topic_admin, rpc, access, self.control, advertised, self.mirror)
         register(server, ADMIN, admin.handlers())
         producer_ids: ProducerIds = LocalProducerIds(log_) if self.control is None else ClusterProducerIds(self.control)
         data = BrokerService(settings, log_, self.membership, followers, producer_ids, self.metrics, rpc, access)
@@ -238,7 +240,9 @@ class Broker:
             await self.console.start()
         if settings.kafka_listen:
             self.kafka = await self._start_kafka(
-                KafkaParts(log_, access, self.metrics, producer_ids, self.kafka_groups, offsets)
+                KafkaParts(
+                    log_, access, self.metrics, producer_ids, self.kafka_groups, offsets, topic_admin, coordinator
+                )
             )
             self.kafka_expiry.start(self.kafka_groups.expire_periodically())
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)

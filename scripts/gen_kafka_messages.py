@@ -42,6 +42,11 @@ SPOKEN: dict[str, tuple[int, int]] = {
     "LeaveGroup": (0, 4),  # 5: a reason string
     "OffsetCommit": (2, 8),  # 9+: KIP-848's member epochs
     "OffsetFetch": (1, 8),  # 8: many groups at once; 9+: KIP-848's member epochs
+    "CreateTopics": (2, 7),
+    "DeleteTopics": (1, 5),  # 6: topics by id
+    "DescribeConfigs": (1, 4),
+    "ListGroups": (0, 4),  # 5: group types (KIP-848)
+    "DescribeGroups": (0, 5),
 }
 
 _COMMENTS = re.compile(r"(?m)^\s*//.*\n?")

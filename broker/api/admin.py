@@ -6,20 +6,19 @@ import grpc
 import structlog
 
 from tidelog.broker.api.rpc import Context, Rpc
-from tidelog.broker.cluster.control import ControlPlane, TopicExists, TopicMissing, etcd_unavailable
+from tidelog.broker.cluster.control import ControlPlane, etcd_unavailable
 from tidelog.broker.cluster.metadata import NO_LEADER, elect
 from tidelog.broker.cluster.mirror import TopicMirror
 from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log import topic_config
-from tidelog.broker.log.ops import AclsOp, AlterTopicConfigsOp, CreateTopicOp, DeleteTopicOp
+from tidelog.broker.log.ops import AclsOp
 from tidelog.broker.log.produce import check_partition
-from tidelog.broker.log.purge import TopicPurger
 from tidelog.broker.log.service import Log
-from tidelog.broker.log.topics import TopicRecord, TopicState
-from tidelog.broker.names import check_topic_name
+from tidelog.broker.log.topics import TopicState
 from tidelog.broker.security import acls
 from tidelog.broker.security.access import Access
+from tidelog.broker.topic_admin import TopicAdmin
 from tidelog.common.reasons import Reason
 from tidelog.v1 import admin_pb2
 
@@ -48,7 +47,7 @@ class AdminService:
         self,
         settings: Settings,
         log_: Log,
-        purger: TopicPurger,
+        topics: TopicAdmin,
         rpc: Rpc,
         access: Access,
         control: ControlPlane | None = None,
@@ -63,7 +62,7 @@ class AdminService:
         self._settings = settings
         self._log = log_
         self._registry = log_.registry
-        self._purger = purger
+        self._topics = topics
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         return {
@@ -88,65 +87,16 @@ class AdminService:
 
     async def create_topic(self, request: admin_pb2.CreateTopicRequest, context: Context) -> admin_pb2.Topic:
         self._access.require("create", "topic", request.name)
-        check_topic_name(request.name)
-        partitions = request.partitions if request.HasField("partitions") else 1
-        limit = self._settings.max_partitions
-        if not 1 <= partitions <= limit:
-            raise BrokerError(
-                Reason.INVALID_PARTITIONS,
-                f"partitions must be between 1 and {limit}, got {partitions}",
-                topic=request.name,
-            )
-        configs = topic_config.validate(request.configs)
-        factor = (
-            request.replication_factor
-            if request.HasField("replication_factor")
-            else self._settings.default_replication_factor
-        )
-        configs = topic_config.with_min_insync_replicas(configs, factor)
-        record = await self._create(request.name, partitions, factor, configs)
-        log.info("topic_created", topic=record.name, partitions=partitions, configs=configs)
+        partitions = request.partitions if request.HasField("partitions") else None
+        factor = request.replication_factor if request.HasField("replication_factor") else None
+        record = await self._topics.create(request.name, partitions, factor, request.configs)
         return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
-
-    async def _create(self, name: str, partitions: int, factor: int, configs: dict[str, str]) -> TopicRecord:
-        """A broker's own topic; in a cluster, the cluster's (placed over the live brokers), then here."""
-        control = self._control
-        if control is None:
-            if factor != 1:
-                raise BrokerError(
-                    Reason.INVALID_REPLICATION_FACTOR,
-                    f"replication factor {factor}: a single broker holds one copy (start brokers with --cluster)",
-                )
-            created: TopicRecord = await self._log.submit(CreateTopicOp(self._registry, name, partitions, configs))
-            return created
-        try:
-            with etcd_unavailable(f"topic {name!r} is not created"):
-                spec = await control.create_topic(name, partitions, factor, configs)
-        except TopicExists:
-            raise BrokerError(Reason.TOPIC_EXISTS, f"topic {name!r} already exists", topic=name) from None
-        except ValueError as err:
-            raise BrokerError(Reason.INVALID_REPLICATION_FACTOR, str(err)) from None
-        op = CreateTopicOp(self._registry, name, partitions, configs, topic_id=spec.id, if_absent=True)
-        mirrored: TopicRecord = await self._log.submit(op)
-        return mirrored
 
     async def delete_topic(
         self, request: admin_pb2.DeleteTopicRequest, context: Context
     ) -> admin_pb2.DeleteTopicResponse:
         self._access.require("delete", "topic", request.name)
-        self._registry.get(request.name)
-        if self._control is not None and self._mirror is not None:  # the cluster's topic, then this copy
-            with etcd_unavailable(f"topic {request.name!r} is not deleted"):
-                try:
-                    spec = await self._control.delete_topic(request.name)
-                except TopicMissing:
-                    raise topic_not_found(request.name) from None
-            await self._mirror.drop(request.name, spec.id)
-            log.info("topic_deleted", topic=request.name, topic_id=spec.id)
-            return admin_pb2.DeleteTopicResponse()
-        record: TopicRecord = await self._log.submit(DeleteTopicOp(self._registry, request.name))
-        log.info("topic_deleted", topic=record.name, topic_id=record.id)
-        self._purger.start(record.id)
+        await self._topics.delete(request.name)
         return admin_pb2.DeleteTopicResponse()
 
     async def list_topics(self, request: admin_pb2.ListTopicsRequest, context: Context) -> admin_pb2.ListTopicsResponse:
@@ -180,23 +130,8 @@ class AdminService:
 
     async def alter_configs(self, request: admin_pb2.AlterTopicConfigsRequest, context: Context) -> admin_pb2.Topic:
         self._access.require("alter", "topic", request.name)
-        self._registry.get(request.name)
-        configs = topic_config.validate(request.configs)
-        if "min.insync.replicas" in configs:
-            spec = self._control.topics().get(request.name) if self._control is not None else None
-            topic_config.with_min_insync_replicas(configs, spec.replication_factor if spec is not None else 1)
-        if self._control is not None and self._mirror is not None:  # the cluster's topic, then this copy
-            with etcd_unavailable(f"the configs of topic {request.name!r} are not changed"):
-                try:
-                    altered = await self._control.alter_topic_configs(request.name, configs)
-                except TopicMissing:
-                    raise topic_not_found(request.name) from None
-            await self._mirror.apply_configs(altered)
-            log.info("topic_configs_altered", topic=request.name, configs=configs)
-            return state_message(self._registry.get(request.name))
-        record: TopicRecord = await self._log.submit(AlterTopicConfigsOp(self._registry, request.name, configs))
-        log.info("topic_configs_altered", topic=record.name, configs=configs)
-        return topic_message(record.name, record.partitions, record.configs, self._registry.broker_defaults)
+        await self._topics.alter_configs(request.name, request.configs)
+        return state_message(self._registry.get(request.name))
 
     # -- ACLs ----------------------------------------------------------------------------
 

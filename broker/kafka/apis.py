@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidelog.broker.cluster.producer_ids import ProducerIds
+from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import OffsetStore
 from tidelog.broker.kafka import messages
+from tidelog.broker.kafka.admin_apis import KafkaAdminApis
 from tidelog.broker.kafka.caller import Caller
 from tidelog.broker.kafka.classic_groups import ClassicGroups
 from tidelog.broker.kafka.codes import NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
@@ -23,17 +25,16 @@ from tidelog.broker.kafka.group_apis import KafkaGroupApis
 from tidelog.broker.kafka.produce import KafkaProduce
 from tidelog.broker.kafka.producers import KafkaProducerIds
 from tidelog.broker.kafka.schema import Message, decode, encode
-from tidelog.broker.kafka.topics import readable_topic
+from tidelog.broker.kafka.topics import readable_topic, topic_uuid
 from tidelog.broker.kafka.wire import Reader, Writer
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import TopicState
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
+from tidelog.broker.topic_admin import TopicAdmin
 
 LATEST, EARLIEST = -1, -2  # ListOffsets' special timestamps
 Handler = Callable[[dict[str, Any], int, Caller], Awaitable[dict[str, Any] | None]]
-
-_TOPIC_IDS = uuid.UUID("5d1e6a2c-7b0f-4c41-9a52-6f8e3b7d1c20")  # the namespace of topic ids (uuid5)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class KafkaParts:
     producer_ids: ProducerIds
     groups: ClassicGroups
     offsets: OffsetStore
+    topics: TopicAdmin
+    coordinator: Coordinator  # Tidelog's own groups (listed and described beside the classic ones)
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,10 @@ class KafkaApis:
         self._access = parts.access
         self._node = node
         self._cluster_id = cluster_id
-        groups = KafkaGroupApis(
-            parts.groups, parts.offsets, self._registry, parts.access, (node.node_id, node.host, node.port)
+        me = (node.node_id, node.host, node.port)
+        groups = KafkaGroupApis(parts.groups, parts.offsets, self._registry, parts.access, me)
+        admin = KafkaAdminApis(
+            parts.topics, self._registry, parts.access, parts.groups, parts.coordinator, parts.offsets
         )
         self._handlers: dict[int, Handler] = {
             messages.API_VERSIONS_REQUEST.api_key: self.api_versions,
@@ -91,6 +96,11 @@ class KafkaApis:
             messages.LEAVE_GROUP_REQUEST.api_key: groups.leave_group,
             messages.OFFSET_COMMIT_REQUEST.api_key: groups.offset_commit,
             messages.OFFSET_FETCH_REQUEST.api_key: groups.offset_fetch,
+            messages.CREATE_TOPICS_REQUEST.api_key: admin.create_topics,
+            messages.DELETE_TOPICS_REQUEST.api_key: admin.delete_topics,
+            messages.DESCRIBE_CONFIGS_REQUEST.api_key: admin.describe_configs,
+            messages.LIST_GROUPS_REQUEST.api_key: admin.list_groups,
+            messages.DESCRIBE_GROUPS_REQUEST.api_key: admin.describe_groups,
         }
 
     async def handle(self, frame: bytes, peer_host: str = "") -> bytes | None:
@@ -207,8 +217,3 @@ class KafkaApis:
             }
             for p in topic.partitions
         ]
-
-
-def topic_uuid(topic: TopicState) -> uuid.UUID:
-    """A Kafka topic id for a Tidelog topic: stable for its life, new when the name is created again."""
-    return uuid.uuid5(_TOPIC_IDS, f"{topic.id}:{topic.name}")

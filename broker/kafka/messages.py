@@ -827,6 +827,271 @@ OFFSET_FETCH_RESPONSE = Message(
     ),
 )
 
+CREATE_TOPICS_REQUEST = Message(
+    "CreateTopicsRequest",
+    19,
+    (2, 7),
+    5,
+    struct(
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0+"),
+                field("num_partitions", "int32", "0+"),
+                field("replication_factor", "int16", "0+"),
+                field(
+                    "assignments",
+                    struct(
+                        field("partition_index", "int32", "0+"),
+                        field("broker_ids", "int32", "0+", array=True),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+                field(
+                    "configs",
+                    struct(
+                        field("name", "string", "0+"),
+                        field("value", "string", "0+", nullable="0+"),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+        field("timeout_ms", "int32", "0+", default=60000),
+        field("validate_only", "bool", "1+"),
+    ),
+)
+
+CREATE_TOPICS_RESPONSE = Message(
+    "CreateTopicsResponse",
+    19,
+    (2, 7),
+    5,
+    struct(
+        field("throttle_time_ms", "int32", "2+"),
+        field(
+            "topics",
+            struct(
+                field("name", "string", "0+"),
+                field("topic_id", "uuid", "7+"),
+                field("error_code", "int16", "0+"),
+                field("error_message", "string", "1+", nullable="0+"),
+                field("topic_config_error_code", "int16", "5+", tag=0),
+                field("num_partitions", "int32", "5+", default=-1),
+                field("replication_factor", "int16", "5+", default=-1),
+                field(
+                    "configs",
+                    struct(
+                        field("name", "string", "5+"),
+                        field("value", "string", "5+", nullable="5+"),
+                        field("read_only", "bool", "5+"),
+                        field("config_source", "int8", "5+", default=-1),
+                        field("is_sensitive", "bool", "5+"),
+                    ),
+                    "5+",
+                    array=True,
+                    nullable="5+",
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+DELETE_TOPICS_REQUEST = Message(
+    "DeleteTopicsRequest",
+    20,
+    (1, 5),
+    4,
+    struct(
+        field(
+            "topics",
+            struct(
+                field("name", "string", "6+", nullable="6+"),
+                field("topic_id", "uuid", "6+"),
+            ),
+            "6+",
+            array=True,
+        ),
+        field("topic_names", "string", "0-5", array=True),
+        field("timeout_ms", "int32", "0+"),
+    ),
+)
+
+DELETE_TOPICS_RESPONSE = Message(
+    "DeleteTopicsResponse",
+    20,
+    (1, 5),
+    4,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field(
+            "responses",
+            struct(
+                field("name", "string", "0+", nullable="6+"),
+                field("topic_id", "uuid", "6+"),
+                field("error_code", "int16", "0+"),
+                field("error_message", "string", "5+", nullable="5+"),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+DESCRIBE_CONFIGS_REQUEST = Message(
+    "DescribeConfigsRequest",
+    32,
+    (1, 4),
+    4,
+    struct(
+        field(
+            "resources",
+            struct(
+                field("resource_type", "int8", "0+"),
+                field("resource_name", "string", "0+"),
+                field("configuration_keys", "string", "0+", array=True, nullable="0+"),
+            ),
+            "0+",
+            array=True,
+        ),
+        field("include_synonyms", "bool", "1+"),
+        field("include_documentation", "bool", "3+"),
+    ),
+)
+
+DESCRIBE_CONFIGS_RESPONSE = Message(
+    "DescribeConfigsResponse",
+    32,
+    (1, 4),
+    4,
+    struct(
+        field("throttle_time_ms", "int32", "0+"),
+        field(
+            "results",
+            struct(
+                field("error_code", "int16", "0+"),
+                field("error_message", "string", "0+", nullable="0+"),
+                field("resource_type", "int8", "0+"),
+                field("resource_name", "string", "0+"),
+                field(
+                    "configs",
+                    struct(
+                        field("name", "string", "0+"),
+                        field("value", "string", "0+", nullable="0+"),
+                        field("read_only", "bool", "0+"),
+                        field("config_source", "int8", "1+", default=-1),
+                        field("is_default", "bool", "0"),
+                        field("is_sensitive", "bool", "0+"),
+                        field(
+                            "synonyms",
+                            struct(
+                                field("name", "string", "1+"),
+                                field("value", "string", "1+", nullable="0+"),
+                                field("source", "int8", "1+"),
+                            ),
+                            "1+",
+                            array=True,
+                        ),
+                        field("config_type", "int8", "3+"),
+                        field("documentation", "string", "3+", nullable="0+"),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+LIST_GROUPS_REQUEST = Message(
+    "ListGroupsRequest",
+    16,
+    (0, 4),
+    3,
+    struct(
+        field("states_filter", "string", "4+", array=True),
+        field("types_filter", "string", "5+", array=True),
+    ),
+)
+
+LIST_GROUPS_RESPONSE = Message(
+    "ListGroupsResponse",
+    16,
+    (0, 4),
+    3,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field("error_code", "int16", "0+"),
+        field(
+            "groups",
+            struct(
+                field("group_id", "string", "0+"),
+                field("protocol_type", "string", "0+"),
+                field("group_state", "string", "4+"),
+                field("group_type", "string", "5+"),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
+DESCRIBE_GROUPS_REQUEST = Message(
+    "DescribeGroupsRequest",
+    15,
+    (0, 5),
+    5,
+    struct(
+        field("groups", "string", "0+", array=True),
+        field("include_authorized_operations", "bool", "3+"),
+    ),
+)
+
+DESCRIBE_GROUPS_RESPONSE = Message(
+    "DescribeGroupsResponse",
+    15,
+    (0, 5),
+    5,
+    struct(
+        field("throttle_time_ms", "int32", "1+"),
+        field(
+            "groups",
+            struct(
+                field("error_code", "int16", "0+"),
+                field("error_message", "string", "6+", nullable="6+"),
+                field("group_id", "string", "0+"),
+                field("group_state", "string", "0+"),
+                field("protocol_type", "string", "0+"),
+                field("protocol_data", "string", "0+"),
+                field(
+                    "members",
+                    struct(
+                        field("member_id", "string", "0+"),
+                        field("group_instance_id", "string", "4+", nullable="4+"),
+                        field("client_id", "string", "0+"),
+                        field("client_host", "string", "0+"),
+                        field("member_metadata", "bytes", "0+"),
+                        field("member_assignment", "bytes", "0+"),
+                    ),
+                    "0+",
+                    array=True,
+                ),
+                field("authorized_operations", "int32", "3+", default=-2147483648),
+            ),
+            "0+",
+            array=True,
+        ),
+    ),
+)
+
 # (request, response) by API key: what ApiVersions advertises, in this order.
 APIS: dict[int, tuple[Message, Message]] = {
     API_VERSIONS_REQUEST.api_key: (API_VERSIONS_REQUEST, API_VERSIONS_RESPONSE),
@@ -842,4 +1107,9 @@ APIS: dict[int, tuple[Message, Message]] = {
     LEAVE_GROUP_REQUEST.api_key: (LEAVE_GROUP_REQUEST, LEAVE_GROUP_RESPONSE),
     OFFSET_COMMIT_REQUEST.api_key: (OFFSET_COMMIT_REQUEST, OFFSET_COMMIT_RESPONSE),
     OFFSET_FETCH_REQUEST.api_key: (OFFSET_FETCH_REQUEST, OFFSET_FETCH_RESPONSE),
+    CREATE_TOPICS_REQUEST.api_key: (CREATE_TOPICS_REQUEST, CREATE_TOPICS_RESPONSE),
+    DELETE_TOPICS_REQUEST.api_key: (DELETE_TOPICS_REQUEST, DELETE_TOPICS_RESPONSE),
+    DESCRIBE_CONFIGS_REQUEST.api_key: (DESCRIBE_CONFIGS_REQUEST, DESCRIBE_CONFIGS_RESPONSE),
+    LIST_GROUPS_REQUEST.api_key: (LIST_GROUPS_REQUEST, LIST_GROUPS_RESPONSE),
+    DESCRIBE_GROUPS_REQUEST.api_key: (DESCRIBE_GROUPS_REQUEST, DESCRIBE_GROUPS_RESPONSE),
 }

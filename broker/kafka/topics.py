@@ -3,6 +3,8 @@ and only then whether it exists, so a principal that may not see a topic cannot 
 
 from __future__ import annotations
 
+import uuid
+
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import codes
 from tidelog.broker.log.topics import TopicRegistry, TopicState
@@ -24,3 +26,11 @@ def readable_topic(registry: TopicRegistry, access: Access, name: str | None, op
         return registry.get(name)
     except BrokerError:
         return codes.UNKNOWN_TOPIC_OR_PARTITION
+
+
+_TOPIC_IDS = uuid.UUID("5d1e6a2c-7b0f-4c41-9a52-6f8e3b7d1c20")  # the namespace of topic ids (uuid5)
+
+
+def topic_uuid(topic: TopicState) -> uuid.UUID:
+    """A Kafka topic id for a Tidelog topic: stable for its life, new when the name is created again."""
+    return uuid.uuid5(_TOPIC_IDS, f"{topic.id}:{topic.name}")

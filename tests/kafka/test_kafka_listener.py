@@ -78,6 +78,11 @@ SNAPSHOT = [
     (13, 0, 4),  # LeaveGroup
     (8, 2, 8),  # OffsetCommit
     (9, 1, 8),  # OffsetFetch
+    (19, 2, 7),  # CreateTopics
+    (20, 1, 5),  # DeleteTopics
+    (32, 1, 4),  # DescribeConfigs
+    (16, 0, 4),  # ListGroups
+    (15, 0, 5),  # DescribeGroups
 ]
 
 

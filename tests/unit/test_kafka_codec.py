@@ -152,6 +152,25 @@ def test_every_message_round_trips_in_every_version(message: Message, version: i
             "topics": [{"name": "t", "partitions": [{"partition_index": 0, "committed_offset": 5}]}],
             "groups": [{"group_id": "g", "topics": []}],
         },
+        "CreateTopicsRequest": {
+            "topics": [
+                {"name": "t", "num_partitions": 3, "replication_factor": -1, "configs": [{"name": "a", "value": "1"}]}
+            ],
+            "validate_only": True,
+        },
+        "CreateTopicsResponse": {"topics": [{"name": "t", "error_code": 36, "error_message": "exists"}]},
+        "DeleteTopicsRequest": {"topic_names": ["t"], "timeout_ms": 1000},
+        "DeleteTopicsResponse": {"responses": [{"name": "t", "error_code": 0}]},
+        "DescribeConfigsRequest": {
+            "resources": [{"resource_type": 2, "resource_name": "t", "configuration_keys": None}]
+        },
+        "DescribeConfigsResponse": {
+            "results": [{"resource_type": 2, "resource_name": "t", "configs": [{"name": "a", "value": "1"}]}]
+        },
+        "ListGroupsRequest": {"states_filter": ["Stable"]},
+        "ListGroupsResponse": {"groups": [{"group_id": "g", "protocol_type": "consumer", "group_state": "Stable"}]},
+        "DescribeGroupsRequest": {"groups": ["g"]},
+        "DescribeGroupsResponse": {"groups": [{"group_id": "g", "group_state": "Dead", "members": []}]},
         "FetchRequest": {
             "max_wait_ms": 500,
             "min_bytes": 1,
