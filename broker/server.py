@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import ssl
 
 import grpc
 import structlog
@@ -241,7 +242,15 @@ class Broker:
         if settings.kafka_listen:
             self.kafka = await self._start_kafka(
                 KafkaParts(
-                    log_, access, self.metrics, producer_ids, self.kafka_groups, offsets, topic_admin, coordinator
+                    log_,
+                    access,
+                    self.metrics,
+                    producer_ids,
+                    self.kafka_groups,
+                    offsets,
+                    topic_admin,
+                    coordinator,
+                    self.tokens,
                 )
             )
             self.kafka_expiry.start(self.kafka_groups.expire_periodically())
@@ -264,7 +273,14 @@ class Broker:
 
     async def _start_kafka(self, parts: KafkaParts) -> KafkaListener:
         settings = self.settings
-        listener = KafkaListener(settings.kafka_listen)
+        tls = None
+        if settings.tls_cert and settings.tls_key:  # SSL, or SASL_SSL with tokens; mTLS with a client CA
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+            if settings.tls_client_ca:
+                tls.load_verify_locations(settings.tls_client_ca)
+                tls.verify_mode = ssl.CERT_REQUIRED
+        listener = KafkaListener(settings.kafka_listen, tls)
         bound = await listener.bind()
         host, port = (settings.kafka_advertise or bound).rsplit(":", 1)
         node = Node(settings.broker_id, host.strip("[]"), int(port))

@@ -47,6 +47,8 @@ SPOKEN: dict[str, tuple[int, int]] = {
     "DescribeConfigs": (1, 4),
     "ListGroups": (0, 4),  # 5: group types (KIP-848)
     "DescribeGroups": (0, 5),
+    "SaslHandshake": (1, 1),  # 0 sends raw SASL tokens next, outside Kafka's framing: clients use 1 when offered
+    "SaslAuthenticate": (0, 2),
 }
 
 _COMMENTS = re.compile(r"(?m)^\s*//.*\n?")

@@ -17,13 +17,14 @@ from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import OffsetStore
 from tidelog.broker.kafka import messages
 from tidelog.broker.kafka.admin_apis import KafkaAdminApis
-from tidelog.broker.kafka.caller import Caller
+from tidelog.broker.kafka.caller import Caller, Session
 from tidelog.broker.kafka.classic_groups import ClassicGroups
 from tidelog.broker.kafka.codes import NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
 from tidelog.broker.kafka.fetch import KafkaFetch
 from tidelog.broker.kafka.group_apis import KafkaGroupApis
 from tidelog.broker.kafka.produce import KafkaProduce
 from tidelog.broker.kafka.producers import KafkaProducerIds
+from tidelog.broker.kafka.sasl import KafkaSasl
 from tidelog.broker.kafka.schema import Message, decode, encode
 from tidelog.broker.kafka.topics import readable_topic, topic_uuid
 from tidelog.broker.kafka.wire import Reader, Writer
@@ -31,9 +32,14 @@ from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import TopicState
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
+from tidelog.broker.security.auth import TokenFile
 from tidelog.broker.topic_admin import TopicAdmin
 
 LATEST, EARLIEST = -1, -2  # ListOffsets' special timestamps
+_BEFORE_AUTHENTICATION = frozenset(
+    m.api_key
+    for m in (messages.API_VERSIONS_REQUEST, messages.SASL_HANDSHAKE_REQUEST, messages.SASL_AUTHENTICATE_REQUEST)
+)
 Handler = Callable[[dict[str, Any], int, Caller], Awaitable[dict[str, Any] | None]]
 
 
@@ -61,6 +67,7 @@ class KafkaParts:
     offsets: OffsetStore
     topics: TopicAdmin
     coordinator: Coordinator  # Tidelog's own groups (listed and described beside the classic ones)
+    tokens: TokenFile | None  # SASL/PLAIN's passwords (--auth-tokens): required when given
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class KafkaApis:
         self._access = parts.access
         self._node = node
         self._cluster_id = cluster_id
+        self._sasl = KafkaSasl(parts.tokens)
         me = (node.node_id, node.host, node.port)
         groups = KafkaGroupApis(parts.groups, parts.offsets, self._registry, parts.access, me)
         admin = KafkaAdminApis(
@@ -101,11 +109,14 @@ class KafkaApis:
             messages.DESCRIBE_CONFIGS_REQUEST.api_key: admin.describe_configs,
             messages.LIST_GROUPS_REQUEST.api_key: admin.list_groups,
             messages.DESCRIBE_GROUPS_REQUEST.api_key: admin.describe_groups,
+            messages.SASL_HANDSHAKE_REQUEST.api_key: self._sasl.handshake,
+            messages.SASL_AUTHENTICATE_REQUEST.api_key: self._sasl.authenticate,
         }
 
-    async def handle(self, frame: bytes, peer_host: str = "") -> bytes | None:
+    async def handle(self, frame: bytes, session: Session) -> bytes | None:
         """The response frame's body (header included) for a request frame, None when the request
-        is not to be answered (a Produce with acks=0); Refused to close the connection instead."""
+        is not to be answered (a Produce with acks=0); Refused to close the connection instead.
+        A throttled answer sets the session's mute_s: the listener reads the next request that late."""
         reader = Reader(frame)
         header = Header(reader.int16(), reader.int16(), reader.int32(), reader.string(nullable=True))
         pair = messages.APIS.get(header.api_key)
@@ -117,12 +128,19 @@ class KafkaApis:
             if header.api_key == messages.API_VERSIONS_REQUEST.api_key:
                 return self._respond(header, response, 0, {"error_code": UNSUPPORTED_VERSION, **self._ranges()})
             raise Refused(f"{request.name} version {header.api_version} is outside {low}-{high}")
+        caller = Caller(header.client_id or "", session)
+        if self._sasl.required and header.api_key not in _BEFORE_AUTHENTICATION and not session.authenticated:
+            raise Refused(f"{request.name} before authenticating: this listener needs SASL/PLAIN with a token")
+        if not self._sasl.still_valid(caller):
+            raise Refused(f"the token {session.principal} authenticated with is no longer valid")
         if request.is_flexible(header.api_version):
             reader.tagged_fields()
         body = decode(request, header.api_version, frame, reader.pos)
-        caller = Caller(header.client_id or "", peer_host)
         answer = await self._handlers[header.api_key](body, header.api_version, caller)
-        return None if answer is None else self._respond(header, response, header.api_version, answer)
+        if answer is None:
+            return None
+        session.mute_s = answer.get("throttle_time_ms", 0) / 1000
+        return self._respond(header, response, header.api_version, answer)
 
     @staticmethod
     def _respond(header: Header, response: Message, version: int, answer: dict[str, Any]) -> bytes:

@@ -46,7 +46,13 @@ class KafkaFetch:
             responses, size, waiting_on = self._read(wanted, max(request["max_bytes"], 0))
             remaining = deadline - time.monotonic()
             if size >= request["min_bytes"] or remaining <= 0 or not waiting_on:
-                return {"throttle_time_ms": 0, "error_code": codes.NONE, "session_id": 0, "responses": responses}
+                throttle_ms = round(self._access.quota_delay("consume", size) * 1000)
+                return {
+                    "throttle_time_ms": throttle_ms,
+                    "error_code": codes.NONE,
+                    "session_id": 0,
+                    "responses": responses,
+                }
             await wait_any(waiting_on, remaining)
 
     def _read(

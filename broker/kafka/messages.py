@@ -1092,6 +1092,50 @@ DESCRIBE_GROUPS_RESPONSE = Message(
     ),
 )
 
+SASL_HANDSHAKE_REQUEST = Message(
+    "SaslHandshakeRequest",
+    17,
+    (1, 1),
+    32767,
+    struct(
+        field("mechanism", "string", "0+"),
+    ),
+)
+
+SASL_HANDSHAKE_RESPONSE = Message(
+    "SaslHandshakeResponse",
+    17,
+    (1, 1),
+    32767,
+    struct(
+        field("error_code", "int16", "0+"),
+        field("mechanisms", "string", "0+", array=True),
+    ),
+)
+
+SASL_AUTHENTICATE_REQUEST = Message(
+    "SaslAuthenticateRequest",
+    36,
+    (0, 2),
+    2,
+    struct(
+        field("auth_bytes", "bytes", "0+"),
+    ),
+)
+
+SASL_AUTHENTICATE_RESPONSE = Message(
+    "SaslAuthenticateResponse",
+    36,
+    (0, 2),
+    2,
+    struct(
+        field("error_code", "int16", "0+"),
+        field("error_message", "string", "0+", nullable="0+"),
+        field("auth_bytes", "bytes", "0+"),
+        field("session_lifetime_ms", "int64", "1+"),
+    ),
+)
+
 # (request, response) by API key: what ApiVersions advertises, in this order.
 APIS: dict[int, tuple[Message, Message]] = {
     API_VERSIONS_REQUEST.api_key: (API_VERSIONS_REQUEST, API_VERSIONS_RESPONSE),
@@ -1112,4 +1156,6 @@ APIS: dict[int, tuple[Message, Message]] = {
     DESCRIBE_CONFIGS_REQUEST.api_key: (DESCRIBE_CONFIGS_REQUEST, DESCRIBE_CONFIGS_RESPONSE),
     LIST_GROUPS_REQUEST.api_key: (LIST_GROUPS_REQUEST, LIST_GROUPS_RESPONSE),
     DESCRIBE_GROUPS_REQUEST.api_key: (DESCRIBE_GROUPS_REQUEST, DESCRIBE_GROUPS_RESPONSE),
+    SASL_HANDSHAKE_REQUEST.api_key: (SASL_HANDSHAKE_REQUEST, SASL_HANDSHAKE_RESPONSE),
+    SASL_AUTHENTICATE_REQUEST.api_key: (SASL_AUTHENTICATE_REQUEST, SASL_AUTHENTICATE_RESPONSE),
 }

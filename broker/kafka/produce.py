@@ -74,11 +74,14 @@ class KafkaProduce:
         responses: dict[str, list[dict[str, Any]]] = {}
         for name, index, pending in answers:
             responses.setdefault(name, []).append(await self._answer(name, index, pending))
-        if acks == 0:
+        written = sum(p.size for _, _, p in answers if isinstance(p, Submitted))
+        throttle_ms = round(self._access.quota_delay("produce", written) * 1000)
+        if acks == 0:  # no answer to carry the throttle: the connection is muted all the same
+            caller.session.mute_s = throttle_ms / 1000
             return None
         return {
             "responses": [{"name": name, "partition_responses": parts} for name, parts in responses.items()],
-            "throttle_time_ms": 0,
+            "throttle_time_ms": throttle_ms,
         }
 
     def _submit(self, topic: TopicState, index: int, records: bytes | None) -> Submitted | Refusal:

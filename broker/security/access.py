@@ -91,12 +91,18 @@ class Access:
 
     async def throttle(self, direction: str, size: int) -> float:
         """Hold the call being handled as long as its principal's quota needs; the seconds held."""
+        delay = self.quota_delay(direction, size)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return delay
+
+    def quota_delay(self, direction: str, size: int) -> float:
+        """The seconds the call's principal is over its quota after moving `size` bytes (counted, not
+        held: the Kafka listener answers at once and mutes the connection that long, as Kafka does)."""
         if self.quotas is None or size <= 0:
             return 0.0
         principal = _principal()
         delay = self.quotas.delay(principal, direction, size)
-        if delay > 0:
-            if self._on_throttle is not None:
-                self._on_throttle(principal, direction, delay)
-            await asyncio.sleep(delay)
+        if delay > 0 and self._on_throttle is not None:
+            self._on_throttle(principal, direction, delay)
         return delay

@@ -288,15 +288,16 @@ def serve(args: argparse.Namespace) -> int:
         require_address("--kafka-listen", args.kafka_listen)
         if args.kafka_advertise:
             require_address("--kafka-advertise", args.kafka_advertise)
-        if not is_loopback(args.kafka_listen) and not args.insecure:
+        if not args.tls_cert and not is_loopback(args.kafka_listen) and not args.insecure:
             raise SystemExit(
-                f"tidelog: refusing the Kafka listener on {args.kafka_listen}, which is not a loopback address: it "
-                "has no TLS yet; give --insecure if the network is yours alone"
+                f"tidelog: refusing plaintext Kafka on {args.kafka_listen}, which is not a loopback address: give "
+                "--tls-cert and --tls-key (clients connect with SSL, or SASL_SSL with --auth-tokens), or --insecure "
+                "if the network is yours alone"
             )
-        if args.cluster or args.auth_tokens or args.tls_client_ca:
+        if args.cluster:
             raise SystemExit(
-                "tidelog: --kafka-listen works on a single broker without authentication for now (no SASL yet, "
-                "and no cluster metadata): leave out --cluster, --auth-tokens and --tls-client-ca"
+                "tidelog: --kafka-listen works on a single broker for now (Metadata does not yet name a cluster's "
+                "leaders): leave out --cluster"
             )
     cluster: tuple[str, ...] = ()
     if args.cluster:

@@ -25,16 +25,26 @@ def exchange(address: str, requests: list[tuple[Message, int, dict[str, Any]]], 
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         for correlation_id, (message, version, body) in enumerate(requests):
-            header = struct.pack(">hhih", message.api_key, version, correlation_id, len(CLIENT_ID)) + CLIENT_ID
-            if message.is_flexible(version):
-                header += b"\x00"
-            frame = header + encode(message, version, body)
-            conn.sendall(struct.pack(">i", len(frame)) + frame)
-        out = []
-        for _ in range(sum(answered)):
-            size = struct.unpack(">i", _read(conn, 4))[0]
-            out.append(_read(conn, size))
-    return out
+            send(conn, message, version, body, correlation_id)
+        return [receive(conn) for _ in range(sum(answered))]
+
+
+def send(conn: socket.socket, message: Message, version: int, body: dict[str, Any], correlation_id: int = 0) -> None:
+    header = struct.pack(">hhih", message.api_key, version, correlation_id, len(CLIENT_ID)) + CLIENT_ID
+    if message.is_flexible(version):
+        header += b"\x00"
+    frame = header + encode(message, version, body)
+    conn.sendall(struct.pack(">i", len(frame)) + frame)
+
+
+def receive(conn: socket.socket) -> bytes:
+    """One answer frame (its size read first)."""
+    size = struct.unpack(">i", _read(conn, 4))[0]
+    return _read(conn, size)
+
+
+def response_of(request: Message) -> Message:
+    return messages.APIS[request.api_key][1]
 
 
 def decode_answer(response: Message, version: int, frame: bytes) -> dict[str, Any]:

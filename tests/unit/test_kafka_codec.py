@@ -171,6 +171,10 @@ def test_every_message_round_trips_in_every_version(message: Message, version: i
         "ListGroupsResponse": {"groups": [{"group_id": "g", "protocol_type": "consumer", "group_state": "Stable"}]},
         "DescribeGroupsRequest": {"groups": ["g"]},
         "DescribeGroupsResponse": {"groups": [{"group_id": "g", "group_state": "Dead", "members": []}]},
+        "SaslHandshakeRequest": {"mechanism": "PLAIN"},
+        "SaslHandshakeResponse": {"error_code": 0, "mechanisms": ["PLAIN"]},
+        "SaslAuthenticateRequest": {"auth_bytes": b"\0alice\0token"},
+        "SaslAuthenticateResponse": {"error_code": 58, "error_message": "authentication failed", "auth_bytes": b""},
         "FetchRequest": {
             "max_wait_ms": 500,
             "min_bytes": 1,
