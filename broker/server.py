@@ -39,8 +39,9 @@ from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import LocalOffsets, OffsetStore
 from tidelog.broker.groups.placement import GroupPlacement, SingleBrokerGroups
 from tidelog.broker.groups.protocols import LiveGroups
-from tidelog.broker.kafka.apis import KafkaApis, KafkaParts, Node
+from tidelog.broker.kafka.apis import KafkaApis, KafkaParts
 from tidelog.broker.kafka.classic_groups import ClassicGroups
+from tidelog.broker.kafka.cluster_view import KafkaCluster, node_of
 from tidelog.broker.kafka.listener import KafkaListener
 from tidelog.broker.log.purge import TopicPurger
 from tidelog.broker.log.retention import Cleaner
@@ -162,6 +163,11 @@ class Broker:
         offsets: OffsetStore = LocalOffsets(store, log_.submit)
         placement: GroupPlacement = SingleBrokerGroups()
         self.cluster_groups: EtcdGroups | None = None
+        kafka_advertised = ""
+        if settings.kafka_listen:  # bound first: the cluster's registration names its address
+            self.kafka = KafkaListener(settings.kafka_listen, self._kafka_tls())
+            bound = await self.kafka.bind()
+            kafka_advertised = settings.kafka_advertise or bound
         if settings.cluster:
             etcd = Etcd(settings.cluster)
             self.control = ControlPlane(
@@ -171,6 +177,7 @@ class Broker:
                 advertised,
                 settings.cluster_lease_s,
                 settings.replication_advertise,
+                kafka_advertised,
             )
             self.membership = self.control
             self.cluster_groups = offsets = placement = EtcdGroups(self.control, etcd)
@@ -239,8 +246,12 @@ class Broker:
                 tls=tls,
             )
             await self.console.start()
-        if settings.kafka_listen:
-            self.kafka = await self._start_kafka(
+        if self.kafka is not None:
+            placement.on_lost(self.kafka_groups.drop)
+            await self._serve_kafka(
+                self.kafka,
+                kafka_advertised,
+                placement,
                 KafkaParts(
                     log_,
                     access,
@@ -251,7 +262,7 @@ class Broker:
                     topic_admin,
                     coordinator,
                     self.tokens,
-                )
+                ),
             )
             self.kafka_expiry.start(self.kafka_groups.expire_periodically())
         self.cleaner = Cleaner(registry, store, writer, settings.cleaner_interval_ms / 1000)
@@ -271,21 +282,25 @@ class Broker:
         )
         return self.address
 
-    async def _start_kafka(self, parts: KafkaParts) -> KafkaListener:
+    def _kafka_tls(self) -> ssl.SSLContext | None:
+        """With --tls-cert: SSL, or SASL_SSL with tokens; mTLS with a client CA (its CN the principal)."""
         settings = self.settings
-        tls = None
-        if settings.tls_cert and settings.tls_key:  # SSL, or SASL_SSL with tokens; mTLS with a client CA
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(settings.tls_cert, settings.tls_key)
-            if settings.tls_client_ca:
-                tls.load_verify_locations(settings.tls_client_ca)
-                tls.verify_mode = ssl.CERT_REQUIRED
-        listener = KafkaListener(settings.kafka_listen, tls)
-        bound = await listener.bind()
-        host, port = (settings.kafka_advertise or bound).rsplit(":", 1)
-        node = Node(settings.broker_id, host.strip("[]"), int(port))
-        await listener.serve(KafkaApis(parts, node, f"tidelog-{settings.cluster_name}"))
-        return listener
+        if not (settings.tls_cert and settings.tls_key):
+            return None
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.tls_client_ca:
+            tls.load_verify_locations(settings.tls_client_ca)
+            tls.verify_mode = ssl.CERT_REQUIRED
+        return tls
+
+    async def _serve_kafka(
+        self, listener: KafkaListener, advertised: str, placement: GroupPlacement, parts: KafkaParts
+    ) -> None:
+        settings = self.settings
+        me = node_of(settings.broker_id, advertised)
+        cluster = KafkaCluster(me, self.membership, placement, self.control, settings.replication_timeout_ms / 1000)
+        await listener.serve(KafkaApis(parts, cluster, f"tidelog-{settings.cluster_name}"))
 
     def _listen(self, server: grpc.aio.Server) -> int:
         settings = self.settings

@@ -81,6 +81,11 @@ class ClusterKeys:
         return self.prefix + b"replication/" + str(broker_id).encode()
 
     @property
+    def kafka(self) -> bytes:
+        """Brokers' Kafka listener addresses, those that have one (under their leases)."""
+        return self.prefix + b"kafka/"
+
+    @property
     def topic_ids(self) -> bytes:
         return self.prefix + b"ids/topic"
 
@@ -216,13 +221,21 @@ class ControlPlane:
     """One broker's registration, campaign and metadata cache; `start()` and `stop()` on its event loop."""
 
     def __init__(
-        self, etcd: Etcd, cluster: str, broker_id: int, address: str, lease_ttl_s: int, replication_address: str = ""
+        self,
+        etcd: Etcd,
+        cluster: str,
+        broker_id: int,
+        address: str,
+        lease_ttl_s: int,
+        replication_address: str = "",
+        kafka_address: str = "",
     ) -> None:
         self._etcd = etcd
         self.keys = ClusterKeys(cluster)
         self.broker_id = broker_id
         self.address = address
         self._replication_address = replication_address
+        self._kafka_address = kafka_address
         self._ttl_s = lease_ttl_s
         self.cache = MetadataCache(etcd, self.keys.prefix)
         self.lease_id = 0
@@ -262,6 +275,9 @@ class ControlPlane:
                 if self._replication_address:  # before the registration: a follower never dials the wrong one
                     key = self.keys.replication(self.broker_id)
                     await self._etcd.put(key, self._replication_address.encode(), self.lease_id)
+                if self._kafka_address:
+                    key = self.keys.kafka + str(self.broker_id).encode()
+                    await self._etcd.put(key, self._kafka_address.encode(), self.lease_id)
                 await self._etcd.put(self.keys.broker(self.broker_id), self.address.encode(), self.lease_id)
                 log.info("broker_registered", broker_id=self.broker_id, lease=f"{self.lease_id:x}")
                 async with asyncio.TaskGroup() as group:
@@ -526,6 +542,16 @@ class ControlPlane:
             for key, value in self.cache.entries.items()
             if key.startswith(prefix)
         }
+
+    def kafka_brokers(self) -> dict[int, str]:
+        """The registered brokers' Kafka listener addresses: id -> address."""
+        prefix, live = self.keys.kafka, self.brokers()
+        found = {
+            int(key[len(prefix) :]): value.decode()
+            for key, value in self.cache.entries.items()
+            if key.startswith(prefix)
+        }
+        return {broker_id: address for broker_id, address in found.items() if broker_id in live}
 
     def replication_address(self, broker_id: int) -> str:
         """Where to replicate from broker `broker_id` ("" when it is not registered)."""

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidelog.broker.cluster.producer_ids import ProducerIds
+from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.offsets import OffsetStore
-from tidelog.broker.kafka import messages
+from tidelog.broker.kafka import codes, messages
 from tidelog.broker.kafka.admin_apis import KafkaAdminApis
 from tidelog.broker.kafka.caller import Caller, Session
 from tidelog.broker.kafka.classic_groups import ClassicGroups
+from tidelog.broker.kafka.cluster_view import KafkaCluster
 from tidelog.broker.kafka.codes import NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
 from tidelog.broker.kafka.fetch import KafkaFetch
 from tidelog.broker.kafka.group_apis import KafkaGroupApis
@@ -70,23 +72,15 @@ class KafkaParts:
     tokens: TokenFile | None  # SASL/PLAIN's passwords (--auth-tokens): required when given
 
 
-@dataclass(frozen=True)
-class Node:
-    node_id: int
-    host: str
-    port: int
-
-
 class KafkaApis:
-    def __init__(self, parts: KafkaParts, node: Node, cluster_id: str) -> None:
+    def __init__(self, parts: KafkaParts, cluster: KafkaCluster, cluster_id: str) -> None:
         self._log = parts.log
         self._registry = parts.log.registry
         self._access = parts.access
-        self._node = node
+        self._cluster = cluster
         self._cluster_id = cluster_id
         self._sasl = KafkaSasl(parts.tokens)
-        me = (node.node_id, node.host, node.port)
-        groups = KafkaGroupApis(parts.groups, parts.offsets, self._registry, parts.access, me)
+        groups = KafkaGroupApis(parts.groups, parts.offsets, self._registry, parts.access, cluster)
         admin = KafkaAdminApis(
             parts.topics, self._registry, parts.access, parts.groups, parts.coordinator, parts.offsets
         )
@@ -94,8 +88,8 @@ class KafkaApis:
             messages.API_VERSIONS_REQUEST.api_key: self.api_versions,
             messages.METADATA_REQUEST.api_key: self.metadata,
             messages.LIST_OFFSETS_REQUEST.api_key: self.list_offsets,
-            messages.PRODUCE_REQUEST.api_key: KafkaProduce(parts.log, parts.access, parts.metrics),
-            messages.FETCH_REQUEST.api_key: KafkaFetch(parts.log, parts.access, parts.metrics),
+            messages.PRODUCE_REQUEST.api_key: KafkaProduce(parts.log, parts.access, parts.metrics, cluster),
+            messages.FETCH_REQUEST.api_key: KafkaFetch(parts.log, parts.access, parts.metrics, cluster),
             messages.INIT_PRODUCER_ID_REQUEST.api_key: KafkaProducerIds(parts.producer_ids, parts.access),
             messages.FIND_COORDINATOR_REQUEST.api_key: groups.find_coordinator,
             messages.JOIN_GROUP_REQUEST.api_key: groups.join_group,
@@ -173,11 +167,12 @@ class KafkaApis:
             topics = [self._topic_metadata(name) for name in names]
         else:
             topics = [self._topic_metadata(t["name"], t["topic_id"]) for t in wanted]
-        node = self._node
         return {
-            "brokers": [{"node_id": node.node_id, "host": node.host, "port": node.port, "rack": None}],
+            "brokers": [
+                {"node_id": n.node_id, "host": n.host, "port": n.port, "rack": None} for n in self._cluster.nodes()
+            ],
             "cluster_id": self._cluster_id,
-            "controller_id": node.node_id,
+            "controller_id": self._cluster.controller_id(),
             "topics": topics,
         }
 
@@ -187,7 +182,8 @@ class KafkaApis:
         topic = readable_topic(self._registry, self._access, name, "describe")
         if isinstance(topic, int):
             return {"error_code": topic, "name": name, "partitions": []}
-        return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": self._partitions(topic)}
+        partitions = [self._cluster.partition(topic, p.partition) for p in topic.partitions]
+        return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": partitions}
 
     async def list_offsets(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         """Offsets by time: -1 the high watermark, -2 the log start, else the first record at or after it."""
@@ -204,34 +200,25 @@ class KafkaApis:
                 elif not 0 <= index < len(topic.partitions):
                     answer["error_code"] = UNKNOWN_TOPIC_OR_PARTITION
                 else:
-                    answer.update(self._offset_at(topic, index, asked["timestamp"]))
+                    try:
+                        self._cluster.refuse_unless_leader(topic, index)
+                        answer.update(self._offset_at(topic, index, asked["timestamp"]))
+                    except BrokerError as err:
+                        answer["error_code"] = codes.of(err)
                 answers.append(answer)
             topics.append({"name": name, "partitions": answers})
         return {"topics": topics}
 
     def _offset_at(self, topic: TopicState, index: int, timestamp: int) -> dict[str, Any]:
         partition = topic.partitions[index]
+        epoch = self._cluster.leader_epoch(topic, index)
         if timestamp == LATEST:
-            return {"offset": partition.high_watermark, "leader_epoch": 0}
+            return {"offset": partition.high_watermark, "leader_epoch": epoch}
         if timestamp == EARLIEST:
-            return {"offset": partition.log_start_offset, "leader_epoch": 0}
+            return {"offset": partition.log_start_offset, "leader_epoch": epoch}
         if timestamp < 0:
             return {"error_code": UNSUPPORTED_VERSION}  # -3 and below: asks of later versions
         offset, found_at = self._log.offset_for_time(topic, partition, timestamp)
         if found_at < 0:  # nothing at or after it: Kafka answers -1, -1
             return {"offset": -1, "timestamp": -1}
-        return {"offset": offset, "timestamp": found_at, "leader_epoch": 0}
-
-    def _partitions(self, topic: TopicState) -> list[dict[str, Any]]:
-        me = self._node.node_id
-        return [
-            {
-                "partition_index": p.partition,
-                "leader_id": me,
-                "leader_epoch": 0,
-                "replica_nodes": [me],
-                "isr_nodes": [me],
-                "offline_replicas": [],
-            }
-            for p in topic.partitions
-        ]
+        return {"offset": offset, "timestamp": found_at, "leader_epoch": epoch}

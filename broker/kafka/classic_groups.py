@@ -198,6 +198,20 @@ class ClassicGroups:
             raise GroupError(codes.REBALANCE_IN_PROGRESS)
         member.last_seen = self._clock()
 
+    def drop(self, name: str) -> None:
+        """This broker no longer coordinates the group: its members are told (NOT_COORDINATOR) and
+        find the new coordinator, where they join again."""
+        group = self._groups.pop(name, None)
+        if group is None:
+            return
+        moved = {"error_code": codes.NOT_COORDINATOR}
+        for member in group.members.values():
+            _resolve(member.joining, moved)
+            _resolve(member.syncing, moved)
+        if group.members:
+            self._live.leave(name, KAFKA)
+        log.info("kafka_group_dropped", group=name, members=len(group.members))
+
     # -- time --------------------------------------------------------------------------
 
     async def expire_periodically(self, interval_s: float = 0.1) -> None:

@@ -16,8 +16,10 @@ import time
 from typing import Any
 
 from tidelog.broker import config
+from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import codes
 from tidelog.broker.kafka.caller import Caller
+from tidelog.broker.kafka.cluster_view import KafkaCluster
 from tidelog.broker.kafka.topics import readable_topic
 from tidelog.broker.log.service import Log
 from tidelog.broker.log.topics import PartitionState, TopicState
@@ -27,10 +29,11 @@ from tidelog.broker.security.access import Access
 
 
 class KafkaFetch:
-    def __init__(self, log_: Log, access: Access, metrics: Metrics) -> None:
+    def __init__(self, log_: Log, access: Access, metrics: Metrics, cluster: KafkaCluster) -> None:
         self._log = log_
         self._access = access
         self._metrics = metrics
+        self._cluster = cluster
 
     async def __call__(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         if request["session_id"] != 0:  # only a session this broker made could be named, and it makes none
@@ -77,6 +80,11 @@ class KafkaFetch:
                     continue
                 if topic.deleted or not 0 <= index < len(topic.partitions):
                     answer["error_code"] = codes.UNKNOWN_TOPIC_OR_PARTITION
+                    continue
+                try:
+                    self._cluster.refuse_unless_leader(topic, index)
+                except BrokerError as err:
+                    answer["error_code"] = codes.of(err)
                     continue
                 partition = topic.partitions[index]
                 answer["high_watermark"] = answer["last_stable_offset"] = partition.high_watermark

@@ -16,6 +16,7 @@ from tidelog.broker.groups.offsets import OffsetStore
 from tidelog.broker.kafka import codes
 from tidelog.broker.kafka.caller import Caller
 from tidelog.broker.kafka.classic_groups import ClassicGroups, GroupError, Join
+from tidelog.broker.kafka.cluster_view import KafkaCluster
 from tidelog.broker.kafka.topics import readable_topic
 from tidelog.broker.log.topics import TopicRegistry
 from tidelog.broker.names import check_group_name
@@ -32,35 +33,41 @@ class KafkaGroupApis:
         offsets: OffsetStore,
         registry: TopicRegistry,
         access: Access,
-        coordinator: tuple[int, str, int],
+        cluster: KafkaCluster,
     ) -> None:
         self._groups = groups
         self._offsets = offsets
         self._registry = registry
         self._access = access
-        self._coordinator = coordinator  # this broker: node id, host, port
+        self._cluster = cluster
 
-    def _refusal(self, group: str, operation: str) -> int:
-        """The error code that refuses `group` to this principal, or NONE."""
+    def _refusal(self, group: str, operation: str, here: bool = True) -> int:
+        """The error code that refuses `group` to this principal (or, `here`, the group to this broker,
+        which does not coordinate it), or NONE."""
         try:
             check_group_name(group)
         except BrokerError:
             return codes.INVALID_GROUP_ID
-        return codes.NONE if self._access.permitted(operation, "group", group) else codes.GROUP_AUTHORIZATION_FAILED
+        if not self._access.permitted(operation, "group", group):
+            return codes.GROUP_AUTHORIZATION_FAILED
+        return codes.NOT_COORDINATOR if here and not self._cluster.coordinates(group) else codes.NONE
 
     async def find_coordinator(self, request: Answer, version: int, caller: Caller) -> Answer:
         keys = request["coordinator_keys"] if version >= 4 else [request["key"]]
-        node_id, host, port = self._coordinator
         found = []
         for key in keys:
             answer = {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": codes.NONE}
             if request["key_type"] == TRANSACTION_KEY:
                 answer["error_code"] = codes.COORDINATOR_NOT_AVAILABLE
                 answer["error_message"] = "this broker has no transactions yet"
-            elif (refused := self._refusal(key, "describe")) != codes.NONE:
+            elif (refused := self._refusal(key, "describe", here=False)) != codes.NONE:
                 answer["error_code"] = refused
             else:
-                answer.update(node_id=node_id, host=host, port=port)
+                node = await self._cluster.coordinator(key)
+                if isinstance(node, int):
+                    answer["error_code"] = node
+                else:
+                    answer.update(node_id=node.node_id, host=node.host, port=node.port)
             found.append(answer)
         if version >= 4:
             return {"coordinators": found}

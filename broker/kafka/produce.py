@@ -17,6 +17,7 @@ import structlog
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import codes, record_batch
 from tidelog.broker.kafka.caller import Caller
+from tidelog.broker.kafka.cluster_view import KafkaCluster
 from tidelog.broker.kafka.topics import readable_topic
 from tidelog.broker.log.ops import PartitionAppend, ProduceOp
 from tidelog.broker.log.service import Log
@@ -43,13 +44,15 @@ class Submitted:
     topic: TopicState
     future: asyncio.Future[Any]
     size: int
+    epoch: int  # the partition's leader epoch when it was written
 
 
 class KafkaProduce:
-    def __init__(self, log_: Log, access: Access, metrics: Metrics) -> None:
+    def __init__(self, log_: Log, access: Access, metrics: Metrics, cluster: KafkaCluster) -> None:
         self._log = log_
         self._access = access
         self._metrics = metrics
+        self._cluster = cluster
 
     async def __call__(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any] | None:
         """The answer; None for acks=0, which Kafka's protocol never answers."""
@@ -70,10 +73,10 @@ class KafkaProduce:
                 elif isinstance(topic, int):
                     answers.append((name, index, Refusal(topic, f"topic {name!r} is not one you may write to")))
                 else:
-                    answers.append((name, index, self._submit(topic, index, partition_data["records"])))
+                    answers.append((name, index, self._submit(topic, index, partition_data["records"], acks)))
         responses: dict[str, list[dict[str, Any]]] = {}
         for name, index, pending in answers:
-            responses.setdefault(name, []).append(await self._answer(name, index, pending))
+            responses.setdefault(name, []).append(await self._answer(name, index, pending, acks))
         written = sum(p.size for _, _, p in answers if isinstance(p, Submitted))
         throttle_ms = round(self._access.quota_delay("produce", written) * 1000)
         if acks == 0:  # no answer to carry the throttle: the connection is muted all the same
@@ -84,18 +87,22 @@ class KafkaProduce:
             "throttle_time_ms": throttle_ms,
         }
 
-    def _submit(self, topic: TopicState, index: int, records: bytes | None) -> Submitted | Refusal:
+    def _submit(self, topic: TopicState, index: int, records: bytes | None, acks: int) -> Submitted | Refusal:
         try:
             append, head = _append(topic, index, records)
+            self._cluster.refuse_unless_leader(topic, index, acks_all=acks == -1)
         except Refusal as refusal:
             return refusal
+        except BrokerError as err:
+            return Refusal(codes.of(err), err.message)
         if head.producer_id >= 0:  # idempotent: de-duplicated by (producer id, epoch, sequence)
             op = ProduceOp(topic, [append], head.producer_id, head.base_sequence, head.producer_epoch)
         else:
             op = ProduceOp(topic, [append])
-        return Submitted(topic, self._log.submit(op), len(append.records))
+        epoch = self._cluster.leader_epoch(topic, index)
+        return Submitted(topic, self._log.submit(op), len(append.records), epoch)
 
-    async def _answer(self, name: str, index: int, pending: Submitted | Refusal) -> dict[str, Any]:
+    async def _answer(self, name: str, index: int, pending: Submitted | Refusal, acks: int) -> dict[str, Any]:
         answer: dict[str, Any] = {"index": index, "error_code": codes.NONE, "base_offset": -1, "record_errors": []}
         if isinstance(pending, Refusal):
             return {**answer, "error_code": pending.code, "error_message": str(pending)}
@@ -105,6 +112,11 @@ class KafkaProduce:
             return {**answer, "error_code": codes.of(err), "error_message": err.message}
         result, _, _ = results[0]
         topic = pending.topic
+        if acks == -1:
+            end = result.base_offset + result.record_count
+            code = await self._cluster.await_in_sync(topic, index, end, pending.epoch)
+            if code != codes.NONE:
+                return {**answer, "error_code": code, "error_message": "the in-sync replicas did not confirm it"}
         self._metrics.produced(name, result.record_count, pending.size)
         answer["base_offset"] = result.base_offset
         answer["log_append_time_ms"] = result.log_append_time_ms if topic.log_append_time else -1

@@ -294,11 +294,6 @@ def serve(args: argparse.Namespace) -> int:
                 "--tls-cert and --tls-key (clients connect with SSL, or SASL_SSL with --auth-tokens), or --insecure "
                 "if the network is yours alone"
             )
-        if args.cluster:
-            raise SystemExit(
-                "tidelog: --kafka-listen works on a single broker for now (Metadata does not yet name a cluster's "
-                "leaders): leave out --cluster"
-            )
     cluster: tuple[str, ...] = ()
     if args.cluster:
         try:
