@@ -125,6 +125,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-subscribers", type=int, default=0, help="hold this many idle Subscribe streams open")
     parser.add_argument("--runs", type=int, default=3, help="repeat; figures are medians (default %(default)s)")
     parser.add_argument("--vs", default="", help="peers in the same run: redis, nats (comma-separated)")
+    parser.add_argument(
+        "--kafka",
+        action="store_true",
+        help="also run Tidelog through its Kafka listener, with confluent-kafka as the client",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -187,10 +192,12 @@ def run_command(args: argparse.Namespace) -> int:
     steps = args.runs * (
         len(ours) * len(factors)
         + ("failover" in modes)
-        + sum(len([m for m in modes if m in PEER_MODES]) for _ in peers)
+        + sum(len([m for m in modes if m in PEER_MODES]) for _ in [*peers, *(["kafka"] if args.kafka else [])])
     )
     with _progress(steps, quiet=args.json) as advance:
         results: Results = run_tidelog(args, modes, workload, advance)
+        if args.kafka:
+            results.update(run_peer("kafka", args, modes, workload, advance))
         for spec in peers:
             results.update(run_peer(spec, args, modes, workload, advance))
     if args.json:
@@ -351,10 +358,12 @@ def _rss_mb(pid: int) -> float:
 def run_peer(
     spec: str, args: argparse.Namespace, modes: list[str], w: Workload, advance: Callable[[str], None]
 ) -> Results:
-    from tidelog.bench.peers import open_peer
+    from tidelog.bench.kafka_path import KafkaPath
+    from tidelog.bench.peers import Peer, open_peer
 
     out: dict[str, list[Figures]] = {}
-    with open_peer(spec, args.fsync) as peer:
+    opened: Peer = KafkaPath(args.fsync, args.linger_ms) if spec == "kafka" else open_peer(spec, args.fsync)
+    with opened as peer:
         for run in range(args.runs):
             for mode in [m for m in modes if m in PEER_MODES]:
                 advance(f"{peer.name} {mode} (run {run + 1}/{args.runs})")
