@@ -41,6 +41,7 @@ class Settings:
     console_listen: str = ""  # HOST:PORT of the web console; empty: none
     kafka_listen: str = ""  # HOST:PORT of the Kafka wire-protocol listener; empty: none
     kafka_advertise: str = ""  # HOST:PORT Metadata names for this broker; empty: the listen address
+    kafka_auto_create_topics: bool = False  # Metadata creates the topics it is asked for that do not exist
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)

@@ -262,6 +262,7 @@ class Broker:
                     topic_admin,
                     coordinator,
                     self.tokens,
+                    settings.kafka_auto_create_topics,
                 ),
             )
             self.kafka_expiry.start(self.kafka_groups.expire_periodically())

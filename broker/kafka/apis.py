@@ -7,6 +7,7 @@ UNSUPPORTED_VERSION and its ranges (KIP-511), so a newer client can settle on on
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class KafkaParts:
     topics: TopicAdmin
     coordinator: Coordinator  # Tidelog's own groups (listed and described beside the classic ones)
     tokens: TokenFile | None  # SASL/PLAIN's passwords (--auth-tokens): required when given
+    auto_create_topics: bool = False  # --kafka-auto-create-topics
 
 
 class KafkaApis:
@@ -79,6 +81,8 @@ class KafkaApis:
         self._access = parts.access
         self._cluster = cluster
         self._cluster_id = cluster_id
+        self._topic_admin = parts.topics
+        self._auto_create = parts.auto_create_topics
         self._sasl = KafkaSasl(parts.tokens)
         groups = KafkaGroupApis(parts.groups, parts.offsets, self._registry, parts.access, cluster)
         admin = KafkaAdminApis(
@@ -166,6 +170,9 @@ class KafkaApis:
             names = [t.name for t in self._registry.sorted() if self._access.permitted("describe", "topic", t.name)]
             topics = [self._topic_metadata(name) for name in names]
         else:
+            if self._auto_create and request["allow_auto_topic_creation"]:
+                for name in {t["name"] for t in wanted if t["name"] and t["name"] not in self._registry}:
+                    await self._create(name)
             topics = [self._topic_metadata(t["name"], t["topic_id"]) for t in wanted]
         return {
             "brokers": [
@@ -175,6 +182,14 @@ class KafkaApis:
             "controller_id": self._cluster.controller_id(),
             "topics": topics,
         }
+
+    async def _create(self, name: str) -> None:
+        """Auto-creation: a topic the principal may create, with the broker's defaults. What fails (a bad
+        name, a refusal, a race with another creation) leaves Metadata to answer for the topic as it is."""
+        if not self._access.permitted("create", "topic", name):
+            return
+        with contextlib.suppress(BrokerError):
+            await self._topic_admin.create(name, None, None, {})
 
     def _topic_metadata(self, name: str | None, topic_id: uuid.UUID | None = None) -> dict[str, Any]:
         if name is None:  # v10+: asked by id

@@ -136,13 +136,20 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--kafka-listen",
         default=env_default("TIDELOG_KAFKA_LISTEN", ""),
         metavar="HOST:PORT",
-        help="speak the Kafka wire protocol on HOST:PORT too (default: off; loopback only for now)",
+        help="speak the Kafka wire protocol on HOST:PORT too (default: off; off loopback it needs --tls-cert, "
+        "or --insecure)",
     )
     parser.add_argument(
         "--kafka-advertise",
         default=env_default("TIDELOG_KAFKA_ADVERTISE", ""),
         metavar="HOST:PORT",
         help="the address Kafka Metadata hands out for this broker (default: the --kafka-listen address)",
+    )
+    parser.add_argument(
+        "--kafka-auto-create-topics",
+        action="store_true",
+        help="create a topic a Kafka client's Metadata asks for when it does not exist (as Kafka's "
+        "auto.create.topics.enable; default: off), with the default partitions and replication factor",
     )
     parser.add_argument(
         "--console-listen",
@@ -339,6 +346,7 @@ def serve(args: argparse.Namespace) -> int:
         console_listen=args.console_listen,
         kafka_listen=args.kafka_listen,
         kafka_advertise=args.kafka_advertise,
+        kafka_auto_create_topics=args.kafka_auto_create_topics,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -5,12 +5,15 @@ both protocols listed and described."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import BrokerProcess, gather, logged, new_topic, wait_for
+from tests.kafka import raw
 from tidelog import AdminClient, Consumer
+from tidelog.broker.kafka import messages
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +106,34 @@ def test_groups_of_both_protocols_are_listed_and_described(broker: tuple[BrokerP
         by_type = {g["group_id"]: g["protocol_type"] for g in listed_by_kafka_python}
         assert by_type[f"k-{topic}"] == "consumer" and by_type[f"t-{topic}"] == "tidelog"
     kafka_member.close()
+
+
+def test_topics_are_created_on_first_use_only_when_the_broker_says_so(
+    broker: tuple[BrokerProcess, str], tmp_path: Path
+) -> None:
+    import confluent_kafka
+
+    _, address = broker
+
+    def asked_for(bootstrap: str, name: str) -> int:
+        body = {"topics": [{"name": name, "topic_id": None}], "allow_auto_topic_creation": True}
+        answer = raw.call(bootstrap, messages.METADATA_REQUEST, messages.METADATA_RESPONSE, 9, body)
+        return int(answer["topics"][0]["error_code"])
+
+    assert asked_for(address, "made-by-use") == 3  # off by default: unknown, and not created
+    assert asked_for(address, "made-by-use") == 3
+    creating = BrokerProcess(tmp_path / "data", "--kafka-listen", "127.0.0.1:0", "--kafka-auto-create-topics")
+    creating.start()
+    try:
+        kafka_address = logged(creating, "kafka_serving", "listen")
+        assert asked_for(kafka_address, "made-by-use") == 0
+        assert asked_for(kafka_address, "bad name!") == 17  # what cannot be created is answered as it is
+        producer = confluent_kafka.Producer({"bootstrap.servers": kafka_address})
+        outcomes: list[Any] = []
+        producer.produce("also-by-use", b"v", on_delivery=lambda error, _: outcomes.append(error))
+        producer.flush(30)
+        assert outcomes == [None]
+        with AdminClient(creating.address) as sdk:
+            assert len(sdk.describe_topic("also-by-use").partitions) == 1
+    finally:
+        creating.stop()
