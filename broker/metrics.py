@@ -67,6 +67,12 @@ class Metrics:
         self.commit_seconds = Histogram(
             "tidelog_commit_seconds", "Time of a group commit, fsync included", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.kafka_requests = Counter(
+            "tidelog_kafka_requests",
+            "Kafka requests answered, per API and version (what Kafka clients negotiated)",
+            ["api", "version"],
+            registry=r,
+        )
         self.throttle_seconds = Counter(
             "tidelog_throttle_seconds",
             "Time answers were held back by quotas, per principal and direction",
@@ -110,6 +116,11 @@ class Metrics:
 
     def observe(self, method: str, seconds: float) -> None:
         self.request_seconds.labels(method).observe(seconds)
+
+    def kafka_request(self, api: str, version: int, seconds: float) -> None:
+        """A Kafka request answered: counted per API and version, timed as `kafka.<API>`."""
+        self.kafka_requests.labels(api, str(version)).inc()
+        self.request_seconds.labels(f"kafka.{api}").observe(seconds)
 
     def stream_opened(self, method: str, delta: int) -> None:
         self.open_streams.labels(method).inc(delta)

@@ -8,6 +8,7 @@ UNSUPPORTED_VERSION and its ranges (KIP-511), so a newer client can settle on on
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class KafkaApis:
         self._access = parts.access
         self._cluster = cluster
         self._cluster_id = cluster_id
+        self._metrics = parts.metrics
         self._topic_admin = parts.topics
         self._auto_create = parts.auto_create_topics
         self._sasl = KafkaSasl(parts.tokens)
@@ -134,7 +136,11 @@ class KafkaApis:
         if request.is_flexible(header.api_version):
             reader.tagged_fields()
         body = decode(request, header.api_version, frame, reader.pos)
+        began = time.perf_counter()
         answer = await self._handlers[header.api_key](body, header.api_version, caller)
+        self._metrics.kafka_request(
+            request.name.removesuffix("Request"), header.api_version, time.perf_counter() - began
+        )
         if answer is None:
             return None
         session.mute_s = answer.get("throttle_time_ms", 0) / 1000

@@ -30,6 +30,7 @@ import lz4.frame
 import zstandard
 
 from tidelog.common.compression import MAX_DECOMPRESSED_BYTES, CorruptBatch
+from tidelog.common.varint import varint
 from tidelog.v1.records_pb2 import Header, Record
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -277,13 +278,8 @@ def records_of(batch: bytes | memoryview) -> list[Record]:
 
 
 def _zigzag(value: int) -> bytes:
-    raw = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while raw > 0x7F:
-        out.append((raw & 0x7F) | 0x80)
-        raw >>= 7
-    out.append(raw)
-    return bytes(out)
+    """A signed varint as Kafka's records encode them (zigzag, then protobuf's base-128 varint)."""
+    return varint((value << 1) ^ (value >> 63))
 
 
 def _blob(value: bytes | None) -> bytes:
