@@ -31,11 +31,17 @@ from tidelog.v1.records_pb2 import Record, RecordBatch
 VALUE_HEADER = struct.Struct(">Iqq")
 HEADER_SIZE = VALUE_HEADER.size
 KAFKA_TAG = 0  # the byte after the header that says a Kafka batch follows
+_KAFKA_TAG_BYTE = bytes((KAFKA_TAG,))
+
+
+def holds_kafka(value: bytes | memoryview) -> bool:
+    """Whether a stored value holds a Kafka batch."""
+    return value[HEADER_SIZE] == KAFKA_TAG
 
 
 def build_stored_kafka(batch: bytes, count: int, append_time_ms: int, max_timestamp_ms: int) -> bytes:
     """A Kafka batch (its offsets patched already) as stored."""
-    return VALUE_HEADER.pack(count, max_timestamp_ms, append_time_ms) + b"\x00" + batch
+    return VALUE_HEADER.pack(count, max_timestamp_ms, append_time_ms) + _KAFKA_TAG_BYTE + batch
 
 
 def kafka_batch(value: bytes | memoryview) -> memoryview:
@@ -43,9 +49,19 @@ def kafka_batch(value: bytes | memoryview) -> memoryview:
     return memoryview(value)[HEADER_SIZE + 1 :]
 
 
+def is_kafka_item(item: bytes) -> bool:
+    """Whether a read's item is a Kafka batch (the tag, then its stored value) rather than a RecordBatch."""
+    return item[0] == KAFKA_TAG
+
+
+def item_value(item: bytes) -> memoryview:
+    """The stored value inside a Kafka item."""
+    return memoryview(item)[1:]
+
+
 def stored_head(value: bytes) -> tuple[int, int, int, int]:
     """A stored batch's (base offset, producer id, first sequence, producer epoch); producer id 0 for none."""
-    if value[HEADER_SIZE] == KAFKA_TAG:
+    if holds_kafka(value):
         head = record_batch.header_of(kafka_batch(value))
         return head.base_offset, max(head.producer_id, 0), head.base_sequence, max(head.producer_epoch, 0)
     batch = RecordBatch.FromString(value[HEADER_SIZE:])
@@ -54,15 +70,15 @@ def stored_head(value: bytes) -> tuple[int, int, int, int]:
 
 def stored_records(value: bytes, codecs: Codecs | None = None) -> Sequence[Record]:
     """A stored batch's records in either format, decompressed (CorruptBatch when they do not)."""
-    if value[HEADER_SIZE] == KAFKA_TAG:
+    if holds_kafka(value):
         return record_batch.records_of(kafka_batch(value))
     return records_of(RecordBatch.FromString(value[HEADER_SIZE:]), codecs)
 
 
 def read_item(value: bytes | memoryview) -> bytes:
     """What a read hands out for a stored batch it returns whole."""
-    if value[HEADER_SIZE] == KAFKA_TAG:
-        return b"\x00" + bytes(value)
+    if holds_kafka(value):
+        return b"".join((_KAFKA_TAG_BYTE, value))  # the tag and the value, copied once
     return bytes(value[HEADER_SIZE:])
 
 
@@ -118,19 +134,24 @@ def first_of_read(
     """A read's first batch cut to its records [skip, skip+keep) (the item, skip, keep); a compressed
     batch, or a Kafka one, comes whole (skip 0, keep all), as it cannot be cut without decompressing."""
     wire = read_item(value)
-    if (not skip and keep == count) or wire[0] == KAFKA_TAG:
+    if (not skip and keep == count) or is_kafka_item(wire):
         return wire, 0, count
     sliced = slice_wire(wire, base_offset, skip, keep)
     return (wire, 0, count) if sliced is None else (sliced, skip, keep)
 
 
+def stored_of_records(records: Sequence[Record], base_offset: int, append_time_ms: int) -> tuple[bytes, int]:
+    """Records rewritten as an uncompressed stored batch (a cut, compaction's survivors, a Kafka batch
+    converted): the value and its max timestamp, a record without one counting as the append time."""
+    encoded = RecordBatch(records=records).SerializeToString()
+    max_ts = max(r.timestamp_ms or append_time_ms for r in records)
+    return build_stored(encoded, len(records), base_offset, append_time_ms, max_ts, records_crc(encoded)), max_ts
+
+
 def cut_stored(value: bytes, base_offset: int, keep: int, append_time_ms: int) -> bytes:
     """A stored batch cut to its first `keep` records, its max timestamp recomputed (a truncation
     inside a batch; a compressed one is kept uncompressed)."""
-    records = stored_records(value)[:keep]
-    encoded = RecordBatch(records=records).SerializeToString()
-    max_ts = max(r.timestamp_ms or append_time_ms for r in records)
-    return build_stored(encoded, keep, base_offset, append_time_ms, max_ts, records_crc(encoded))
+    return stored_of_records(stored_records(value)[:keep], base_offset, append_time_ms)[0]
 
 
 def slice_wire(wire: bytes, base_offset: int, skip: int, keep: int) -> bytes | None:

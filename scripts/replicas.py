@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE, KAFKA_TAG, kafka_batch
+from tidelog.broker.batches import HEADER_SIZE, holds_kafka, kafka_batch
 from tidelog.broker.kafka import record_batch
 from tidelog.broker.storage import maintenance
 from tidelog.v1.records_pb2 import RecordBatch
@@ -36,7 +36,7 @@ class Divergence:
 
 def _crc(value: bytes) -> int:
     """A stored batch's CRC32C of its records, in either format (broker.batches)."""
-    if value[HEADER_SIZE] == KAFKA_TAG:
+    if holds_kafka(value):
         return record_batch.header_of(kafka_batch(value)).crc
     return RecordBatch.FromString(value[HEADER_SIZE:]).crc32c
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tidelog.broker.batches import build_stored, records_crc, stored_records
+from tidelog.broker.batches import stored_of_records, stored_records
 from tidelog.broker.log.topics import TopicState
 from tidelog.broker.storage.interface import LogStore, LogWrite, PartitionStats, StoredBatch
-from tidelog.v1.records_pb2 import Record, RecordBatch
+from tidelog.v1.records_pb2 import Record
 
 # Batches rewritten per writer op: bounds the time one op holds the writer.
 BATCHES_PER_OP = 500
@@ -74,9 +74,7 @@ def _runs(batch_records: Sequence[Record], base: int, keep: list[bool], append_m
             continue
         if start is not None:
             records = batch_records[start:i]
-            encoded = RecordBatch(records=records).SerializeToString()
-            max_ts = max(r.timestamp_ms or append_ms for r in records)
-            stored = build_stored(encoded, len(records), base + start, append_ms, max_ts, records_crc(encoded))
+            stored, max_ts = stored_of_records(records, base + start, append_ms)
             out.append(StoredBatch(base + start, len(records), max_ts, append_ms, stored))
             start = None
     return out

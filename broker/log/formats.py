@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from tidelog.broker.batches import HEADER_SIZE, KAFKA_TAG, VALUE_HEADER, build_stored, records_crc, records_of
+from tidelog.broker.batches import (
+    HEADER_SIZE,
+    VALUE_HEADER,
+    is_kafka_item,
+    item_value,
+    kafka_batch,
+    records_of,
+    stored_of_records,
+)
 from tidelog.broker.kafka import record_batch
 from tidelog.v1.records_pb2 import RecordBatch
 
@@ -29,16 +37,16 @@ class Conversions:
 
     def as_grpc(self, topic_id: int, partition: int, items: list[bytes]) -> list[bytes]:
         """gRPC RecordBatch bytes for a read's items."""
-        if not any(item[0] == KAFKA_TAG for item in items):
+        if not any(is_kafka_item(item) for item in items):
             return items
-        return [self._converted(topic_id, partition, item, False) if item[0] == KAFKA_TAG else item for item in items]
+        return [self._converted(topic_id, partition, item, False) if is_kafka_item(item) else item for item in items]
 
     def as_kafka(self, topic_id: int, partition: int, items: list[bytes], log_append_time: bool) -> list[bytes]:
         """Kafka batches for a read's items."""
         out = []
         for item in items:
-            if item[0] == KAFKA_TAG:
-                out.append(item[1 + HEADER_SIZE + 1 :])
+            if is_kafka_item(item):
+                out.append(bytes(kafka_batch(item_value(item))))
             else:
                 out.append(self._converted(topic_id, partition, item, log_append_time))
         return out
@@ -49,7 +57,7 @@ class Conversions:
         if found is not None:
             self._cache.move_to_end(key)
             return found
-        made = _to_grpc(item) if item[0] == KAFKA_TAG else _to_kafka(item, log_append_time)
+        made = _to_grpc(item) if is_kafka_item(item) else _to_kafka(item, log_append_time)
         self.converted += 1
         self._cache[key] = made
         self._bytes += len(made)
@@ -61,14 +69,10 @@ class Conversions:
 
 def _to_grpc(item: bytes) -> bytes:
     """A Kafka item (tag, stored value) as a gRPC RecordBatch, its records' timestamps absolute."""
-    value = item[1:]
+    value = item_value(item)
     _, _, append_ms = VALUE_HEADER.unpack_from(value)
-    kafka = memoryview(value)[HEADER_SIZE + 1 :]
-    head = record_batch.header_of(kafka)
-    records = record_batch.records_of(kafka)
-    encoded = RecordBatch(records=records).SerializeToString()
-    max_ts = max((r.timestamp_ms or append_ms for r in records), default=append_ms)
-    stored = build_stored(encoded, len(records), head.base_offset, append_ms, max_ts, records_crc(encoded))
+    kafka = kafka_batch(value)
+    stored, _ = stored_of_records(record_batch.records_of(kafka), record_batch.header_of(kafka).base_offset, append_ms)
     return stored[HEADER_SIZE:]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidelog.broker.batches import HEADER_SIZE, KAFKA_TAG, VALUE_HEADER, kafka_batch, records_crc, records_of
+from tidelog.broker.batches import HEADER_SIZE, VALUE_HEADER, holds_kafka, kafka_batch, records_crc, records_of
 from tidelog.broker.kafka import record_batch
 from tidelog.broker.storage import keys
 from tidelog.broker.storage.interface import TopicRecord
@@ -68,7 +68,7 @@ def _verify_partition(store: LmdbStore, txn: object, topic: TopicRecord, partiti
         report.batches += 1
         report.records += count
         report.bytes += len(value)
-        if value[HEADER_SIZE] == KAFKA_TAG:
+        if holds_kafka(value):
             problem = _check_kafka_batch(kafka_batch(value), base, count)
         else:
             problem = _check_batch(value[HEADER_SIZE:], base, count, max_ts, append_ms)

@@ -6,7 +6,8 @@ import pytest
 
 from tests.storage.conftest import StoreFactory
 from tests.storage.helpers import append, batch, kafka_batch, put
-from tidelog.broker.batches import HEADER_SIZE, KAFKA_TAG, records_crc
+from tidelog.broker.batches import HEADER_SIZE, is_kafka_item, item_value, records_crc
+from tidelog.broker.batches import kafka_batch as kafka_batch_of
 from tidelog.broker.kafka import record_batch
 from tidelog.broker.storage.interface import LogStore, PartitionStats, ProducerBatch, TopicRecord
 from tidelog.v1.records_pb2 import RecordBatch
@@ -248,7 +249,7 @@ def test_kafka_batches_are_read_whole_and_opened_where_they_must_be(open_store: 
     put(store, topic.id, 0, kafka_batch(2, [b"c", b"d", b"e"], timestamps=[100, 300, 500]))
     append(store, topic.id, 0, [b"f"], timestamps=[600])
     items = store.read(topic.id, 0, 3, 6, 100, 1 << 20).batches  # from inside the Kafka batch: it comes whole
-    assert items[0][0] == KAFKA_TAG and record_batch.check(kafka_item(items[0])).base_offset == 2
+    assert is_kafka_item(items[0]) and record_batch.check(kafka_batch_of(item_value(items[0]))).base_offset == 2
     assert values_of(items[1:]) == [(5, b"f")]
     assert store.offset_for_timestamp(topic.id, 0, 0, 6, 250, False) == (3, 300)  # a time inside it
     with store.write() as txn:
@@ -262,8 +263,3 @@ def test_kafka_batches_are_read_whole_and_opened_where_they_must_be(open_store: 
         txn.put_producer_batches(topic.id, 1, 9, [ProducerBatch(7, 1, 0, 5, epoch=4)], 0)
     with store.write() as txn:
         assert txn.producer_batches(topic.id, 1, 9) == [ProducerBatch(7, 1, 0, 5, epoch=4)]  # the epoch is kept
-
-
-def kafka_item(item: bytes) -> bytes:
-    """The Kafka batch in a read's item (broker.batches: the tag, the stored header, the tag, the batch)."""
-    return item[1 + HEADER_SIZE + 1 :]
