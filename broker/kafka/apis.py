@@ -203,7 +203,7 @@ class KafkaApis:
         topic = readable_topic(self._registry, self._access, name, "describe")
         if isinstance(topic, int):
             return {"error_code": topic, "name": name, "partitions": []}
-        partitions = [self._cluster.partition(topic, p.partition) for p in topic.partitions]
+        partitions = self._cluster.partitions(topic)
         return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": partitions}
 
     async def list_offsets(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tidelog.broker.cluster.control import ControlPlane
 from tidelog.broker.cluster.membership import Membership
-from tidelog.broker.cluster.metadata import NO_LEADER
+from tidelog.broker.cluster.metadata import NO_LEADER, PartitionState
 from tidelog.broker.cluster.routing import require_epoch_noted, require_in_sync, require_leader
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.groups.placement import GroupPlacement
@@ -57,23 +57,26 @@ class KafkaCluster:
         controller = self._membership.controller_id()
         return self.me.node_id if controller is None else controller
 
-    def partition(self, topic: TopicState, index: int) -> dict[str, Any]:
-        """A partition's Metadata entry."""
+    def partitions(self, topic: TopicState) -> list[dict[str, Any]]:
+        """The topic's partitions' Metadata entries (the live brokers looked up once for them all)."""
         me = self.me.node_id
-        state = self._membership.partition_state(topic.id, index)
-        if state is None:
-            return {"partition_index": index, "error_code": codes.NONE, "leader_id": me, "leader_epoch": 0,
-                    "replica_nodes": [me], "isr_nodes": [me], "offline_replicas": []}  # fmt: skip
+        own = PartitionState((me,), me, 0, (me,))  # a single broker's: it alone holds and leads it
         live = {n.node_id for n in self.nodes()}
-        return {
-            "partition_index": index,
-            "error_code": codes.LEADER_NOT_AVAILABLE if state.leader == NO_LEADER else codes.NONE,
-            "leader_id": state.leader,
-            "leader_epoch": state.leader_epoch,
-            "replica_nodes": list(state.replicas),
-            "isr_nodes": list(state.isr),
-            "offline_replicas": [r for r in state.replicas if r not in live],
-        }
+        entries = []
+        for index in range(len(topic.partitions)):
+            state = self._membership.partition_state(topic.id, index) or own
+            entries.append(
+                {
+                    "partition_index": index,
+                    "error_code": codes.LEADER_NOT_AVAILABLE if state.leader == NO_LEADER else codes.NONE,
+                    "leader_id": state.leader,
+                    "leader_epoch": state.leader_epoch,
+                    "replica_nodes": list(state.replicas),
+                    "isr_nodes": list(state.isr),
+                    "offline_replicas": [r for r in state.replicas if r not in live],
+                }
+            )
+        return entries
 
     def leader_epoch(self, topic: TopicState, index: int) -> int:
         state = self._membership.partition_state(topic.id, index)
