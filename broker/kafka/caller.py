@@ -12,6 +12,7 @@ class Session:
     host: str  # the peer's address
     principal: str | None = None  # from SASL/PLAIN (a token) or the client certificate's CN
     token_hash: str | None = None  # the token SASL/PLAIN authenticated with (a revoked one ends the connection)
+    token_generation: int = 0  # the token file's reload it was last checked against
     mechanism: str | None = None  # chosen by SaslHandshake
     authenticated: bool = False
     mute_s: float = 0.0  # throttled: the next request is read this much later (KIP-219)

@@ -31,11 +31,13 @@ class KafkaSasl:
         return self._tokens is not None
 
     def still_valid(self, caller: Caller) -> bool:
-        """Whether the connection's token still names its principal (tokens are reloaded on SIGHUP)."""
-        session = caller.session
-        if self._tokens is None or session.token_hash is None:
+        """Whether the connection's token still names its principal: checked again once the token file
+        has been reloaded (SIGHUP) since the last check, not on every request."""
+        session, tokens = caller.session, self._tokens
+        if tokens is None or session.token_hash is None or session.token_generation == tokens.generation:
             return True
-        return self._tokens.principal_of_hash(session.token_hash) == session.principal
+        session.token_generation = tokens.generation
+        return tokens.principal_of_hash(session.token_hash) == session.principal
 
     async def handshake(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         mechanisms = [PLAIN] if self._tokens is not None else []
@@ -54,6 +56,7 @@ class KafkaSasl:
             session.close = True
             return {"error_code": codes.SASL_AUTHENTICATION_FAILED, "error_message": "authentication failed"}
         session.principal, session.token_hash, session.authenticated = principal, token_hash, True
+        session.token_generation = self._tokens.generation
         acls.current_principal.set(principal)  # for the rest of this connection (its task's context)
         structlog.contextvars.bind_contextvars(principal=principal)
         log.info("kafka_authenticated", peer=session.host, principal=principal)

@@ -65,6 +65,7 @@ class TokenFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._by_hash: dict[str, str] = {}
+        self.generation = 0  # counts reloads: what was checked against an older one is checked again
         self.reload()
 
     def reload(self) -> None:
@@ -78,6 +79,7 @@ class TokenFile:
                 raise ValueError(f"{self.path}:{number}: expected `principal sha256-hex-of-token`")
             by_hash[parts[1].lower()] = parts[0]
         self._by_hash = by_hash
+        self.generation += 1
         log.info("tokens_loaded", path=str(self.path), principals=len(by_hash))
 
     def principal(self, token: str) -> str | None:

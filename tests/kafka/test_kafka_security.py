@@ -4,6 +4,7 @@ quotas, as over gRPC), connections that do not authenticate, SSL and mTLS."""
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import struct
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import grpc
 import pytest
 
 from tests.certs import CertificateAuthority
-from tests.harness import BrokerProcess, logged
+from tests.harness import BrokerProcess, logged, wait_for
 from tests.kafka import raw
 from tidelog import AdminClient
 from tidelog.broker.kafka import messages, record_batch
@@ -193,3 +194,26 @@ def test_ssl_and_mtls(tmp_path: Path) -> None:
             assert plain.recv(100) in (b"", b"\x15\x03\x01\x00\x02\x02\x32")  # closed, or a TLS alert
     finally:
         broker.kill()
+
+
+def test_a_revoked_token_ends_its_connections(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(token_line("alice") + token_line("bob"))
+    process = BrokerProcess(tmp_path / "data", "--kafka-listen", "127.0.0.1:0", "--auth-tokens", str(tokens)).start()
+    try:
+        address = logged(process, "kafka_serving", "listen")
+        metadata = (messages.METADATA_REQUEST, 9, {"topics": None, "allow_auto_topic_creation": False})
+        with authenticated(address, "alice") as alice, authenticated(address, "bob") as bob:
+            for conn in (alice, bob):
+                raw.send(conn, *metadata, 2)
+                raw.receive(conn)  # answered while the tokens stand
+            tokens.write_text(token_line("bob"))  # alice's token is gone
+            assert process.proc is not None
+            process.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: process.log().count('"tokens_loaded"') >= 2, 30, what="the tokens reloaded")
+            raw.send(bob, *metadata, 3)
+            assert raw.decode_answer(messages.METADATA_RESPONSE, 9, raw.receive(bob))["brokers"]
+            raw.send(alice, *metadata, 3)
+            assert alice.recv(1) == b""  # closed, unanswered
+    finally:
+        process.stop()
