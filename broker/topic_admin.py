@@ -79,6 +79,11 @@ class TopicAdmin:
         log.info("topic_created", topic=record.name, partitions=count, configs=checked)
         return record
 
+    def replication_factor(self, name: str) -> int:
+        """A topic's replication factor (a single broker's topics have one copy)."""
+        spec = self._control.topics().get(name) if self._control is not None else None
+        return spec.replication_factor if spec is not None else 1
+
     async def delete(self, name: str) -> None:
         self._registry.get(name)
         if self._control is not None and self._mirror is not None:  # the cluster's topic, then this copy
@@ -98,8 +103,7 @@ class TopicAdmin:
         self._registry.get(name)
         checked = topic_config.validate(dict(configs))
         if "min.insync.replicas" in checked:
-            spec = self._control.topics().get(name) if self._control is not None else None
-            topic_config.with_min_insync_replicas(checked, spec.replication_factor if spec is not None else 1)
+            topic_config.with_min_insync_replicas(checked, self.replication_factor(name))
         if self._control is not None and self._mirror is not None:  # the cluster's topic, then this copy
             with etcd_unavailable(f"the configs of topic {name!r} are not changed"):
                 try:

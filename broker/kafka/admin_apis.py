@@ -17,9 +17,9 @@ from tidelog.broker.groups.offsets import OffsetStore
 from tidelog.broker.kafka import codes
 from tidelog.broker.kafka.caller import Caller
 from tidelog.broker.kafka.classic_groups import ClassicGroups
-from tidelog.broker.kafka.topics import readable_topic, topic_uuid
+from tidelog.broker.kafka.topics import readable_topic, topic_refusal, topic_uuid
 from tidelog.broker.log.topics import TopicRegistry, TopicState
-from tidelog.broker.names import check_group_name, check_topic_name
+from tidelog.broker.names import check_group_name
 from tidelog.broker.security.access import Access
 from tidelog.broker.topic_admin import TopicAdmin
 
@@ -58,12 +58,9 @@ class KafkaAdminApis:
     async def _create(self, wanted: Answer, validate_only: bool) -> Answer:
         name = wanted["name"]
         answer: Answer = {"name": name, "error_code": codes.NONE, "error_message": None}
-        try:
-            check_topic_name(name)
-        except BrokerError as err:
-            return {**answer, "error_code": codes.INVALID_TOPIC, "error_message": err.message}
-        if not self._access.permitted("create", "topic", name):
-            return {**answer, "error_code": codes.TOPIC_AUTHORIZATION_FAILED}
+        refused, why = topic_refusal(self._access, name, "create")
+        if refused != codes.NONE:
+            return {**answer, "error_code": refused, "error_message": why}
         if wanted["assignments"]:
             message = "replicas are placed by the broker: give num_partitions (and replication_factor), not assignments"
             return {**answer, "error_code": codes.INVALID_REPLICA_ASSIGNMENT, "error_message": message}
@@ -84,7 +81,7 @@ class KafkaAdminApis:
             **answer,
             "topic_id": topic_uuid(topic),
             "num_partitions": len(topic.partitions),
-            "replication_factor": factor or 1,
+            "replication_factor": self._topics.replication_factor(name),
             "configs": _configs(topic),
         }
 
@@ -92,13 +89,9 @@ class KafkaAdminApis:
         responses = []
         for name in request["topic_names"]:
             answer: Answer = {"name": name, "error_code": codes.NONE, "error_message": None}
-            try:
-                check_topic_name(name)
-            except BrokerError:
-                responses.append({**answer, "error_code": codes.INVALID_TOPIC})
-                continue
-            if not self._access.permitted("delete", "topic", name):
-                responses.append({**answer, "error_code": codes.TOPIC_AUTHORIZATION_FAILED})
+            refused, why = topic_refusal(self._access, name, "delete")
+            if refused != codes.NONE:
+                responses.append({**answer, "error_code": refused, "error_message": why})
                 continue
             try:
                 await self._topics.delete(name)

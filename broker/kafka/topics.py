@@ -12,16 +12,25 @@ from tidelog.broker.names import check_topic_name
 from tidelog.broker.security.access import Access
 
 
-def readable_topic(registry: TopicRegistry, access: Access, name: str | None, operation: str) -> TopicState | int:
-    """The topic, or the error code that answers for it (the same whether it exists or not, when not allowed)."""
+def topic_refusal(access: Access, name: str | None, operation: str) -> tuple[int, str | None]:
+    """The error code (and message) that refuses `operation` on the topic named, before anything is
+    looked up (NONE when it may go on): a name against the rule, then the ACL."""
     if name is None:
-        return codes.INVALID_TOPIC
+        return codes.INVALID_TOPIC, "a topic needs a name"
     try:
         check_topic_name(name)
-    except BrokerError:
-        return codes.INVALID_TOPIC
+    except BrokerError as err:
+        return codes.INVALID_TOPIC, err.message
     if not access.permitted(operation, "topic", name):
-        return codes.TOPIC_AUTHORIZATION_FAILED
+        return codes.TOPIC_AUTHORIZATION_FAILED, None
+    return codes.NONE, None
+
+
+def readable_topic(registry: TopicRegistry, access: Access, name: str | None, operation: str) -> TopicState | int:
+    """The topic, or the error code that answers for it (the same whether it exists or not, when not allowed)."""
+    refused, _ = topic_refusal(access, name, operation)
+    if refused != codes.NONE or name is None:  # (a nameless topic is refused)
+        return refused
     try:
         return registry.get(name)
     except BrokerError:
