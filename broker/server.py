@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
-import ssl
 
 import grpc
 import structlog
@@ -50,7 +49,7 @@ from tidelog.broker.log.topics import TopicRegistry, TopicState
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
 from tidelog.broker.security.acls import Authorizer
-from tidelog.broker.security.auth import AuthInterceptor, TokenFile, revoked, server_credentials
+from tidelog.broker.security.auth import AuthInterceptor, TokenFile, revoked, server_credentials, server_tls
 from tidelog.broker.security.quotas import Quotas
 from tidelog.broker.storage.disk_reserve import DiskReserve
 from tidelog.broker.storage.lmdb_store import LmdbStore
@@ -165,7 +164,13 @@ class Broker:
         self.cluster_groups: EtcdGroups | None = None
         kafka_advertised = ""
         if settings.kafka_listen:  # bound first: the cluster's registration names its address
-            self.kafka = KafkaListener(settings.kafka_listen, self._kafka_tls())
+            # With --tls-cert: SSL, or SASL_SSL with tokens; mTLS with a client CA.
+            kafka_tls = (
+                server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+                if settings.tls_cert and settings.tls_key
+                else None
+            )
+            self.kafka = KafkaListener(settings.kafka_listen, kafka_tls)
             bound = await self.kafka.bind()
             kafka_advertised = settings.kafka_advertise or bound
         if settings.cluster:
@@ -282,18 +287,6 @@ class Broker:
             "serving", listen=self.address, data_dir=str(settings.data_dir), fsync=settings.fsync, topics=len(topics)
         )
         return self.address
-
-    def _kafka_tls(self) -> ssl.SSLContext | None:
-        """With --tls-cert: SSL, or SASL_SSL with tokens; mTLS with a client CA (its CN the principal)."""
-        settings = self.settings
-        if not (settings.tls_cert and settings.tls_key):
-            return None
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(settings.tls_cert, settings.tls_key)
-        if settings.tls_client_ca:
-            tls.load_verify_locations(settings.tls_client_ca)
-            tls.verify_mode = ssl.CERT_REQUIRED
-        return tls
 
     async def _serve_kafka(
         self, listener: KafkaListener, advertised: str, placement: GroupPlacement, parts: KafkaParts

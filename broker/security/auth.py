@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,17 @@ def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.Se
         root_certificates=client_ca.read_bytes() if client_ca else None,
         require_client_auth=client_ca is not None,
     )
+
+
+def server_tls(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """The same TLS for a listener outside gRPC (the Kafka one): with `client_ca`, clients must present
+    a certificate it signed (mTLS), whose CN is then their principal."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def hash_token(token: str) -> str:
