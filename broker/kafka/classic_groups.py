@@ -83,6 +83,12 @@ class Join:
     version: int
 
 
+def _answered(answer: Answer) -> asyncio.Future[Answer]:
+    future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+    future.set_result(answer)
+    return future
+
+
 def _resolve(future: asyncio.Future[Answer] | None, answer: Answer) -> None:
     if future is not None and not future.done():
         future.set_result(answer)
@@ -108,6 +114,12 @@ class ClassicGroups:
     # -- the protocol ------------------------------------------------------------------
 
     async def join(self, join: Join) -> Answer:
+        """The JoinGroup's answer, once the rebalance it is part of completes."""
+        return await self.begin_join(join)
+
+    def begin_join(self, join: Join) -> asyncio.Future[Answer]:
+        """Join at once (GroupError when refused); the future holds the answer once the rebalance
+        completes (at once for KIP-394's MEMBER_ID_REQUIRED)."""
         if not MIN_SESSION_TIMEOUT_MS <= join.session_timeout_ms <= MAX_SESSION_TIMEOUT_MS:
             raise GroupError(codes.INVALID_SESSION_TIMEOUT)
         if not join.protocol_type or not join.protocols:
@@ -123,7 +135,7 @@ class ClassicGroups:
             member_id = f"{join.client_id or 'member'}-{uuid.uuid4()}"
             if join.version >= 4:  # KIP-394: the member learns its id, then joins with it
                 group.pending[member_id] = now + join.session_timeout_ms / 1000
-                return {"error_code": codes.MEMBER_ID_REQUIRED, "member_id": member_id}
+                return _answered({"error_code": codes.MEMBER_ID_REQUIRED, "member_id": member_id})
         elif member_id not in group.members and group.pending.pop(member_id, None) is None:
             raise GroupError(codes.UNKNOWN_MEMBER_ID)
         if not group.members:
@@ -143,14 +155,22 @@ class ClassicGroups:
         member.protocols = join.protocols
         member.last_seen = now
         _resolve(member.joining, {"error_code": codes.UNKNOWN_MEMBER_ID})  # an older join of the same member
-        member.joining = asyncio.get_running_loop().create_future()
-        waiting = member.joining
+        waiting: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        member.joining = waiting
         if group.state != PREPARING:
             self._prepare_rebalance(group, f"member {member_id} joined")
         self._complete_join_if_ready(group)
-        return await waiting
+        return waiting
 
     async def sync(self, name: str, generation: int, member_id: str, assignments: dict[str, bytes]) -> Answer:
+        """The SyncGroup's answer: this member's assignment, once the leader has sent them."""
+        return await self.begin_sync(name, generation, member_id, assignments)
+
+    def begin_sync(
+        self, name: str, generation: int, member_id: str, assignments: dict[str, bytes]
+    ) -> asyncio.Future[Answer]:
+        """Sync at once (GroupError when refused); the future holds the member's assignment once the
+        leader's sync has brought them (at once for the leader, and in a Stable group)."""
         group, member = self._member(name, member_id)
         if generation != group.generation:
             raise GroupError(codes.ILLEGAL_GENERATION)
@@ -158,7 +178,7 @@ class ClassicGroups:
             raise GroupError(codes.REBALANCE_IN_PROGRESS)
         member.last_seen = self._clock()
         if group.state == STABLE:
-            return self._synced(group, member)
+            return _answered(self._synced(group, member))
         waiting: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         member.syncing = waiting
         if member_id == group.leader:
@@ -169,7 +189,7 @@ class ClassicGroups:
             for each in group.members.values():
                 _resolve(each.syncing, self._synced(group, each))
                 each.syncing = None
-        return await waiting
+        return waiting
 
     def heartbeat(self, name: str, generation: int, member_id: str) -> None:
         group, member = self._member(name, member_id)

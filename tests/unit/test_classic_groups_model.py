@@ -10,6 +10,9 @@ heartbeat, leave and go silent in any order while time passes, and these always 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import settings
@@ -23,6 +26,7 @@ from tidelog.broker.kafka.classic_groups import COMPLETING, STABLE, ClassicGroup
 GROUP = "g"
 MEMBERS = ["a", "b", "c"]
 SESSION_MS = 1_000
+Answer = dict[str, Any]
 
 
 class Clock:
@@ -41,51 +45,42 @@ class ClassicGroupModel(RuleBasedStateMachine):
         self.live = LiveGroups()
         self.groups = ClassicGroups(self.live, self.clock)
         self.ids: dict[str, str] = {}  # the model's member -> the id the broker gave it
-        self.joins: dict[str, asyncio.Task[dict[str, Any]]] = {}
-        self.syncs: dict[str, tuple[int, asyncio.Task[dict[str, Any]]]] = {}
+        self.joins: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.syncs: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
         self.generation: dict[str, int] = {}  # the generation each member last joined
         self.highest = 0
 
     def teardown(self) -> None:
-        tasks = [*self.joins.values(), *(t for _, t in self.syncs.values())]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-
-            async def ended() -> None:
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-            self.loop.run_until_complete(ended())
         self.loop.close()
 
-    def settle(self) -> None:
-        self.loop.run_until_complete(asyncio.sleep(0))
-        self.loop.run_until_complete(asyncio.sleep(0))
-        self.collect()
+    def on_loop(self, call: Callable[[], Answer]) -> Answer:
+        """`call()` run on the model's event loop, which the coordinator's futures belong to."""
 
-    def collect(self) -> None:
-        """Check the answers that arrived."""
-        for name, task in list(self.joins.items()):
-            if task.done():
+        async def run() -> Answer:
+            return call()
+
+        return self.loop.run_until_complete(run())
+
+    def settle(self) -> None:
+        """Check the answers that have come: futures the coordinator resolved, nothing left to run."""
+        for name, future in list(self.joins.items()):
+            if future.done():
                 del self.joins[name]
-                answer = task.result()
+                answer = future.result()
                 if answer["error_code"] == codes.NONE:
                     group = self.groups.group(GROUP)
                     assert group is not None and answer["generation_id"] == group.generation
-                    assert answer["generation_id"] > self.highest or answer["generation_id"] == self.highest
+                    assert answer["generation_id"] >= self.highest
                     self.highest = answer["generation_id"]
                     self.generation[name] = answer["generation_id"]
                     if answer["leader"] == answer["member_id"]:
                         assert {m["member_id"] for m in answer["members"]} == set(group.members)
-        for name, (generation, task) in list(self.syncs.items()):
-            if task.done():
+        for name, (generation, future) in list(self.syncs.items()):
+            if future.done():
                 del self.syncs[name]
-                answer = task.result()
+                answer = future.result()
                 if answer["error_code"] == codes.NONE:
                     assert answer["assignment"] == f"{generation}:{self.ids[name]}".encode()
-
-    def call(self, coroutine: Any) -> asyncio.Task[dict[str, Any]]:
-        return self.loop.create_task(coroutine)
 
     @rule(name=st.sampled_from(MEMBERS))
     def join(self, name: str) -> None:
@@ -94,34 +89,23 @@ class ClassicGroupModel(RuleBasedStateMachine):
     def join_as(self, name: str) -> None:
         if name in self.joins:
             return
-        member_id = self.ids.get(name, "")
-        join = Join(GROUP, member_id, name, "", SESSION_MS, SESSION_MS, "consumer", [("range", b"")], 5)
 
-        async def joining() -> dict[str, Any]:
+        def joining() -> Answer:
+            join = Join(
+                GROUP, self.ids.get(name, ""), name, "", SESSION_MS, SESSION_MS, "consumer", [("range", b"")], 5
+            )
             try:
-                answer = await self.groups.join(join)
-                if answer["error_code"] == codes.MEMBER_ID_REQUIRED:
-                    self.ids[name] = answer["member_id"]
-                    return await self.groups.join(
-                        Join(
-                            GROUP,
-                            answer["member_id"],
-                            name,
-                            "",
-                            SESSION_MS,
-                            SESSION_MS,
-                            "consumer",
-                            [("range", b"")],
-                            5,
-                        )
-                    )
-                return answer
+                future = self.groups.begin_join(join)
+                if future.done() and future.result()["error_code"] == codes.MEMBER_ID_REQUIRED:
+                    self.ids[name] = future.result()["member_id"]  # KIP-394: join again with it
+                    future = self.groups.begin_join(replace(join, member_id=self.ids[name]))
+                self.joins[name] = future
             except GroupError as err:
                 if err.code == codes.UNKNOWN_MEMBER_ID:
                     self.ids.pop(name, None)
-                return {"error_code": err.code}
+            return {}
 
-        self.joins[name] = self.call(joining())
+        self.on_loop(joining)
         self.settle()
 
     @precondition(lambda self: bool(self.generation))
@@ -134,18 +118,16 @@ class ClassicGroupModel(RuleBasedStateMachine):
             return
         generation = self.generation[name]
         group = self.groups.group(GROUP)
-        leader = group is not None and group.leader == self.ids[name]
         assignments = {}
-        if leader and group is not None:
+        if group is not None and group.leader == self.ids[name]:
             assignments = {m: f"{generation}:{m}".encode() for m in group.members}
 
-        async def syncing() -> dict[str, Any]:
-            try:
-                return await self.groups.sync(GROUP, generation, self.ids[name], assignments)
-            except GroupError as err:
-                return {"error_code": err.code}
+        def syncing() -> Answer:
+            with contextlib.suppress(GroupError):  # a refusal: nothing to check
+                self.syncs[name] = (generation, self.groups.begin_sync(GROUP, generation, self.ids[name], assignments))
+            return {}
 
-        self.syncs[name] = (generation, self.call(syncing()))
+        self.on_loop(syncing)
         self.settle()
 
     @precondition(lambda self: bool(self.generation))
