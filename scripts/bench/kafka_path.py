@@ -10,7 +10,6 @@ time and reads it back on a consumer assigned at the end.
 from __future__ import annotations
 
 import json
-import struct
 import tempfile
 import threading
 import time
@@ -18,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from tidelog import AdminClient
+from tidelog.bench.peers import OP_TIMEOUT, STAMP, WARMUP, e2e_count, pace
 from tidelog.bench.stats import cpu_figures, cpu_seconds, latency_figures, throughput_figures
 from tidelog.testing import BrokerProcess, wait_for
 
-STAMP = struct.Struct(">q")
-WARMUP = STAMP.pack(-1)
-TIMEOUT_S = 60.0
+TIMEOUT_S = OP_TIMEOUT
 
 
 class KafkaPath:
@@ -153,7 +151,7 @@ class KafkaPath:
         import confluent_kafka
 
         topic = self._new_topic()
-        count = max(2, round(rate * seconds))
+        count = e2e_count(rate, seconds)
         padding = b"x" * max(0, size - STAMP.size)
         consumer = confluent_kafka.Consumer(
             {
@@ -193,14 +191,12 @@ class KafkaPath:
         if not live.wait(TIMEOUT_S):
             raise RuntimeError(f"{self.name}: e2e reader never saw the warm-up record")
         before = cpu_seconds(self._pids())
-        interval = 1 / rate
-        began = time.perf_counter()
-        for i in range(count):
-            delay = began + i * interval - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)  # the pacing of the load itself, not a wait for anything
+
+        def send(_: int) -> None:
             producer.produce(topic, STAMP.pack(time.perf_counter_ns()) + padding, partition=0)
             producer.poll(0)
+
+        pace(rate, count, send)
         producer.flush(TIMEOUT_S)
         reader.join(seconds + TIMEOUT_S)
         consumer.close()

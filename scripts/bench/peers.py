@@ -146,7 +146,7 @@ def _latency(latencies_us: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": q[499] / 1000, "p99_ms": q[989] / 1000, "p999_ms": q[998] / 1000}
 
 
-def _pace(rate: float, count: int, send: Callable[[int], None]) -> float:
+def pace(rate: float, count: int, send: Callable[[int], None]) -> float:
     """Call ``send(i)`` ``count`` times on a fixed schedule of ``rate`` per second; the seconds it took."""
     interval = 1 / rate
     began = time.perf_counter()
@@ -158,7 +158,7 @@ def _pace(rate: float, count: int, send: Callable[[int], None]) -> float:
     return time.perf_counter() - began
 
 
-def _e2e_count(rate: float, seconds: float) -> int:
+def e2e_count(rate: float, seconds: float) -> int:
     if rate <= 0 or seconds <= 0:
         raise ValueError("e2e needs a positive rate and duration")
     return max(2, round(rate * seconds))
@@ -361,7 +361,7 @@ class RedisPeer:
         client = self._client
         if client is None:
             raise RuntimeError(f"{self.name}: not started; use it in a `with` block")
-        count = _e2e_count(rate, seconds)
+        count = e2e_count(rate, seconds)
         stream = self._new_stream()
         padding = b"x" * max(0, size - STAMP.size)
         latencies_us: list[float] = []
@@ -418,7 +418,7 @@ class RedisPeer:
                 raise RuntimeError(f"{self.name}: e2e reader not live: {errors or 'timed out'}")
             writer.start()
             try:
-                sending = _pace(rate, count, lambda _i: outbox.put(STAMP.pack(time.perf_counter_ns()) + padding))
+                sending = pace(rate, count, lambda _i: outbox.put(STAMP.pack(time.perf_counter_ns()) + padding))
             finally:
                 outbox.put(None)
             self.e2e_sent_per_s = count / sending
@@ -563,7 +563,7 @@ class NatsPeer:
             await nc.close()
 
     def e2e(self, rate: float, seconds: float, size: int) -> dict[str, float]:
-        count = _e2e_count(rate, seconds)
+        count = e2e_count(rate, seconds)
         self._streams += 1
         stream, subject = f"BENCH{self._streams}", f"bench.{self._streams}"
         latencies_us = self._run(self._e2e(stream, subject, rate, count, size), OP_TIMEOUT + count / rate)
