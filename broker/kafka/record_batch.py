@@ -29,6 +29,7 @@ import crc32c
 import lz4.frame
 import zstandard
 
+from tidelog.broker.kafka.wire import MalformedFrame, Reader
 from tidelog.common.compression import MAX_DECOMPRESSED_BYTES, CorruptBatch
 from tidelog.common.varint import varint
 from tidelog.v1.records_pb2 import Header, Record
@@ -213,67 +214,36 @@ def compress(codec: int, data: bytes) -> bytes:
     return data
 
 
-class _Cursor:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def varint(self) -> int:
-        data, pos, value, shift = self.data, self.pos, 0, 0
-        while True:
-            if pos >= len(data):
-                raise CorruptBatch("a record varint runs past the batch")
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                self.pos = pos
-                return (value >> 1) ^ -(value & 1)
-            shift += 7
-            if shift > 63:
-                raise CorruptBatch("a record varint longer than 10 bytes")
-
-    def blob(self) -> bytes | None:
-        size = self.varint()
-        if size < 0:
-            return None
-        end = self.pos + size
-        if end > len(self.data):
-            raise CorruptBatch("a record field runs past the batch")
-        out = self.data[self.pos : end]
-        self.pos = end
-        return out
-
-
 def records_of(batch: bytes | memoryview) -> list[Record]:
     """A batch's records as Tidelog's: a null key is no key, a null value a tombstone, and timestamps
     absolute (a LogAppendTime batch's are its max timestamp; none, -1, becomes 0: the append time)."""
     head = header_of(batch)
-    cursor = _Cursor(decompressed(head.codec, memoryview(batch)[HEADER_SIZE:]))
+    reader = Reader(decompressed(head.codec, memoryview(batch)[HEADER_SIZE:]))
     out: list[Record] = []
-    for _ in range(head.count):
-        length = cursor.varint()
-        end = cursor.pos + length
-        if length < 0 or end > len(cursor.data):
-            raise CorruptBatch("a record whose length runs past the batch")
-        cursor.pos += 1  # attributes: unused
-        timestamp_delta = cursor.varint()
-        cursor.varint()  # offset delta: records are in order
-        record = Record(key=cursor.blob() or b"")
-        value = cursor.blob()
-        if value is not None:
-            record.value = value
-        for _ in range(cursor.varint()):
-            key = cursor.blob() or b""
-            record.headers.append(Header(key=key.decode("utf-8", "replace"), value=cursor.blob() or b""))
-        if head.log_append_time:
-            record.timestamp_ms = max(head.max_timestamp, 0)
-        elif head.base_timestamp != NO_TIMESTAMP:
-            record.timestamp_ms = max(head.base_timestamp + timestamp_delta, 0)
-        cursor.pos = end
-        out.append(record)
+    try:
+        for _ in range(head.count):
+            length = reader.varint()
+            if length < 0 or length > reader.remaining:
+                raise CorruptBatch("a record whose length runs past the batch")
+            end = reader.pos + length
+            reader.int8()  # attributes: unused
+            timestamp_delta = reader.varint()
+            reader.varint()  # offset delta: records are in order
+            record = Record(key=reader.varint_bytes() or b"")
+            value = reader.varint_bytes()
+            if value is not None:
+                record.value = value
+            for _ in range(reader.varint()):
+                key = reader.varint_bytes() or b""
+                record.headers.append(Header(key=key.decode("utf-8", "replace"), value=reader.varint_bytes() or b""))
+            if head.log_append_time:
+                record.timestamp_ms = max(head.max_timestamp, 0)
+            elif head.base_timestamp != NO_TIMESTAMP:
+                record.timestamp_ms = max(head.base_timestamp + timestamp_delta, 0)
+            reader.pos = end
+            out.append(record)
+    except MalformedFrame as err:
+        raise CorruptBatch(f"a record that does not decode: {err}") from None
     return out
 
 

@@ -114,6 +114,11 @@ class Reader:
             return None
         return self.raw(size)
 
+    def varint_bytes(self) -> bytes | None:
+        """Bytes behind a zigzag varint length, -1 meaning null (the fields of Kafka's records)."""
+        size = self.varint()
+        return None if size < 0 else self.raw(size)
+
     def array_length(self, compact: bool) -> int:
         """The item count of an array (-1: null), checked against what the frame can hold."""
         count = self.uvarint() - 1 if compact else self.int32()

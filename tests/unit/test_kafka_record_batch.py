@@ -57,7 +57,7 @@ def test_log_append_time_rewrites_the_type_the_max_timestamp_and_the_crc() -> No
     assert {r.timestamp_ms for r in record_batch.records_of(batch)} == {5_555}
 
 
-@pytest.mark.parametrize("codec", [1, 2, 3, 4], ids=["gzip", "snappy", "lz4", "zstd"])
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4], ids=["none", "gzip", "snappy", "lz4", "zstd"])
 def test_every_kafka_codec_is_opened(codec: int) -> None:
     plain = record_batch.encode(RECORDS, 0, 9_000, False)
     head = record_batch.header_of(plain)
