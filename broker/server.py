@@ -198,7 +198,7 @@ class Broker:
         if self.control is not None:
             self.mirror = TopicMirror(self.control, log_, purger)
         topic_admin = TopicAdmin(settings, log_, purger, self.control, self.mirror)
-        admin = AdminService(settings, log_, topic_admin, rpc, access, self.control, advertised, self.mirror)
+        admin = AdminService(log_, topic_admin, rpc, access, self.control, advertised)
         register(server, ADMIN, admin.handlers())
         producer_ids: ProducerIds = LocalProducerIds(log_) if self.control is None else ClusterProducerIds(self.control)
         data = BrokerService(settings, log_, self.membership, followers, producer_ids, self.metrics, rpc, access)

@@ -8,8 +8,6 @@ import structlog
 from tidelog.broker.api.rpc import Context, Rpc
 from tidelog.broker.cluster.control import ControlPlane, etcd_unavailable
 from tidelog.broker.cluster.metadata import NO_LEADER, elect
-from tidelog.broker.cluster.mirror import TopicMirror
-from tidelog.broker.config import Settings
 from tidelog.broker.errors import BrokerError, invalid_request, topic_not_found
 from tidelog.broker.log import topic_config
 from tidelog.broker.log.ops import AclsOp
@@ -45,21 +43,17 @@ def state_message(topic: TopicState) -> admin_pb2.Topic:
 class AdminService:
     def __init__(
         self,
-        settings: Settings,
         log_: Log,
         topics: TopicAdmin,
         rpc: Rpc,
         access: Access,
         control: ControlPlane | None = None,
         advertised: str = "",
-        mirror: TopicMirror | None = None,
     ) -> None:
         self._control = control
-        self._mirror = mirror  # with `control`: this broker's copies of the cluster's topics
         self._advertised = advertised
         self._rpc = rpc
         self._access = access
-        self._settings = settings
         self._log = log_
         self._registry = log_.registry
         self._topics = topics

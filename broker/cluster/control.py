@@ -81,9 +81,12 @@ class ClusterKeys:
         return self.prefix + b"replication/" + str(broker_id).encode()
 
     @property
-    def kafka(self) -> bytes:
+    def kafka_addresses(self) -> bytes:
         """Brokers' Kafka listener addresses, those that have one (under their leases)."""
         return self.prefix + b"kafka/"
+
+    def kafka_address(self, broker_id: int) -> bytes:
+        return self.kafka_addresses + str(broker_id).encode()
 
     @property
     def topic_ids(self) -> bytes:
@@ -276,7 +279,7 @@ class ControlPlane:
                     key = self.keys.replication(self.broker_id)
                     await self._etcd.put(key, self._replication_address.encode(), self.lease_id)
                 if self._kafka_address:
-                    key = self.keys.kafka + str(self.broker_id).encode()
+                    key = self.keys.kafka_address(self.broker_id)
                     await self._etcd.put(key, self._kafka_address.encode(), self.lease_id)
                 await self._etcd.put(self.keys.broker(self.broker_id), self.address.encode(), self.lease_id)
                 log.info("broker_registered", broker_id=self.broker_id, lease=f"{self.lease_id:x}")
@@ -536,7 +539,10 @@ class ControlPlane:
 
     def brokers(self) -> dict[int, str]:
         """The registered brokers (those whose lease lives): id -> advertised address."""
-        prefix = self.keys.brokers
+        return self._by_broker(self.keys.brokers)
+
+    def _by_broker(self, prefix: bytes) -> dict[int, str]:
+        """broker id -> value, of the keys `prefix` + id."""
         return {
             int(key[len(prefix) :]): value.decode()
             for key, value in self.cache.entries.items()
@@ -545,13 +551,8 @@ class ControlPlane:
 
     def kafka_brokers(self) -> dict[int, str]:
         """The registered brokers' Kafka listener addresses: id -> address."""
-        prefix, live = self.keys.kafka, self.brokers()
-        found = {
-            int(key[len(prefix) :]): value.decode()
-            for key, value in self.cache.entries.items()
-            if key.startswith(prefix)
-        }
-        return {broker_id: address for broker_id, address in found.items() if broker_id in live}
+        live = self.brokers()
+        return {b: address for b, address in self._by_broker(self.keys.kafka_addresses).items() if b in live}
 
     def replication_address(self, broker_id: int) -> str:
         """Where to replicate from broker `broker_id` ("" when it is not registered)."""
