@@ -23,7 +23,6 @@ from tidelog.broker.kafka.admin_apis import KafkaAdminApis
 from tidelog.broker.kafka.caller import Caller, Session
 from tidelog.broker.kafka.classic_groups import ClassicGroups
 from tidelog.broker.kafka.cluster_view import KafkaCluster
-from tidelog.broker.kafka.codes import NONE, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION
 from tidelog.broker.kafka.fetch import KafkaFetch
 from tidelog.broker.kafka.group_apis import KafkaGroupApis
 from tidelog.broker.kafka.produce import KafkaProduce
@@ -126,7 +125,7 @@ class KafkaApis:
         low, high = request.valid
         if not low <= header.api_version <= high:
             if header.api_key == messages.API_VERSIONS_REQUEST.api_key:
-                return self._respond(header, response, 0, {"error_code": UNSUPPORTED_VERSION, **self._ranges()})
+                return self._respond(header, response, 0, {"error_code": codes.UNSUPPORTED_VERSION, **self._ranges()})
             raise Refused(f"{request.name} version {header.api_version} is outside {low}-{high}")
         caller = Caller(header.client_id or "", session)
         if self._sasl.required and header.api_key not in _BEFORE_AUTHENTICATION and not session.authenticated:
@@ -168,7 +167,7 @@ class KafkaApis:
         }
 
     async def api_versions(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
-        return {"error_code": NONE, **self._ranges()}
+        return {"error_code": codes.NONE, **self._ranges()}
 
     async def metadata(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         wanted = request["topics"]
@@ -199,12 +198,12 @@ class KafkaApis:
 
     def _topic_metadata(self, name: str | None, topic_id: uuid.UUID | None = None) -> dict[str, Any]:
         if name is None:  # v10+: asked by id
-            return {"error_code": UNKNOWN_TOPIC_ID, "name": None, "topic_id": topic_id, "partitions": []}
+            return {"error_code": codes.UNKNOWN_TOPIC_ID, "name": None, "topic_id": topic_id, "partitions": []}
         topic = readable_topic(self._registry, self._access, name, "describe")
         if isinstance(topic, int):
             return {"error_code": topic, "name": name, "partitions": []}
         partitions = self._cluster.partitions(topic)
-        return {"error_code": NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": partitions}
+        return {"error_code": codes.NONE, "name": name, "topic_id": topic_uuid(topic), "partitions": partitions}
 
     async def list_offsets(self, request: dict[str, Any], version: int, caller: Caller) -> dict[str, Any]:
         """Offsets by time: -1 the high watermark, -2 the log start, else the first record at or after it."""
@@ -219,7 +218,7 @@ class KafkaApis:
                 if isinstance(topic, int):
                     answer["error_code"] = topic
                 elif not 0 <= index < len(topic.partitions):
-                    answer["error_code"] = UNKNOWN_TOPIC_OR_PARTITION
+                    answer["error_code"] = codes.UNKNOWN_TOPIC_OR_PARTITION
                 else:
                     try:
                         self._cluster.refuse_unless_leader(topic, index)
@@ -238,7 +237,7 @@ class KafkaApis:
         if timestamp == EARLIEST:
             return {"offset": partition.log_start_offset, "leader_epoch": epoch}
         if timestamp < 0:
-            return {"error_code": UNSUPPORTED_VERSION}  # -3 and below: asks of later versions
+            return {"error_code": codes.UNSUPPORTED_VERSION}  # -3 and below: asks of later versions
         offset, found_at = self._log.offset_for_time(topic, partition, timestamp)
         if found_at < 0:  # nothing at or after it: Kafka answers -1, -1
             return {"offset": -1, "timestamp": -1}

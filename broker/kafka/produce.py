@@ -12,8 +12,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from tidelog.broker.errors import BrokerError
 from tidelog.broker.kafka import codes, record_batch
 from tidelog.broker.kafka.caller import Caller
@@ -25,8 +23,6 @@ from tidelog.broker.log.topics import TopicState
 from tidelog.broker.metrics import Metrics
 from tidelog.broker.security.access import Access
 from tidelog.common.compression import CorruptBatch
-
-log = structlog.get_logger("tidelog.kafka")
 
 ACKS = (0, 1, -1)
 
